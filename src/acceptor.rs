@@ -1,0 +1,457 @@
+//! The acceptor thread: accepts TCP connections, reads each request head
+//! under a byte cap and a deadline, authenticates, completes the WebSocket
+//! handshake and hands the connection to the shard owning its room. It also
+//! answers the small HTTP API (`/healthz`, `/metrics`).
+//!
+//! It never blocks: reads and writes are non-blocking, a full shard inbox is
+//! answered 503, and every pending connection has a deadline. All pending
+//! connections share one timeout, so deadlines are in insertion order and a
+//! FIFO queue replaces a timer structure.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::auth::{self, Identity, Verifier};
+use crate::config::Config;
+use crate::http::{self, HeadError, RequestHead};
+use crate::ids::{self, RoomKey, ShardId};
+use crate::metrics::{self, AcceptorMetrics, ShardMetrics};
+use crate::shard::{Handoff, HandoffKind, ShardHandle, ShardMsg};
+
+const MAIN_LISTENER: Token = Token(usize::MAX - 1);
+const ECHO_LISTENER: Token = Token(usize::MAX - 2);
+const WAKER: Token = Token(usize::MAX - 3);
+
+/// Which listener a connection came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Main,
+    Echo,
+}
+
+/// A connection before its handoff.
+#[derive(Debug)]
+struct Pending {
+    stream: TcpStream,
+    listener: Listener,
+    /// Request head bytes so far; never more than `handshake_head_bytes_max`.
+    head: Vec<u8>,
+    state: PendingState,
+    /// Tells this connection's deadline entry from a later one in the same slot.
+    generation: u64,
+}
+
+#[derive(Debug)]
+enum PendingState {
+    ReadingHead,
+    /// Writing an HTTP response; the connection closes after it.
+    Responding {
+        response: Vec<u8>,
+        written: usize,
+    },
+}
+
+/// Messages the acceptor receives from the main thread.
+#[derive(Debug)]
+pub enum AcceptorMsg {
+    Drain,
+}
+
+pub struct Acceptor {
+    poll: Poll,
+    main: TcpListener,
+    echo: Option<TcpListener>,
+    config: Arc<Config>,
+    verifier: Option<Arc<Verifier>>,
+    shards: Vec<ShardHandle>,
+    /// Shards sent a handoff this iteration, woken once at its end.
+    shards_to_wake: Vec<bool>,
+    pending: Slab<Pending>,
+    deadlines: VecDeque<(Instant, usize, u64)>,
+    next_generation: u64,
+    accept_paused: bool,
+    control: Receiver<AcceptorMsg>,
+    metrics_in: Receiver<(ShardId, ShardMetrics)>,
+    shard_metrics: Vec<ShardMetrics>,
+    metrics: AcceptorMetrics,
+}
+
+/// Binds a listener with socket2 so that backlog and SO_REUSEPORT are ours to set.
+pub fn bind(addr: SocketAddr, backlog: i32, reuseport: bool) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if reuseport {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// What the acceptor needs from the rest of the server.
+pub struct AcceptorParts {
+    pub main: std::net::TcpListener,
+    pub echo: Option<std::net::TcpListener>,
+    pub config: Arc<Config>,
+    pub verifier: Option<Arc<Verifier>>,
+    pub shards: Vec<ShardHandle>,
+    pub control: Receiver<AcceptorMsg>,
+    pub metrics_in: Receiver<(ShardId, ShardMetrics)>,
+}
+
+impl Acceptor {
+    pub fn new(parts: AcceptorParts) -> io::Result<(Acceptor, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut main = TcpListener::from_std(parts.main);
+        poll.registry().register(&mut main, MAIN_LISTENER, Interest::READABLE)?;
+        let echo = match parts.echo {
+            Some(listener) => {
+                let mut echo = TcpListener::from_std(listener);
+                poll.registry().register(&mut echo, ECHO_LISTENER, Interest::READABLE)?;
+                Some(echo)
+            }
+            None => None,
+        };
+        let shard_count = parts.shards.len();
+        let pending_max = parts.config.limits.handshakes_pending_max as usize;
+        let acceptor = Acceptor {
+            poll,
+            main,
+            echo,
+            verifier: parts.verifier,
+            shards: parts.shards,
+            shards_to_wake: vec![false; shard_count],
+            pending: Slab::with_capacity(pending_max),
+            deadlines: VecDeque::with_capacity(pending_max),
+            next_generation: 0,
+            accept_paused: false,
+            control: parts.control,
+            metrics_in: parts.metrics_in,
+            shard_metrics: vec![ShardMetrics::default(); shard_count],
+            metrics: AcceptorMetrics::default(),
+            config: parts.config,
+        };
+        Ok((acceptor, waker))
+    }
+
+    /// Runs until told to drain.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(self.config.limits.poll_events_max);
+        loop {
+            let timeout = self.deadlines.front().map(|(at, _, _)| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
+            }
+            if self.control.try_recv().is_ok() {
+                tracing::info!("acceptor stops accepting");
+                return Ok(());
+            }
+            for event in events.iter() {
+                match event.token() {
+                    MAIN_LISTENER => self.accept_all(Listener::Main),
+                    ECHO_LISTENER => self.accept_all(Listener::Echo),
+                    WAKER => {}
+                    Token(slot) => self.on_pending(slot),
+                }
+            }
+            self.expire_deadlines(Instant::now());
+            self.wake_shards();
+            if self.accept_paused && self.pending.len() < self.pending.capacity() {
+                self.accept_paused = false;
+                self.accept_all(Listener::Main);
+                self.accept_all(Listener::Echo);
+            }
+            while let Ok((shard, snapshot)) = self.metrics_in.try_recv() {
+                if let Some(slot) = self.shard_metrics.get_mut(shard as usize) {
+                    *slot = snapshot;
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self, listener: Listener) {
+        loop {
+            if self.pending.len() >= self.config.limits.handshakes_pending_max as usize {
+                // Leave the rest in the kernel's backlog until a slot frees.
+                if !self.accept_paused {
+                    self.accept_paused = true;
+                    self.metrics.accept_paused += 1;
+                }
+                return;
+            }
+            let accepted = match (listener, &self.echo) {
+                (Listener::Main, _) => self.main.accept(),
+                (Listener::Echo, Some(echo)) => echo.accept(),
+                (Listener::Echo, None) => return,
+            };
+            match accepted {
+                Ok((stream, _peer)) => self.start_pending(stream, listener),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: log and come back on the next event.
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn start_pending(&mut self, mut stream: TcpStream, listener: Listener) {
+        if self.config.net.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        let slot = self.pending.vacant_key();
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
+        {
+            tracing::warn!(error = %e, "cannot register accepted connection");
+            return;
+        }
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        self.pending.insert(Pending {
+            stream,
+            listener,
+            head: Vec::new(),
+            state: PendingState::ReadingHead,
+            generation,
+        });
+        let timeout = Duration::from_millis(u64::from(self.config.limits.handshake_timeout_ms));
+        self.deadlines.push_back((Instant::now() + timeout, slot, generation));
+        // The request may already be here; edge-triggered readiness would not tell us again.
+        self.on_pending(slot);
+    }
+
+    fn on_pending(&mut self, slot: usize) {
+        let Some(pending) = self.pending.get_mut(slot) else { return };
+        match pending.state {
+            PendingState::ReadingHead => self.read_head(slot),
+            PendingState::Responding { .. } => self.write_response(slot),
+        }
+    }
+
+    fn read_head(&mut self, slot: usize) {
+        let head_max = self.config.limits.handshake_head_bytes_max;
+        let Some(pending) = self.pending.get_mut(slot) else { return };
+        let mut chunk = [0u8; 4096];
+        loop {
+            let room = head_max - pending.head.len();
+            if room == 0 {
+                self.respond_error(slot, 431, "headers_too_large", "request head over handshake_head_bytes_max", "");
+                return;
+            }
+            let limit = room.min(chunk.len());
+            match pending.stream.read(&mut chunk[..limit]) {
+                Ok(0) => {
+                    self.close_pending(slot);
+                    return;
+                }
+                Ok(n) => pending.head.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close_pending(slot);
+                    return;
+                }
+            }
+        }
+        match http::parse_head(&pending.head) {
+            Ok(None) => {}
+            Ok(Some((head, len))) => {
+                let leftover = pending.head[len..].to_vec();
+                self.route(slot, head, leftover);
+            }
+            Err(HeadError::TooLarge) => {
+                self.respond_error(slot, 431, "headers_too_large", "too many request headers", "")
+            }
+            Err(HeadError::Malformed) => self.respond_error(slot, 400, "bad_request", "malformed HTTP request", ""),
+        }
+    }
+
+    fn route(&mut self, slot: usize, head: RequestHead, leftover: Vec<u8>) {
+        let Some(pending) = self.pending.get(slot) else { return };
+        if pending.listener == Listener::Echo {
+            self.upgrade(slot, &head, leftover, HandoffKind::Echo, 0);
+            return;
+        }
+        match head.path.as_str() {
+            path if path.starts_with("/ws/") => self.upgrade_room(slot, &head, leftover),
+            "/healthz" if head.method == "GET" => {
+                self.respond(slot, 200, http::response(200, "application/json", "", br#"{"status":"ok"}"#));
+            }
+            "/metrics" if head.method == "GET" => {
+                let body = metrics::render_prometheus(&self.shard_metrics, &self.metrics);
+                self.respond(slot, 200, http::response(200, "text/plain; version=0.0.4", "", body.as_bytes()));
+            }
+            "/healthz" | "/metrics" => self.respond_error(slot, 405, "method_not_allowed", "use GET", "Allow: GET\r\n"),
+            _ => self.respond_error(slot, 404, "not_found", "unknown path", ""),
+        }
+    }
+
+    /// `/ws/{room}`: checks the request, the Origin and the token, then upgrades.
+    fn upgrade_room(&mut self, slot: usize, head: &RequestHead, leftover: Vec<u8>) {
+        let room = &head.path["/ws/".len()..];
+        if !ids::is_valid_room_id(room) {
+            return self.respond_error(slot, 400, "bad_room", "room ids are 1-128 bytes of [A-Za-z0-9._:-]", "");
+        }
+        if let Some((status, code, message, extra)) = check_websocket_request(head) {
+            return self.respond_error(slot, status, code, message, extra);
+        }
+        let allowed = &self.config.auth.allow_origins;
+        if let Some(origin) = &head.origin
+            && !allowed.is_empty()
+            && !allowed.iter().any(|a| a == origin)
+        {
+            return self.respond_error(slot, 403, "origin_not_allowed", "the Origin is not in auth.allow_origins", "");
+        }
+        let identity = match self.authenticate(head) {
+            Ok(identity) => identity,
+            Err((code, message)) => return self.respond_error(slot, 401, code, message, ""),
+        };
+        if !identity.may_enter(room) {
+            return self.respond_error(
+                slot,
+                403,
+                "room_not_allowed",
+                "the token's room claim does not allow this room",
+                "",
+            );
+        }
+        let key = RoomKey::new(&identity.tenant, room);
+        let shard = key.shard(self.shards.len());
+        self.upgrade(slot, head, leftover, HandoffKind::Room { identity: Box::new(identity), key }, shard);
+    }
+
+    fn authenticate(&self, head: &RequestHead) -> Result<Identity, (&'static str, &'static str)> {
+        let Some(verifier) = &self.verifier else {
+            return match head.query_param("user") {
+                Some(user) if !user.is_empty() => Ok(Identity::dev(&user)),
+                _ => Err(("missing_user", "dev mode (auth.mode = none) needs ?user=NAME")),
+            };
+        };
+        let token = auth::extract_token(head.query.as_deref(), head.authorization.as_deref(), head.cookie.as_deref())
+            .ok_or(("token_missing", "no token in ?token=, Authorization: Bearer or cookie roomcast_token"))?;
+        verifier.verify(&token).map_err(|e| (e.code(), e.message()))
+    }
+
+    /// Hands the connection to `shard` with the 101 response for it to write first.
+    fn upgrade(&mut self, slot: usize, head: &RequestHead, leftover: Vec<u8>, kind: HandoffKind, shard: ShardId) {
+        if let Some((status, code, message, extra)) = check_websocket_request(head) {
+            return self.respond_error(slot, status, code, message, extra);
+        }
+        let Some(ws_key) = head.ws_key.as_deref() else { return };
+        let response = http::switching_protocols(ws_key);
+        let Some(mut pending) = self.pending.try_remove(slot) else { return };
+        let _ = self.poll.registry().deregister(&mut pending.stream);
+        let handoff = Box::new(Handoff { stream: pending.stream, response, leftover, kind });
+        let target = shard as usize;
+        match self.shards[target].try_send(ShardMsg::Handoff(handoff)) {
+            Ok(()) => {
+                self.metrics.count_status(101);
+                self.shards_to_wake[target] = true;
+            }
+            Err(ShardMsg::Handoff(handoff)) => {
+                // The shard's inbox is full: answer here, from a fresh slot.
+                tracing::warn!(shard, "shard inbox full; handshake refused with 503");
+                let mut stream = handoff.stream;
+                let body = http::error_response(
+                    503,
+                    "overloaded",
+                    "the shard's inbox is full; try again",
+                    "Retry-After: 1\r\n",
+                );
+                let _ = stream.write_all(&body);
+                self.metrics.count_status(503);
+            }
+            Err(ShardMsg::Drain { .. }) => {}
+        }
+    }
+
+    fn respond_error(&mut self, slot: usize, status: u16, code: &str, message: &str, extra_headers: &str) {
+        self.respond(slot, status, http::error_response(status, code, message, extra_headers));
+    }
+
+    fn respond(&mut self, slot: usize, status: u16, response: Vec<u8>) {
+        self.metrics.count_status(status);
+        let Some(pending) = self.pending.get_mut(slot) else { return };
+        pending.head = Vec::new();
+        pending.state = PendingState::Responding { response, written: 0 };
+        self.write_response(slot);
+    }
+
+    fn write_response(&mut self, slot: usize) {
+        let Some(pending) = self.pending.get_mut(slot) else { return };
+        let PendingState::Responding { response, written } = &mut pending.state else { return };
+        while *written < response.len() {
+            match pending.stream.write(&response[*written..]) {
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = pending.stream.shutdown(Shutdown::Write);
+        self.close_pending(slot);
+    }
+
+    fn close_pending(&mut self, slot: usize) {
+        if let Some(mut pending) = self.pending.try_remove(slot) {
+            let _ = self.poll.registry().deregister(&mut pending.stream);
+        }
+    }
+
+    fn expire_deadlines(&mut self, now: Instant) {
+        while let Some(&(at, slot, generation)) = self.deadlines.front() {
+            if at > now {
+                return;
+            }
+            self.deadlines.pop_front();
+            if self.pending.get(slot).is_some_and(|p| p.generation == generation) {
+                self.metrics.handshake_timeouts += 1;
+                self.metrics.count_status(408);
+                self.close_pending(slot);
+            }
+        }
+    }
+
+    fn wake_shards(&mut self) {
+        for (shard, wake) in self.shards_to_wake.iter_mut().enumerate() {
+            if std::mem::take(wake) {
+                self.shards[shard].wake();
+            }
+        }
+    }
+}
+
+/// RFC 6455 §4.2.1 checks; `Some` is the refusal to send.
+fn check_websocket_request(head: &RequestHead) -> Option<(u16, &'static str, &'static str, &'static str)> {
+    if head.method != "GET" {
+        return Some((405, "method_not_allowed", "WebSocket upgrades use GET", "Allow: GET\r\n"));
+    }
+    if !head.wants_websocket() {
+        return Some((400, "not_websocket", "expected Upgrade: websocket and Connection: Upgrade", ""));
+    }
+    if head.ws_version.as_deref() != Some("13") {
+        return Some((426, "bad_version", "only WebSocket version 13 is supported", "Sec-WebSocket-Version: 13\r\n"));
+    }
+    let key_ok = head.ws_key.as_deref().is_some_and(|key| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|raw| raw.len() == 16)
+    });
+    if !key_ok {
+        return Some((400, "bad_key", "Sec-WebSocket-Key must be 16 bytes in base64", ""));
+    }
+    None
+}

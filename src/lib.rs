@@ -1,0 +1,30 @@
+//! roomcast: a sharded WebSocket room server.
+//!
+//! ```text
+//!  TCP ──▶ acceptor thread ── handoff (crossbeam + Waker) ──▶ shard 0 … shard N-1
+//!          HTTP head, Origin, JWT,                             one mio loop each,
+//!          WebSocket handshake                                 rooms + sockets, no locks
+//! ```
+//!
+//! The acceptor ([`acceptor`]) does all per-connection work that is not room
+//! work and hands each upgraded connection to the shard that owns its room
+//! (`RoomKey::shard`). A shard ([`shard`]) runs one poll loop over its
+//! connections ([`conn`]), decodes frames in place ([`ws`]), turns text frames
+//! into requests ([`protocol`]) and lets the sans-IO room logic ([`room`])
+//! decide who receives what. Broadcast frames are encoded once and shared.
+//! docs/architecture.md tells the whole story.
+
+pub mod acceptor;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod conn;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod protocol;
+pub mod room;
+pub mod server;
+pub mod shard;
+pub mod timer;
+pub mod ws;

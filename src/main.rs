@@ -1,0 +1,85 @@
+//! The `roomcast` binary: `serve` runs the server, `token` mints a token.
+//! Errors become a message on stderr and exit code 1.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use roomcast::auth::{self, MintRequest};
+use roomcast::cli::{self, Command, ServeArgs, TokenArgs};
+use roomcast::config::{Config, LogFormat, Sources};
+use roomcast::server::{self, Server};
+
+fn main() -> ExitCode {
+    let result = match cli::parse() {
+        Command::Serve(args) => serve(&args),
+        Command::Token(args) => token(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("roomcast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(Sources::from_process_env(args.config.clone(), cli::serve_overrides(args)))?;
+    init_logging(&config);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
+    let (shards, auth_mode) = (config.shards, config.auth.mode);
+    let server = Server::start(config)?;
+    tracing::info!(addr = %server.local_addr(), shards, auth = ?auth_mode, "roomcast listening");
+    if let Some(echo) = server.echo_addr() {
+        tracing::info!(addr = %echo, "echo listener (no auth) open");
+    }
+    wait_for_stop_signal()?;
+    tracing::info!(drain_ms = drain.as_millis() as u64, "stop signal: draining");
+    server.shutdown(drain);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Blocks until SIGTERM or SIGINT.
+fn wait_for_stop_signal() -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .context("install signal handlers")?;
+    let _ = signals.forever().next();
+    Ok(())
+}
+
+fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    let config = Config::load(Sources::from_process_env(args.config.clone(), cli::token_overrides(args)))?;
+    let secret = server::jwt_secret(&config)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let request = MintRequest {
+        sub: &args.sub,
+        name: args.name.as_deref(),
+        room: args.room.as_deref(),
+        ttl_s: args.ttl,
+        host: args.role.as_deref() == Some("host"),
+        tenant: args.tenant.as_deref(),
+        groups: &args.groups,
+        aud: args.aud.as_deref(),
+        iss: args.iss.as_deref(),
+        jti: None,
+        perms: None,
+    };
+    let token = auth::mint_hs256(&secret, &request, now).context("mint token")?;
+    println!("{token}");
+    Ok(())
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

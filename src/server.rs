@@ -1,0 +1,180 @@
+//! Starting and stopping the threads of one roomcast process: N shards, the
+//! acceptor, and the channels and wakers between them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use crossbeam_channel::Sender;
+use mio::Waker;
+
+use crate::acceptor::{self, Acceptor, AcceptorMsg, AcceptorParts};
+use crate::auth::{self, AuthSettings, Verifier};
+use crate::config::{AuthMode, Config};
+use crate::ids::ShardId;
+use crate::shard::{Shard, ShardHandle, ShardMsg, ShardSettings};
+
+/// A running server.
+pub struct Server {
+    local_addr: SocketAddr,
+    echo_addr: Option<SocketAddr>,
+    shards: Vec<ShardHandle>,
+    shard_threads: Vec<JoinHandle<()>>,
+    acceptor_thread: JoinHandle<()>,
+    acceptor_control: Sender<AcceptorMsg>,
+    acceptor_waker: Arc<Waker>,
+}
+
+/// Builds the token verifier from `[auth]`; `None` in dev mode.
+pub fn build_verifier(config: &Config) -> anyhow::Result<Option<Arc<Verifier>>> {
+    if config.auth.mode == AuthMode::None {
+        return Ok(None);
+    }
+    let hs_secret = jwt_secret(config)?;
+    let public_key_pem = match (&config.auth.public_key_file, &config.auth.public_key_alg) {
+        (Some(file), Some(alg)) => {
+            let pem = std::fs::read(file).with_context(|| format!("auth.public_key_file {}", file.display()))?;
+            Some((pem, alg.clone()))
+        }
+        _ => None,
+    };
+    let jwks_json = match &config.auth.jwks_file {
+        Some(file) => Some(std::fs::read(file).with_context(|| format!("auth.jwks_file {}", file.display()))?),
+        None => None,
+    };
+    let settings = AuthSettings {
+        hs_secret: Some(hs_secret),
+        public_key_pem,
+        jwks_json,
+        audience: config.auth.audience.clone(),
+        issuer: config.auth.issuer.clone(),
+        leeway_s: config.auth.leeway_s,
+        token_bytes_max: config.auth.token_bytes_max,
+    };
+    Ok(Some(Arc::new(Verifier::new(&settings).context("auth")?)))
+}
+
+/// The HS secret: `auth.jwt_secret` when set, else the one in the data directory.
+pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    match &config.auth.jwt_secret {
+        Some(secret) => Ok(secret.as_bytes().to_vec()),
+        None => auth::load_or_create_secret(&config.data_dir)
+            .with_context(|| format!("JWT secret in {}", config.data_dir.join("jwt-secret").display())),
+    }
+}
+
+impl Server {
+    pub fn start(config: Config) -> anyhow::Result<Server> {
+        let config = Arc::new(config);
+        let verifier = build_verifier(&config)?;
+        let main = acceptor::bind(config.listen, config.net.backlog, config.net.reuseport)
+            .with_context(|| format!("listen on {}", config.listen))?;
+        let local_addr = main.local_addr()?;
+        let echo = match config.echo_listen {
+            Some(addr) => Some(
+                acceptor::bind(addr, config.net.backlog, false).with_context(|| format!("echo_listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        let echo_addr = echo.as_ref().map(|l| l.local_addr()).transpose()?;
+
+        let (metrics_tx, metrics_rx) = crossbeam_channel::bounded(config.shards * 4);
+        let settings = Arc::new(ShardSettings {
+            limits: config.limits.clone(),
+            verifier: verifier.clone(),
+            metrics_out: metrics_tx,
+        });
+        let cores = core_count();
+        let mut shards = Vec::with_capacity(config.shards);
+        let mut shard_threads = Vec::with_capacity(config.shards);
+        for id in 0..config.shards {
+            let id = id as ShardId;
+            let (mut shard, handle) = Shard::new(id, Arc::clone(&settings)).context("create shard")?;
+            let pin = config.pin.then_some(id as usize % cores);
+            let thread = std::thread::Builder::new().name(format!("shard-{id}")).spawn(move || {
+                if let Some(core) = pin {
+                    pin_current_thread(id, core);
+                }
+                if let Err(e) = shard.run() {
+                    tracing::error!(shard = id, error = %e, "shard stopped");
+                }
+            })?;
+            shards.push(handle);
+            shard_threads.push(thread);
+        }
+
+        let (control_tx, control_rx) = crossbeam_channel::bounded(4);
+        let (mut acceptor, acceptor_waker) = Acceptor::new(AcceptorParts {
+            main,
+            echo,
+            config: Arc::clone(&config),
+            verifier,
+            shards: shards.clone(),
+            control: control_rx,
+            metrics_in: metrics_rx,
+        })?;
+        let acceptor_thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || {
+            if let Err(e) = acceptor.run() {
+                tracing::error!(error = %e, "acceptor stopped");
+            }
+        })?;
+        Ok(Server {
+            local_addr,
+            echo_addr,
+            shards,
+            shard_threads,
+            acceptor_thread,
+            acceptor_control: control_tx,
+            acceptor_waker,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn echo_addr(&self) -> Option<SocketAddr> {
+        self.echo_addr
+    }
+
+    /// Stops accepting, closes every connection with 1001 and waits for the
+    /// shards, at most `drain` long.
+    pub fn shutdown(self, drain: Duration) {
+        let deadline = Instant::now() + drain;
+        let _ = self.acceptor_control.try_send(AcceptorMsg::Drain);
+        let _ = self.acceptor_waker.wake();
+        let _ = self.acceptor_thread.join();
+        for shard in &self.shards {
+            if shard.try_send(ShardMsg::Drain { deadline }).is_err() {
+                tracing::warn!("a shard's inbox is full; it stops at its drain deadline only if it reads it");
+            }
+            shard.wake();
+        }
+        for thread in self.shard_threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn core_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Pins the calling thread to `core`, logging the outcome either way.
+fn pin_current_thread(shard: ShardId, core: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it,
+    // and sched_setaffinity(0, …) affects only the calling thread.
+    let result = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if result == 0 {
+        tracing::info!(shard, core, "shard pinned to core");
+    } else {
+        tracing::warn!(shard, core, error = %std::io::Error::last_os_error(), "shard not pinned");
+    }
+}

@@ -1,0 +1,804 @@
+//! A shard: one thread, one `mio::Poll` loop, owning a hash-partitioned set
+//! of rooms and every connection whose home room it owns. Nothing here takes
+//! a lock; the outside world reaches a shard through its bounded inbox and
+//! its one `Waker`.
+//!
+//! Ordering within an iteration (see `run`): take in handoffs, read and
+//! decide, fire timers, then write once per connection, then free what
+//! closed. Frames are queued as shared references while deciding and written
+//! in the flush phase with one vectored write per connection, so a socket
+//! that receives 30 broadcasts in one iteration costs one syscall.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::auth::{Identity, Verifier};
+use crate::config::Limits;
+use crate::conn::{ConnState, Connection, FlushOutcome, Member, OutboundQueue, RateBucket, Role};
+use crate::ids::{ConnId, RoomKey, ShardId};
+use crate::metrics::{LimitKind, ShardMetrics};
+use crate::protocol::{self, Request, RequestDecoder};
+use crate::room::{JoinRefused, Output, Peer, RoomLimits, Rooms};
+use crate::timer::{TimerKind, TimerWheel};
+use crate::ws::CloseCode;
+use crate::ws::frame::{self, Event, Flow, Frame, FrameBuilder, Opcode};
+
+/// The waker's token; connection tokens are slab slots, far below it.
+const WAKER: Token = Token(usize::MAX);
+/// How often a shard sends its counters out.
+const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Messages a shard receives.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// An upgraded connection; the shard writes `response` (the 101) first.
+    Handoff(Box<Handoff>),
+    /// Close every connection with 1001 and stop by `deadline`.
+    Drain { deadline: Instant },
+}
+
+#[derive(Debug)]
+pub struct Handoff {
+    pub stream: TcpStream,
+    pub response: Vec<u8>,
+    /// Bytes the client sent after its request head.
+    pub leftover: Vec<u8>,
+    pub kind: HandoffKind,
+}
+
+#[derive(Debug)]
+pub enum HandoffKind {
+    Room { identity: Box<Identity>, key: RoomKey },
+    Echo,
+}
+
+/// How other threads reach a shard: a bounded inbox plus its waker.
+#[derive(Debug, Clone)]
+pub struct ShardHandle {
+    inbox: Sender<ShardMsg>,
+    waker: Arc<Waker>,
+}
+
+impl ShardHandle {
+    /// Queues `msg` without blocking; the caller wakes the shard once per batch.
+    pub fn try_send(&self, msg: ShardMsg) -> Result<(), ShardMsg> {
+        self.inbox.try_send(msg).map_err(|e| match e {
+            TrySendError::Full(msg) | TrySendError::Disconnected(msg) => msg,
+        })
+    }
+
+    pub fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            tracing::error!(error = %e, "cannot wake shard");
+        }
+    }
+}
+
+/// Read-only settings every shard shares.
+#[derive(Debug)]
+pub struct ShardSettings {
+    pub limits: Limits,
+    /// `None` in dev mode (`auth.mode = none`): `refresh` is then refused.
+    pub verifier: Option<Arc<Verifier>>,
+    pub metrics_out: Sender<(ShardId, ShardMetrics)>,
+}
+
+pub struct Shard {
+    id: ShardId,
+    poll: Poll,
+    inbox: Receiver<ShardMsg>,
+    /// The one read buffer of the shard, lent to each connection as it reads.
+    read_buf: Vec<u8>,
+    core: ShardCore,
+}
+
+/// Everything frame handling touches; separate from `read_buf` so a buffer
+/// being decoded and the state it changes can be borrowed at once.
+struct ShardCore {
+    id: ShardId,
+    settings: Arc<ShardSettings>,
+    conns: Slab<Connection>,
+    /// Generation given to the next connection.
+    generation: u32,
+    rooms: Rooms,
+    timers: TimerWheel,
+    decoder: RequestDecoder,
+    frames: FrameBuilder,
+    /// Slots with bytes to write this iteration.
+    dirty: Vec<usize>,
+    /// Slots whose read budget ran out while bytes remained.
+    read_again: Vec<usize>,
+    /// Slots to free at the end of the iteration.
+    doomed: Vec<usize>,
+    fired: Vec<(ConnId, TimerKind)>,
+    ping_frame: Frame,
+    origin: Instant,
+    now: Instant,
+    now_unix_s: u64,
+    draining: Option<Instant>,
+    metrics: ShardMetrics,
+    metrics_sent_at: Instant,
+}
+
+impl Shard {
+    /// Builds shard `id` and the handle others use to reach it.
+    pub fn new(id: ShardId, settings: Arc<ShardSettings>) -> io::Result<(Shard, ShardHandle)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = crossbeam_channel::bounded(settings.limits.shard_inbox_max);
+        let limits = &settings.limits;
+        let now = Instant::now();
+        let connections_max = limits.connections_per_shard_max as usize;
+        let rooms = Rooms::new(
+            id,
+            RoomLimits {
+                members_max: limits.room_members_max,
+                welcome_members_max: limits.welcome_members_max,
+                presence_members_max: limits.presence_members_max,
+            },
+        );
+        let core = ShardCore {
+            id,
+            conns: Slab::with_capacity(connections_max.min(1 << 16)),
+            generation: 0,
+            rooms,
+            // Each connection has at most one timer of each kind.
+            timers: TimerWheel::new(now, connections_max.saturating_mul(3)),
+            decoder: RequestDecoder::default(),
+            frames: FrameBuilder::default(),
+            dirty: Vec::new(),
+            read_again: Vec::new(),
+            doomed: Vec::new(),
+            fired: Vec::new(),
+            ping_frame: frame::encode_frame(Opcode::Ping, b""),
+            origin: now,
+            now,
+            now_unix_s: unix_now_s(),
+            draining: None,
+            metrics: ShardMetrics::default(),
+            metrics_sent_at: now,
+            settings,
+        };
+        let read_buf = vec![0; core.settings.limits.read_bytes_per_event_max.clamp(4096, 1 << 20)];
+        let shard = Shard { id, poll, inbox: rx, read_buf, core };
+        Ok((shard, ShardHandle { inbox: tx, waker }))
+    }
+
+    /// Runs until a drain completes.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(self.core.settings.limits.poll_events_max);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
+            }
+            self.core.now = Instant::now();
+            self.core.now_unix_s = unix_now_s();
+
+            self.drain_inbox();
+            for event in events.iter() {
+                self.on_event(event);
+            }
+            self.retry_budgeted_reads();
+            self.core.fire_due_timers();
+            self.core.flush_dirty();
+            self.core.reap_doomed(self.poll.registry());
+            self.core.end_iteration();
+            if self.core.drain_finished() {
+                tracing::info!(shard = self.id, "shard drained");
+                return Ok(());
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.core.read_again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let metrics_due = self.core.metrics_sent_at + METRICS_INTERVAL;
+        let next = self.core.timers.next_deadline().map_or(metrics_due, |t| t.min(metrics_due));
+        let next = self.core.draining.map_or(next, |d| d.min(next));
+        Some(next.saturating_duration_since(Instant::now()))
+    }
+
+    fn drain_inbox(&mut self) {
+        // Bounded by the channel's capacity: everything queued before this
+        // point, and no more than that, is taken this iteration.
+        for _ in 0..self.inbox.len() {
+            match self.inbox.try_recv() {
+                Ok(ShardMsg::Handoff(handoff)) => self.admit(*handoff),
+                Ok(ShardMsg::Drain { deadline }) => self.core.start_drain(deadline),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: &mio::event::Event) {
+        let slot = event.token().0;
+        if event.token() == WAKER || !self.core.conns.contains(slot) {
+            return;
+        }
+        if event.is_writable() {
+            self.core.mark_dirty(slot);
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read_from(slot);
+        }
+    }
+
+    fn retry_budgeted_reads(&mut self) {
+        let again = std::mem::take(&mut self.core.read_again);
+        for slot in again {
+            self.read_from(slot);
+        }
+    }
+
+    /// Takes a connection in from the acceptor: registers it, queues the 101
+    /// response, joins its room and processes bytes that came with the request.
+    fn admit(&mut self, handoff: Handoff) {
+        let Handoff { mut stream, response, leftover, kind } = handoff;
+        let core = &mut self.core;
+        if core.draining.is_some() || core.conns.len() >= core.settings.limits.connections_per_shard_max as usize {
+            core.metrics.hit(LimitKind::ShardFull);
+            refuse_handoff(&mut stream);
+            return;
+        }
+        let slot = core.conns.vacant_key();
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
+        {
+            tracing::warn!(error = %e, "cannot register handed-off connection");
+            return;
+        }
+        core.generation = core.generation.wrapping_add(1);
+        let id = ConnId { shard: self.id, slot: slot as u32, generation: core.generation };
+        let (role, home, expires_at_s) = match kind {
+            HandoffKind::Room { identity, key } => {
+                let peer = Peer::new(id, &identity.user, identity.name.as_deref());
+                let expires_at_s = identity.expires_at_s;
+                (
+                    Role::Member(Box::new(Member { identity: *identity, peer, membership: None })),
+                    Some(key),
+                    expires_at_s,
+                )
+            }
+            HandoffKind::Echo => (Role::Echo, None, u64::MAX),
+        };
+        let mut outbound = OutboundQueue::default();
+        outbound.push_unbounded(Arc::from(response));
+        let rate = RateBucket::full(core.settings.limits.rate_burst, core.now_ms());
+        core.conns.insert(Connection {
+            stream,
+            id,
+            state: ConnState::Open,
+            role,
+            expires_at_s,
+            last_rx: core.now,
+            pending_in: Vec::new(),
+            fragments: None,
+            outbound,
+            rate,
+            rate_strikes: 0,
+            limits_logged: 0,
+            dirty: false,
+            doomed: false,
+        });
+        core.metrics.connections_opened += 1;
+        core.mark_dirty(slot);
+        core.schedule(id, core.now + core.ping_interval(), TimerKind::Heartbeat);
+        if expires_at_s != u64::MAX {
+            let at = core.instant_of_unix(expires_at_s);
+            core.schedule(id, at, TimerKind::TokenExpiry);
+        }
+        if let Some(key) = home {
+            core.join_home_room(slot, &key);
+        }
+        if !leftover.is_empty() {
+            let mut bytes = leftover;
+            core.consume_bytes(slot, &mut bytes);
+        }
+    }
+
+    /// Reads what the socket has, up to the per-event budget, decoding as it goes.
+    fn read_from(&mut self, slot: usize) {
+        let budget = self.core.settings.limits.read_bytes_per_event_max;
+        let mut taken = 0;
+        loop {
+            let Some(conn) = self.core.conns.get_mut(slot) else { return };
+            if conn.doomed {
+                return;
+            }
+            match conn.stream.read(&mut self.read_buf) {
+                Ok(0) => {
+                    self.core.drop_conn(slot);
+                    return;
+                }
+                Ok(n) => {
+                    conn.last_rx = self.core.now;
+                    self.core.metrics.bytes_in += n as u64;
+                    taken += n;
+                    self.core.consume_bytes(slot, &mut self.read_buf[..n]);
+                    if taken >= budget {
+                        self.core.read_again.push(slot);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.core.drop_conn(slot);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Answers a handoff the shard cannot take: the 101 has not been written yet,
+/// so the client still gets a plain HTTP 503. The socket is fresh, so this
+/// one small write fits in its buffer; if not, the client sees a reset.
+fn refuse_handoff(stream: &mut TcpStream) {
+    use std::io::Write;
+    let body = br#"{"error":"server_full","message":"the shard holding this room is full or draining"}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
+}
+
+fn unix_now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl ShardCore {
+    fn now_ms(&self) -> u64 {
+        self.now.saturating_duration_since(self.origin).as_millis() as u64
+    }
+
+    fn ping_interval(&self) -> Duration {
+        Duration::from_millis(u64::from(self.settings.limits.ping_interval_ms))
+    }
+
+    /// The `Instant` at which the wall clock reads `unix_s`.
+    fn instant_of_unix(&self, unix_s: u64) -> Instant {
+        self.now + Duration::from_secs(unix_s.saturating_sub(self.now_unix_s))
+    }
+
+    fn schedule(&mut self, conn: ConnId, at: Instant, kind: TimerKind) {
+        if self.timers.schedule(at, conn, kind).is_err() {
+            // Cannot happen while connections_per_shard_max holds, but if it
+            // does the connection must not live on without its deadline.
+            self.metrics.hit(LimitKind::TimerFull);
+            self.begin_close(conn.slot as usize, CloseCode::INTERNAL, Some(LimitKind::TimerFull));
+        }
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot)
+            && !conn.dirty
+        {
+            conn.dirty = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    fn join_home_room(&mut self, slot: usize, key: &RoomKey) {
+        let Some(Role::Member(member)) = self.conns.get_mut(slot).map(|c| &mut c.role) else { return };
+        match self.rooms.join(&member.peer, key) {
+            Ok(membership) => member.membership = Some(membership),
+            Err(JoinRefused::RoomFull) => {
+                self.send_error(slot, None, "room_full", "the room is at its member limit");
+                self.begin_close(slot, CloseCode::ROOM_FULL, Some(LimitKind::RoomFull));
+            }
+        }
+        self.apply_room_outputs();
+    }
+
+    /// Decodes frames from `bytes` (newly read) after any remainder of the
+    /// previous read, and keeps what is left of an incomplete frame.
+    fn consume_bytes(&mut self, slot: usize, bytes: &mut [u8]) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let mut fragments = conn.fragments.take();
+        let message_max = match conn.role {
+            Role::Echo => self.settings.limits.echo_message_bytes_max,
+            Role::Member(_) => self.settings.limits.message_inbound_bytes_max as usize,
+        };
+        let result = if conn.pending_in.is_empty() {
+            let result =
+                frame::decode(bytes, &mut fragments, message_max, &mut |event| self.on_frame_event(slot, event));
+            if let (Ok(consumed), Some(conn)) = (result, self.conns.get_mut(slot)) {
+                conn.pending_in.extend_from_slice(&bytes[consumed..]);
+            }
+            result
+        } else {
+            let mut joined = std::mem::take(&mut conn.pending_in);
+            joined.extend_from_slice(bytes);
+            let result =
+                frame::decode(&mut joined, &mut fragments, message_max, &mut |event| self.on_frame_event(slot, event));
+            if let (Ok(consumed), Some(conn)) = (result, self.conns.get_mut(slot)) {
+                joined.drain(..consumed);
+                conn.pending_in = joined;
+            }
+            result
+        };
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        conn.fragments = fragments;
+        if conn.pending_in.is_empty() && conn.pending_in.capacity() > 0 {
+            conn.pending_in = Vec::new(); // idle connections hold no buffers
+        }
+        if let Err(error) = result {
+            let limit =
+                if error == frame::FrameError::TooBig { LimitKind::MessageTooBig } else { LimitKind::ProtocolError };
+            self.begin_close(slot, error.close_code(), Some(limit));
+        }
+    }
+
+    fn on_frame_event(&mut self, slot: usize, event: Event<'_>) -> Flow {
+        let Some(conn) = self.conns.get_mut(slot) else { return Flow::Stop };
+        if conn.doomed {
+            return Flow::Stop;
+        }
+        self.metrics.frames_in += 1;
+        if let ConnState::Closing { .. } = conn.state {
+            // Only the peer's Close matters now; it completes the closing handshake.
+            if let Event::Close { .. } = event {
+                self.drop_conn(slot);
+                return Flow::Stop;
+            }
+            return Flow::Continue;
+        }
+        match event {
+            Event::Ping(payload) => {
+                let pong = frame::encode_frame(Opcode::Pong, payload);
+                self.queue(slot, pong);
+            }
+            Event::Pong => {}
+            Event::Close { code, .. } => {
+                let reply = code.map_or(CloseCode::NORMAL, |code| CloseCode { code, reason: "" });
+                self.answer_close(slot, reply);
+                return Flow::Stop;
+            }
+            Event::Message { opcode, payload } => self.on_message(slot, opcode, payload),
+        }
+        Flow::Continue
+    }
+
+    fn on_message(&mut self, slot: usize, opcode: Opcode, payload: &mut [u8]) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Role::Member(member) = &conn.role else {
+            let echo = frame::encode_frame(opcode, payload);
+            self.queue(slot, echo);
+            return;
+        };
+        let limits = &self.settings.limits;
+        let now_ms = self.now.saturating_duration_since(self.origin).as_millis() as u64;
+        if !conn.rate.try_take(now_ms, limits.rate_messages_per_s, limits.rate_burst) {
+            conn.rate_strikes += 1;
+            if conn.rate_strikes > limits.rate_strikes_max {
+                self.begin_close(slot, CloseCode::RATE_ABUSE, Some(LimitKind::RateAbuse));
+            } else {
+                self.note_limit(slot, LimitKind::RateLimited);
+                self.send_error(slot, None, "rate_limited", "message rate over rate_messages_per_s; message dropped");
+            }
+            return;
+        }
+        let Some(membership) = member.membership else { return };
+        if opcode == Opcode::Binary {
+            let from = conn.id;
+            self.rooms.relay_binary(membership, from, payload);
+            self.apply_room_outputs();
+            return;
+        }
+        let (reference, request) = self.decoder.decode(payload);
+        match request {
+            Ok(Request::Publish { room, data }) => {
+                if room.is_some_and(|room| Some(room) != self.rooms.room_id(membership)) {
+                    protocol::encode_error(
+                        self.frames.begin(),
+                        reference,
+                        "not_joined",
+                        "publish to a room this connection has not joined",
+                    );
+                    let frame = self.frames.finish(Opcode::Text);
+                    self.queue(slot, frame);
+                    return;
+                }
+                self.rooms.publish(membership, reference, data);
+                self.metrics.messages_published += 1;
+                self.apply_room_outputs();
+            }
+            Ok(Request::Ping) => {
+                protocol::encode_pong(self.frames.begin(), reference);
+                let frame = self.frames.finish(Opcode::Text);
+                self.queue(slot, frame);
+            }
+            Ok(Request::Refresh { token }) => {
+                let outcome = refresh(self.settings.verifier.as_deref(), member, token);
+                let frame = match outcome {
+                    Ok(expires_at_s) => {
+                        conn.expires_at_s = expires_at_s;
+                        protocol::encode_ack(self.frames.begin(), reference, None);
+                        self.frames.finish(Opcode::Text)
+                    }
+                    Err((code, message)) => {
+                        protocol::encode_error(self.frames.begin(), reference, code, message);
+                        self.frames.finish(Opcode::Text)
+                    }
+                };
+                self.queue(slot, frame);
+            }
+            Err(error) => {
+                protocol::encode_error(self.frames.begin(), reference, error.code(), error.message());
+                let frame = self.frames.finish(Opcode::Text);
+                self.queue(slot, frame);
+            }
+        }
+    }
+
+    fn send_error(&mut self, slot: usize, reference: Option<&[u8]>, code: &str, message: &str) {
+        protocol::encode_error(self.frames.begin(), reference, code, message);
+        let frame = self.frames.finish(Opcode::Text);
+        self.queue(slot, frame);
+    }
+
+    /// Carries out what the rooms decided.
+    fn apply_room_outputs(&mut self) {
+        while let Some(output) = self.rooms.poll_output() {
+            match output {
+                Output::Deliver { to, frame } => {
+                    if self.is_live(to) {
+                        self.queue(to.slot as usize, frame);
+                    }
+                }
+                Output::Broadcast { room, skip, frame } => {
+                    // Closing connections have left their rooms, so every
+                    // member here is open; queue() only collects the slow ones.
+                    let mut slow = Vec::new();
+                    for member in self.rooms.members(room) {
+                        if Some(member) == skip {
+                            continue;
+                        }
+                        let slot = member.slot as usize;
+                        let Some(conn) = self.conns.get_mut(slot) else { continue };
+                        if conn
+                            .outbound
+                            .push(Arc::clone(&frame), self.settings.limits.outbound_queue_bytes_max as usize)
+                            .is_err()
+                        {
+                            slow.push(slot);
+                            continue;
+                        }
+                        self.metrics.deliveries += 1;
+                        if !conn.dirty {
+                            conn.dirty = true;
+                            self.dirty.push(slot);
+                        }
+                    }
+                    // Closing changes room membership, so it waits until the walk is over.
+                    for slot in slow {
+                        self.close_slow_consumer(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_live(&self, id: ConnId) -> bool {
+        self.conns.get(id.slot as usize).is_some_and(|c| c.id == id && !c.doomed)
+    }
+
+    /// Queues one frame for one connection, closing it if it cannot keep up.
+    fn queue(&mut self, slot: usize, frame: Frame) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.doomed || conn.state != ConnState::Open {
+            return;
+        }
+        let cap = match conn.role {
+            Role::Echo => (self.settings.limits.echo_message_bytes_max * 2)
+                .max(self.settings.limits.outbound_queue_bytes_max as usize),
+            Role::Member(_) => self.settings.limits.outbound_queue_bytes_max as usize,
+        };
+        if conn.outbound.push(frame, cap).is_err() {
+            self.close_slow_consumer(slot);
+            return;
+        }
+        self.metrics.deliveries += 1;
+        self.mark_dirty(slot);
+    }
+
+    fn close_slow_consumer(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.outbound.discard_unstarted();
+        }
+        self.begin_close(slot, CloseCode::SLOW_CONSUMER, Some(LimitKind::SlowConsumer));
+    }
+
+    /// Counts a limit hit and logs it once per connection.
+    fn note_limit(&mut self, slot: usize, limit: LimitKind) {
+        self.metrics.hit(limit);
+        if let Some(conn) = self.conns.get_mut(slot)
+            && conn.limits_logged & limit.bit() == 0
+        {
+            conn.limits_logged |= limit.bit();
+            tracing::info!(conn = %conn.id, limit = limit.name(), "limit hit");
+        }
+    }
+
+    /// Leaves the room (so the others hear at once) and stops routing to it.
+    fn leave_room(&mut self, slot: usize) {
+        let Some(Role::Member(member)) = self.conns.get_mut(slot).map(|c| &mut c.role) else { return };
+        if let Some(membership) = member.membership.take() {
+            self.rooms.leave(membership);
+            self.apply_room_outputs();
+        }
+    }
+
+    /// Starts a server-initiated close: Close frame queued, room left, and a
+    /// deadline for the peer's answer.
+    fn begin_close(&mut self, slot: usize, code: CloseCode, limit: Option<LimitKind>) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.doomed || conn.state != ConnState::Open {
+            return;
+        }
+        conn.state = ConnState::Closing { peer_closed: false };
+        conn.outbound.push_unbounded(frame::close_frame(code));
+        let id = conn.id;
+        if let Some(limit) = limit {
+            self.note_limit(slot, limit);
+        }
+        self.mark_dirty(slot);
+        self.leave_room(slot);
+        let deadline = self.now + Duration::from_millis(u64::from(self.settings.limits.close_timeout_ms));
+        self.schedule(id, deadline, TimerKind::CloseDeadline);
+    }
+
+    /// Answers the peer's Close; the socket goes once the answer is written.
+    fn answer_close(&mut self, slot: usize, code: CloseCode) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        conn.state = ConnState::Closing { peer_closed: true };
+        conn.outbound.discard_unstarted();
+        conn.outbound.push_unbounded(frame::close_frame(code));
+        self.mark_dirty(slot);
+        self.leave_room(slot);
+    }
+
+    /// Frees the connection at the end of the iteration.
+    fn drop_conn(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.doomed {
+            return;
+        }
+        conn.doomed = true;
+        self.doomed.push(slot);
+        self.leave_room(slot);
+    }
+
+    fn fire_due_timers(&mut self) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.timers.expire(self.now, &mut fired);
+        for (id, kind) in fired.drain(..) {
+            if self.is_live(id) {
+                self.on_timer(id, kind);
+            }
+        }
+        self.fired = fired;
+    }
+
+    fn on_timer(&mut self, id: ConnId, kind: TimerKind) {
+        let slot = id.slot as usize;
+        let Some(conn) = self.conns.get(slot) else { return };
+        let limits = &self.settings.limits;
+        match kind {
+            TimerKind::Heartbeat => {
+                if conn.state != ConnState::Open {
+                    return;
+                }
+                let silent = self.now.saturating_duration_since(conn.last_rx);
+                if silent >= Duration::from_millis(u64::from(limits.dead_after_ms)) {
+                    self.begin_close(slot, CloseCode::DEAD_PEER, Some(LimitKind::DeadPeer));
+                    return;
+                }
+                if silent + crate::timer::TICK >= self.ping_interval() {
+                    let ping = Arc::clone(&self.ping_frame);
+                    self.queue(slot, ping);
+                }
+                self.schedule(id, self.now + self.ping_interval(), TimerKind::Heartbeat);
+            }
+            TimerKind::TokenExpiry => {
+                if conn.expires_at_s <= self.now_unix_s {
+                    self.begin_close(slot, CloseCode::TOKEN_EXPIRED, Some(LimitKind::TokenExpired));
+                } else {
+                    let at = self.instant_of_unix(conn.expires_at_s);
+                    self.schedule(id, at, TimerKind::TokenExpiry);
+                }
+            }
+            TimerKind::CloseDeadline => self.drop_conn(slot),
+        }
+    }
+
+    /// One vectored write per connection with something queued.
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            let Some(conn) = self.conns.get_mut(slot) else { continue };
+            conn.dirty = false;
+            if conn.doomed {
+                continue;
+            }
+            let (outcome, written) = conn.outbound.flush(&mut conn.stream);
+            self.metrics.bytes_out += written as u64;
+            self.metrics.writes += 1;
+            match outcome {
+                FlushOutcome::Drained => {
+                    if conn.state == (ConnState::Closing { peer_closed: true }) {
+                        self.drop_conn(slot);
+                    }
+                }
+                // The WRITABLE event marks it dirty again when the socket drains.
+                FlushOutcome::WouldBlock => {}
+                FlushOutcome::Failed(_) => self.drop_conn(slot),
+            }
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty; // keep the allocation
+        }
+    }
+
+    fn reap_doomed(&mut self, registry: &mio::Registry) {
+        for slot in self.doomed.drain(..) {
+            if let Some(mut conn) = self.conns.try_remove(slot) {
+                let _ = registry.deregister(&mut conn.stream);
+                self.metrics.connections_closed += 1;
+                tracing::debug!(conn = %conn.id, "connection closed");
+            }
+        }
+    }
+
+    fn start_drain(&mut self, deadline: Instant) {
+        self.draining = Some(deadline);
+        let open: Vec<usize> =
+            self.conns.iter().filter(|(_, c)| c.state == ConnState::Open).map(|(slot, _)| slot).collect();
+        for slot in open {
+            self.begin_close(slot, CloseCode::GOING_AWAY, None);
+        }
+    }
+
+    fn drain_finished(&self) -> bool {
+        self.draining.is_some_and(|deadline| self.conns.is_empty() || self.now >= deadline)
+    }
+
+    fn end_iteration(&mut self) {
+        self.metrics.loop_iterations += 1;
+        if self.now.saturating_duration_since(self.metrics_sent_at) >= METRICS_INTERVAL {
+            self.metrics_sent_at = self.now;
+            self.metrics.connections = self.conns.len() as u64;
+            self.metrics.rooms = self.rooms.len() as u64;
+            // A full channel only means the reader is behind; the next snapshot replaces this one.
+            let _ = self.settings.metrics_out.try_send((self.id, self.metrics.clone()));
+        }
+    }
+}
+
+/// Checks a `refresh` token: the same user and tenant, still allowed in the
+/// home room. Returns the new expiry.
+fn refresh(verifier: Option<&Verifier>, member: &Member, token: &str) -> Result<u64, (&'static str, &'static str)> {
+    let Some(verifier) = verifier else {
+        return Err(("unsupported", "refresh needs auth.mode = jwt"));
+    };
+    let fresh = verifier.verify(token).map_err(|e| (e.code(), e.message()))?;
+    let current = &member.identity;
+    if fresh.user != current.user || fresh.tenant != current.tenant {
+        return Err(("forbidden", "a refresh token must be for the same user and tenant"));
+    }
+    Ok(fresh.expires_at_s)
+}

@@ -1,0 +1,29 @@
+//! Close codes roomcast sends, with the reason text that goes with each.
+//! The full list with meanings is in docs/protocol.md.
+
+/// A close code and its fixed reason. `Copy` so it can travel in outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseCode {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl CloseCode {
+    pub const NORMAL: CloseCode = CloseCode { code: 1000, reason: "" };
+    pub const GOING_AWAY: CloseCode = CloseCode { code: 1001, reason: "server shutting down" };
+    pub const DEAD_PEER: CloseCode = CloseCode { code: 1001, reason: "no traffic within dead_after_ms" };
+    pub const PROTOCOL: CloseCode = CloseCode { code: 1002, reason: "protocol error" };
+    pub const BAD_UTF8: CloseCode = CloseCode { code: 1007, reason: "invalid utf-8" };
+    pub const RATE_ABUSE: CloseCode = CloseCode { code: 1008, reason: "rate limit exceeded repeatedly" };
+    pub const TOO_BIG: CloseCode = CloseCode { code: 1009, reason: "message too big" };
+    pub const INTERNAL: CloseCode = CloseCode { code: 1011, reason: "internal error" };
+    pub const SLOW_CONSUMER: CloseCode = CloseCode { code: 1013, reason: "slow consumer: outbound queue full" };
+    pub const SHARD_FULL: CloseCode = CloseCode { code: 1013, reason: "server full" };
+    pub const ROOM_FULL: CloseCode = CloseCode { code: 1013, reason: "room full" };
+    pub const TOKEN_EXPIRED: CloseCode = CloseCode { code: 4001, reason: "token expired" };
+
+    /// Whether a code received from a peer is one RFC 6455 §7.4 allows on the wire.
+    pub fn is_valid_received(code: u16) -> bool {
+        matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    }
+}
