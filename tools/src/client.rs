@@ -1,0 +1,987 @@
+//! The load engine: one mio event loop per worker thread, each owning a
+//! share of the connections. Receive path: one read per readable event into
+//! a big reusable buffer, frames parsed in place, no allocation per frame,
+//! one clock read per read batch. Send path: an open-loop (wrk2-style)
+//! schedule; every message carries its *intended* send time, and frames due
+//! in the same loop turn go out in one write per connection.
+
+use crate::account::{SeqTracker, Tally};
+use crate::clock::{TimerFd, mono_ns};
+use crate::frame::{self, MaskGen, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Parse};
+use crate::report::{new_hist, record};
+use crate::scan;
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use serde::{Deserialize, Serialize};
+use slab::Slab;
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+const TIMER: Token = Token(usize::MAX - 1);
+/// Receive buffer per worker; a frame must fit in it.
+pub const RBUF: usize = 512 * 1024;
+/// Largest frame payload accepted from the server.
+const MAX_PAYLOAD: usize = RBUF - 16;
+/// Outstanding `ref`s remembered per rtt connection.
+const RTT_RING: usize = 8192;
+/// Housekeeping period (timeouts, progress counters).
+const TICK_NS: u64 = 10_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Scenario {
+    Connect,
+    Fanout,
+    Rtt,
+    Churn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Proto {
+    Roomcast,
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum RttKind {
+    /// `{"type":"ping","ref":N}` → `pong`.
+    Ping,
+    /// `{"type":"publish","ref":N,"data":…}` → `ack`.
+    Publish,
+}
+
+#[derive(Clone)]
+pub enum Auth {
+    Dev,
+    Jwt(jsonwebtoken::EncodingKey),
+}
+
+/// Everything a worker needs to know; shared read-only.
+pub struct RunCfg {
+    pub scenario: Scenario,
+    pub proto: Proto,
+    pub addr: SocketAddr,
+    pub host: String,
+    pub auth: Auth,
+    /// Room names this process drives.
+    pub rooms: Vec<String>,
+    pub members: u32,
+    pub publishers: u32,
+    /// Aggregate send rate of this process (messages or round trips per s).
+    pub rate: f64,
+    pub size: usize,
+    pub duration_ns: u64,
+    pub connect_rate: f64,
+    pub connect_timeout_ns: u64,
+    pub inflight_max: usize,
+    pub src_ips: Vec<IpAddr>,
+    pub churn_rate: f64,
+    pub churn_life_ns: u64,
+    pub rtt_kind: RttKind,
+    pub threads: usize,
+    pub proc_index: u32,
+    /// Global id offset for publishers of this process.
+    pub user_prefix: String,
+}
+
+/// Counters shared between workers and the main thread.
+pub struct Shared {
+    pub ready: AtomicU64,
+    pub failed: AtomicU64,
+    pub start_ns: AtomicU64,
+    pub stop: AtomicBool,
+    pub sent: AtomicU64,
+    pub expected: AtomicU64,
+    pub delivered_distinct: AtomicU64,
+    pub open: AtomicU64,
+    /// Per-room count of ready receivers (members), for `expected`.
+    pub room_ready: Vec<AtomicU64>,
+    /// Per worker: p99 (µs) of the last second.
+    pub interval_p99: Vec<AtomicU64>,
+}
+
+impl Shared {
+    pub fn new(rooms: usize, threads: usize) -> Self {
+        Shared {
+            ready: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            start_ns: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            expected: AtomicU64::new(0),
+            delivered_distinct: AtomicU64::new(0),
+            open: AtomicU64::new(0),
+            room_ready: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            interval_p99: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// What a worker (or a whole process) measured.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub lat: Histogram<u64>,
+    pub handshake: Histogram<u64>,
+    pub slip: Histogram<u64>,
+    pub tally: Tally,
+    pub sent: u64,
+    pub expected: u64,
+    pub connected: u64,
+    pub failures: BTreeMap<String, u64>,
+    pub closed_by_server: BTreeMap<String, u64>,
+    pub churn_opened: u64,
+    pub churn_closed: u64,
+    pub first_connect_ns: u64,
+    pub last_ready_ns: u64,
+    pub publisher_rx: u64,
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        Stats {
+            lat: new_hist(),
+            handshake: new_hist(),
+            slip: new_hist(),
+            tally: Tally::default(),
+            sent: 0,
+            expected: 0,
+            connected: 0,
+            failures: BTreeMap::new(),
+            closed_by_server: BTreeMap::new(),
+            churn_opened: 0,
+            churn_closed: 0,
+            first_connect_ns: u64::MAX,
+            last_ready_ns: 0,
+            publisher_rx: 0,
+        }
+    }
+
+    pub fn merge(&mut self, o: &Stats) {
+        let _ = self.lat.add(&o.lat);
+        let _ = self.handshake.add(&o.handshake);
+        let _ = self.slip.add(&o.slip);
+        self.tally.add(&o.tally);
+        self.sent += o.sent;
+        self.expected += o.expected;
+        self.connected += o.connected;
+        for (k, v) in &o.failures {
+            *self.failures.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.closed_by_server {
+            *self.closed_by_server.entry(k.clone()).or_default() += v;
+        }
+        self.churn_opened += o.churn_opened;
+        self.churn_closed += o.churn_closed;
+        self.first_connect_ns = self.first_connect_ns.min(o.first_connect_ns);
+        self.last_ready_ns = self.last_ready_ns.max(o.last_ready_ns);
+        self.publisher_rx += o.publisher_rx;
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A receiver counted in `expected`.
+    Member,
+    /// Sends on the fanout schedule; what it receives is not counted.
+    Publisher,
+    /// Round trips on the rtt schedule.
+    Rtt,
+    /// Arrives and leaves during a fanout.
+    Churn,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub room: u32,
+    pub role: Role,
+    pub id: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    Connecting,
+    Handshake,
+    WaitWelcome,
+    Ready,
+}
+
+struct Conn {
+    stream: TcpStream,
+    spec: Spec,
+    st: St,
+    t_open: u64,
+    pending: Vec<u8>,
+    out: Vec<u8>,
+    out_off: usize,
+    writable_armed: bool,
+    tracker: SeqTracker,
+    close_at: u64,
+    ring: Option<Box<[u64]>>,
+    next_ref: u64,
+    rseq: u64,
+}
+
+/// Builds the connection specs for one worker.
+pub fn plan_specs(cfg: &RunCfg, worker: usize) -> (Vec<Spec>, Vec<Spec>) {
+    // Members are spread round-robin over workers; all publishers of a room
+    // live on the worker `room % threads` (so `--proto raw` can number a
+    // room's messages). Returns (receivers/others, publishers).
+    let t = cfg.threads;
+    let mut others = Vec::new();
+    let mut pubs = Vec::new();
+    let mut idx: u64 = 0;
+    for r in 0..cfg.rooms.len() as u32 {
+        let role = match cfg.scenario {
+            Scenario::Rtt => Role::Rtt,
+            _ => Role::Member,
+        };
+        for _ in 0..cfg.members {
+            if idx as usize % t == worker {
+                others.push(Spec { room: r, role, id: idx });
+            }
+            idx += 1;
+        }
+        if matches!(cfg.scenario, Scenario::Fanout | Scenario::Churn) {
+            for _ in 0..cfg.publishers {
+                if r as usize % t == worker {
+                    pubs.push(Spec { room: r, role: Role::Publisher, id: idx });
+                }
+                idx += 1;
+            }
+        }
+    }
+    (others, pubs)
+}
+
+/// Total connections (excluding churn) the plan opens in this process.
+pub fn planned_conns(cfg: &RunCfg) -> u64 {
+    let per_room = cfg.members as u64
+        + if matches!(cfg.scenario, Scenario::Fanout | Scenario::Churn) { cfg.publishers as u64 } else { 0 };
+    per_room * cfg.rooms.len() as u64
+}
+
+fn cause_of(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "refused",
+        io::ErrorKind::ConnectionReset => "reset",
+        io::ErrorKind::TimedOut => "timeout",
+        io::ErrorKind::AddrNotAvailable => "addr_not_available",
+        io::ErrorKind::BrokenPipe => "broken_pipe",
+        _ => match e.raw_os_error() {
+            Some(libc::EMFILE) | Some(libc::ENFILE) => "fd_limit",
+            _ => "io_other",
+        },
+    }
+}
+
+pub struct Worker {
+    cfg: Arc<RunCfg>,
+    sh: Arc<Shared>,
+    idx: usize,
+    poll: Poll,
+    conns: Slab<Conn>,
+    rbuf: Vec<u8>,
+    pbuf: Vec<u8>,
+    masks: MaskGen,
+    stats: Stats,
+    ihist: Histogram<u64>,
+    to_open: Vec<Spec>,
+    opened: u64,
+    inflight: usize,
+    pubs: Vec<usize>,
+    rtts: Vec<usize>,
+    dirty: Vec<usize>,
+    room_seq: Vec<u64>,
+    timer: TimerFd,
+    src_rr: usize,
+    connect_start: u64,
+}
+
+impl Worker {
+    pub fn new(cfg: Arc<RunCfg>, sh: Arc<Shared>, idx: usize) -> io::Result<Self> {
+        let (others, pubs) = plan_specs(&cfg, idx);
+        let mut to_open = pubs;
+        to_open.extend(others);
+        to_open.reverse(); // popped from the back: publishers first
+        let poll = Poll::new()?;
+        let timer = TimerFd::new()?;
+        poll.registry().register(&mut SourceFd(&timer.raw_fd()), TIMER, Interest::READABLE)?;
+        let nrooms = cfg.rooms.len();
+        Ok(Worker {
+            conns: Slab::with_capacity(to_open.len() + 16),
+            cfg,
+            sh,
+            idx,
+            poll,
+            rbuf: vec![0u8; RBUF],
+            pbuf: Vec::with_capacity(64 * 1024),
+            masks: MaskGen::new(0x9E37_79B9_7F4A_7C15 ^ (idx as u64 + 1) * 0x1234_5678_9ABC),
+            stats: Stats::new(),
+            ihist: new_hist(),
+            to_open,
+            opened: 0,
+            inflight: 0,
+            pubs: Vec::new(),
+            rtts: Vec::new(),
+            dirty: Vec::new(),
+            room_seq: vec![0; nrooms],
+            timer,
+            src_rr: idx,
+            connect_start: 0,
+        })
+    }
+
+    fn path_for(&self, spec: &Spec) -> String {
+        let room = &self.cfg.rooms[spec.room as usize];
+        let user = format!("{}{}", self.cfg.user_prefix, spec.id);
+        match (&self.cfg.proto, &self.cfg.auth) {
+            (Proto::Raw, _) => format!("/ws/{room}"),
+            (Proto::Roomcast, Auth::Dev) => format!("/ws/{room}?user={user}"),
+            (Proto::Roomcast, Auth::Jwt(key)) => {
+                #[derive(Serialize)]
+                struct Claims<'a> {
+                    sub: &'a str,
+                    exp: u64,
+                    room: &'a str,
+                }
+                let exp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+                    + 86_400;
+                let tok =
+                    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &Claims { sub: &user, exp, room }, key)
+                        .unwrap_or_default();
+                format!("/ws/{room}?token={tok}")
+            }
+        }
+    }
+
+    fn open(&mut self, spec: Spec, now: u64) {
+        use socket2::{Domain, Protocol, Socket, Type};
+        if self.stats.first_connect_ns == u64::MAX {
+            self.stats.first_connect_ns = now;
+        }
+        let fail = |w: &mut Worker, cause: &str| {
+            *w.stats.failures.entry(cause.to_string()).or_default() += 1;
+            if spec.role != Role::Churn {
+                w.sh.failed.fetch_add(1, Relaxed);
+            }
+        };
+        let domain = Domain::for_address(self.cfg.addr);
+        let sock = match Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP)) {
+            Ok(s) => s,
+            Err(e) => return fail(self, cause_of(&e)),
+        };
+        let _ = sock.set_tcp_nodelay(true);
+        if !self.cfg.src_ips.is_empty() {
+            let ip = self.cfg.src_ips[self.src_rr % self.cfg.src_ips.len()];
+            self.src_rr += 1;
+            set_bind_no_port(&sock);
+            if let Err(e) = sock.bind(&SocketAddr::new(ip, 0).into()) {
+                return fail(self, cause_of(&e));
+            }
+        }
+        match sock.connect(&self.cfg.addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return fail(self, cause_of(&e)),
+        }
+        let mut stream = TcpStream::from_std(std::net::TcpStream::from(sock));
+        let entry = self.conns.vacant_entry();
+        let tok = Token(entry.key());
+        if let Err(e) = self.poll.registry().register(&mut stream, tok, Interest::READABLE | Interest::WRITABLE) {
+            return fail(self, cause_of(&e));
+        }
+        let ring = (spec.role == Role::Rtt).then(|| vec![0u64; RTT_RING].into_boxed_slice());
+        entry.insert(Conn {
+            stream,
+            spec,
+            st: St::Connecting,
+            t_open: now,
+            pending: Vec::new(),
+            out: Vec::new(),
+            out_off: 0,
+            writable_armed: true,
+            tracker: SeqTracker::new(0),
+            close_at: 0,
+            ring,
+            next_ref: 1,
+            rseq: 0,
+        });
+        self.inflight += 1;
+        if spec.role == Role::Churn {
+            self.stats.churn_opened += 1;
+        }
+        self.sh.open.fetch_add(1, Relaxed);
+    }
+
+    /// Drops a connection; `cause` is recorded as a connect failure if it
+    /// had not become ready, else as a server-side close.
+    fn drop_conn(&mut self, key: usize, cause: &str) {
+        let c = self.conns.remove(key);
+        let mut stream = c.stream;
+        let _ = self.poll.registry().deregister(&mut stream);
+        self.sh.open.fetch_sub(1, Relaxed);
+        if c.st == St::Ready {
+            if !cause.is_empty() {
+                *self.stats.closed_by_server.entry(cause.to_string()).or_default() += 1;
+            }
+            if c.spec.role == Role::Member {
+                self.sh.room_ready[c.spec.room as usize].fetch_sub(1, Relaxed);
+            }
+            if c.spec.role == Role::Churn {
+                self.stats.churn_closed += 1;
+            }
+        } else {
+            self.inflight -= 1;
+            *self.stats.failures.entry(cause.to_string()).or_default() += 1;
+            if c.spec.role != Role::Churn {
+                self.sh.failed.fetch_add(1, Relaxed);
+            }
+        }
+        if let Some(p) = self.pubs.iter().position(|&k| k == key) {
+            self.pubs.swap_remove(p);
+        }
+        if let Some(p) = self.rtts.iter().position(|&k| k == key) {
+            self.rtts.swap_remove(p);
+        }
+    }
+
+    fn became_ready(&mut self, key: usize, now: u64) {
+        let c = &mut self.conns[key];
+        c.st = St::Ready;
+        let spec = c.spec;
+        record(&mut self.stats.handshake, (now - c.t_open) / 1000);
+        self.inflight -= 1;
+        self.stats.last_ready_ns = now;
+        match spec.role {
+            Role::Churn => {
+                c.close_at = now + self.cfg.churn_life_ns;
+            }
+            Role::Publisher => self.pubs.push(key),
+            Role::Rtt => self.rtts.push(key),
+            Role::Member => {
+                self.sh.room_ready[spec.room as usize].fetch_add(1, Relaxed);
+            }
+        }
+        if spec.role != Role::Churn {
+            self.stats.connected += 1;
+            self.sh.ready.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn queue_write(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if !c.out.is_empty() && !c.writable_armed && !self.dirty.contains(&key) {
+            self.dirty.push(key);
+        }
+    }
+
+    /// Writes out what is queued; returns an error cause to drop the conn.
+    fn flush(&mut self, key: usize) -> Result<(), &'static str> {
+        let c = &mut self.conns[key];
+        while c.out_off < c.out.len() {
+            match c.stream.write(&c.out[c.out_off..]) {
+                Ok(0) => return Err("eof"),
+                Ok(n) => c.out_off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !c.writable_armed {
+                        c.writable_armed = true;
+                        let _ = self.poll.registry().reregister(
+                            &mut c.stream,
+                            Token(key),
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(cause_of(&e)),
+            }
+        }
+        c.out.clear();
+        c.out_off = 0;
+        if c.writable_armed && c.st != St::Connecting {
+            c.writable_armed = false;
+            let _ = self.poll.registry().reregister(&mut c.stream, Token(key), Interest::READABLE);
+        }
+        Ok(())
+    }
+
+    fn on_event(&mut self, key: usize, readable: bool, writable: bool) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.st == St::Connecting {
+            if let Ok(Some(e)) | Err(e) = c.stream.take_error().map(|o| o) {
+                let cause = cause_of(&e);
+                return self.drop_conn(key, cause);
+            }
+            match c.stream.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => return self.drop_conn(key, cause_of(&e)),
+            }
+            let path = self.path_for(&self.conns[key].spec);
+            let c = &mut self.conns[key];
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                self.cfg.host
+            );
+            c.out.extend_from_slice(req.as_bytes());
+            c.st = St::Handshake;
+            if let Err(cause) = self.flush(key) {
+                return self.drop_conn(key, cause);
+            }
+            return;
+        }
+        if writable && self.conns[key].writable_armed {
+            if let Err(cause) = self.flush(key) {
+                return self.drop_conn(key, cause);
+            }
+        }
+        if readable {
+            self.on_readable(key);
+        }
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        let mut rbuf = std::mem::take(&mut self.rbuf);
+        let res = self.read_loop(key, &mut rbuf);
+        self.rbuf = rbuf;
+        match res {
+            Ok(()) => {
+                if self.conns.contains(key) {
+                    self.queue_write(key);
+                }
+            }
+            Err(cause) => self.drop_conn(key, &cause),
+        }
+    }
+
+    fn read_loop(&mut self, key: usize, rbuf: &mut [u8]) -> Result<(), String> {
+        loop {
+            let c = &mut self.conns[key];
+            let p = c.pending.len();
+            if p >= rbuf.len() {
+                return Err("frame_too_big".into());
+            }
+            rbuf[..p].copy_from_slice(&c.pending);
+            let n = match c.stream.read(&mut rbuf[p..]) {
+                Ok(0) => return Err("eof".into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(cause_of(&e).into()),
+            };
+            c.pending.clear();
+            let total = p + n;
+            let now = mono_ns();
+            let used = self.process(key, &mut rbuf[..total], now)?;
+            if used < total {
+                let c = &mut self.conns[key];
+                c.pending.extend_from_slice(&rbuf[used..total]);
+            } else if self.conns[key].pending.capacity() > 4096 {
+                self.conns[key].pending = Vec::new();
+            }
+            // A short read means the socket was drained (edge-triggered:
+            // new data brings a new event), so skip the read that would
+            // only say WouldBlock.
+            if n < rbuf.len() - p {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles the bytes in `buf`; returns how many were consumed.
+    fn process(&mut self, key: usize, buf: &mut [u8], now: u64) -> Result<usize, String> {
+        let mut pos = 0;
+        if self.conns[key].st == St::Handshake {
+            let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+                if buf.len() > 16 * 1024 {
+                    return Err("bad_response".into());
+                }
+                return Ok(0);
+            };
+            let status = buf.strip_prefix(b"HTTP/1.1 ").and_then(|s| scan::parse_u64(s)).map(|(v, _)| v).unwrap_or(0);
+            if status != 101 {
+                return Err(if status == 0 { "bad_response".into() } else { format!("http_{status}") });
+            }
+            pos = end + 4;
+            if self.cfg.proto == Proto::Roomcast {
+                self.conns[key].st = St::WaitWelcome;
+            } else {
+                self.became_ready(key, now);
+            }
+        }
+        let mut batch_lat = 0u32;
+        while pos < buf.len() {
+            let f = match frame::parse(&buf[pos..], MAX_PAYLOAD) {
+                Parse::Frame(f) => f,
+                Parse::Partial(_) => break,
+                Parse::TooBig => return Err("frame_too_big".into()),
+            };
+            let ps = pos + f.payload_start;
+            let pe = ps + f.payload_len;
+            pos += f.total_len();
+            if let Some(m) = f.mask {
+                frame::apply_mask(&mut buf[ps..pe], m);
+            }
+            let payload = &buf[ps..pe];
+            match f.opcode {
+                OP_TEXT => {
+                    if self.on_text(key, payload, now) {
+                        batch_lat += 1;
+                    }
+                }
+                OP_PING => {
+                    let mask = self.masks.next_mask();
+                    let c = &mut self.conns[key];
+                    frame::push_client_frame(&mut c.out, OP_PONG, payload, mask);
+                }
+                OP_CLOSE => {
+                    let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
+                    return Err(format!("close_{code}"));
+                }
+                _ => {}
+            }
+        }
+        let _ = batch_lat;
+        Ok(pos)
+    }
+
+    /// Returns true if a latency sample was recorded.
+    fn on_text(&mut self, key: usize, payload: &[u8], now: u64) -> bool {
+        let c = &mut self.conns[key];
+        match c.st {
+            St::WaitWelcome => {
+                if scan::find_type(payload) == Some(b"welcome") {
+                    let seq = scan::find_u64_after(payload, b"\"seq\":").unwrap_or(0);
+                    c.tracker = SeqTracker::new(seq);
+                    self.became_ready(key, now);
+                }
+                false
+            }
+            St::Ready => match c.spec.role {
+                Role::Member => {
+                    let Some(m) = scan::find_marker(payload) else {
+                        return false;
+                    };
+                    let seq = if self.cfg.proto == Proto::Roomcast {
+                        match scan::find_u64_after(payload, b"\"seq\":") {
+                            Some(s) => s,
+                            None => return false,
+                        }
+                    } else {
+                        m.seq
+                    };
+                    let lat = now.saturating_sub(m.intended_ns) / 1000;
+                    record(&mut self.stats.lat, lat);
+                    record(&mut self.ihist, lat);
+                    let obs = c.tracker.observe(seq);
+                    self.stats.tally.record(obs);
+                    true
+                }
+                Role::Rtt => {
+                    let intended = if self.cfg.proto == Proto::Raw {
+                        match scan::find_marker(payload) {
+                            Some(m) if m.publisher == c.spec.id => m.intended_ns,
+                            _ => return false,
+                        }
+                    } else {
+                        let t = scan::find_type(payload);
+                        if t != Some(b"pong") && t != Some(b"ack") {
+                            return false;
+                        }
+                        let Some(r) = scan::find_u64_after(payload, b"\"ref\":") else {
+                            return false;
+                        };
+                        let ring = c.ring.as_mut().expect("rtt ring");
+                        let slot = &mut ring[(r as usize) % RTT_RING];
+                        let v = *slot;
+                        *slot = 0;
+                        if v == 0 {
+                            self.stats.tally.duplicates += 1;
+                            return false;
+                        }
+                        v
+                    };
+                    let lat = now.saturating_sub(intended) / 1000;
+                    record(&mut self.stats.lat, lat);
+                    record(&mut self.ihist, lat);
+                    self.stats.tally.delivered += 1;
+                    true
+                }
+                Role::Publisher | Role::Churn => {
+                    self.stats.publisher_rx += 1;
+                    false
+                }
+            },
+            _ => false,
+        }
+    }
+
+    fn build_publish(&mut self, key: usize, intended: u64) {
+        let cfg = &self.cfg;
+        let c = &mut self.conns[key];
+        let room = c.spec.room as usize;
+        self.room_seq[room] += 1;
+        let m = scan::Marker { intended_ns: intended, publisher: c.spec.id, seq: self.room_seq[room] };
+        self.pbuf.clear();
+        if cfg.proto == Proto::Roomcast {
+            self.pbuf.extend_from_slice(br#"{"type":"publish","data":"#);
+            scan::push_payload(&mut self.pbuf, m, cfg.size);
+            self.pbuf.push(b'}');
+        } else {
+            scan::push_payload(&mut self.pbuf, m, cfg.size);
+        }
+        let mask = self.masks.next_mask();
+        frame::push_client_frame(&mut c.out, OP_TEXT, &self.pbuf, mask);
+        self.stats.sent += 1;
+        self.stats.expected += self.sh.room_ready[room].load(Relaxed);
+    }
+
+    fn build_rtt(&mut self, key: usize, intended: u64) {
+        let cfg = &self.cfg;
+        let c = &mut self.conns[key];
+        self.pbuf.clear();
+        if cfg.proto == Proto::Raw {
+            c.rseq += 1;
+            let m = scan::Marker { intended_ns: intended, publisher: c.spec.id, seq: c.rseq };
+            scan::push_payload(&mut self.pbuf, m, cfg.size);
+        } else {
+            let r = c.next_ref;
+            c.next_ref += 1;
+            let ring = c.ring.as_mut().expect("rtt ring");
+            ring[(r as usize) % RTT_RING] = intended;
+            match cfg.rtt_kind {
+                RttKind::Ping => {
+                    let _ = write!(self.pbuf, r#"{{"type":"ping","ref":{r}}}"#);
+                }
+                RttKind::Publish => {
+                    let _ = write!(self.pbuf, r#"{{"type":"publish","ref":{r},"data":"#);
+                    c.rseq += 1;
+                    let m = scan::Marker { intended_ns: intended, publisher: c.spec.id, seq: c.rseq };
+                    scan::push_payload(&mut self.pbuf, m, cfg.size);
+                    self.pbuf.push(b'}');
+                }
+            }
+        }
+        let mask = self.masks.next_mask();
+        frame::push_client_frame(&mut c.out, OP_TEXT, &self.pbuf, mask);
+        self.stats.sent += 1;
+        self.stats.expected += 1;
+    }
+
+    /// Runs the loop until `stop`; returns what was measured.
+    pub fn run(mut self) -> Stats {
+        let mut events = Events::with_capacity(1024);
+        let cfg = self.cfg.clone();
+        let sh = self.sh.clone();
+        let nthreads = cfg.threads as f64;
+        let connect_rate = cfg.connect_rate / nthreads;
+        let churn_rate = cfg.churn_rate / nthreads;
+        // This worker's share of the send schedule.
+        let sched_conns: usize = plan_specs(&cfg, self.idx).1.len();
+        let total_sched = match cfg.scenario {
+            Scenario::Rtt => planned_conns(&cfg) as f64,
+            _ => (cfg.publishers as usize * cfg.rooms.len()) as f64,
+        };
+        let my_sched = match cfg.scenario {
+            Scenario::Rtt => plan_specs(&cfg, self.idx).0.len() as f64,
+            _ => sched_conns as f64,
+        };
+        let my_rate = if total_sched > 0.0 { cfg.rate * my_sched / total_sched } else { 0.0 };
+        let interval_ns = if my_rate > 0.0 { (1e9 / my_rate) as u64 } else { u64::MAX };
+        let mut k: u64 = 0; // messages scheduled so far
+        let mut rr = 0usize;
+        let mut churn_k: u64 = 0;
+        let mut churn_room = self.idx as u32;
+        let mut next_tick = 0u64;
+        let mut last_interval = mono_ns();
+        let mut pub_sent = 0u64;
+        let mut pub_exp = 0u64;
+        let mut pub_dd = 0u64;
+        self.connect_start = mono_ns();
+        loop {
+            let now = mono_ns();
+            if sh.stop.load(Relaxed) {
+                break;
+            }
+            // Open connections: paced, and at most `inflight_max` handshakes.
+            while let Some(&spec) = self.to_open.last() {
+                if self.inflight >= cfg.inflight_max {
+                    break;
+                }
+                if connect_rate > 0.0 {
+                    let allowed = ((now - self.connect_start) as f64 / 1e9 * connect_rate) as u64 + 1;
+                    if self.opened >= allowed {
+                        break;
+                    }
+                }
+                self.to_open.pop();
+                self.opened += 1;
+                self.open(spec, now);
+            }
+            let start = sh.start_ns.load(Relaxed);
+            let end = start.saturating_add(cfg.duration_ns);
+            let mut deadline = now + TICK_NS;
+            if connect_rate > 0.0 && !self.to_open.is_empty() {
+                let next = self.connect_start + ((self.opened as f64) / connect_rate * 1e9) as u64;
+                deadline = deadline.min(next.max(now));
+            }
+            if start != 0 && now >= start && interval_ns != u64::MAX {
+                // Open-loop schedule: message k is due at start + k*interval.
+                let list_len = match cfg.scenario {
+                    Scenario::Rtt => self.rtts.len(),
+                    _ => self.pubs.len(),
+                };
+                loop {
+                    let due = start + k * interval_ns;
+                    if due > now || due >= end {
+                        if due < end {
+                            deadline = deadline.min(due);
+                        }
+                        break;
+                    }
+                    if list_len == 0 {
+                        k += 1;
+                        continue;
+                    }
+                    let key = match cfg.scenario {
+                        Scenario::Rtt => self.rtts[rr % list_len],
+                        _ => self.pubs[rr % list_len],
+                    };
+                    rr += 1;
+                    record(&mut self.stats.slip, (now - due) / 1000);
+                    match cfg.scenario {
+                        Scenario::Rtt => self.build_rtt(key, due),
+                        _ => self.build_publish(key, due),
+                    }
+                    if !self.dirty.contains(&key) {
+                        self.dirty.push(key);
+                    }
+                    k += 1;
+                }
+            }
+            // Churn: arrivals at a steady rate during the measured phase.
+            if cfg.scenario == Scenario::Churn && start != 0 && now >= start && churn_rate > 0.0 {
+                let ci = (1e9 / churn_rate) as u64;
+                loop {
+                    let due = start + churn_k * ci;
+                    if due > now || due >= end {
+                        if due < end {
+                            deadline = deadline.min(due);
+                        }
+                        break;
+                    }
+                    churn_k += 1;
+                    churn_room = (churn_room + cfg.threads as u32) % cfg.rooms.len() as u32;
+                    let id = 1_000_000_000 + churn_k * cfg.threads as u64 + self.idx as u64;
+                    self.open(Spec { room: churn_room, role: Role::Churn, id }, now);
+                }
+            }
+            // Flush everything queued this turn: one write per connection.
+            let dirty = std::mem::take(&mut self.dirty);
+            for &key in &dirty {
+                if self.conns.contains(key) {
+                    if let Err(cause) = self.flush(key) {
+                        self.drop_conn(key, cause);
+                    }
+                }
+            }
+            self.dirty = dirty;
+            self.dirty.clear();
+            if now >= next_tick {
+                next_tick = now + TICK_NS;
+                self.housekeeping(now);
+                sh.sent.fetch_add(self.stats.sent - pub_sent, Relaxed);
+                pub_sent = self.stats.sent;
+                sh.expected.fetch_add(self.stats.expected - pub_exp, Relaxed);
+                pub_exp = self.stats.expected;
+                let dd = self.stats.tally.delivered - self.stats.tally.duplicates;
+                sh.delivered_distinct.fetch_add(dd - pub_dd, Relaxed);
+                pub_dd = dd;
+                if now - last_interval >= 1_000_000_000 {
+                    last_interval = now;
+                    let p = if self.ihist.is_empty() { 0 } else { self.ihist.value_at_quantile(0.99) };
+                    sh.interval_p99[self.idx].store(p, Relaxed);
+                    self.ihist.reset();
+                }
+            }
+            let timeout = if deadline <= now {
+                Some(std::time::Duration::ZERO)
+            } else {
+                // Sub-ms precision: the timerfd wakes the loop on time
+                // (epoll's own timeout is rounded up to whole ms).
+                self.timer.arm(deadline);
+                Some(std::time::Duration::from_nanos(deadline - now + 2_000_000))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                if ev.token() == TIMER {
+                    self.timer.drain();
+                    continue;
+                }
+                let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                let w = ev.is_writable();
+                self.on_event(ev.token().0, r, w);
+            }
+        }
+        // Final counters for the progress line.
+        sh.sent.fetch_add(self.stats.sent - pub_sent, Relaxed);
+        sh.expected.fetch_add(self.stats.expected - pub_exp, Relaxed);
+        let dd = self.stats.tally.delivered - self.stats.tally.duplicates;
+        sh.delivered_distinct.fetch_add(dd - pub_dd, Relaxed);
+        self.stats
+    }
+
+    fn housekeeping(&mut self, now: u64) {
+        let timeout = self.cfg.connect_timeout_ns;
+        let mut victims: Vec<(usize, &'static str)> = Vec::new();
+        if self.inflight > 0 || self.cfg.scenario == Scenario::Churn {
+            for (key, c) in self.conns.iter() {
+                if c.st != St::Ready {
+                    if now - c.t_open > timeout {
+                        victims.push((key, "timeout"));
+                    }
+                } else if c.spec.role == Role::Churn && now >= c.close_at {
+                    victims.push((key, ""));
+                }
+            }
+        }
+        for (key, cause) in victims {
+            self.drop_conn(key, cause);
+        }
+    }
+}
+
+fn set_bind_no_port(sock: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own with a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! roomcast-load: the load generator and bench helpers for roomcast.
+//!
+//! - [`client`]: the mio load engine (connect, fanout, rtt, churn).
+//! - [`run`]: orchestration of workers and processes, the JSON summary.
+//! - [`sink`]: a trivial broadcast/sink server to develop and demonstrate
+//!   the tool against.
+//! - [`frame`], [`scan`], [`account`]: the in-place frame parser, the tiny
+//!   payload scanners and the loss/duplicate/out-of-order accounting.
+//! - [`report`]: percentiles, `.hgrm` and SVG output.
+
+pub mod account;
+pub mod client;
+pub mod clock;
+pub mod frame;
+pub mod report;
+pub mod run;
+pub mod scan;
+pub mod sink;
+pub mod table;

@@ -1,0 +1,146 @@
+//! `roomcast-load`: load generator for roomcast (and any WebSocket
+//! broadcast server with `--proto raw`). See tools/README.md.
+
+use clap::{Parser, Subcommand};
+use roomcast_load::client::Scenario;
+use roomcast_load::report;
+use roomcast_load::run::{self, LoadArgs};
+use roomcast_load::sink::{self, SinkCfg, SinkMode};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "roomcast-load", version, about = "Open-loop WebSocket load generator with HDR histograms")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Open rooms×members connections (paced), hold them for --duration.
+    Connect(LoadArgs),
+    /// Rooms × members receivers plus publishers at an open-loop aggregate rate.
+    Fanout(LoadArgs),
+    /// Request/response round trips (ping→pong or publish→ack) at a constant rate.
+    Rtt(LoadArgs),
+    /// A fanout while connections arrive and leave at --churn-rate.
+    Churn(LoadArgs),
+    /// A trivial broadcast/sink server (minimal roomcast contract, or raw).
+    Sink {
+        #[arg(long, default_value = "127.0.0.1:9100")]
+        listen: SocketAddr,
+        #[arg(long, value_enum, default_value_t = SinkMode::Roomcast)]
+        mode: SinkMode,
+        /// Seconds to run before exiting by itself.
+        #[arg(long, default_value_t = 300)]
+        duration: u64,
+        /// Seconds between WebSocket pings to every connection (0: none).
+        #[arg(long, default_value_t = 30)]
+        ping_interval: u64,
+        /// Processes sharing the port with SO_REUSEPORT (each holds its own
+        /// connections; rooms are not shared between them).
+        #[arg(long, default_value_t = 1)]
+        procs: u32,
+        #[arg(long, hide = true)]
+        reuseport: bool,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Plot one or more .hgrm files (FILE or FILE=LABEL) into one SVG.
+    Plot {
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Markdown table from bench JSON lines (highest passing rate per scenario).
+    Summarize { jsonl: PathBuf },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Connect(a) => run::main(Scenario::Connect, a),
+        Cmd::Fanout(a) => run::main(Scenario::Fanout, a),
+        Cmd::Rtt(a) => run::main(Scenario::Rtt, a),
+        Cmd::Churn(a) => run::main(Scenario::Churn, a),
+        Cmd::Sink { listen, mode, duration, ping_interval, procs, reuseport, quiet } => {
+            run_sink(listen, mode, duration, ping_interval, procs, reuseport, quiet)
+        }
+        Cmd::Plot { title, out, files } => plot(&title, &out, &files),
+        Cmd::Summarize { jsonl } => std::fs::read_to_string(&jsonl)
+            .map(|t| print!("{}", roomcast_load::table::markdown(&t)))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", jsonl.display())),
+    };
+    if let Err(e) = res {
+        eprintln!("roomcast-load: error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run_sink(
+    listen: SocketAddr,
+    mode: SinkMode,
+    duration: u64,
+    ping_interval: u64,
+    procs: u32,
+    reuseport: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    if duration == 0 || duration > 86_400 {
+        anyhow::bail!("--duration must be in 1..=86400 seconds");
+    }
+    if procs > 1 {
+        let exe = std::env::current_exe()?;
+        let mut kids = Vec::new();
+        for _ in 0..procs {
+            let mut args: Vec<String> = std::env::args().skip(1).collect();
+            args.retain(|a| !a.starts_with("--procs"));
+            // Drop the value following a bare `--procs`.
+            let mut clean = Vec::new();
+            let mut skip = false;
+            for a in std::env::args().skip(1) {
+                if skip {
+                    skip = false;
+                    continue;
+                }
+                if a == "--procs" {
+                    skip = true;
+                    continue;
+                }
+                if a.starts_with("--procs=") {
+                    continue;
+                }
+                clean.push(a);
+            }
+            kids.push(std::process::Command::new(&exe).args(&clean).arg("--reuseport").spawn()?);
+        }
+        for mut k in kids {
+            k.wait()?;
+        }
+        return Ok(());
+    }
+    eprintln!("sink {} listening on {listen} ({mode:?})", std::process::id());
+    let st =
+        sink::run(&SinkCfg { listen, mode, duration_s: duration, ping_interval_s: ping_interval, reuseport, quiet })?;
+    eprintln!("sink {} done: {st:?}", std::process::id());
+    Ok(())
+}
+
+fn plot(title: &str, out: &PathBuf, files: &[String]) -> anyhow::Result<()> {
+    let mut series = Vec::new();
+    for f in files {
+        let (path, label) = f.split_once('=').unwrap_or((f, f));
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+        let label = std::path::Path::new(label)
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| label.to_string());
+        series.push(report::Series { label, points: report::parse_hgrm(&text) });
+    }
+    std::fs::write(out, report::svg(title, &series))?;
+    Ok(())
+}

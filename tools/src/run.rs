@@ -1,0 +1,735 @@
+//! Orchestration: builds the plan from the flags, runs worker threads (or
+//! child processes in multi-process mode), prints progress, and produces
+//! the summary (human, JSON, `.hgrm`, SVG).
+
+use crate::client::{self, Auth, Proto, RttKind, RunCfg, Scenario, Shared, Stats, Worker};
+use crate::clock::{mono_ns, process_cpu_ns, rss_bytes};
+use crate::report::{self, Pcts, Series, hist_from_b64, hist_to_b64};
+use anyhow::{Context, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Server base URL; the tool adds `/ws/{room}`.
+    #[arg(long, default_value = "ws://127.0.0.1:8080")]
+    pub url: String,
+    /// Protocol: roomcast (welcome, seq, tokens) or raw (any broadcast server:
+    /// every text frame received is a delivery).
+    #[arg(long, value_enum, default_value_t = Proto::Roomcast)]
+    pub proto: Proto,
+    /// Rooms.
+    #[arg(long, default_value_t = 1)]
+    pub rooms: u32,
+    /// Receiving members per room (rtt: connections per room doing round trips).
+    #[arg(long, default_value_t = 10)]
+    pub members: u32,
+    /// Publishers per room (extra connections, not counted as receivers).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: u32,
+    /// Aggregate rate: published messages/s (fanout, churn) or round trips/s (rtt).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Payload (`data`) size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Seconds of measured load (connect: seconds to hold the connections).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// HS256 secret to mint tokens (`sub`, `exp`, `room`) with.
+    #[arg(long, conflicts_with = "dev")]
+    pub jwt_secret: Option<String>,
+    /// Dev mode: connect with `?user=NAME`, no token.
+    #[arg(long)]
+    pub dev: bool,
+    /// Print the one-line JSON summary on stdout (last line).
+    #[arg(long)]
+    pub json: bool,
+    /// Directory for `.hgrm` and `.svg` files.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// File name stem in `--out` (default: the scenario).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Event-loop threads (default: the CPUs this process may run on).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Processes (multi-process mode: each gets a share of the rooms, its
+    /// own fd limit and its own source addresses).
+    #[arg(long, default_value_t = 1)]
+    pub procs: u32,
+    /// New connections per second (0: as fast as `--inflight` allows).
+    #[arg(long, default_value_t = 0.0)]
+    pub connect_rate: f64,
+    /// Handshake in-flight cap per thread.
+    #[arg(long, default_value_t = 256)]
+    pub inflight: usize,
+    /// Seconds a connection may take to become ready.
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// Seconds the whole connect phase may take before load starts anyway.
+    #[arg(long, default_value_t = 120.0)]
+    pub setup_timeout: f64,
+    /// Source addresses: `auto` (loopback targets: 4 addresses in
+    /// 127.0.0.10+ per process), `none`, or a range `127.0.0.2-127.0.0.9`.
+    #[arg(long, default_value = "auto")]
+    pub source_ips: String,
+    /// churn: connections arriving per second (each leaves after `--churn-life-ms`).
+    #[arg(long, default_value_t = 100.0)]
+    pub churn_rate: f64,
+    #[arg(long, default_value_t = 1000)]
+    pub churn_life_ms: u64,
+    /// rtt: ping→pong or publish(ref)→ack.
+    #[arg(long, value_enum, default_value_t = RttKind::Ping)]
+    pub rtt_kind: RttKind,
+    /// Seconds to wait for in-flight deliveries after the schedule ends.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+    /// Server PID: report its RSS growth per connection.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Room name prefix (rooms are PREFIX-0 … PREFIX-(R-1)).
+    #[arg(long, default_value = "load")]
+    pub room_prefix: String,
+    #[arg(long, hide = true)]
+    pub child_index: Option<u32>,
+}
+
+/// What one process measured; children send it to the parent as JSON.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ProcResult {
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub sent: u64,
+    pub expected: u64,
+    pub planned: u64,
+    pub connected: u64,
+    pub failures: BTreeMap<String, u64>,
+    pub closed_by_server: BTreeMap<String, u64>,
+    pub churn_opened: u64,
+    pub churn_closed: u64,
+    pub publisher_rx: u64,
+    pub lat: String,
+    pub handshake: String,
+    pub slip: String,
+    pub cpu_ns: u64,
+    pub measure_ns: u64,
+    pub connect_ns: u64,
+    pub threads: usize,
+    pub rss_growth: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub scenario: Scenario,
+    pub proto: Proto,
+    pub url: String,
+    pub procs: u32,
+    pub threads: usize,
+    pub rooms: u32,
+    pub members: u32,
+    pub publishers: u32,
+    pub rate: f64,
+    pub size: usize,
+    pub duration_s: f64,
+    pub connections: u64,
+    pub connected: u64,
+    pub connect_failures: BTreeMap<String, u64>,
+    pub closed_by_server: BTreeMap<String, u64>,
+    pub connect_s: f64,
+    pub connects_per_sec: f64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub expected: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub deliveries_per_sec: f64,
+    pub latency_us: Pcts,
+    pub handshake_us: Pcts,
+    pub slip_us: Pcts,
+    pub churn_opened: u64,
+    pub churn_closed: u64,
+    pub tool_cpu_pct: f64,
+    pub tool_cpu_capacity_pct: f64,
+    pub tool_bottleneck: bool,
+    pub bottleneck_reason: Option<String>,
+    pub server_rss_per_conn_bytes: Option<u64>,
+    /// p99 < 10 ms and nothing lost (and every connection made).
+    pub pass: bool,
+    pub hgrm: Option<String>,
+    pub svg: Option<String>,
+}
+
+fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| anyhow!("--url must start with ws:// (got {url:?}); wss is not supported"))?;
+    let hostport = rest.split('/').next().unwrap_or("");
+    if hostport.is_empty() {
+        bail!("--url has no host: {url:?}");
+    }
+    let with_port = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {with_port}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{with_port} resolves to nothing"))?;
+    Ok((addr, hostport.to_string()))
+}
+
+fn parse_src_ips(spec: &str, target: &SocketAddr, proc_index: u32) -> anyhow::Result<Vec<IpAddr>> {
+    match spec {
+        "none" => Ok(Vec::new()),
+        "auto" => {
+            if !target.ip().is_loopback() || !target.is_ipv4() {
+                return Ok(Vec::new());
+            }
+            let base = 10 + 4 * proc_index;
+            if base + 3 > 254 {
+                bail!("--source-ips auto supports up to 61 processes");
+            }
+            Ok((base..base + 4).map(|d| IpAddr::V4(Ipv4Addr::new(127, 0, 0, d as u8))).collect())
+        }
+        range => {
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            let a: Ipv4Addr = a.parse().with_context(|| format!("--source-ips {range:?}"))?;
+            let b: Ipv4Addr = b.parse().with_context(|| format!("--source-ips {range:?}"))?;
+            let (a, b) = (u32::from(a), u32::from(b));
+            if b < a || b - a > 65_535 {
+                bail!("--source-ips {range:?}: give LOW-HIGH with at most 65536 addresses");
+            }
+            Ok((a..=b).map(|v| IpAddr::V4(Ipv4Addr::from(v))).collect())
+        }
+    }
+}
+
+fn validate(a: &LoadArgs, scenario: Scenario) -> anyhow::Result<()> {
+    if !(a.duration > 0.0 && a.duration <= 3600.0) {
+        bail!("--duration must be in (0, 3600] seconds");
+    }
+    if a.rooms == 0 {
+        bail!("--rooms must be at least 1");
+    }
+    if a.members == 0 && scenario != Scenario::Fanout {
+        bail!("--members must be at least 1");
+    }
+    if matches!(scenario, Scenario::Fanout | Scenario::Churn) && a.publishers == 0 {
+        bail!("--publishers must be at least 1 for {scenario:?}");
+    }
+    if !(a.rate >= 0.0 && a.rate.is_finite()) {
+        bail!("--rate must be a non-negative number");
+    }
+    if a.size > 60_000 {
+        bail!("--size must be at most 60000 bytes");
+    }
+    if a.procs == 0 || a.procs > 61 {
+        bail!("--procs must be in 1..=61");
+    }
+    if a.procs > a.rooms {
+        bail!("--procs ({}) must not exceed --rooms ({}): processes split the rooms", a.procs, a.rooms);
+    }
+    if a.proto == Proto::Roomcast && a.jwt_secret.is_none() && !a.dev {
+        bail!("--proto roomcast needs --jwt-secret SECRET or --dev");
+    }
+    if a.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    if !(a.connect_timeout > 0.0 && a.setup_timeout > 0.0 && a.drain >= 0.0) {
+        bail!("--connect-timeout and --setup-timeout must be positive, --drain non-negative");
+    }
+    Ok(())
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn build_cfg(a: &LoadArgs, scenario: Scenario, proc_index: u32) -> anyhow::Result<RunCfg> {
+    let (addr, host) = parse_url(&a.url)?;
+    let threads = a.threads.unwrap_or_else(default_threads);
+    let rooms: Vec<String> =
+        (0..a.rooms).filter(|r| r % a.procs == proc_index).map(|r| format!("{}-{r}", a.room_prefix)).collect();
+    // This process's share of the aggregate rate, by its share of rooms.
+    let rate = a.rate * rooms.len() as f64 / a.rooms as f64;
+    let auth = match &a.jwt_secret {
+        Some(s) => Auth::Jwt(jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
+        None => Auth::Dev,
+    };
+    Ok(RunCfg {
+        scenario,
+        proto: a.proto,
+        addr,
+        host,
+        auth,
+        rooms,
+        members: a.members,
+        publishers: a.publishers,
+        rate,
+        size: a.size,
+        duration_ns: (a.duration * 1e9) as u64,
+        connect_rate: a.connect_rate / a.procs as f64,
+        connect_timeout_ns: (a.connect_timeout * 1e9) as u64,
+        inflight_max: a.inflight.max(1),
+        src_ips: parse_src_ips(&a.source_ips, &addr, proc_index)?,
+        churn_rate: a.churn_rate / a.procs as f64,
+        churn_life_ns: a.churn_life_ms * 1_000_000,
+        rtt_kind: a.rtt_kind,
+        threads,
+        proc_index,
+        user_prefix: format!("{}{proc_index}u", a.room_prefix),
+    })
+}
+
+fn fmt_n(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// Runs this process's share; `child` = talk to the parent over stdio.
+fn run_proc(a: &LoadArgs, scenario: Scenario, proc_index: u32, child: bool) -> anyhow::Result<ProcResult> {
+    let cfg = Arc::new(build_cfg(a, scenario, proc_index)?);
+    let sh = Arc::new(Shared::new(cfg.rooms.len(), cfg.threads));
+    let planned = client::planned_conns(&cfg);
+    let progress = !child && std::io::stderr().is_terminal();
+    let rss0 = a.server_pid.and_then(rss_bytes);
+    let mut handles = Vec::new();
+    for i in 0..cfg.threads {
+        let w = Worker::new(cfg.clone(), sh.clone(), i).context("creating a worker")?;
+        handles.push(std::thread::Builder::new().name(format!("load-{i}")).spawn(move || w.run())?);
+    }
+    let t0 = mono_ns();
+    let setup_deadline = t0 + (a.setup_timeout * 1e9) as u64;
+    let mut last_print = 0;
+    loop {
+        let done = sh.ready.load(Relaxed) + sh.failed.load(Relaxed);
+        let now = mono_ns();
+        if done >= planned || now >= setup_deadline {
+            break;
+        }
+        if progress && now - last_print > 500_000_000 {
+            last_print = now;
+            eprint!(
+                "\r[connect {:5.1}s] ready {}/{} failed {}   ",
+                (now - t0) as f64 / 1e9,
+                sh.ready.load(Relaxed),
+                planned,
+                sh.failed.load(Relaxed)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let connect_ns = mono_ns() - t0;
+    let rss_growth = match (rss0, a.server_pid.and_then(rss_bytes)) {
+        (Some(x), Some(y)) => Some(y.saturating_sub(x)),
+        _ => None,
+    };
+    let start = if child {
+        println!("READY {} {}", sh.ready.load(Relaxed), sh.failed.load(Relaxed));
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim()
+            .strip_prefix("GO ")
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| anyhow!("child: expected GO <ns> from the parent, got {line:?}"))?
+    } else {
+        mono_ns() + 20_000_000
+    };
+    sh.start_ns.store(start, Relaxed);
+    while mono_ns() < start {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let cpu0 = process_cpu_ns();
+    let end = start + cfg.duration_ns;
+    let mut last_sent = 0u64;
+    let mut last_dd = 0u64;
+    let mut last_t = start;
+    loop {
+        let now = mono_ns();
+        if now >= end {
+            break;
+        }
+        std::thread::sleep(Duration::from_nanos((end - now).min(100_000_000)));
+        let now = mono_ns();
+        if progress && now - last_t >= 1_000_000_000 {
+            let sent = sh.sent.load(Relaxed);
+            let dd = sh.delivered_distinct.load(Relaxed);
+            let dt = (now - last_t) as f64 / 1e9;
+            let p99 = sh.interval_p99.iter().map(|x| x.load(Relaxed)).max().unwrap_or(0);
+            eprint!(
+                "\r[{:5.1}s] conns {} sent {}/s delivered {}/s p99(1s) {:.2} ms   ",
+                (now - start) as f64 / 1e9,
+                sh.open.load(Relaxed),
+                fmt_n((sent - last_sent) as f64 / dt),
+                fmt_n((dd - last_dd) as f64 / dt),
+                p99 as f64 / 1000.0
+            );
+            last_sent = sent;
+            last_dd = dd;
+            last_t = now;
+        }
+    }
+    let cpu_ns = process_cpu_ns() - cpu0;
+    let measure_ns = mono_ns() - start;
+    // Drain: wait for deliveries in flight (counters lag by ≤ 10 ms).
+    let drain_end = mono_ns() + (a.drain * 1e9) as u64;
+    std::thread::sleep(Duration::from_millis(30));
+    while mono_ns() < drain_end && sh.delivered_distinct.load(Relaxed) < sh.expected.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sh.stop.store(true, Relaxed);
+    if progress {
+        eprintln!();
+    }
+    let mut st = Stats::new();
+    for h in handles {
+        let s = h.join().map_err(|_| anyhow!("a worker thread panicked"))?;
+        st.merge(&s);
+    }
+    Ok(ProcResult {
+        delivered: st.tally.delivered,
+        duplicates: st.tally.duplicates,
+        out_of_order: st.tally.out_of_order,
+        sent: st.sent,
+        expected: st.expected,
+        planned,
+        connected: st.connected,
+        failures: st.failures,
+        closed_by_server: st.closed_by_server,
+        churn_opened: st.churn_opened,
+        churn_closed: st.churn_closed,
+        publisher_rx: st.publisher_rx,
+        lat: hist_to_b64(&st.lat),
+        handshake: hist_to_b64(&st.handshake),
+        slip: hist_to_b64(&st.slip),
+        cpu_ns,
+        measure_ns,
+        connect_ns,
+        threads: cfg.threads,
+        rss_growth,
+    })
+}
+
+/// Multi-process mode: children are this binary with `--child-index`.
+fn run_children(a: &LoadArgs) -> anyhow::Result<Vec<ProcResult>> {
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut kids = Vec::new();
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, String)>();
+    for i in 0..a.procs {
+        let mut child = Command::new(&exe)
+            .args(&args)
+            .arg("--child-index")
+            .arg(i.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning a child process")?;
+        let out = child.stdout.take().expect("piped");
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((i as usize, line)).is_err() {
+                    break;
+                }
+            }
+        });
+        kids.push(child);
+    }
+    drop(tx);
+    let deadline = Duration::from_secs_f64(a.setup_timeout + 10.0);
+    let mut ready = 0;
+    let t0 = std::time::Instant::now();
+    while ready < a.procs {
+        let left = deadline.saturating_sub(t0.elapsed());
+        match rx.recv_timeout(left) {
+            Ok((_, l)) if l.starts_with("READY") => ready += 1,
+            Ok(_) => {}
+            Err(_) => {
+                for k in &mut kids {
+                    let _ = k.kill();
+                }
+                bail!("children did not all become ready in time");
+            }
+        }
+    }
+    let start = mono_ns() + 50_000_000;
+    for k in &mut kids {
+        let stdin = k.stdin.as_mut().expect("piped");
+        writeln!(stdin, "GO {start}")?;
+        stdin.flush()?;
+    }
+    let mut results = Vec::new();
+    let deadline = Duration::from_secs_f64(a.duration + a.drain + 30.0);
+    let t1 = std::time::Instant::now();
+    while results.len() < a.procs as usize {
+        let left = deadline.saturating_sub(t1.elapsed());
+        match rx.recv_timeout(left) {
+            Ok((_, l)) => {
+                if let Some(j) = l.strip_prefix("RESULT ") {
+                    results.push(serde_json::from_str(j)?);
+                }
+            }
+            Err(_) => {
+                for k in &mut kids {
+                    let _ = k.kill();
+                }
+                bail!("children did not all report in time");
+            }
+        }
+    }
+    for mut k in kids {
+        let _ = k.wait();
+    }
+    Ok(results)
+}
+
+fn summarize(
+    a: &LoadArgs,
+    scenario: Scenario,
+    rs: &[ProcResult],
+) -> anyhow::Result<(Summary, [hdrhistogram::Histogram<u64>; 2])> {
+    let mut lat = report::new_hist();
+    let mut hs = report::new_hist();
+    let mut slip = report::new_hist();
+    let mut s = Summary {
+        scenario,
+        proto: a.proto,
+        url: a.url.clone(),
+        procs: a.procs,
+        threads: 0,
+        rooms: a.rooms,
+        members: a.members,
+        publishers: if matches!(scenario, Scenario::Fanout | Scenario::Churn) { a.publishers } else { 0 },
+        rate: a.rate,
+        size: a.size,
+        duration_s: a.duration,
+        connections: 0,
+        connected: 0,
+        connect_failures: BTreeMap::new(),
+        closed_by_server: BTreeMap::new(),
+        connect_s: 0.0,
+        connects_per_sec: 0.0,
+        sent: 0,
+        delivered: 0,
+        expected: 0,
+        lost: 0,
+        duplicates: 0,
+        out_of_order: 0,
+        deliveries_per_sec: 0.0,
+        latency_us: Pcts::default(),
+        handshake_us: Pcts::default(),
+        slip_us: Pcts::default(),
+        churn_opened: 0,
+        churn_closed: 0,
+        tool_cpu_pct: 0.0,
+        tool_cpu_capacity_pct: 0.0,
+        tool_bottleneck: false,
+        bottleneck_reason: None,
+        server_rss_per_conn_bytes: None,
+        pass: false,
+        hgrm: None,
+        svg: None,
+    };
+    let mut cpu_ns = 0u64;
+    let mut measure_ns = 0u64;
+    let mut rss = 0u64;
+    let mut has_rss = false;
+    for r in rs {
+        lat.add(hist_from_b64(&r.lat)?)?;
+        hs.add(hist_from_b64(&r.handshake)?)?;
+        slip.add(hist_from_b64(&r.slip)?)?;
+        s.threads += r.threads;
+        s.connections += r.planned;
+        s.connected += r.connected;
+        for (k, v) in &r.failures {
+            *s.connect_failures.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &r.closed_by_server {
+            *s.closed_by_server.entry(k.clone()).or_default() += v;
+        }
+        s.connect_s = s.connect_s.max(r.connect_ns as f64 / 1e9);
+        s.sent += r.sent;
+        s.delivered += r.delivered;
+        s.expected += r.expected;
+        s.duplicates += r.duplicates;
+        s.out_of_order += r.out_of_order;
+        s.churn_opened += r.churn_opened;
+        s.churn_closed += r.churn_closed;
+        cpu_ns += r.cpu_ns;
+        measure_ns = measure_ns.max(r.measure_ns);
+        if let Some(g) = r.rss_growth {
+            rss = rss.max(g);
+            has_rss = true;
+        }
+    }
+    s.lost = s.expected.saturating_sub(s.delivered - s.duplicates);
+    let secs = (measure_ns as f64 / 1e9).max(1e-9);
+    s.deliveries_per_sec = (s.delivered as f64 / secs).round();
+    s.connects_per_sec = if s.connect_s > 0.0 { (s.connected as f64 / s.connect_s).round() } else { 0.0 };
+    s.latency_us = Pcts::of(&lat);
+    s.handshake_us = Pcts::of(&hs);
+    s.slip_us = Pcts::of(&slip);
+    s.tool_cpu_pct = (cpu_ns as f64 / secs / 1e7 * 10.0).round() / 10.0;
+    s.tool_cpu_capacity_pct = s.threads as f64 * 100.0;
+    let mut reasons = Vec::new();
+    if s.tool_cpu_pct >= 0.9 * s.tool_cpu_capacity_pct {
+        reasons.push(format!("tool CPU {:.0}% of {:.0}% available", s.tool_cpu_pct, s.tool_cpu_capacity_pct));
+    }
+    if s.slip_us.p99 > 1000 {
+        reasons.push(format!("send schedule slip p99 {} µs", s.slip_us.p99));
+    }
+    s.tool_bottleneck = !reasons.is_empty();
+    s.bottleneck_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
+    if has_rss && s.connected > 0 {
+        s.server_rss_per_conn_bytes = Some(rss / s.connected);
+    }
+    let latency_ok = match scenario {
+        Scenario::Connect => true,
+        _ => s.latency_us.count > 0 && s.latency_us.p99 < 10_000,
+    };
+    s.pass = latency_ok && s.lost == 0 && s.connected == s.connections && !s.tool_bottleneck;
+    Ok((s, [lat, hs]))
+}
+
+fn human(s: &Summary) -> String {
+    let mut o = String::new();
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        o,
+        "{:?} {:?} {} | rooms {} members {} publishers {} rate {}/s size {} B, {} s, {} proc × {} threads",
+        s.scenario,
+        s.proto,
+        s.url,
+        s.rooms,
+        s.members,
+        s.publishers,
+        s.rate,
+        s.size,
+        s.duration_s,
+        s.procs,
+        s.threads / s.procs.max(1) as usize
+    );
+    let _ = writeln!(
+        o,
+        "connections: {}/{} in {:.2} s ({}/s); failures {:?}; closed by server {:?}",
+        s.connected, s.connections, s.connect_s, s.connects_per_sec, s.connect_failures, s.closed_by_server
+    );
+    if s.handshake_us.count > 0 {
+        let h = &s.handshake_us;
+        let _ = writeln!(o, "handshake µs: p50 {} p90 {} p99 {} p99.9 {} max {}", h.p50, h.p90, h.p99, h.p999, h.max);
+    }
+    if s.scenario != Scenario::Connect {
+        let _ = writeln!(
+            o,
+            "sent {} delivered {} expected {} lost {} dup {} out-of-order {} | {} deliveries/s",
+            s.sent,
+            s.delivered,
+            s.expected,
+            s.lost,
+            s.duplicates,
+            s.out_of_order,
+            fmt_n(s.deliveries_per_sec)
+        );
+        let l = &s.latency_us;
+        let _ = writeln!(
+            o,
+            "latency µs (from intended send time): p50 {} p90 {} p99 {} p99.9 {} p99.99 {} max {}",
+            l.p50, l.p90, l.p99, l.p999, l.p9999, l.max
+        );
+    }
+    if s.scenario == Scenario::Churn {
+        let _ = writeln!(o, "churn: opened {} closed {}", s.churn_opened, s.churn_closed);
+    }
+    if let Some(r) = s.server_rss_per_conn_bytes {
+        let _ = writeln!(o, "server RSS growth per connection: {r} B");
+    }
+    let _ = writeln!(
+        o,
+        "tool: CPU {:.1}% of {:.0}%, schedule slip p99 {} µs max {} µs{}",
+        s.tool_cpu_pct,
+        s.tool_cpu_capacity_pct,
+        s.slip_us.p99,
+        s.slip_us.max,
+        match &s.bottleneck_reason {
+            Some(r) => format!(" — WARNING: the tool may be the bottleneck ({r})"),
+            None => String::new(),
+        }
+    );
+    let _ = writeln!(o, "pass (p99 < 10 ms, nothing lost): {}", s.pass);
+    o
+}
+
+/// Entry point for the four load scenarios.
+pub fn main(scenario: Scenario, a: LoadArgs) -> anyhow::Result<()> {
+    validate(&a, scenario)?;
+    if let Some(i) = a.child_index {
+        let r = run_proc(&a, scenario, i, true)?;
+        println!("RESULT {}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let results = if a.procs > 1 { run_children(&a)? } else { vec![run_proc(&a, scenario, 0, false)?] };
+    let (mut s, [lat, hs]) = summarize(&a, scenario, &results)?;
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let name = a.name.clone().unwrap_or_else(|| format!("{scenario:?}").to_lowercase());
+        let (main_hist, what) = if scenario == Scenario::Connect { (&hs, "handshake") } else { (&lat, "latency") };
+        let hgrm = dir.join(format!("{name}.hgrm"));
+        std::fs::write(&hgrm, report::hgrm(main_hist))?;
+        let mut series = vec![Series { label: what.to_string(), points: report::parse_hgrm(&report::hgrm(main_hist)) }];
+        if scenario == Scenario::Churn {
+            std::fs::write(dir.join(format!("{name}-handshake.hgrm")), report::hgrm(&hs))?;
+            series.push(Series { label: "handshake".into(), points: report::parse_hgrm(&report::hgrm(&hs)) });
+        }
+        let svg = dir.join(format!("{name}.svg"));
+        let title = format!("{name}: {what} by percentile");
+        std::fs::write(&svg, report::svg(&title, &series))?;
+        s.hgrm = Some(hgrm.display().to_string());
+        s.svg = Some(svg.display().to_string());
+    }
+    eprint!("{}", human(&s));
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_and_source_ranges() {
+        let (addr, host) = parse_url("ws://127.0.0.1:9000").unwrap();
+        assert_eq!(addr.port(), 9000);
+        assert_eq!(host, "127.0.0.1:9000");
+        assert!(parse_url("http://x").is_err());
+        let ips = parse_src_ips("auto", &addr, 1).unwrap();
+        assert_eq!(ips.len(), 4);
+        assert_eq!(ips[0], IpAddr::V4(Ipv4Addr::new(127, 0, 0, 14)));
+        let ips = parse_src_ips("127.0.0.2-127.0.1.1", &addr, 0).unwrap();
+        assert_eq!(ips.len(), 256);
+        assert!(parse_src_ips("127.0.0.9-127.0.0.2", &addr, 0).is_err());
+        assert!(parse_src_ips("none", &addr, 0).unwrap().is_empty());
+    }
+}

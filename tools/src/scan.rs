@@ -1,0 +1,221 @@
+//! Tiny hand scanners over frame payloads: no JSON parser per message.
+//!
+//! The load generator's payload is a JSON string
+//! `"rcl1 <intended_ns> <publisher> <seq> xxxx…"` padded to `--size` bytes,
+//! so it is valid `data` for roomcast and a plain text message for a raw
+//! broadcast server. Receivers find it with [`find_marker`].
+
+use memchr::memmem;
+
+/// The bytes that start every load payload (after the opening quote).
+pub const MARKER: &[u8] = b"rcl1 ";
+
+/// Fields carried in a load payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marker {
+    /// Intended send time, ns on the shared monotonic clock.
+    pub intended_ns: u64,
+    /// Global publisher id.
+    pub publisher: u64,
+    /// The tool's own per-room sequence (used by `--proto raw`).
+    pub seq: u64,
+}
+
+fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+/// Appends the payload JSON string for `m`, padded with `x` so that the
+/// string (quotes included) is at least `size` bytes.
+pub fn push_payload(out: &mut Vec<u8>, m: Marker, size: usize) {
+    let start = out.len();
+    out.push(b'"');
+    out.extend_from_slice(MARKER);
+    push_u64(out, m.intended_ns);
+    out.push(b' ');
+    push_u64(out, m.publisher);
+    out.push(b' ');
+    push_u64(out, m.seq);
+    out.push(b' ');
+    let used = out.len() - start + 1;
+    if size > used {
+        out.resize(out.len() + (size - used), b'x');
+    }
+    out.push(b'"');
+}
+
+/// Parses an unsigned decimal at the start of `s` (after optional spaces);
+/// returns the value and the bytes consumed.
+pub fn parse_u64(s: &[u8]) -> Option<(u64, usize)> {
+    let mut i = 0;
+    while i < s.len() && s[i] == b' ' {
+        i += 1;
+    }
+    let start = i;
+    let mut v: u64 = 0;
+    while i < s.len() && s[i].is_ascii_digit() {
+        v = v.checked_mul(10)?.checked_add((s[i] - b'0') as u64)?;
+        i += 1;
+    }
+    if i == start { None } else { Some((v, i)) }
+}
+
+/// Finds the load marker anywhere in `hay` and parses its three numbers.
+pub fn find_marker(hay: &[u8]) -> Option<Marker> {
+    let at = memmem::find(hay, MARKER)? + MARKER.len();
+    let (intended_ns, a) = parse_u64(&hay[at..])?;
+    let (publisher, b) = parse_u64(&hay[at + a..])?;
+    let (seq, _) = parse_u64(&hay[at + a + b..])?;
+    Some(Marker { intended_ns, publisher, seq })
+}
+
+/// Value of the first `"key":<unsigned>` in `hay` (`key` given with its
+/// quotes and colon, e.g. `b"\"seq\":"`). Whitespace after the colon is
+/// allowed.
+pub fn find_u64_after(hay: &[u8], key: &[u8]) -> Option<u64> {
+    let at = memmem::find(hay, key)? + key.len();
+    parse_u64(&hay[at..]).map(|(v, _)| v)
+}
+
+/// The value of `"type"` in a JSON object, as raw bytes between the quotes.
+pub fn find_type(hay: &[u8]) -> Option<&[u8]> {
+    let at = memmem::find(hay, b"\"type\"")? + 6;
+    let rest = &hay[at..];
+    let mut i = 0;
+    while i < rest.len() && (rest[i] == b' ' || rest[i] == b':') {
+        i += 1;
+    }
+    if rest.get(i) != Some(&b'"') {
+        return None;
+    }
+    let s = &rest[i + 1..];
+    let end = memchr::memchr(b'"', s)?;
+    Some(&s[..end])
+}
+
+/// Length of the JSON value at the start of `s` (after leading whitespace
+/// is skipped by the caller): strings with escapes, nested objects/arrays,
+/// numbers and literals. `None` if it does not end inside `s`.
+pub fn json_value_len(s: &[u8]) -> Option<usize> {
+    let first = *s.first()?;
+    match first {
+        b'"' => {
+            let mut i = 1;
+            while i < s.len() {
+                match s[i] {
+                    b'\\' => i += 2,
+                    b'"' => return Some(i + 1),
+                    _ => i += 1,
+                }
+            }
+            None
+        }
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = 0;
+            while i < s.len() {
+                match s[i] {
+                    b'"' => {
+                        i += json_value_len(&s[i..])?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => {
+            let mut i = 0;
+            while i < s.len() && !matches!(s[i], b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t') {
+                i += 1;
+            }
+            if i == 0 { None } else { Some(i) }
+        }
+    }
+}
+
+/// The raw JSON value of top-level-looking key `key` (with quotes and colon
+/// omitted: pass `b"\"data\""`). Only for trusted, compact input (the sink's
+/// clients are this tool); good enough to echo `ref` and forward `data`.
+pub fn find_value<'a>(hay: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let at = memmem::find(hay, key)? + key.len();
+    let rest = &hay[at..];
+    let mut i = 0;
+    while i < rest.len() && matches!(rest[i], b' ' | b':') {
+        i += 1;
+    }
+    let n = json_value_len(&rest[i..])?;
+    Some(&rest[i..i + n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_roundtrip_and_padding() {
+        let m = Marker { intended_ns: 123_456_789_012, publisher: 7, seq: 42 };
+        for size in [0usize, 10, 64, 100, 1000] {
+            let mut out = b"junk".to_vec();
+            push_payload(&mut out, m, size);
+            let p = &out[4..];
+            assert!(p.len() >= size);
+            if size > 40 {
+                assert_eq!(p.len(), size);
+            }
+            assert_eq!(p[0], b'"');
+            assert_eq!(*p.last().unwrap(), b'"');
+            assert_eq!(find_marker(&out), Some(m));
+            // It is one valid JSON string.
+            let v: serde_json::Value = serde_json::from_slice(p).unwrap();
+            assert!(v.is_string());
+        }
+    }
+
+    #[test]
+    fn marker_inside_a_roomcast_message() {
+        let frame = br#"{"type":"message","room":"r-1","from":"u9","seq":1234,"data":"rcl1 99 3 5 xxxx"}"#;
+        assert_eq!(find_u64_after(frame, b"\"seq\":"), Some(1234));
+        assert_eq!(find_marker(frame), Some(Marker { intended_ns: 99, publisher: 3, seq: 5 }));
+        assert_eq!(find_type(frame), Some(&b"message"[..]));
+    }
+
+    #[test]
+    fn scanner_tolerates_spaces_and_missing_fields() {
+        assert_eq!(find_u64_after(br#"{"seq": 17}"#, b"\"seq\":"), Some(17));
+        assert_eq!(find_u64_after(br#"{"seq":"x"}"#, b"\"seq\":"), None);
+        assert_eq!(find_u64_after(br#"{"other":1}"#, b"\"seq\":"), None);
+        assert_eq!(find_marker(b"\"rcl1 12 3\""), None);
+        assert_eq!(find_marker(b"rcl1 "), None);
+        assert_eq!(find_type(br#"{"type" : "pong"}"#), Some(&b"pong"[..]));
+        assert_eq!(parse_u64(b"99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn json_values_for_the_sink() {
+        let msg = br#"{"type":"publish","ref":"a\"b","data":{"x":[1,{"y":"}"}],"z":null}}"#;
+        assert_eq!(find_value(msg, b"\"ref\""), Some(&br#""a\"b""#[..]));
+        assert_eq!(find_value(msg, b"\"data\""), Some(&br#"{"x":[1,{"y":"}"}],"z":null}"#[..]));
+        assert_eq!(find_value(br#"{"ref":17}"#, b"\"ref\""), Some(&b"17"[..]));
+        assert_eq!(find_value(br#"{"ref":"#, b"\"ref\""), None);
+        assert_eq!(find_value(br#"{"data":"unterminated}"#, b"\"data\""), None);
+    }
+}

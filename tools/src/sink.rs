@@ -1,0 +1,469 @@
+//! A trivial broadcast/sink server speaking the minimal roomcast contract
+//! (welcome, publish → message/ack, ping → pong, WebSocket pings), or, with
+//! `--mode raw`, a plain broadcast server that relays every text frame to
+//! the other connections on the same path. One mio loop, one thread; run
+//! several processes with `--procs` (SO_REUSEPORT) to hold more
+//! connections than one process's fd limit. It exists to develop and
+//! demonstrate the load generator, not to be fast or complete.
+
+use crate::clock::mono_ns;
+use crate::frame::{self, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Parse};
+use crate::scan;
+use base64::Engine as _;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use sha1::Digest as _;
+use slab::Slab;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const OUT_MAX: usize = 8 << 20;
+const RBUF: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SinkMode {
+    Roomcast,
+    Raw,
+}
+
+pub struct SinkCfg {
+    pub listen: SocketAddr,
+    pub mode: SinkMode,
+    pub duration_s: u64,
+    pub ping_interval_s: u64,
+    pub reuseport: bool,
+    pub quiet: bool,
+}
+
+struct Conn {
+    stream: TcpStream,
+    open: bool,
+    room: usize,
+    slot: usize,
+    user: String,
+    pending: Vec<u8>,
+    out: Vec<u8>,
+    out_off: usize,
+    writable: bool,
+}
+
+struct Room {
+    name: String,
+    members: Vec<usize>,
+    seq: u64,
+}
+
+#[derive(Default, Debug)]
+pub struct SinkStats {
+    pub accepted: u64,
+    pub peak: u64,
+    pub messages: u64,
+    pub deliveries: u64,
+    pub dropped_slow: u64,
+}
+
+struct Sink {
+    poll: Poll,
+    conns: Slab<Conn>,
+    rooms: Vec<Room>,
+    room_ix: HashMap<String, usize>,
+    dirty: Vec<usize>,
+    scratch: Vec<u8>,
+    mode: SinkMode,
+    stats: SinkStats,
+}
+
+fn accept_key(key: &str) -> String {
+    let mut h = sha1::Sha1::new();
+    h.update(key.trim().as_bytes());
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
+/// Parses a request head: returns (path, Sec-WebSocket-Key).
+fn parse_head(head: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let first = lines.next()?;
+    let mut parts = first.split(' ');
+    if parts.next()? != "GET" {
+        return None;
+    }
+    let path = parts.next()?.to_string();
+    let key = lines.find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("sec-websocket-key").then(|| v.trim().to_string())
+    })?;
+    Some((path, key))
+}
+
+fn room_and_user(path: &str, n: u64) -> (String, String) {
+    let (p, q) = path.split_once('?').unwrap_or((path, ""));
+    let room = p.strip_prefix("/ws/").unwrap_or(p).to_string();
+    let user =
+        q.split('&').find_map(|kv| kv.strip_prefix("user=")).map(str::to_string).unwrap_or_else(|| format!("anon{n}"));
+    (room, user)
+}
+
+impl Sink {
+    fn flush(&mut self, key: usize) -> bool {
+        let c = &mut self.conns[key];
+        while c.out_off < c.out.len() {
+            match c.stream.write(&c.out[c.out_off..]) {
+                Ok(0) => return false,
+                Ok(n) => c.out_off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !c.writable {
+                        c.writable = true;
+                        let _ = self.poll.registry().reregister(
+                            &mut c.stream,
+                            Token(key),
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                    }
+                    return c.out.len() - c.out_off <= OUT_MAX;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        c.out.clear();
+        c.out_off = 0;
+        if c.out.capacity() > 64 * 1024 {
+            c.out = Vec::new();
+        }
+        if c.writable {
+            c.writable = false;
+            let _ = self.poll.registry().reregister(&mut c.stream, Token(key), Interest::READABLE);
+        }
+        true
+    }
+
+    fn close(&mut self, key: usize) {
+        let mut c = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        if c.open {
+            let room = &mut self.rooms[c.room];
+            room.members.swap_remove(c.slot);
+            if let Some(&moved) = room.members.get(c.slot) {
+                self.conns[moved].slot = c.slot;
+            }
+        }
+    }
+
+    fn mark(&mut self, key: usize) {
+        let c = &self.conns[key];
+        if !c.writable && !c.out.is_empty() && !self.dirty.contains(&key) {
+            self.dirty.push(key);
+        }
+    }
+
+    fn on_readable(&mut self, key: usize, rbuf: &mut [u8]) -> bool {
+        loop {
+            let c = &mut self.conns[key];
+            let p = c.pending.len();
+            if p >= rbuf.len() {
+                return false;
+            }
+            rbuf[..p].copy_from_slice(&c.pending);
+            let n = match c.stream.read(&mut rbuf[p..]) {
+                Ok(0) => return false,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return false,
+            };
+            c.pending.clear();
+            let total = p + n;
+            let Some(used) = self.process(key, &mut rbuf[..total]) else {
+                return false;
+            };
+            self.conns[key].pending.extend_from_slice(&rbuf[used..total]);
+            if n < rbuf.len() - p {
+                return true;
+            }
+        }
+    }
+
+    fn process(&mut self, key: usize, buf: &mut [u8]) -> Option<usize> {
+        let mut pos = 0;
+        if !self.conns[key].open {
+            let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+                return (buf.len() <= 8192).then_some(0);
+            };
+            let (path, wskey) = parse_head(&buf[..end])?;
+            let (room, user) = room_and_user(&path, key as u64);
+            let ri = match self.room_ix.get(&room) {
+                Some(&i) => i,
+                None => {
+                    self.rooms.push(Room { name: room.clone(), members: Vec::new(), seq: 0 });
+                    self.room_ix.insert(room, self.rooms.len() - 1);
+                    self.rooms.len() - 1
+                }
+            };
+            let r = &mut self.rooms[ri];
+            let c = &mut self.conns[key];
+            c.open = true;
+            c.room = ri;
+            c.slot = r.members.len();
+            r.members.push(key);
+            let _ = write!(
+                c.out,
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                accept_key(&wskey)
+            );
+            if self.mode == SinkMode::Roomcast {
+                let body = format!(
+                    r#"{{"type":"welcome","conn":"c{key}","room":"{}","shard":0,"user":"{user}","seq":{},"member_count":{},"members":[]}}"#,
+                    r.name,
+                    r.seq,
+                    r.members.len()
+                );
+                frame::push_server_frame(&mut c.out, OP_TEXT, body.as_bytes());
+            }
+            c.user = user;
+            self.stats.accepted += 1;
+            self.stats.peak = self.stats.peak.max(self.conns.len() as u64);
+            self.mark(key);
+            pos = end + 4;
+        }
+        while pos < buf.len() {
+            let f = match frame::parse(&buf[pos..], 1 << 20) {
+                Parse::Frame(f) => f,
+                Parse::Partial(_) => break,
+                Parse::TooBig => return None,
+            };
+            let ps = pos + f.payload_start;
+            let pe = ps + f.payload_len;
+            pos += f.total_len();
+            if let Some(m) = f.mask {
+                frame::apply_mask(&mut buf[ps..pe], m);
+            }
+            match f.opcode {
+                OP_TEXT => self.on_text(key, &buf[ps..pe]),
+                OP_PING => {
+                    let c = &mut self.conns[key];
+                    frame::push_server_frame(&mut c.out, OP_PONG, &buf[ps..pe]);
+                    self.mark(key);
+                }
+                OP_CLOSE => {
+                    let c = &mut self.conns[key];
+                    frame::push_server_frame(&mut c.out, OP_CLOSE, &buf[ps..pe.min(ps + 2)]);
+                    let _ = self.flush(key);
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        Some(pos)
+    }
+
+    fn broadcast(&mut self, from: usize, frame_bytes_in_scratch: bool) {
+        debug_assert!(frame_bytes_in_scratch);
+        let room = self.conns[from].room;
+        let members = std::mem::take(&mut self.rooms[room].members);
+        for &m in &members {
+            if m == from {
+                continue;
+            }
+            self.conns[m].out.extend_from_slice(&self.scratch);
+            self.stats.deliveries += 1;
+            let c = &self.conns[m];
+            if !c.writable && c.out.len() == self.scratch.len() {
+                self.dirty.push(m);
+            }
+        }
+        self.rooms[room].members = members;
+        self.stats.messages += 1;
+    }
+
+    fn on_text(&mut self, key: usize, payload: &[u8]) {
+        if self.mode == SinkMode::Raw {
+            self.scratch.clear();
+            frame::push_server_frame(&mut self.scratch, OP_TEXT, payload);
+            self.broadcast(key, true);
+            return;
+        }
+        let reference = scan::find_value(payload, b"\"ref\"");
+        match scan::find_type(payload) {
+            Some(b"publish") => {
+                let Some(data) = scan::find_value(payload, b"\"data\"") else {
+                    return;
+                };
+                let room = self.conns[key].room;
+                self.rooms[room].seq += 1;
+                let seq = self.rooms[room].seq;
+                let mut body = Vec::with_capacity(payload.len() + 96);
+                let _ = write!(
+                    body,
+                    r#"{{"type":"message","room":"{}","from":"{}","seq":{seq},"data":"#,
+                    self.rooms[room].name, self.conns[key].user
+                );
+                body.extend_from_slice(data);
+                body.push(b'}');
+                self.scratch.clear();
+                frame::push_server_frame(&mut self.scratch, OP_TEXT, &body);
+                self.broadcast(key, true);
+                if let Some(r) = reference {
+                    let mut ack = Vec::with_capacity(64);
+                    ack.extend_from_slice(br#"{"type":"ack","ref":"#);
+                    ack.extend_from_slice(r);
+                    let _ = write!(ack, r#","seq":{seq}}}"#);
+                    frame::push_server_frame(&mut self.conns[key].out, OP_TEXT, &ack);
+                    self.mark(key);
+                }
+            }
+            Some(b"ping") => {
+                let mut pong = Vec::with_capacity(48);
+                pong.extend_from_slice(br#"{"type":"pong""#);
+                if let Some(r) = reference {
+                    pong.extend_from_slice(br#","ref":"#);
+                    pong.extend_from_slice(r);
+                }
+                pong.push(b'}');
+                frame::push_server_frame(&mut self.conns[key].out, OP_TEXT, &pong);
+                self.mark(key);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs the sink until `duration_s` has passed.
+pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(cfg.listen), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    if cfg.reuseport {
+        sock.set_reuse_port(true)?;
+    }
+    sock.bind(&cfg.listen.into())?;
+    sock.listen(4096)?;
+    sock.set_nonblocking(true)?;
+    let mut listener = TcpListener::from_std(sock.into());
+    let poll = Poll::new()?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut s = Sink {
+        poll,
+        conns: Slab::with_capacity(1024),
+        rooms: Vec::new(),
+        room_ix: HashMap::new(),
+        dirty: Vec::new(),
+        scratch: Vec::new(),
+        mode: cfg.mode,
+        stats: SinkStats::default(),
+    };
+    let mut rbuf = vec![0u8; RBUF];
+    let mut events = Events::with_capacity(1024);
+    let t0 = mono_ns();
+    let end = t0 + cfg.duration_s * 1_000_000_000;
+    let ping_ns = cfg.ping_interval_s.max(1) * 1_000_000_000;
+    let mut next_ping = t0 + ping_ns;
+    let mut next_report = t0 + 5_000_000_000;
+    loop {
+        let now = mono_ns();
+        if now >= end {
+            break;
+        }
+        if cfg.ping_interval_s > 0 && now >= next_ping {
+            next_ping = now + ping_ns;
+            let keys: Vec<usize> = s.conns.iter().filter(|c| c.1.open).map(|c| c.0).collect();
+            for k in keys {
+                frame::push_server_frame(&mut s.conns[k].out, OP_PING, b"");
+                s.mark(k);
+            }
+        }
+        if !cfg.quiet && now >= next_report {
+            next_report = now + 5_000_000_000;
+            eprintln!(
+                "sink {}: conns {} accepted {} messages {} deliveries {}",
+                std::process::id(),
+                s.conns.len(),
+                s.stats.accepted,
+                s.stats.messages,
+                s.stats.deliveries
+            );
+        }
+        let dirty = std::mem::take(&mut s.dirty);
+        for &k in &dirty {
+            if s.conns.contains(k) && !s.flush(k) {
+                s.stats.dropped_slow += 1;
+                s.close(k);
+            }
+        }
+        s.dirty = dirty;
+        s.dirty.clear();
+        let timeout = std::time::Duration::from_millis(100).min(std::time::Duration::from_nanos(end - now));
+        if let Err(e) = s.poll.poll(&mut events, Some(timeout)) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.into());
+        }
+        for ev in events.iter() {
+            if ev.token() == LISTENER {
+                loop {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => {
+                            let _ = stream.set_nodelay(true);
+                            let entry = s.conns.vacant_entry();
+                            if s.poll.registry().register(&mut stream, Token(entry.key()), Interest::READABLE).is_ok() {
+                                entry.insert(Conn {
+                                    stream,
+                                    open: false,
+                                    room: 0,
+                                    slot: 0,
+                                    user: String::new(),
+                                    pending: Vec::new(),
+                                    out: Vec::new(),
+                                    out_off: 0,
+                                    writable: false,
+                                });
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
+                            // Out of fds: stop accepting for this turn.
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                continue;
+            }
+            let key = ev.token().0;
+            if !s.conns.contains(key) {
+                continue;
+            }
+            if ev.is_writable() && s.conns[key].writable && !s.flush(key) {
+                s.close(key);
+                continue;
+            }
+            if (ev.is_readable() || ev.is_read_closed() || ev.is_error()) && !s.on_readable(key, &mut rbuf) {
+                s.close(key);
+            }
+        }
+    }
+    Ok(s.stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc6455_example() {
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzo+xOo0bGs=");
+    }
+
+    #[test]
+    fn head_and_path() {
+        let head = b"GET /ws/r1?user=bob HTTP/1.1\r\nHost: x\r\nsec-websocket-key: abc\r\n";
+        let (path, key) = parse_head(head).unwrap();
+        assert_eq!((path.as_str(), key.as_str()), ("/ws/r1?user=bob", "abc"));
+        assert_eq!(room_and_user(&path, 3), ("r1".into(), "bob".into()));
+        assert_eq!(room_and_user("/ws/x?token=t", 3), ("x".into(), "anon3".into()));
+    }
+}

@@ -1,0 +1,108 @@
+//! `summarize`: turns the JSON lines of a bench run into the markdown table
+//! of summary.md: per scenario, the highest rate with p99 < 10 ms and
+//! nothing lost.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+fn num(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn lat(v: &Value, k: &str) -> f64 {
+    v.get("latency_us").and_then(|l| l.get(k)).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+/// One markdown document section from JSON lines tagged with `"bench"`
+/// (scenario name in the matrix) by `bench/run`.
+pub fn markdown(lines: &str) -> String {
+    let mut rows: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for l in lines.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(l) else { continue };
+        let name = v.get("bench").and_then(Value::as_str).unwrap_or("?").to_string();
+        if !rows.contains_key(&name) {
+            order.push(name.clone());
+        }
+        rows.entry(name).or_default().push(v);
+    }
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "| scenario | highest passing rate (msg/s) | deliveries/s there | p50 / p99 / p99.9 / max (ms) there | tool bottleneck |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|");
+    for name in &order {
+        let runs = &rows[name];
+        let best = runs
+            .iter()
+            .filter(|v| v.get("pass").and_then(Value::as_bool).unwrap_or(false))
+            .max_by(|a, b| num(a, "rate").total_cmp(&num(b, "rate")));
+        match best {
+            Some(v) => {
+                let _ = writeln!(
+                    o,
+                    "| {name} | {} | {:.0} | {:.3} / {:.3} / {:.3} / {:.3} | {} |",
+                    num(v, "rate"),
+                    num(v, "deliveries_per_sec"),
+                    lat(v, "p50") / 1000.0,
+                    lat(v, "p99") / 1000.0,
+                    lat(v, "p999") / 1000.0,
+                    lat(v, "max") / 1000.0,
+                    v.get("bottleneck_reason").and_then(Value::as_str).unwrap_or("no")
+                );
+            }
+            None => {
+                let _ = writeln!(o, "| {name} | none passed | – | – | – |");
+            }
+        }
+    }
+    let _ = writeln!(o, "\nEvery run:\n");
+    let _ = writeln!(
+        o,
+        "| scenario | rate | conns | sent | delivered | expected | lost | dup | ooo | deliveries/s | p50 | p99 | p99.9 | max (ms) | tool CPU % | slip p99 µs | pass |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for name in &order {
+        for v in &rows[name] {
+            let _ = writeln!(
+                o,
+                "| {name} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
+                num(v, "rate"),
+                num(v, "connected"),
+                num(v, "connections"),
+                num(v, "sent"),
+                num(v, "delivered"),
+                num(v, "expected"),
+                num(v, "lost"),
+                num(v, "duplicates"),
+                num(v, "out_of_order"),
+                num(v, "deliveries_per_sec"),
+                lat(v, "p50") / 1000.0,
+                lat(v, "p99") / 1000.0,
+                lat(v, "p999") / 1000.0,
+                lat(v, "max") / 1000.0,
+                num(v, "tool_cpu_pct"),
+                v.get("slip_us").and_then(|s| s.get("p99")).and_then(Value::as_f64).unwrap_or(0.0),
+                v.get("pass").and_then(Value::as_bool).unwrap_or(false)
+            );
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn picks_highest_passing_rate() {
+        let lines = r#"{"bench":"room1000","rate":100,"pass":true,"latency_us":{"p99":900}}
+{"bench":"room1000","rate":200,"pass":true,"latency_us":{"p99":1900}}
+{"bench":"room1000","rate":400,"pass":false,"latency_us":{"p99":19000}}
+{"bench":"idle","rate":0,"pass":false}
+not json"#;
+        let md = super::markdown(lines);
+        assert!(md.contains("| room1000 | 200 |"), "{md}");
+        assert!(md.contains("| idle | none passed |"), "{md}");
+    }
+}
