@@ -1,0 +1,283 @@
+//! Starts the real server binary and drives it with real clients.
+//!
+//! Synchronisation is by events only: the server's "listening" log line tells
+//! its port, and clients block on the next frame. Read timeouts exist so that
+//! a broken server fails a test instead of hanging it; they never decide a
+//! pass.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use roomcast::auth::{MintRequest, mint_hs256};
+use serde_json::Value;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+/// The HS256 secret every test server is started with.
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+/// Longest a test waits for any one thing before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub echo_addr: Option<SocketAddr>,
+    log: Receiver<String>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// `roomcast serve` on an ephemeral port with the test secret, 2 shards
+    /// unless `extra` says otherwise.
+    pub fn start(extra: &[&str]) -> Server {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--no-pin", "--log-level", "info"];
+        if !extra.contains(&"--shards") {
+            args.extend(["--shards", "2"]);
+        }
+        if !extra.contains(&"--auth-mode") {
+            args.extend(["--jwt-secret", SECRET]);
+        }
+        let dir = data_dir.path().to_str().expect("utf-8 path").to_string();
+        args.extend(["--data-dir", &dir]);
+        args.extend(extra);
+        Server::spawn(&args, data_dir)
+    }
+
+    fn spawn(args: &[&str], data_dir: tempfile::TempDir) -> Server {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(&args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start roomcast");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, log) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut server =
+            Server { child, addr: "0.0.0.0:0".parse().expect("addr"), echo_addr: None, log, _data_dir: data_dir };
+        let listening = server.wait_for_log("roomcast listening");
+        server.addr = field(&listening, "addr").parse().expect("listening addr");
+        if args.iter().any(|a| a == "--echo-listen") {
+            let echo = server.wait_for_log("echo listener");
+            server.echo_addr = Some(field(&echo, "addr").parse().expect("echo addr"));
+        }
+        server
+    }
+
+    /// Blocks until a log line containing `needle` appears, and returns it.
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        loop {
+            match self.log.recv_timeout(PATIENCE) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("server never logged {needle:?} (exit: {:?})", self.child.try_wait()),
+            }
+        }
+    }
+
+    pub fn url(&self, room: &str, query: &str) -> String {
+        format!("ws://{}/ws/{room}?{query}", self.addr)
+    }
+
+    /// Connects to `room` as `user` with a fresh token; returns after `welcome`.
+    pub fn join(&self, room: &str, user: &str) -> (Client, Value) {
+        let token = token(&Claims { sub: user, ..Claims::default() });
+        let mut client = Client::connect(&self.url(room, &format!("token={token}"))).expect("handshake");
+        let welcome = client.next_of_type("welcome");
+        (client, welcome)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        signal(&self.child, libc_sigterm());
+        self.child.wait().expect("wait for roomcast")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
+
+fn signal(child: &Child, sig: i32) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().expect("kill");
+    assert!(status.success(), "kill -{sig} failed");
+}
+
+/// `key=value` from a tracing log line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line.find(&format!("{key}=")).unwrap_or_else(|| panic!("no {key}= in {line:?}")) + key.len() + 1;
+    line[start..].split_whitespace().next().unwrap_or_default()
+}
+
+/// Claims for a test token.
+#[derive(Default, Clone)]
+pub struct Claims<'a> {
+    pub sub: &'a str,
+    pub room: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+    pub host: bool,
+    pub groups: &'a [String],
+    /// Lifetime; 0 means one hour.
+    pub ttl_s: u64,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
+}
+
+/// An HS256 token signed with `SECRET`.
+pub fn token(claims: &Claims<'_>) -> String {
+    token_at(claims, unix_now())
+}
+
+/// An HS256 token as if minted at `now` (so tests can mint expired ones).
+pub fn token_at(claims: &Claims<'_>, now: u64) -> String {
+    let request = MintRequest {
+        sub: claims.sub,
+        room: claims.room,
+        tenant: claims.tenant,
+        host: claims.host,
+        groups: claims.groups,
+        ttl_s: if claims.ttl_s == 0 { 3600 } else { claims.ttl_s },
+        ..MintRequest::default()
+    };
+    mint_hs256(SECRET.as_bytes(), &request, now).expect("mint")
+}
+
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+}
+
+/// What a handshake attempt ended in.
+#[derive(Debug)]
+pub enum Refused {
+    Status(u16, String),
+    Other(String),
+}
+
+impl Client {
+    pub fn connect(url: &str) -> Result<Client, Refused> {
+        Client::connect_with(url, &[])
+    }
+
+    /// Connects with extra request headers.
+    pub fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, Refused> {
+        use tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().expect("valid url");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                value.parse().expect("header value"),
+            );
+        }
+        let host = request.uri().authority().expect("authority").as_str().to_string();
+        let stream = TcpStream::connect(host).map_err(|e| Refused::Other(e.to_string()))?;
+        stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+        match tungstenite::client::client(request, stream) {
+            Ok((ws, _)) => Ok(Client { ws }),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+                let body =
+                    response.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+                Err(Refused::Status(response.status().as_u16(), body))
+            }
+            Err(e) => Err(Refused::Other(e.to_string())),
+        }
+    }
+
+    /// The next frame, whatever it is (pings are answered by tungstenite).
+    pub fn next_message(&mut self) -> Message {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                Ok(message) => return message,
+                Err(e) => panic!("connection failed while waiting for a frame: {e}"),
+            }
+        }
+    }
+
+    /// The next text frame, as JSON.
+    pub fn next_json(&mut self) -> Value {
+        match self.next_message() {
+            Message::Text(text) => serde_json::from_str(&text).expect("server frames are JSON"),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Skips frames until one of type `kind` arrives.
+    pub fn next_of_type(&mut self, kind: &str) -> Value {
+        loop {
+            let value = self.next_json();
+            if value["type"] == kind {
+                return value;
+            }
+        }
+    }
+
+    pub fn send(&mut self, value: Value) {
+        self.ws.send(Message::text(value.to_string())).expect("send");
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).expect("send");
+    }
+
+    /// Reads until the server's Close frame and returns its code and reason.
+    /// Data frames on the way are skipped.
+    pub fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(Some(CloseFrame { code, reason }))) => return (code.into(), reason.to_string()),
+                Ok(Message::Close(None)) => return (1005, String::new()),
+                Ok(_) => {}
+                Err(e) => panic!("connection ended without a Close frame: {e}"),
+            }
+        }
+    }
+}
+
+/// Sends a raw HTTP request and returns the status and body of the response.
+pub fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    stream.write_all(request).expect("write request");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// A GET upgrade request for `path` with a valid key and version 13.
+pub fn upgrade_request(path: &str, extra_headers: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    )
+    .into_bytes()
+}

@@ -1,0 +1,7 @@
+pub mod harness;
+
+mod auth;
+mod handshake;
+mod limits;
+mod rooms;
+mod shutdown;

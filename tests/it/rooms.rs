@@ -1,0 +1,142 @@
+//! Presence, publish order, exactly-once delivery with `seq`, binary relay
+//! and isolation between rooms.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use tungstenite::Message;
+
+use super::harness::Server;
+
+#[test]
+fn presence_tells_members_who_comes_and_goes() {
+    let server = Server::start(&[]);
+    let (mut alice, welcome) = server.join("demo", "alice");
+    assert_eq!(welcome["member_count"], 1);
+    assert_eq!(welcome["seq"], 0);
+    assert!(welcome["conn"].is_string());
+    assert!(welcome["shard"].as_u64().is_some_and(|s| s < 2));
+
+    let (bob, welcome) = server.join("demo", "bob");
+    assert_eq!(welcome["member_count"], 2);
+    assert_eq!(welcome["members"][0]["user"], "alice");
+    let joined = alice.next_of_type("member_joined");
+    assert_eq!(joined["member"]["user"], "bob");
+    assert_eq!(joined["member"]["conn"], welcome["conn"]);
+
+    drop(bob); // the socket closes without a Close frame
+    let left = alice.next_of_type("member_left");
+    assert_eq!(left["member"]["user"], "bob");
+    assert_eq!(left["member_count"], 1);
+}
+
+#[test]
+fn publish_reaches_every_other_member_once_in_order_with_seq() {
+    let server = Server::start(&[]);
+    let users = ["a", "b", "c"];
+    let mut clients: Vec<_> = users.iter().map(|u| server.join("order", u).0).collect();
+    const PER_PUBLISHER: u64 = 40;
+    // Interleave publishers; each message carries its publisher and index.
+    for i in 0..PER_PUBLISHER {
+        for (p, client) in clients.iter_mut().enumerate() {
+            client.send(json!({"type": "publish", "data": {"p": p, "i": i}}));
+        }
+    }
+    let total = PER_PUBLISHER * users.len() as u64;
+    let mut by_seq_everywhere: Vec<BTreeMap<u64, serde_json::Value>> = Vec::new();
+    for (me, client) in clients.iter_mut().enumerate() {
+        let mut seen = BTreeMap::new();
+        let mut last_seq = 0;
+        let mut next_index = [0u64; 3];
+        let expected = total - PER_PUBLISHER; // everything but its own
+        while (seen.len() as u64) < expected {
+            let message = client.next_of_type("message");
+            let seq = message["seq"].as_u64().expect("seq");
+            assert!(seq > last_seq, "seq goes up: {seq} after {last_seq}");
+            last_seq = seq;
+            let p = message["data"]["p"].as_u64().expect("p") as usize;
+            assert_ne!(p, me, "a publisher got its own message");
+            assert_eq!(message["from"], users[p]);
+            assert_eq!(message["data"]["i"], next_index[p], "per-publisher order");
+            next_index[p] += 1;
+            assert!(seen.insert(seq, message["data"].clone()).is_none(), "duplicate seq {seq}");
+        }
+        by_seq_everywhere.push(seen);
+    }
+    // Every seq from 1 to total was handed out once, and members agree on what each seq carried.
+    let mut all: BTreeMap<u64, serde_json::Value> = BTreeMap::new();
+    for seen in &by_seq_everywhere {
+        for (seq, data) in seen {
+            if let Some(previous) = all.insert(*seq, data.clone()) {
+                assert_eq!(&previous, data, "seq {seq} carried different data for different members");
+            }
+        }
+    }
+    assert_eq!(all.keys().copied().collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>());
+}
+
+#[test]
+fn data_arrives_byte_for_byte_and_ref_is_acked() {
+    let server = Server::start(&[]);
+    let (mut sender, _) = server.join("bytes", "s");
+    let (mut receiver, _) = server.join("bytes", "r");
+    sender.next_of_type("member_joined");
+    let raw = r#"{"type":"publish","ref":"r-1","data":{ "b" : [1.50, "\u00e9", null],"a":1e3 }}"#;
+    sender.send_text(raw);
+    let ack = sender.next_of_type("ack");
+    assert_eq!((ack["ref"].as_str(), ack["seq"].as_u64()), (Some("r-1"), Some(1)));
+    match receiver.next_message() {
+        Message::Text(text) => {
+            assert_eq!(
+                text.as_str(),
+                r#"{"type":"message","room":"bytes","from":"s","seq":1,"data":{ "b" : [1.50, "\u00e9", null],"a":1e3 }}"#
+            )
+        }
+        other => panic!("expected the message, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_requests_get_error_frames_and_the_connection_stays() {
+    let server = Server::start(&[]);
+    let (mut client, _) = server.join("errors", "e");
+    client.send_text("not json");
+    assert_eq!(client.next_of_type("error")["code"], "bad_json");
+    client.send(json!({"type": "dance", "ref": 7}));
+    let error = client.next_of_type("error");
+    assert_eq!((error["code"].as_str(), error["ref"].as_u64()), (Some("unknown_type"), Some(7)));
+    client.send(json!({"type": "publish", "ref": 8}));
+    assert_eq!(client.next_of_type("error")["code"], "bad_request");
+    client.send(json!({"type": "publish", "room": "elsewhere", "data": 1, "ref": 9}));
+    assert_eq!(client.next_of_type("error")["code"], "not_joined");
+    client.send(json!({"type": "ping", "ref": 10}));
+    assert_eq!(client.next_of_type("pong")["ref"], 10);
+}
+
+#[test]
+fn binary_frames_are_relayed_verbatim() {
+    let server = Server::start(&[]);
+    let (mut a, _) = server.join("bin", "a");
+    let (mut b, _) = server.join("bin", "b");
+    a.next_of_type("member_joined");
+    a.ws.send(Message::binary(vec![0u8, 255, 1, 2])).expect("send");
+    assert_eq!(b.next_message(), Message::binary(vec![0u8, 255, 1, 2]));
+}
+
+#[test]
+fn rooms_are_isolated_across_four_shards() {
+    let server = Server::start(&["--shards", "4"]);
+    let rooms: Vec<String> = (0..8).map(|i| format!("iso-{i}")).collect();
+    let mut pairs: Vec<_> = rooms.iter().map(|room| (server.join(room, "x").0, server.join(room, "y").0)).collect();
+    let shards: std::collections::BTreeSet<u64> =
+        rooms.iter().map(|room| server.join(room, "probe").1["shard"].as_u64().expect("shard")).collect();
+    assert!(shards.len() > 1, "8 rooms should spread over more than one of 4 shards: {shards:?}");
+    for (i, (x, _)) in pairs.iter_mut().enumerate() {
+        x.send(json!({"type": "publish", "data": i}));
+    }
+    for (i, (_, y)) in pairs.iter_mut().enumerate() {
+        let message = y.next_of_type("message");
+        assert_eq!((message["data"].as_u64(), message["room"].as_str()), (Some(i as u64), Some(rooms[i].as_str())));
+        assert_eq!(message["seq"], 1, "each room counts its own messages");
+    }
+}
