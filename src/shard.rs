@@ -521,7 +521,8 @@ impl ShardCore {
                 self.queue(slot, frame);
             }
             Ok(Request::Refresh { token }) => {
-                let outcome = refresh(self.settings.verifier.as_deref(), member, token);
+                let home_room = self.rooms.room_id(membership);
+                let outcome = refresh(self.settings.verifier.as_deref(), member, home_room, token);
                 let frame = match outcome {
                     Ok(expires_at_s) => {
                         conn.expires_at_s = expires_at_s;
@@ -791,7 +792,12 @@ impl ShardCore {
 
 /// Checks a `refresh` token: the same user and tenant, still allowed in the
 /// home room. Returns the new expiry.
-fn refresh(verifier: Option<&Verifier>, member: &Member, token: &str) -> Result<u64, (&'static str, &'static str)> {
+fn refresh(
+    verifier: Option<&Verifier>,
+    member: &Member,
+    home_room: Option<&str>,
+    token: &str,
+) -> Result<u64, (&'static str, &'static str)> {
     let Some(verifier) = verifier else {
         return Err(("unsupported", "refresh needs auth.mode = jwt"));
     };
@@ -799,6 +805,9 @@ fn refresh(verifier: Option<&Verifier>, member: &Member, token: &str) -> Result<
     let current = &member.identity;
     if fresh.user != current.user || fresh.tenant != current.tenant {
         return Err(("forbidden", "a refresh token must be for the same user and tenant"));
+    }
+    if home_room.is_some_and(|room| !fresh.may_enter(room)) {
+        return Err(("forbidden", "the refresh token's room claim does not allow this room"));
     }
     Ok(fresh.expires_at_s)
 }

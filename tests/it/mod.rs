@@ -1,6 +1,7 @@
 pub mod harness;
 
 mod auth;
+mod cli;
 mod handshake;
 mod limits;
 mod rooms;

@@ -1,0 +1,66 @@
+//! The command line: config errors stop startup with the key named, and
+//! `roomcast token` mints tokens the server accepts with the secret it
+//! created in the data directory.
+
+use std::process::Command;
+
+use super::harness::{Client, Server};
+
+fn roomcast(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_roomcast")).args(args).env_clear().output().expect("run roomcast")
+}
+
+#[test]
+fn unknown_or_invalid_config_stops_startup_naming_the_key() {
+    let out = roomcast(&["serve", "--listen", "127.0.0.1:0", "--set", "limits.no_such_key=1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.no_such_key"), "{out:?}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("roomcast.toml");
+    std::fs::write(&file, "[limits]\nping_interval_ms = \"often\"\n").expect("write config");
+    let out = roomcast(&["serve", "--listen", "127.0.0.1:0", "--config", file.to_str().expect("path")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.ping_interval_ms"), "{out:?}");
+
+    let out = roomcast(&["serve", "--listen", "0.0.0.0:0", "--auth-mode", "none"]);
+    assert!(!out.status.success(), "dev mode on a public address must not start");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"), "{out:?}");
+
+    let out = roomcast(&["serve", "--listen", "127.0.0.1:0", "--jwt-secret", "short"]);
+    assert!(!out.status.success(), "a short HS secret must not start");
+}
+
+#[test]
+fn serve_help_documents_every_key() {
+    let out = roomcast(&["serve", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for key in ["message_inbound_bytes_max", "outbound_queue_bytes_max", "ping_interval_ms", "allow_origins", "echo_listen"] {
+        assert!(help.contains(key), "--help lacks {key}");
+    }
+}
+
+#[test]
+fn token_uses_the_secret_serve_created_in_the_data_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().expect("path").to_string();
+    // No secret configured: serve creates <data_dir>/jwt-secret (mode 0600).
+    let server = Server::start_raw(&["serve", "--listen", "127.0.0.1:0", "--no-pin", "--data-dir", &data]);
+    let secret_file = dir.path().join("jwt-secret");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&secret_file).expect("secret file").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let out = roomcast(&["token", "--data-dir", &data, "--sub", "alice", "--room", "demo", "--name", "Alice"]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let token = stdout.lines().last().expect("a token line").trim();
+    let mut client = Client::connect(&server.url("demo", &format!("token={token}"))).expect("token accepted");
+    let welcome = client.next_of_type("welcome");
+    assert_eq!(welcome["user"], "alice");
+    match Client::connect(&server.url("elsewhere", &format!("token={token}"))) {
+        Err(super::harness::Refused::Status(403, _)) => {}
+        other => panic!("a --room demo token must not enter another room: {:?}", other.map(|_| "accepted")),
+    }
+    drop(server);
+}
