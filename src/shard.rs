@@ -230,14 +230,15 @@ impl Shard {
             self.core.mark_dirty(slot);
         }
         if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.read_from(slot);
+            // After the peer's FIN no new edge will come: read on to the EOF.
+            self.read_from(slot, event.is_read_closed() || event.is_error());
         }
     }
 
     fn retry_budgeted_reads(&mut self) {
         let again = std::mem::take(&mut self.core.read_again);
         for slot in again {
-            self.read_from(slot);
+            self.read_from(slot, false);
         }
     }
 
@@ -306,8 +307,9 @@ impl Shard {
         }
     }
 
-    /// Reads what the socket has, up to the per-event budget, decoding as it goes.
-    fn read_from(&mut self, slot: usize) {
+    /// Reads what the socket has, up to the per-event budget, decoding as it
+    /// goes. `to_eof`: keep reading after a short read (the peer has closed).
+    fn read_from(&mut self, slot: usize, to_eof: bool) {
         let budget = self.core.settings.limits.read_bytes_per_event_max;
         let mut taken = 0;
         loop {
@@ -327,6 +329,12 @@ impl Shard {
                     self.core.consume_bytes(slot, &mut self.read_buf[..n]);
                     if taken >= budget {
                         self.core.read_again.push(slot);
+                        return;
+                    }
+                    // A short read means the socket was drained; new bytes
+                    // raise a new edge, so skip the read that would only
+                    // say WouldBlock (one syscall per readable event).
+                    if n < self.read_buf.len() && !to_eof {
                         return;
                     }
                 }

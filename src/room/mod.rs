@@ -91,7 +91,9 @@ struct Room {
     key: RoomKey,
     /// The room id as a JSON literal, encoded once (it goes in every message).
     room_json: Box<str>,
-    members: Slab<Arc<Peer>>,
+    /// Members with their `ConnId` inline, so a broadcast walk reads one
+    /// contiguous array instead of chasing a pointer per member.
+    members: Slab<(ConnId, Arc<Peer>)>,
     /// Messages published so far; the next one gets `seq + 1`.
     seq: u64,
 }
@@ -141,7 +143,7 @@ impl Rooms {
             self.debug_check_invariants();
             return Err(JoinRefused::RoomFull);
         }
-        let member = room.members.insert(Arc::clone(peer));
+        let member = room.members.insert((peer.conn, Arc::clone(peer)));
         let welcome = encode_welcome(&mut self.frames, room, peer, self.shard, self.limits.welcome_members_max);
         self.outputs.push_back(Output::Deliver { to: peer.conn, frame: welcome });
         if room.members.len() > 1 && room.members.len() <= self.limits.presence_members_max as usize {
@@ -159,7 +161,7 @@ impl Rooms {
             debug_assert!(false, "leave of a freed room {membership:?}");
             return;
         };
-        let Some(peer) = room.members.try_remove(membership.member as usize) else {
+        let Some((_, peer)) = room.members.try_remove(membership.member as usize) else {
             debug_assert!(false, "leave of a member not present {membership:?}");
             return;
         };
@@ -181,7 +183,7 @@ impl Rooms {
             debug_assert!(false, "publish to a freed room {membership:?}");
             return 0;
         };
-        let Some(publisher) = room.members.get(membership.member as usize) else {
+        let Some((_, publisher)) = room.members.get(membership.member as usize) else {
             debug_assert!(false, "publish by a member not present {membership:?}");
             return 0;
         };
@@ -219,7 +221,7 @@ impl Rooms {
 
     /// The connections in the room in slot `room`.
     pub fn members(&self, room: usize) -> impl Iterator<Item = ConnId> + '_ {
-        self.rooms.get(room).into_iter().flat_map(|room| room.members.iter().map(|(_, peer)| peer.conn))
+        self.rooms.get(room).into_iter().flat_map(|room| room.members.iter().map(|(_, (conn, _))| *conn))
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -269,8 +271,8 @@ fn encode_welcome(frames: &mut FrameBuilder, room: &Room, peer: &Peer, shard: Sh
     out.extend_from_slice(b",\"member_count\":");
     push_u64(out, room.members.len() as u64);
     out.extend_from_slice(b",\"members\":[");
-    let others = room.members.iter().filter(|(_, other)| other.conn != peer.conn);
-    for (i, (_, other)) in others.take(members_max as usize).enumerate() {
+    let others = room.members.iter().filter(|(_, (conn, _))| *conn != peer.conn);
+    for (i, (_, (_, other))) in others.take(members_max as usize).enumerate() {
         if i > 0 {
             out.push(b',');
         }
