@@ -375,7 +375,7 @@ impl Acceptor {
                 let _ = stream.write_all(&body);
                 self.metrics.count_status(503);
             }
-            Err(ShardMsg::Drain { .. }) => {}
+            Err(ShardMsg::Remote(..)) => {}
         }
     }
 

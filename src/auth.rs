@@ -709,12 +709,19 @@ fn identity_from_claims(claims: &Map<String, Value>) -> Result<Identity, AuthErr
         Some(room) => Some(RoomScope::parse(room).ok_or(AuthError::BadClaim)?),
         None => None,
     };
+    // Ids become room keys (`user:{sub}`, `group:{g}`, per tenant), where a
+    // control character such as NUL would be ambiguous.
+    let tenant = opt_str(claims, "tenant")?.unwrap_or_default().to_owned();
+    let groups = opt_str_list(claims, "groups")?.unwrap_or_default();
+    if [&user, &tenant].into_iter().chain(&groups).any(|id| id.chars().any(char::is_control)) {
+        return Err(AuthError::BadClaim);
+    }
     Ok(Identity {
         user,
         name: opt_str(claims, "name")?.map(str::to_owned),
-        tenant: opt_str(claims, "tenant")?.unwrap_or_default().to_owned(),
+        tenant,
         host: opt_str(claims, "role")? == Some("host"),
-        groups: opt_str_list(claims, "groups")?.unwrap_or_default(),
+        groups,
         room_scope,
         perms: opt_str_list(claims, "perms")?,
         expires_at_s,

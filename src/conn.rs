@@ -13,7 +13,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 
 use crate::auth::Identity;
-use crate::ids::ConnId;
+use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::room::{Membership, Peer};
 use crate::ws::frame::{Fragments, Frame};
 
@@ -44,8 +44,39 @@ pub enum Role {
 pub struct Member {
     pub identity: Identity,
     pub peer: Arc<Peer>,
-    /// `None` once the connection has left its room (it is closing).
-    pub membership: Option<Membership>,
+    /// Every room the connection is in: the home room first, then its
+    /// personal and group rooms, then rooms it joined. Emptied when the
+    /// connection starts closing. At most `rooms_per_connection_max`.
+    pub rooms: Vec<JoinedRoom>,
+}
+
+impl Member {
+    /// The entry for room id `room` (in the member's tenant).
+    pub fn room(&self, room: &str) -> Option<&JoinedRoom> {
+        self.rooms.iter().find(|joined| joined.key.room() == room)
+    }
+
+    pub fn room_mut(&mut self, key: &RoomKey) -> Option<&mut JoinedRoom> {
+        self.rooms.iter_mut().find(|joined| &joined.key == key)
+    }
+}
+
+/// One room a connection is in, and where that room lives.
+#[derive(Debug)]
+pub struct JoinedRoom {
+    pub key: RoomKey,
+    pub place: Place,
+    /// Joined implicitly (personal and group rooms); such rooms cannot be left.
+    pub implicit: bool,
+}
+
+/// Where a joined room's state is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// On this shard.
+    Local(Membership),
+    /// On shard `owner`; `membership` is `None` while the join is in flight.
+    Remote { owner: ShardId, membership: Option<Membership> },
 }
 
 #[derive(Debug)]

@@ -1,6 +1,11 @@
 //! Typed ids shared by the shard, the room logic and the acceptor.
 
 use std::fmt;
+use std::sync::Arc;
+
+/// Room ids that are personal rooms (`user:{sub}`) and group rooms (`group:{g}`).
+pub const PERSONAL_PREFIX: &str = "user:";
+pub const GROUP_PREFIX: &str = "group:";
 
 /// Index of a shard thread, `0..shards`.
 pub type ShardId = u16;
@@ -22,10 +27,11 @@ impl fmt::Display for ConnId {
     }
 }
 
-/// A room within a tenant. Room ids are 1–128 bytes of `[A-Za-z0-9._:-]`, so
+/// A room within a tenant. Room ids never hold a NUL byte, so
 /// `room '\0' tenant` names every (tenant, room) pair without ambiguity.
+/// Shared (`Arc`), because one travels with every cross-shard broadcast.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RoomKey(Box<str>);
+pub struct RoomKey(Arc<str>);
 
 impl RoomKey {
     pub fn new(tenant: &str, room: &str) -> RoomKey {
@@ -33,7 +39,17 @@ impl RoomKey {
         key.push_str(room);
         key.push('\0');
         key.push_str(tenant);
-        RoomKey(key.into_boxed_str())
+        RoomKey(key.into())
+    }
+
+    /// The personal room of `user`: every connection of the user is in it.
+    pub fn personal(tenant: &str, user: &str) -> RoomKey {
+        RoomKey::new(tenant, &format!("{PERSONAL_PREFIX}{user}"))
+    }
+
+    /// The room of group `group`: every connection whose token lists it is in it.
+    pub fn group(tenant: &str, group: &str) -> RoomKey {
+        RoomKey::new(tenant, &format!("{GROUP_PREFIX}{group}"))
     }
 
     pub fn room(&self) -> &str {

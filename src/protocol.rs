@@ -25,6 +25,8 @@ struct ClientFields<'a> {
     room: Option<&'a str>,
     #[serde(borrow)]
     token: Option<&'a str>,
+    #[serde(borrow)]
+    to: Option<&'a str>,
 }
 
 /// A decoded client request. Raw spans (`data`, `ref`) borrow the frame's
@@ -32,6 +34,9 @@ struct ClientFields<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     Publish { room: Option<&'a str>, data: &'a [u8] },
+    Join { room: &'a str },
+    Leave { room: &'a str },
+    Direct { to: &'a str, data: &'a [u8] },
     Ping,
     Refresh { token: &'a str },
 }
@@ -59,7 +64,9 @@ impl RequestError {
             RequestError::BadJson => "the frame is not a JSON object",
             RequestError::MissingType => "the request has no string field \"type\"",
             RequestError::UnknownType => "unknown request type",
-            RequestError::MissingField("data") => "publish needs a \"data\" field",
+            RequestError::MissingField("data") => "publish and direct need a \"data\" field",
+            RequestError::MissingField("room") => "join and leave need a string \"room\" field",
+            RequestError::MissingField("to") => "direct needs a string \"to\" field (a user id)",
             RequestError::MissingField("token") => "refresh needs a string \"token\" field",
             RequestError::MissingField(_) => "a required field is missing",
         }
@@ -100,6 +107,13 @@ impl RequestDecoder {
             Some("publish") => match spans.data {
                 Some(span) => Ok(Request::Publish { room: fields.room, data: &frame[span] }),
                 None => Err(RequestError::MissingField("data")),
+            },
+            Some("join") => fields.room.map(|room| Request::Join { room }).ok_or(RequestError::MissingField("room")),
+            Some("leave") => fields.room.map(|room| Request::Leave { room }).ok_or(RequestError::MissingField("room")),
+            Some("direct") => match (fields.to, spans.data) {
+                (Some(to), Some(span)) => Ok(Request::Direct { to, data: &frame[span] }),
+                (None, _) => Err(RequestError::MissingField("to")),
+                (_, None) => Err(RequestError::MissingField("data")),
             },
             Some("ping") => Ok(Request::Ping),
             Some("refresh") => {
@@ -322,6 +336,9 @@ mod tests {
             Request::Publish { room, data } => format!("publish {room:?} {}", String::from_utf8_lossy(data)),
             Request::Ping => "ping".into(),
             Request::Refresh { token } => format!("refresh {token}"),
+            Request::Join { room } => format!("join {room}"),
+            Request::Leave { room } => format!("leave {room}"),
+            Request::Direct { to, data } => format!("direct {to} {}", String::from_utf8_lossy(data)),
         });
         (reference, request)
     }
@@ -350,6 +367,16 @@ mod tests {
         assert_eq!(decode(r#"{"type":"publish"}"#).1, Err(RequestError::MissingField("data")));
         assert_eq!(decode(r#"{"type":"refresh"}"#).1, Err(RequestError::MissingField("token")));
         assert_eq!(decode(r#"{"type":5}"#).1, Err(RequestError::BadJson));
+        assert_eq!(decode(r#"{"type":"join"}"#).1, Err(RequestError::MissingField("room")));
+        assert_eq!(decode(r#"{"type":"direct","data":1}"#).1, Err(RequestError::MissingField("to")));
+        assert_eq!(decode(r#"{"type":"direct","to":"bob"}"#).1, Err(RequestError::MissingField("data")));
+    }
+
+    #[test]
+    fn join_leave_and_direct_decode() {
+        assert_eq!(decode(r#"{"type":"join","room":"r1","ref":1}"#), (Some("1".into()), Ok("join r1".into())));
+        assert_eq!(decode(r#"{"type":"leave","room":"r1"}"#).1, Ok("leave r1".into()));
+        assert_eq!(decode(r#"{"type":"direct","to":"bob","data":{"x":[1]}}"#).1, Ok(r#"direct bob {"x":[1]}"#.into()));
     }
 
     #[test]

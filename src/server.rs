@@ -14,7 +14,7 @@ use crate::acceptor::{self, Acceptor, AcceptorMsg, AcceptorParts};
 use crate::auth::{self, AuthSettings, Verifier};
 use crate::config::{AuthMode, Config};
 use crate::ids::ShardId;
-use crate::shard::{Shard, ShardHandle, ShardMsg, ShardSettings};
+use crate::shard::{Shard, ShardHandle, ShardSettings};
 
 /// A running server.
 pub struct Server {
@@ -83,15 +83,23 @@ impl Server {
         let (metrics_tx, metrics_rx) = crossbeam_channel::bounded(config.shards * 4);
         let settings = Arc::new(ShardSettings {
             limits: config.limits.clone(),
+            shards: config.shards,
+            token_leeway_s: config.auth.leeway_s,
             verifier: verifier.clone(),
             metrics_out: metrics_tx,
         });
         let cores = core_count();
+        let mut built = Vec::with_capacity(config.shards);
         let mut shards = Vec::with_capacity(config.shards);
-        let mut shard_threads = Vec::with_capacity(config.shards);
         for id in 0..config.shards {
+            let (shard, handle) = Shard::new(id as ShardId, Arc::clone(&settings)).context("create shard")?;
+            built.push(shard);
+            shards.push(handle);
+        }
+        let mut shard_threads = Vec::with_capacity(config.shards);
+        for (id, mut shard) in built.into_iter().enumerate() {
+            shard.connect_peers(shards.clone());
             let id = id as ShardId;
-            let (mut shard, handle) = Shard::new(id, Arc::clone(&settings)).context("create shard")?;
             let pin = config.pin.then_some(id as usize % cores);
             let thread = std::thread::Builder::new().name(format!("shard-{id}")).spawn(move || {
                 if let Some(core) = pin {
@@ -101,7 +109,6 @@ impl Server {
                     tracing::error!(shard = id, error = %e, "shard stopped");
                 }
             })?;
-            shards.push(handle);
             shard_threads.push(thread);
         }
 
@@ -147,10 +154,7 @@ impl Server {
         let _ = self.acceptor_waker.wake();
         let _ = self.acceptor_thread.join();
         for shard in &self.shards {
-            if shard.try_send(ShardMsg::Drain { deadline }).is_err() {
-                tracing::warn!("a shard's inbox is full; it stops at its drain deadline only if it reads it");
-            }
-            shard.wake();
+            shard.drain(deadline);
         }
         for thread in self.shard_threads {
             let _ = thread.join();

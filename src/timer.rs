@@ -1,4 +1,4 @@
-//! A hashed timer wheel: heartbeats, token expiry and close deadlines for
+//! A hashed timer wheel: heartbeats (which also watch token expiry) and close deadlines for
 //! every connection of a shard, without one timer per connection per tick
 //! and without scanning all connections.
 //!
@@ -22,8 +22,9 @@ const SLOTS: usize = 512;
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerKind {
+    /// The connection's one periodic check: token expiry, silence, ping.
     Heartbeat,
-    TokenExpiry,
+    /// The peer had `close_timeout_ms` to finish the closing handshake.
     CloseDeadline,
 }
 
@@ -118,7 +119,7 @@ mod tests {
         let origin = Instant::now();
         let mut wheel = TimerWheel::new(origin, 10);
         wheel.schedule(origin + Duration::from_millis(250), conn(1), TimerKind::Heartbeat).expect("room");
-        wheel.schedule(origin + Duration::from_secs(120), conn(2), TimerKind::TokenExpiry).expect("room");
+        wheel.schedule(origin + Duration::from_secs(120), conn(2), TimerKind::CloseDeadline).expect("room");
         let mut fired = Vec::new();
         wheel.expire(origin + Duration::from_millis(200), &mut fired);
         assert!(fired.is_empty());
@@ -129,7 +130,7 @@ mod tests {
         wheel.expire(origin + Duration::from_secs(60), &mut fired);
         assert!(fired.is_empty());
         wheel.expire(origin + Duration::from_secs(121), &mut fired);
-        assert_eq!(fired, [(conn(2), TimerKind::TokenExpiry)]);
+        assert_eq!(fired, [(conn(2), TimerKind::CloseDeadline)]);
         assert!(wheel.is_empty());
         assert_eq!(wheel.next_deadline(), None);
     }

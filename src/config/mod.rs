@@ -183,7 +183,7 @@ pub struct Limits {
     pub rate_burst: u32,
     /// Messages refused for rate before the connection is closed with 1008.
     pub rate_strikes_max: u32,
-    /// Members of one room; a join past it is refused (HTTP 503 at the handshake).
+    /// Members of one room; a join past it is refused (`room_full`; 1013 for the URL room).
     pub room_members_max: u32,
     /// Members listed in a `welcome` frame; `member_count` always has the total.
     pub welcome_members_max: u32,
@@ -203,6 +203,12 @@ pub struct Limits {
     pub read_bytes_per_event_max: usize,
     /// Largest message on the echo listener (Autobahn sends up to 16 MiB).
     pub echo_message_bytes_max: usize,
+    /// Rooms one connection is in at once (home, personal, groups and joins).
+    pub rooms_per_connection_max: u32,
+    /// Rooms one shard holds; a join that would create one more is refused.
+    pub rooms_per_shard_max: u32,
+    /// Messages one shard may hold for another when that one's inbox is full.
+    pub shard_outbox_max: usize,
 }
 
 /// `[shutdown]`: how SIGTERM/SIGINT drains.
@@ -390,7 +396,7 @@ impl Limits {
     }
 
     /// Every limit with its key name, for the "greater than 0" rule.
-    fn sizes(&self) -> [(&'static str, u64); 19] {
+    fn sizes(&self) -> [(&'static str, u64); 22] {
         let l = self;
         [
             ("connections_per_shard_max", l.connections_per_shard_max.into()),
@@ -412,6 +418,9 @@ impl Limits {
             ("poll_events_max", l.poll_events_max as u64),
             ("read_bytes_per_event_max", l.read_bytes_per_event_max as u64),
             ("echo_message_bytes_max", l.echo_message_bytes_max as u64),
+            ("rooms_per_connection_max", l.rooms_per_connection_max.into()),
+            ("rooms_per_shard_max", l.rooms_per_shard_max.into()),
+            ("shard_outbox_max", l.shard_outbox_max as u64),
         ]
     }
 }

@@ -52,6 +52,7 @@ impl Peer {
 #[derive(Debug, Clone, Copy)]
 pub struct RoomLimits {
     pub members_max: u32,
+    pub rooms_max: u32,
     pub welcome_members_max: u32,
     pub presence_members_max: u32,
 }
@@ -75,6 +76,24 @@ impl Membership {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinRefused {
     RoomFull,
+    /// The shard holds `rooms_max` rooms already.
+    TooManyRooms,
+}
+
+impl JoinRefused {
+    pub fn code(self) -> &'static str {
+        match self {
+            JoinRefused::RoomFull => "room_full",
+            JoinRefused::TooManyRooms => "too_many_rooms",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            JoinRefused::RoomFull => "the room is at its member limit",
+            JoinRefused::TooManyRooms => "the shard owning this room holds limits.rooms_per_shard_max rooms",
+        }
+    }
 }
 
 /// What the shard must do after an event.
@@ -92,16 +111,28 @@ struct Room {
     /// The room id as a JSON literal, encoded once (it goes in every message).
     room_json: Box<str>,
     /// Members with their `ConnId` inline, so a broadcast walk reads one
-    /// contiguous array instead of chasing a pointer per member.
-    members: Slab<(ConnId, Arc<Peer>)>,
+    /// contiguous array instead of chasing a pointer per member. Members on
+    /// other shards are here too (their `ConnId.shard` says so).
+    members: Slab<Member>,
+    /// Members per shard; a broadcast goes once to each other shard with any.
+    per_shard: Box<[u32]>,
     /// Messages published so far; the next one gets `seq + 1`.
     seq: u64,
+}
+
+#[derive(Debug)]
+struct Member {
+    conn: ConnId,
+    peer: Arc<Peer>,
+    /// Joined implicitly (personal and group rooms): no welcome, no presence.
+    quiet: bool,
 }
 
 /// Every room a shard owns.
 #[derive(Debug)]
 pub struct Rooms {
     shard: ShardId,
+    shards: usize,
     limits: RoomLimits,
     rooms: Slab<Room>,
     index: HashMap<RoomKey, usize>,
@@ -110,9 +141,10 @@ pub struct Rooms {
 }
 
 impl Rooms {
-    pub fn new(shard: ShardId, limits: RoomLimits) -> Rooms {
+    pub fn new(shard: ShardId, shards: usize, limits: RoomLimits) -> Rooms {
         Rooms {
             shard,
+            shards: shards.max(1),
             limits,
             rooms: Slab::new(),
             index: HashMap::new(),
@@ -121,17 +153,28 @@ impl Rooms {
         }
     }
 
-    /// Adds `peer` to the room `key` (created if absent). The joiner gets a
-    /// `welcome`; the others get `member_joined` unless the room is past
-    /// `presence_members_max`.
-    pub fn join(&mut self, peer: &Arc<Peer>, key: &RoomKey) -> Result<Membership, JoinRefused> {
+    /// Adds `peer` (local or on another shard) to the room `key`, created if
+    /// absent. Unless `quiet`, the joiner gets a `welcome` and the others get
+    /// `member_joined` (while the room is within `presence_members_max`). A
+    /// `reference` is acked with the room's current `seq`.
+    pub fn join(
+        &mut self,
+        peer: &Arc<Peer>,
+        key: &RoomKey,
+        quiet: bool,
+        reference: Option<&[u8]>,
+    ) -> Result<Membership, JoinRefused> {
         let slot = match self.index.get(key) {
             Some(&slot) => slot,
             None => {
+                if self.index.len() >= self.limits.rooms_max as usize {
+                    return Err(JoinRefused::TooManyRooms);
+                }
                 let slot = self.rooms.insert(Room {
                     key: key.clone(),
                     room_json: protocol::json_str(key.room()),
                     members: Slab::new(),
+                    per_shard: vec![0; self.shards].into_boxed_slice(),
                     seq: 0,
                 });
                 self.index.insert(key.clone(), slot);
@@ -143,10 +186,18 @@ impl Rooms {
             self.debug_check_invariants();
             return Err(JoinRefused::RoomFull);
         }
-        let member = room.members.insert((peer.conn, Arc::clone(peer)));
-        let welcome = encode_welcome(&mut self.frames, room, peer, self.shard, self.limits.welcome_members_max);
-        self.outputs.push_back(Output::Deliver { to: peer.conn, frame: welcome });
-        if room.members.len() > 1 && room.members.len() <= self.limits.presence_members_max as usize {
+        let member = room.members.insert(Member { conn: peer.conn, peer: Arc::clone(peer), quiet });
+        room.per_shard[peer.conn.shard as usize % self.shards] += 1;
+        if !quiet {
+            let welcome = encode_welcome(&mut self.frames, room, peer, self.shard, self.limits.welcome_members_max);
+            self.outputs.push_back(Output::Deliver { to: peer.conn, frame: welcome });
+        }
+        if reference.is_some() {
+            protocol::encode_ack(self.frames.begin(), reference, Some(room.seq));
+            let ack = self.frames.finish(Opcode::Text);
+            self.outputs.push_back(Output::Deliver { to: peer.conn, frame: ack });
+        }
+        if !quiet && room.members.len() > 1 && room.members.len() <= self.limits.presence_members_max as usize {
             let joined = encode_presence(&mut self.frames, "member_joined", room, peer);
             self.outputs.push_back(Output::Broadcast { room: slot, skip: Some(peer.conn), frame: joined });
         }
@@ -154,60 +205,96 @@ impl Rooms {
         Ok(Membership { room: slot as u32, member: member as u32 })
     }
 
-    /// Removes a member; the others get `member_left`; an empty room is freed.
-    pub fn leave(&mut self, membership: Membership) {
+    /// The member at `membership`, if it is still `conn` in room `key`. Guards
+    /// every request that names a membership, so a stale one (from a message
+    /// that crossed a leave) changes nothing.
+    fn member_of(&self, membership: Membership, conn: ConnId) -> Option<&Member> {
+        let room = self.rooms.get(membership.room as usize)?;
+        room.members.get(membership.member as usize).filter(|m| m.conn == conn)
+    }
+
+    /// Removes `conn`'s membership; the others get `member_left` (unless it
+    /// was quiet); an empty room is freed. Acks `reference` with the room's
+    /// `seq` at the leave: the last message the member was sent. Returns false
+    /// when `conn` was not that member (nothing changes).
+    pub fn leave(&mut self, membership: Membership, conn: ConnId, reference: Option<&[u8]>) -> bool {
+        if self.member_of(membership, conn).is_none() {
+            return false;
+        }
         let slot = membership.room as usize;
-        let Some(room) = self.rooms.get_mut(slot) else {
-            debug_assert!(false, "leave of a freed room {membership:?}");
-            return;
-        };
-        let Some((_, peer)) = room.members.try_remove(membership.member as usize) else {
-            debug_assert!(false, "leave of a member not present {membership:?}");
-            return;
-        };
+        let room = &mut self.rooms[slot];
+        let member = room.members.remove(membership.member as usize);
+        room.per_shard[conn.shard as usize % self.shards] -= 1;
+        if reference.is_some() {
+            protocol::encode_ack(self.frames.begin(), reference, Some(room.seq));
+            let ack = self.frames.finish(Opcode::Text);
+            self.outputs.push_back(Output::Deliver { to: conn, frame: ack });
+        }
         if room.members.is_empty() {
             let room = self.rooms.remove(slot);
             self.index.remove(&room.key);
-        } else if room.members.len() < self.limits.presence_members_max as usize {
-            let left = encode_presence(&mut self.frames, "member_left", room, &peer);
+        } else if !member.quiet && room.members.len() < self.limits.presence_members_max as usize {
+            let left = encode_presence(&mut self.frames, "member_left", room, &member.peer);
             self.outputs.push_back(Output::Broadcast { room: slot, skip: None, frame: left });
         }
         self.debug_check_invariants();
+        true
     }
 
     /// Publishes `data` (the publisher's JSON, byte for byte) to every other
     /// member with the room's next `seq`; acks `reference` when given.
-    pub fn publish(&mut self, membership: Membership, reference: Option<&[u8]>, data: &[u8]) -> u64 {
+    /// `None` when `conn` is not that member.
+    pub fn publish(
+        &mut self,
+        membership: Membership,
+        conn: ConnId,
+        reference: Option<&[u8]>,
+        data: &[u8],
+    ) -> Option<u64> {
+        let publisher = Arc::clone(&self.member_of(membership, conn)?.peer);
         let slot = membership.room as usize;
-        let Some(room) = self.rooms.get_mut(slot) else {
-            debug_assert!(false, "publish to a freed room {membership:?}");
-            return 0;
-        };
-        let Some((_, publisher)) = room.members.get(membership.member as usize) else {
-            debug_assert!(false, "publish by a member not present {membership:?}");
-            return 0;
-        };
-        let from = publisher.conn;
+        let room = &mut self.rooms[slot];
         room.seq += 1;
         let seq = room.seq;
         let out = self.frames.begin();
         protocol::encode_message(out, &room.room_json, &publisher.user_json, seq, data);
         let frame = self.frames.finish(Opcode::Text);
         if room.members.len() > 1 {
-            self.outputs.push_back(Output::Broadcast { room: slot, skip: Some(from), frame });
+            self.outputs.push_back(Output::Broadcast { room: slot, skip: Some(conn), frame });
         }
         if reference.is_some() {
             protocol::encode_ack(self.frames.begin(), reference, Some(seq));
             let ack = self.frames.finish(Opcode::Text);
-            self.outputs.push_back(Output::Deliver { to: from, frame: ack });
+            self.outputs.push_back(Output::Deliver { to: conn, frame: ack });
         }
-        seq
+        Some(seq)
+    }
+
+    /// Sends `data` from `from` to every member of `key` (a personal room):
+    /// `{"type":"direct","from":U,"data":D}`. Acks `reference`; false when
+    /// the room has no members (the user has no connection).
+    pub fn direct(&mut self, key: &RoomKey, from: &Peer, reference: Option<&[u8]>, data: &[u8]) -> bool {
+        let Some(&slot) = self.index.get(key) else { return false };
+        let out = self.frames.begin();
+        out.extend_from_slice(b"{\"type\":\"direct\",\"from\":");
+        out.extend_from_slice(from.user_json.as_bytes());
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data);
+        out.push(b'}');
+        let frame = self.frames.finish(Opcode::Text);
+        self.outputs.push_back(Output::Broadcast { room: slot, skip: None, frame });
+        if reference.is_some() {
+            protocol::encode_ack(self.frames.begin(), reference, None);
+            let ack = self.frames.finish(Opcode::Text);
+            self.outputs.push_back(Output::Deliver { to: from.conn, frame: ack });
+        }
+        true
     }
 
     /// Relays a binary message verbatim to every other member.
     pub fn relay_binary(&mut self, membership: Membership, from: ConnId, payload: &[u8]) {
         let slot = membership.room as usize;
-        if self.rooms.get(slot).is_some_and(|room| room.members.len() > 1) {
+        if self.member_of(membership, from).is_some() && self.rooms[slot].members.len() > 1 {
             self.frames.begin().extend_from_slice(payload);
             let frame = self.frames.finish(Opcode::Binary);
             self.outputs.push_back(Output::Broadcast { room: slot, skip: Some(from), frame });
@@ -219,9 +306,32 @@ impl Rooms {
         self.rooms.get(membership.room as usize).map(|room| room.key.room())
     }
 
-    /// The connections in the room in slot `room`.
+    /// The connections in the room in slot `room`, on every shard.
     pub fn members(&self, room: usize) -> impl Iterator<Item = ConnId> + '_ {
-        self.rooms.get(room).into_iter().flat_map(|room| room.members.iter().map(|(_, (conn, _))| *conn))
+        self.rooms.get(room).into_iter().flat_map(|room| room.members.iter().map(|(_, m)| m.conn))
+    }
+
+    /// This shard's connections in the room in slot `room`.
+    pub fn local_members(&self, room: usize) -> impl Iterator<Item = ConnId> + '_ {
+        let shard = self.shard;
+        self.members(room).filter(move |conn| conn.shard == shard)
+    }
+
+    /// The other shards with members in the room in slot `room`.
+    pub fn remote_shards(&self, room: usize) -> impl Iterator<Item = ShardId> + '_ {
+        let shard = self.shard;
+        self.rooms.get(room).into_iter().flat_map(move |room| {
+            room.per_shard
+                .iter()
+                .enumerate()
+                .filter(move |&(s, &n)| n > 0 && s != shard as usize)
+                .map(|(s, _)| s as ShardId)
+        })
+    }
+
+    /// The key of the room in slot `room`.
+    pub fn key(&self, room: usize) -> Option<&RoomKey> {
+        self.rooms.get(room).map(|room| &room.key)
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -250,6 +360,8 @@ impl Rooms {
             assert_eq!(self.index.get(&room.key), Some(&slot), "room {:?} not indexed at its slot", room.key);
             assert!(!room.members.is_empty(), "empty room {:?} kept", room.key);
             assert!(room.members.len() <= self.limits.members_max as usize, "room {:?} over capacity", room.key);
+            let counted: u32 = room.per_shard.iter().sum();
+            assert_eq!(counted as usize, room.members.len(), "per-shard counts of {:?} disagree", room.key);
         }
     }
 }
@@ -271,12 +383,12 @@ fn encode_welcome(frames: &mut FrameBuilder, room: &Room, peer: &Peer, shard: Sh
     out.extend_from_slice(b",\"member_count\":");
     push_u64(out, room.members.len() as u64);
     out.extend_from_slice(b",\"members\":[");
-    let others = room.members.iter().filter(|(_, (conn, _))| *conn != peer.conn);
-    for (i, (_, (_, other))) in others.take(members_max as usize).enumerate() {
+    let others = room.members.iter().filter(|(_, m)| m.conn != peer.conn);
+    for (i, (_, other)) in others.take(members_max as usize).enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        other.push_json(out);
+        other.peer.push_json(out);
     }
     out.extend_from_slice(b"]}");
     frames.finish(Opcode::Text)

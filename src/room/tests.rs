@@ -7,7 +7,7 @@ fn conn(slot: u32) -> ConnId {
 }
 
 fn rooms() -> Rooms {
-    Rooms::new(0, RoomLimits { members_max: 3, welcome_members_max: 10, presence_members_max: 100 })
+    Rooms::new(0, 2, RoomLimits { members_max: 3, rooms_max: 100, welcome_members_max: 10, presence_members_max: 100 })
 }
 
 /// Drains outputs as (recipients, JSON value) pairs, expanding broadcasts.
@@ -34,7 +34,7 @@ fn joiner_gets_welcome_and_others_get_member_joined() {
     let key = RoomKey::new("", "demo");
     let alice = Peer::new(conn(1), "alice", Some("Alice"));
     let bob = Peer::new(conn(2), "bob", None);
-    rooms.join(&alice, &key).expect("room has space");
+    rooms.join(&alice, &key, false, None).expect("room has space");
     let first = drain(&mut rooms);
     assert_eq!(first.len(), 1, "no presence to an empty room");
     assert_eq!(first[0].0, [conn(1)]);
@@ -42,7 +42,7 @@ fn joiner_gets_welcome_and_others_get_member_joined() {
     assert_eq!(first[0].1["member_count"], 1);
     assert_eq!(first[0].1["conn"], "0.1.1");
 
-    rooms.join(&bob, &key).expect("room has space");
+    rooms.join(&bob, &key, false, None).expect("room has space");
     let second = drain(&mut rooms);
     assert_eq!(second[0].0, [conn(2)]);
     assert_eq!(second[0].1["members"], serde_json::json!([{"conn": "0.1.1", "user": "alice", "name": "Alice"}]));
@@ -57,11 +57,11 @@ fn publish_goes_to_everyone_else_with_increasing_seq_and_acks_the_publisher() {
     let mut rooms = rooms();
     let key = RoomKey::new("", "demo");
     let members: Vec<_> = (1..=3).map(|i| Peer::new(conn(i), &format!("u{i}"), None)).collect();
-    let memberships: Vec<_> = members.iter().map(|p| rooms.join(p, &key).expect("space")).collect();
+    let memberships: Vec<_> = members.iter().map(|p| rooms.join(p, &key, false, None).expect("space")).collect();
     drain(&mut rooms);
 
-    assert_eq!(rooms.publish(memberships[0], None, br#"{"n":1}"#), 1);
-    assert_eq!(rooms.publish(memberships[1], Some(b"\"r\""), br#"[1, 2]"#), 2);
+    assert_eq!(rooms.publish(memberships[0], conn(1), None, br#"{"n":1}"#), Some(1));
+    assert_eq!(rooms.publish(memberships[1], conn(2), Some(b"\"r\""), br#"[1, 2]"#), Some(2));
     let seen = drain(&mut rooms);
     assert_eq!(seen[0].0, [conn(2), conn(3)]);
     assert_eq!(seen[0].1, serde_json::json!({"type":"message","room":"demo","from":"u1","seq":1,"data":{"n":1}}));
@@ -74,9 +74,9 @@ fn publish_goes_to_everyone_else_with_increasing_seq_and_acks_the_publisher() {
 #[test]
 fn a_lone_publisher_is_acked_and_nobody_else_is_sent_anything() {
     let mut rooms = rooms();
-    let alone = rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("", "solo")).expect("space");
+    let alone = rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("", "solo"), false, None).expect("space");
     drain(&mut rooms);
-    rooms.publish(alone, Some(b"1"), b"0");
+    rooms.publish(alone, conn(1), Some(b"1"), b"0");
     let seen = drain(&mut rooms);
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].1["type"], "ack");
@@ -86,26 +86,27 @@ fn a_lone_publisher_is_acked_and_nobody_else_is_sent_anything() {
 fn capacity_is_enforced_and_freed_by_leave() {
     let mut rooms = rooms();
     let key = RoomKey::new("", "small");
-    let joined: Vec<_> = (1..=3).map(|i| rooms.join(&Peer::new(conn(i), "u", None), &key).expect("space")).collect();
-    assert_eq!(rooms.join(&Peer::new(conn(4), "u", None), &key), Err(JoinRefused::RoomFull));
-    rooms.leave(joined[0]);
-    assert!(rooms.join(&Peer::new(conn(4), "u", None), &key).is_ok());
+    let joined: Vec<_> =
+        (1..=3).map(|i| rooms.join(&Peer::new(conn(i), "u", None), &key, false, None).expect("space")).collect();
+    assert_eq!(rooms.join(&Peer::new(conn(4), "u", None), &key, false, None), Err(JoinRefused::RoomFull));
+    assert!(rooms.leave(joined[0], conn(1), None));
+    assert!(rooms.join(&Peer::new(conn(4), "u", None), &key, false, None).is_ok());
 }
 
 #[test]
 fn leave_tells_the_rest_and_the_last_leave_frees_the_room() {
     let mut rooms = rooms();
     let key = RoomKey::new("", "demo");
-    let a = rooms.join(&Peer::new(conn(1), "a", None), &key).expect("space");
-    let b = rooms.join(&Peer::new(conn(2), "b", None), &key).expect("space");
+    let a = rooms.join(&Peer::new(conn(1), "a", None), &key, false, None).expect("space");
+    let b = rooms.join(&Peer::new(conn(2), "b", None), &key, false, None).expect("space");
     drain(&mut rooms);
-    rooms.leave(a);
+    assert!(rooms.leave(a, conn(1), None));
     let seen = drain(&mut rooms);
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].0, [conn(2)]);
     assert_eq!(seen[0].1["type"], "member_left");
     assert_eq!(seen[0].1["member"]["user"], "a");
-    rooms.leave(b);
+    assert!(rooms.leave(b, conn(2), None));
     assert!(drain(&mut rooms).is_empty());
     assert!(rooms.is_empty());
 }
@@ -114,37 +115,41 @@ fn leave_tells_the_rest_and_the_last_leave_frees_the_room() {
 fn a_new_room_after_a_freed_one_starts_at_seq_zero() {
     let mut rooms = rooms();
     let key = RoomKey::new("", "demo");
-    let a = rooms.join(&Peer::new(conn(1), "a", None), &key).expect("space");
-    rooms.publish(a, None, b"1");
-    rooms.leave(a);
-    rooms.join(&Peer::new(conn(2), "b", None), &key).expect("space");
+    let a = rooms.join(&Peer::new(conn(1), "a", None), &key, false, None).expect("space");
+    rooms.publish(a, conn(1), None, b"1");
+    rooms.leave(a, conn(1), None);
+    rooms.join(&Peer::new(conn(2), "b", None), &key, false, None).expect("space");
     assert_eq!(drain(&mut rooms).last().map(|(_, v)| v["seq"].clone()), Some(serde_json::json!(0)));
 }
 
 #[test]
 fn tenants_never_share_a_room() {
     let mut rooms = rooms();
-    let a = rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("acme", "demo")).expect("space");
-    rooms.join(&Peer::new(conn(2), "b", None), &RoomKey::new("globex", "demo")).expect("space");
+    let a = rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("acme", "demo"), false, None).expect("space");
+    rooms.join(&Peer::new(conn(2), "b", None), &RoomKey::new("globex", "demo"), false, None).expect("space");
     drain(&mut rooms);
-    rooms.publish(a, None, b"1");
+    rooms.publish(a, conn(1), None, b"1");
     assert!(drain(&mut rooms).is_empty(), "the other tenant's demo room got a message");
     assert_eq!(rooms.len(), 2);
 }
 
 #[test]
 fn large_rooms_skip_presence_and_cap_the_welcome_list() {
-    let mut rooms = Rooms::new(0, RoomLimits { members_max: 100, welcome_members_max: 2, presence_members_max: 3 });
+    let mut rooms = Rooms::new(
+        0,
+        2,
+        RoomLimits { members_max: 100, rooms_max: 100, welcome_members_max: 2, presence_members_max: 3 },
+    );
     let key = RoomKey::new("", "big");
     let memberships: Vec<_> =
-        (1..=5).map(|i| rooms.join(&Peer::new(conn(i), "u", None), &key).expect("space")).collect();
+        (1..=5).map(|i| rooms.join(&Peer::new(conn(i), "u", None), &key, false, None).expect("space")).collect();
     let seen = drain(&mut rooms);
     let joined = seen.iter().filter(|(_, v)| v["type"] == "member_joined").count();
     assert_eq!(joined, 2, "presence only while the room has at most 3 members");
     let last_welcome = &seen.last().expect("welcome").1;
     assert_eq!(last_welcome["member_count"], 5);
     assert_eq!(last_welcome["members"].as_array().map(Vec::len), Some(2));
-    rooms.leave(memberships[0]);
+    rooms.leave(memberships[0], conn(1), None);
     assert!(drain(&mut rooms).is_empty(), "no member_left in a room past the presence limit");
 }
 
@@ -152,8 +157,8 @@ fn large_rooms_skip_presence_and_cap_the_welcome_list() {
 fn binary_is_relayed_verbatim_to_the_others() {
     let mut rooms = rooms();
     let key = RoomKey::new("", "bin");
-    let a = rooms.join(&Peer::new(conn(1), "a", None), &key).expect("space");
-    rooms.join(&Peer::new(conn(2), "b", None), &key).expect("space");
+    let a = rooms.join(&Peer::new(conn(1), "a", None), &key, false, None).expect("space");
+    rooms.join(&Peer::new(conn(2), "b", None), &key, false, None).expect("space");
     while rooms.poll_output().is_some() {}
     rooms.relay_binary(a, conn(1), &[0, 159, 146, 150]);
     match rooms.poll_output() {
@@ -163,4 +168,94 @@ fn binary_is_relayed_verbatim_to_the_others() {
         }
         other => panic!("expected a broadcast, got {other:?}"),
     }
+}
+
+#[test]
+fn remote_members_are_counted_per_shard_and_listed_apart() {
+    let mut rooms = rooms();
+    let key = RoomKey::new("", "wide");
+    let local = Peer::new(conn(1), "l", None);
+    let remote = Peer::new(ConnId { shard: 1, slot: 7, generation: 3 }, "r", None);
+    let l = rooms.join(&local, &key, false, None).expect("space");
+    let r = rooms.join(&remote, &key, false, None).expect("space");
+    assert_eq!(rooms.local_members(l.room_slot()).collect::<Vec<_>>(), [conn(1)]);
+    assert_eq!(rooms.remote_shards(l.room_slot()).collect::<Vec<_>>(), [1]);
+    // The remote joiner's welcome is addressed to its own ConnId; the shard routes it.
+    let seen = drain(&mut rooms);
+    assert_eq!(seen[1].0, [remote.conn]);
+    assert_eq!(seen[1].1["type"], "welcome");
+    assert!(rooms.leave(r, remote.conn, None));
+    assert_eq!(rooms.remote_shards(l.room_slot()).count(), 0);
+}
+
+#[test]
+fn stale_memberships_change_nothing() {
+    let mut rooms = rooms();
+    let key = RoomKey::new("", "stale");
+    let a = rooms.join(&Peer::new(conn(1), "a", None), &key, false, None).expect("space");
+    rooms.join(&Peer::new(conn(2), "b", None), &key, false, None).expect("space");
+    drain(&mut rooms);
+    let impostor = ConnId { shard: 0, slot: 1, generation: 99 };
+    assert!(!rooms.leave(a, impostor, None), "a reused slot's old membership is refused");
+    assert_eq!(rooms.publish(a, impostor, None, b"1"), None);
+    assert!(drain(&mut rooms).is_empty());
+    assert!(rooms.leave(a, conn(1), None));
+    assert!(!rooms.leave(a, conn(1), None), "a second leave is refused");
+}
+
+#[test]
+fn quiet_joins_send_no_welcome_and_no_presence() {
+    let mut rooms = rooms();
+    let key = RoomKey::new("", "user:alice");
+    let a = rooms.join(&Peer::new(conn(1), "alice", None), &key, true, None).expect("space");
+    rooms.join(&Peer::new(conn(2), "alice", None), &key, true, None).expect("space");
+    assert!(drain(&mut rooms).is_empty());
+    rooms.leave(a, conn(1), None);
+    assert!(drain(&mut rooms).is_empty());
+}
+
+#[test]
+fn direct_reaches_every_connection_of_the_user_and_acks() {
+    let mut rooms = rooms();
+    let key = RoomKey::new("", "user:bob");
+    rooms.join(&Peer::new(conn(1), "bob", None), &key, true, None).expect("space");
+    rooms.join(&Peer::new(ConnId { shard: 1, slot: 4, generation: 1 }, "bob", None), &key, true, None).expect("space");
+    let sender = Peer::new(conn(9), "alice", None);
+    assert!(rooms.direct(&key, &sender, Some(b"5"), br#"{"hi":1}"#));
+    let seen = drain(&mut rooms);
+    assert_eq!(seen[0].0.len(), 2, "both of bob's connections");
+    assert_eq!(seen[0].1, serde_json::json!({"type":"direct","from":"alice","data":{"hi":1}}));
+    assert_eq!(seen[1], (vec![conn(9)], serde_json::json!({"type":"ack","ref":5})));
+    assert!(!rooms.direct(&RoomKey::new("", "user:nobody"), &sender, None, b"1"));
+}
+
+#[test]
+fn join_and_leave_acks_carry_the_room_seq() {
+    let mut rooms = rooms();
+    let key = RoomKey::new("", "acks");
+    let a = rooms.join(&Peer::new(conn(1), "a", None), &key, false, None).expect("space");
+    rooms.publish(a, conn(1), None, b"1");
+    let b = rooms.join(&Peer::new(conn(2), "b", None), &key, false, Some(b"\"j\"")).expect("space");
+    rooms.publish(a, conn(1), None, b"2");
+    rooms.leave(b, conn(2), Some(b"\"l\""));
+    let acks: Vec<_> = drain(&mut rooms).into_iter().filter(|(_, v)| v["type"] == "ack").map(|(_, v)| v).collect();
+    assert_eq!(
+        acks,
+        [serde_json::json!({"type":"ack","ref":"j","seq":1}), serde_json::json!({"type":"ack","ref":"l","seq":2})]
+    );
+}
+
+#[test]
+fn the_room_table_is_bounded() {
+    let mut rooms = Rooms::new(
+        0,
+        1,
+        RoomLimits { members_max: 10, rooms_max: 2, welcome_members_max: 10, presence_members_max: 10 },
+    );
+    rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("", "r1"), false, None).expect("space");
+    rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("", "r2"), false, None).expect("space");
+    assert_eq!(
+        rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("", "r3"), false, None),
+        Err(JoinRefused::TooManyRooms)
+    );
 }

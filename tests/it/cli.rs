@@ -35,7 +35,9 @@ fn unknown_or_invalid_config_stops_startup_naming_the_key() {
 fn serve_help_documents_every_key() {
     let out = roomcast(&["serve", "--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
-    for key in ["message_inbound_bytes_max", "outbound_queue_bytes_max", "ping_interval_ms", "allow_origins", "echo_listen"] {
+    for key in
+        ["message_inbound_bytes_max", "outbound_queue_bytes_max", "ping_interval_ms", "allow_origins", "echo_listen"]
+    {
         assert!(help.contains(key), "--help lacks {key}");
     }
 }

@@ -110,7 +110,6 @@ impl Server {
         signal(&self.child, libc_sigterm());
         self.child.wait().expect("wait for roomcast")
     }
-
 }
 
 impl Drop for Server {

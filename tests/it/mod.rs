@@ -2,6 +2,7 @@ pub mod harness;
 
 mod auth;
 mod cli;
+mod conformance;
 mod handshake;
 mod limits;
 mod rooms;

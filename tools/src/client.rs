@@ -33,6 +33,7 @@ const RTT_RING: usize = 8192;
 const TICK_NS: u64 = 10_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Scenario {
     Connect,
     Fanout,
@@ -41,6 +42,7 @@ pub enum Scenario {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Proto {
     Roomcast,
     Raw,
@@ -138,6 +140,14 @@ pub struct Stats {
     pub first_connect_ns: u64,
     pub last_ready_ns: u64,
     pub publisher_rx: u64,
+    /// Successful reads and frames parsed (frames per read shows batching).
+    pub reads: u64,
+    pub frames: u64,
+    /// Time blocked in poll, and wall time, since the measured phase began.
+    pub poll_ns: u64,
+    pub wall_ns: u64,
+    /// Time the loop thread waited for a CPU (runnable, not running).
+    pub run_delay_ns: u64,
 }
 
 impl Stats {
@@ -157,6 +167,11 @@ impl Stats {
             first_connect_ns: u64::MAX,
             last_ready_ns: 0,
             publisher_rx: 0,
+            reads: 0,
+            frames: 0,
+            poll_ns: 0,
+            wall_ns: 0,
+            run_delay_ns: 0,
         }
     }
 
@@ -179,6 +194,11 @@ impl Stats {
         self.first_connect_ns = self.first_connect_ns.min(o.first_connect_ns);
         self.last_ready_ns = self.last_ready_ns.max(o.last_ready_ns);
         self.publisher_rx += o.publisher_rx;
+        self.reads += o.reads;
+        self.frames += o.frames;
+        self.poll_ns += o.poll_ns;
+        self.wall_ns += o.wall_ns;
+        self.run_delay_ns += o.run_delay_ns;
     }
 }
 
@@ -305,6 +325,11 @@ pub struct Worker {
     timer: TimerFd,
     src_rr: usize,
     connect_start: u64,
+    interval_ns: u64,
+    sched_k: u64,
+    sched_rr: usize,
+    churn_k: u64,
+    churn_room: u32,
 }
 
 impl Worker {
@@ -325,7 +350,7 @@ impl Worker {
             poll,
             rbuf: vec![0u8; RBUF],
             pbuf: Vec::with_capacity(64 * 1024),
-            masks: MaskGen::new(0x9E37_79B9_7F4A_7C15 ^ (idx as u64 + 1) * 0x1234_5678_9ABC),
+            masks: MaskGen::new(0x9E37_79B9_7F4A_7C15 ^ ((idx as u64 + 1) * 0x1234_5678_9ABC)),
             stats: Stats::new(),
             ihist: new_hist(),
             to_open,
@@ -338,6 +363,11 @@ impl Worker {
             timer,
             src_rr: idx,
             connect_start: 0,
+            interval_ns: u64::MAX,
+            sched_k: 0,
+            sched_rr: 0,
+            churn_k: 0,
+            churn_room: idx as u32,
         })
     }
 
@@ -524,7 +554,7 @@ impl Worker {
             return;
         };
         if c.st == St::Connecting {
-            if let Ok(Some(e)) | Err(e) = c.stream.take_error().map(|o| o) {
+            if let Ok(Some(e)) | Err(e) = c.stream.take_error() {
                 let cause = cause_of(&e);
                 return self.drop_conn(key, cause);
             }
@@ -546,10 +576,11 @@ impl Worker {
             }
             return;
         }
-        if writable && self.conns[key].writable_armed {
-            if let Err(cause) = self.flush(key) {
-                return self.drop_conn(key, cause);
-            }
+        if writable
+            && self.conns[key].writable_armed
+            && let Err(cause) = self.flush(key)
+        {
+            return self.drop_conn(key, cause);
         }
         if readable {
             self.on_readable(key);
@@ -586,6 +617,7 @@ impl Worker {
                 Err(e) => return Err(cause_of(&e).into()),
             };
             c.pending.clear();
+            self.stats.reads += 1;
             let total = p + n;
             let now = mono_ns();
             let used = self.process(key, &mut rbuf[..total], now)?;
@@ -614,7 +646,7 @@ impl Worker {
                 }
                 return Ok(0);
             };
-            let status = buf.strip_prefix(b"HTTP/1.1 ").and_then(|s| scan::parse_u64(s)).map(|(v, _)| v).unwrap_or(0);
+            let status = buf.strip_prefix(b"HTTP/1.1 ").and_then(scan::parse_u64).map(|(v, _)| v).unwrap_or(0);
             if status != 101 {
                 return Err(if status == 0 { "bad_response".into() } else { format!("http_{status}") });
             }
@@ -625,7 +657,6 @@ impl Worker {
                 self.became_ready(key, now);
             }
         }
-        let mut batch_lat = 0u32;
         while pos < buf.len() {
             let f = match frame::parse(&buf[pos..], MAX_PAYLOAD) {
                 Parse::Frame(f) => f,
@@ -635,15 +666,14 @@ impl Worker {
             let ps = pos + f.payload_start;
             let pe = ps + f.payload_len;
             pos += f.total_len();
+            self.stats.frames += 1;
             if let Some(m) = f.mask {
                 frame::apply_mask(&mut buf[ps..pe], m);
             }
             let payload = &buf[ps..pe];
             match f.opcode {
                 OP_TEXT => {
-                    if self.on_text(key, payload, now) {
-                        batch_lat += 1;
-                    }
+                    self.on_text(key, payload, now);
                 }
                 OP_PING => {
                     let mask = self.masks.next_mask();
@@ -657,7 +687,6 @@ impl Worker {
                 _ => {}
             }
         }
-        let _ = batch_lat;
         Ok(pos)
     }
 
@@ -791,7 +820,6 @@ impl Worker {
         let sh = self.sh.clone();
         let nthreads = cfg.threads as f64;
         let connect_rate = cfg.connect_rate / nthreads;
-        let churn_rate = cfg.churn_rate / nthreads;
         // This worker's share of the send schedule.
         let sched_conns: usize = plan_specs(&cfg, self.idx).1.len();
         let total_sched = match cfg.scenario {
@@ -804,11 +832,10 @@ impl Worker {
         };
         let my_rate = if total_sched > 0.0 { cfg.rate * my_sched / total_sched } else { 0.0 };
         let interval_ns = if my_rate > 0.0 { (1e9 / my_rate) as u64 } else { u64::MAX };
-        let mut k: u64 = 0; // messages scheduled so far
-        let mut rr = 0usize;
-        let mut churn_k: u64 = 0;
-        let mut churn_room = self.idx as u32;
+        self.interval_ns = interval_ns;
         let mut next_tick = 0u64;
+        let mut measure_from = 0u64;
+        let mut delay_from = 0u64;
         let mut last_interval = mono_ns();
         let mut pub_sent = 0u64;
         let mut pub_exp = 0u64;
@@ -834,75 +861,12 @@ impl Worker {
                 self.opened += 1;
                 self.open(spec, now);
             }
-            let start = sh.start_ns.load(Relaxed);
-            let end = start.saturating_add(cfg.duration_ns);
             let mut deadline = now + TICK_NS;
             if connect_rate > 0.0 && !self.to_open.is_empty() {
                 let next = self.connect_start + ((self.opened as f64) / connect_rate * 1e9) as u64;
                 deadline = deadline.min(next.max(now));
             }
-            if start != 0 && now >= start && interval_ns != u64::MAX {
-                // Open-loop schedule: message k is due at start + k*interval.
-                let list_len = match cfg.scenario {
-                    Scenario::Rtt => self.rtts.len(),
-                    _ => self.pubs.len(),
-                };
-                loop {
-                    let due = start + k * interval_ns;
-                    if due > now || due >= end {
-                        if due < end {
-                            deadline = deadline.min(due);
-                        }
-                        break;
-                    }
-                    if list_len == 0 {
-                        k += 1;
-                        continue;
-                    }
-                    let key = match cfg.scenario {
-                        Scenario::Rtt => self.rtts[rr % list_len],
-                        _ => self.pubs[rr % list_len],
-                    };
-                    rr += 1;
-                    record(&mut self.stats.slip, (now - due) / 1000);
-                    match cfg.scenario {
-                        Scenario::Rtt => self.build_rtt(key, due),
-                        _ => self.build_publish(key, due),
-                    }
-                    if !self.dirty.contains(&key) {
-                        self.dirty.push(key);
-                    }
-                    k += 1;
-                }
-            }
-            // Churn: arrivals at a steady rate during the measured phase.
-            if cfg.scenario == Scenario::Churn && start != 0 && now >= start && churn_rate > 0.0 {
-                let ci = (1e9 / churn_rate) as u64;
-                loop {
-                    let due = start + churn_k * ci;
-                    if due > now || due >= end {
-                        if due < end {
-                            deadline = deadline.min(due);
-                        }
-                        break;
-                    }
-                    churn_k += 1;
-                    churn_room = (churn_room + cfg.threads as u32) % cfg.rooms.len() as u32;
-                    let id = 1_000_000_000 + churn_k * cfg.threads as u64 + self.idx as u64;
-                    self.open(Spec { room: churn_room, role: Role::Churn, id }, now);
-                }
-            }
-            // Flush everything queued this turn: one write per connection.
-            let dirty = std::mem::take(&mut self.dirty);
-            for &key in &dirty {
-                if self.conns.contains(key) {
-                    if let Err(cause) = self.flush(key) {
-                        self.drop_conn(key, cause);
-                    }
-                }
-            }
-            self.dirty = dirty;
-            self.dirty.clear();
+            deadline = deadline.min(self.pump(now));
             if now >= next_tick {
                 next_tick = now + TICK_NS;
                 self.housekeeping(now);
@@ -928,12 +892,29 @@ impl Worker {
                 self.timer.arm(deadline);
                 Some(std::time::Duration::from_nanos(deadline - now + 2_000_000))
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    break;
+            let before = mono_ns();
+            let res = self.poll.poll(&mut events, timeout);
+            let start = sh.start_ns.load(Relaxed);
+            if start != 0 && before >= start {
+                let after = mono_ns();
+                self.stats.poll_ns += after - before;
+                if measure_from == 0 {
+                    measure_from = before;
+                    delay_from = crate::clock::thread_run_delay_ns();
                 }
+                self.stats.wall_ns = after - measure_from;
             }
-            for ev in events.iter() {
+            if let Err(e) = res
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                break;
+            }
+            for (i, ev) in events.iter().enumerate() {
+                if i % 32 == 31 {
+                    // Keep the send schedule on time while a long batch of
+                    // readable connections is being handled.
+                    self.pump(mono_ns());
+                }
                 if ev.token() == TIMER {
                     self.timer.drain();
                     continue;
@@ -943,12 +924,88 @@ impl Worker {
                 self.on_event(ev.token().0, r, w);
             }
         }
+        if measure_from != 0 {
+            self.stats.run_delay_ns = crate::clock::thread_run_delay_ns().saturating_sub(delay_from);
+        }
         // Final counters for the progress line.
         sh.sent.fetch_add(self.stats.sent - pub_sent, Relaxed);
         sh.expected.fetch_add(self.stats.expected - pub_exp, Relaxed);
         let dd = self.stats.tally.delivered - self.stats.tally.duplicates;
         sh.delivered_distinct.fetch_add(dd - pub_dd, Relaxed);
         self.stats
+    }
+
+    /// Sends what the open-loop schedule has due (and opens due churn
+    /// connections), then flushes: one write per connection. Returns the
+    /// next due time (or `u64::MAX`).
+    fn pump(&mut self, now: u64) -> u64 {
+        let cfg = self.cfg.clone();
+        let start = self.sh.start_ns.load(Relaxed);
+        let mut deadline = u64::MAX;
+        if start == 0 || now < start {
+            return if start == 0 { u64::MAX } else { start };
+        }
+        let end = start.saturating_add(cfg.duration_ns);
+        if self.interval_ns != u64::MAX {
+            // Message k is due at start + k*interval, whatever happened to
+            // earlier ones (wrk2-style open loop).
+            loop {
+                let due = start + self.sched_k * self.interval_ns;
+                if due > now || due >= end {
+                    if due < end {
+                        deadline = deadline.min(due);
+                    }
+                    break;
+                }
+                self.sched_k += 1;
+                let list = match cfg.scenario {
+                    Scenario::Rtt => &self.rtts,
+                    _ => &self.pubs,
+                };
+                if list.is_empty() {
+                    continue;
+                }
+                let key = list[self.sched_rr % list.len()];
+                self.sched_rr += 1;
+                record(&mut self.stats.slip, (now - due) / 1000);
+                match cfg.scenario {
+                    Scenario::Rtt => self.build_rtt(key, due),
+                    _ => self.build_publish(key, due),
+                }
+                if !self.dirty.contains(&key) {
+                    self.dirty.push(key);
+                }
+            }
+        }
+        let churn_rate = cfg.churn_rate / cfg.threads as f64;
+        if cfg.scenario == Scenario::Churn && churn_rate > 0.0 {
+            let ci = (1e9 / churn_rate) as u64;
+            loop {
+                let due = start + self.churn_k * ci;
+                if due > now || due >= end {
+                    if due < end {
+                        deadline = deadline.min(due);
+                    }
+                    break;
+                }
+                self.churn_k += 1;
+                self.churn_room = (self.churn_room + cfg.threads as u32) % cfg.rooms.len() as u32;
+                let id = 1_000_000_000 + self.churn_k * cfg.threads as u64 + self.idx as u64;
+                let spec = Spec { room: self.churn_room, role: Role::Churn, id };
+                self.open(spec, now);
+            }
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        for &key in &dirty {
+            if self.conns.contains(key)
+                && let Err(cause) = self.flush(key)
+            {
+                self.drop_conn(key, cause);
+            }
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+        deadline
     }
 
     fn housekeeping(&mut self, now: u64) {

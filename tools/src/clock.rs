@@ -84,3 +84,12 @@ impl Drop for TimerFd {
         unsafe { libc::close(self.fd) };
     }
 }
+
+/// Nanoseconds the calling thread has spent runnable but waiting for a CPU
+/// (second field of /proc/thread-self/schedstat); 0 if unavailable.
+pub fn thread_run_delay_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}

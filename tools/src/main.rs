@@ -123,6 +123,11 @@ fn run_sink(
         }
         return Ok(());
     }
+    if reuseport {
+        // A child of `--procs`: end with the parent.
+        // SAFETY: prctl with constant arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
+    }
     eprintln!("sink {} listening on {listen} ({mode:?})", std::process::id());
     let st =
         sink::run(&SinkCfg { listen, mode, duration_s: duration, ping_interval_s: ping_interval, reuseport, quiet })?;

@@ -225,7 +225,7 @@ mod tests {
         }
         let text = hgrm(&h);
         assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
-        assert!(text.contains("#[Max     =       10.000"));
+        assert!(text.contains("#[Max     =       10.0"), "{text}");
         let rows = parse_hgrm(&text);
         assert!(rows.len() > 20);
         assert_eq!(rows.last().unwrap().0, 1.0);

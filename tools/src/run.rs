@@ -124,6 +124,11 @@ pub struct ProcResult {
     pub connect_ns: u64,
     pub threads: usize,
     pub rss_growth: Option<u64>,
+    pub reads: u64,
+    pub frames: u64,
+    pub poll_ns: u64,
+    pub wall_ns: u64,
+    pub run_delay_ns: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -159,6 +164,12 @@ pub struct Summary {
     pub churn_closed: u64,
     pub tool_cpu_pct: f64,
     pub tool_cpu_capacity_pct: f64,
+    /// Share of the measured phase the event loops were not blocked in poll.
+    pub tool_busy_pct: f64,
+    /// Share of the measured phase the loops were runnable but waiting for
+    /// a CPU (other processes on the tool's cores).
+    pub tool_cpu_wait_pct: f64,
+    pub frames_per_read: f64,
     pub tool_bottleneck: bool,
     pub bottleneck_reason: Option<String>,
     pub server_rss_per_conn_bytes: Option<u64>,
@@ -424,6 +435,11 @@ fn run_proc(a: &LoadArgs, scenario: Scenario, proc_index: u32, child: bool) -> a
         connect_ns,
         threads: cfg.threads,
         rss_growth,
+        reads: st.reads,
+        frames: st.frames,
+        poll_ns: st.poll_ns,
+        wall_ns: st.wall_ns,
+        run_delay_ns: st.run_delay_ns,
     })
 }
 
@@ -544,6 +560,9 @@ fn summarize(
         churn_closed: 0,
         tool_cpu_pct: 0.0,
         tool_cpu_capacity_pct: 0.0,
+        tool_busy_pct: 0.0,
+        tool_cpu_wait_pct: 0.0,
+        frames_per_read: 0.0,
         tool_bottleneck: false,
         bottleneck_reason: None,
         server_rss_per_conn_bytes: None,
@@ -555,7 +574,13 @@ fn summarize(
     let mut measure_ns = 0u64;
     let mut rss = 0u64;
     let mut has_rss = false;
+    let (mut reads, mut frames, mut poll_ns, mut wall_ns, mut run_delay_ns) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for r in rs {
+        reads += r.reads;
+        frames += r.frames;
+        poll_ns += r.poll_ns;
+        wall_ns += r.wall_ns;
+        run_delay_ns += r.run_delay_ns;
         lat.add(hist_from_b64(&r.lat)?)?;
         hs.add(hist_from_b64(&r.handshake)?)?;
         slip.add(hist_from_b64(&r.slip)?)?;
@@ -592,9 +617,19 @@ fn summarize(
     s.slip_us = Pcts::of(&slip);
     s.tool_cpu_pct = (cpu_ns as f64 / secs / 1e7 * 10.0).round() / 10.0;
     s.tool_cpu_capacity_pct = s.threads as f64 * 100.0;
+    s.tool_busy_pct = if wall_ns > 0 { ((1.0 - poll_ns as f64 / wall_ns as f64) * 1000.0).round() / 10.0 } else { 0.0 };
+    s.frames_per_read = if reads > 0 { ((frames as f64 / reads as f64) * 100.0).round() / 100.0 } else { 0.0 };
     let mut reasons = Vec::new();
     if s.tool_cpu_pct >= 0.9 * s.tool_cpu_capacity_pct {
         reasons.push(format!("tool CPU {:.0}% of {:.0}% available", s.tool_cpu_pct, s.tool_cpu_capacity_pct));
+    }
+    s.tool_cpu_wait_pct =
+        if wall_ns > 0 { (run_delay_ns as f64 / wall_ns as f64 * 1000.0).round() / 10.0 } else { 0.0 };
+    if s.tool_cpu_wait_pct > 2.0 {
+        reasons.push(format!(
+            "CPU-starved: loops waited {:.1}% of the time for a CPU (other processes on the tool's cores)",
+            s.tool_cpu_wait_pct
+        ));
     }
     if s.slip_us.p99 > 1000 {
         reasons.push(format!("send schedule slip p99 {} µs", s.slip_us.p99));
@@ -608,7 +643,9 @@ fn summarize(
         Scenario::Connect => true,
         _ => s.latency_us.count > 0 && s.latency_us.p99 < 10_000,
     };
-    s.pass = latency_ok && s.lost == 0 && s.connected == s.connections && !s.tool_bottleneck;
+    // The tool flags itself separately (`tool_bottleneck`); `pass` is the
+    // server's result: p99 < 10 ms, nothing lost, every connection made.
+    s.pass = latency_ok && s.lost == 0 && s.connected == s.connections;
     Ok((s, [lat, hs]))
 }
 
@@ -666,9 +703,12 @@ fn human(s: &Summary) -> String {
     }
     let _ = writeln!(
         o,
-        "tool: CPU {:.1}% of {:.0}%, schedule slip p99 {} µs max {} µs{}",
+        "tool: CPU {:.1}% of {:.0}%, loops busy {:.1}%, waited for CPU {:.1}%, {} frames/read, schedule slip p99 {} µs max {} µs{}",
         s.tool_cpu_pct,
         s.tool_cpu_capacity_pct,
+        s.tool_busy_pct,
+        s.tool_cpu_wait_pct,
+        s.frames_per_read,
         s.slip_us.p99,
         s.slip_us.max,
         match &s.bottleneck_reason {
@@ -684,6 +724,9 @@ fn human(s: &Summary) -> String {
 pub fn main(scenario: Scenario, a: LoadArgs) -> anyhow::Result<()> {
     validate(&a, scenario)?;
     if let Some(i) = a.child_index {
+        // End with the parent process.
+        // SAFETY: prctl with constant arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
         let r = run_proc(&a, scenario, i, true)?;
         println!("RESULT {}", serde_json::to_string(&r)?);
         return Ok(());

@@ -5,7 +5,12 @@
 //! so it is valid `data` for roomcast and a plain text message for a raw
 //! broadcast server. Receivers find it with [`find_marker`].
 
-use memchr::memmem;
+use memchr::memmem::{self, Finder};
+use std::sync::LazyLock;
+
+/// Searchers built once (building one per call costs more than the search).
+static F_MARKER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(MARKER));
+static F_TYPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"type\""));
 
 /// The bytes that start every load payload (after the opening quote).
 pub const MARKER: &[u8] = b"rcl1 ";
@@ -72,7 +77,7 @@ pub fn parse_u64(s: &[u8]) -> Option<(u64, usize)> {
 
 /// Finds the load marker anywhere in `hay` and parses its three numbers.
 pub fn find_marker(hay: &[u8]) -> Option<Marker> {
-    let at = memmem::find(hay, MARKER)? + MARKER.len();
+    let at = F_MARKER.find(hay)? + MARKER.len();
     let (intended_ns, a) = parse_u64(&hay[at..])?;
     let (publisher, b) = parse_u64(&hay[at + a..])?;
     let (seq, _) = parse_u64(&hay[at + a + b..])?;
@@ -83,13 +88,23 @@ pub fn find_marker(hay: &[u8]) -> Option<Marker> {
 /// quotes and colon, e.g. `b"\"seq\":"`). Whitespace after the colon is
 /// allowed.
 pub fn find_u64_after(hay: &[u8], key: &[u8]) -> Option<u64> {
-    let at = memmem::find(hay, key)? + key.len();
+    // Keys are short and near the start of roomcast frames: a plain scan
+    // beats building a searcher.
+    let first = *key.first()?;
+    let mut from = 0;
+    let at = loop {
+        let i = from + memchr::memchr(first, &hay[from..])?;
+        if hay[i..].starts_with(key) {
+            break i + key.len();
+        }
+        from = i + 1;
+    };
     parse_u64(&hay[at..]).map(|(v, _)| v)
 }
 
 /// The value of `"type"` in a JSON object, as raw bytes between the quotes.
 pub fn find_type(hay: &[u8]) -> Option<&[u8]> {
-    let at = memmem::find(hay, b"\"type\"")? + 6;
+    let at = F_TYPE.find(hay)? + 6;
     let rest = &hay[at..];
     let mut i = 0;
     while i < rest.len() && (rest[i] == b' ' || rest[i] == b':') {

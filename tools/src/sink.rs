@@ -24,8 +24,12 @@ const RBUF: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SinkMode {
+    /// Minimal roomcast contract (welcome, publish → message/ack, ping → pong).
     Roomcast,
+    /// Relay every text frame to the other connections on the same path.
     Raw,
+    /// Echo every text frame back to its sender (for `rtt --proto raw`).
+    Echo,
 }
 
 pub struct SinkCfg {
@@ -280,6 +284,11 @@ impl Sink {
     }
 
     fn on_text(&mut self, key: usize, payload: &[u8]) {
+        if self.mode == SinkMode::Echo {
+            frame::push_server_frame(&mut self.conns[key].out, OP_TEXT, payload);
+            self.mark(key);
+            return;
+        }
         if self.mode == SinkMode::Raw {
             self.scratch.clear();
             frame::push_server_frame(&mut self.scratch, OP_TEXT, payload);
@@ -455,7 +464,7 @@ mod tests {
 
     #[test]
     fn accept_key_matches_rfc6455_example() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzo+xOo0bGs=");
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]

@@ -35,6 +35,25 @@ pub fn markdown(lines: &str) -> String {
     let _ = writeln!(o, "|---|---|---|---|---|");
     for name in &order {
         let runs = &rows[name];
+        let is_connect = runs.first().and_then(|v| v.get("scenario")).and_then(Value::as_str) == Some("connect");
+        if is_connect {
+            for v in runs {
+                let _ = writeln!(
+                    o,
+                    "| {name} | {} connections held{} ({:.0}/s, handshake p99 {:.3} ms, server RSS +{} B/conn) | – | – | {} |",
+                    num(v, "connected"),
+                    if v.get("pass").and_then(Value::as_bool).unwrap_or(false) { "" } else { " (FAILED)" },
+                    num(v, "connects_per_sec"),
+                    v.get("handshake_us").and_then(|h| h.get("p99")).and_then(Value::as_f64).unwrap_or(0.0) / 1000.0,
+                    v.get("server_rss_per_conn_bytes")
+                        .and_then(Value::as_u64)
+                        .map(|b| b.to_string())
+                        .unwrap_or("?".into()),
+                    v.get("bottleneck_reason").and_then(Value::as_str).unwrap_or("no")
+                );
+            }
+            continue;
+        }
         let best = runs
             .iter()
             .filter(|v| v.get("pass").and_then(Value::as_bool).unwrap_or(false))
@@ -63,12 +82,13 @@ pub fn markdown(lines: &str) -> String {
         o,
         "| scenario | rate | conns | sent | delivered | expected | lost | dup | ooo | deliveries/s | p50 | p99 | p99.9 | max (ms) | tool CPU % | slip p99 µs | pass |"
     );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for name in &order {
         for v in &rows[name] {
+            let step = v.get("step").and_then(Value::as_str).unwrap_or(name);
             let _ = writeln!(
                 o,
-                "| {name} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
+                "| {step} | {} | {}/{} | {} | {} | {} | {} | {} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |",
                 num(v, "rate"),
                 num(v, "connected"),
                 num(v, "connections"),
@@ -85,7 +105,8 @@ pub fn markdown(lines: &str) -> String {
                 lat(v, "max") / 1000.0,
                 num(v, "tool_cpu_pct"),
                 v.get("slip_us").and_then(|s| s.get("p99")).and_then(Value::as_f64).unwrap_or(0.0),
-                v.get("pass").and_then(Value::as_bool).unwrap_or(false)
+                v.get("pass").and_then(Value::as_bool).unwrap_or(false),
+                v.get("bottleneck_reason").and_then(Value::as_str).unwrap_or("no")
             );
         }
     }

@@ -8,6 +8,16 @@
 //! closed. Frames are queued as shared references while deciding and written
 //! in the flush phase with one vectored write per connection, so a socket
 //! that receives 30 broadcasts in one iteration costs one syscall.
+//!
+//! Rooms owned by other shards are reached by message (`remote.rs`): the
+//! owner keeps one count per shard with members and sends each broadcast once
+//! per such shard, batched once per iteration. Client requests are turned
+//! into room calls or remote messages in `requests.rs`.
+
+mod remote;
+mod requests;
+
+pub use remote::RemoteMsg;
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -20,11 +30,11 @@ use slab::Slab;
 
 use crate::auth::{Identity, Verifier};
 use crate::config::Limits;
-use crate::conn::{ConnState, Connection, FlushOutcome, Member, OutboundQueue, RateBucket, Role};
+use crate::conn::{ConnState, Connection, FlushOutcome, Member, OutboundQueue, Place, RateBucket, Role};
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::{LimitKind, ShardMetrics};
-use crate::protocol::{self, Request, RequestDecoder};
-use crate::room::{JoinRefused, Output, Peer, RoomLimits, Rooms};
+use crate::protocol::{self, RequestDecoder};
+use crate::room::{Output, Peer, RoomLimits, Rooms};
 use crate::timer::{TimerKind, TimerWheel};
 use crate::ws::CloseCode;
 use crate::ws::frame::{self, Event, Flow, Frame, FrameBuilder, Opcode};
@@ -39,8 +49,8 @@ const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 pub enum ShardMsg {
     /// An upgraded connection; the shard writes `response` (the 101) first.
     Handoff(Box<Handoff>),
-    /// Close every connection with 1001 and stop by `deadline`.
-    Drain { deadline: Instant },
+    /// A batch from another shard, in the order it was sent.
+    Remote(ShardId, Vec<RemoteMsg>),
 }
 
 #[derive(Debug)]
@@ -62,6 +72,8 @@ pub enum HandoffKind {
 #[derive(Debug, Clone)]
 pub struct ShardHandle {
     inbox: Sender<ShardMsg>,
+    /// Drain orders travel apart from the inbox, so a full inbox cannot lose one.
+    drain: Sender<Instant>,
     waker: Arc<Waker>,
 }
 
@@ -71,6 +83,13 @@ impl ShardHandle {
         self.inbox.try_send(msg).map_err(|e| match e {
             TrySendError::Full(msg) | TrySendError::Disconnected(msg) => msg,
         })
+    }
+
+    /// Tells the shard to close every connection with 1001 and stop by `deadline`.
+    pub fn drain(&self, deadline: Instant) {
+        // Capacity 1: a second order while one is pending changes nothing.
+        let _ = self.drain.try_send(deadline);
+        self.wake();
     }
 
     pub fn wake(&self) {
@@ -84,6 +103,10 @@ impl ShardHandle {
 #[derive(Debug)]
 pub struct ShardSettings {
     pub limits: Limits,
+    /// How many shards there are (room ownership is `hash(room) % shards`).
+    pub shards: usize,
+    /// Seconds past a token's `exp` it is still honoured (`auth.leeway_s`).
+    pub token_leeway_s: u64,
     /// `None` in dev mode (`auth.mode = none`): `refresh` is then refused.
     pub verifier: Option<Arc<Verifier>>,
     pub metrics_out: Sender<(ShardId, ShardMetrics)>,
@@ -93,6 +116,7 @@ pub struct Shard {
     id: ShardId,
     poll: Poll,
     inbox: Receiver<ShardMsg>,
+    drain: Receiver<Instant>,
     /// The one read buffer of the shard, lent to each connection as it reads.
     read_buf: Vec<u8>,
     core: ShardCore,
@@ -108,7 +132,11 @@ struct ShardCore {
     generation: u32,
     rooms: Rooms,
     timers: TimerWheel,
-    decoder: RequestDecoder,
+    /// Taken out while a request is handled (it borrows the frame's strings).
+    decoder: Option<Box<RequestDecoder>>,
+    /// Cross-shard state: the other shards, messages for them, and this
+    /// shard's members of rooms owned elsewhere.
+    remote: remote::RemoteState,
     frames: FrameBuilder,
     /// Slots with bytes to write this iteration.
     dirty: Vec<usize>,
@@ -132,13 +160,16 @@ impl Shard {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::bounded(settings.limits.shard_inbox_max);
+        let (drain_tx, drain_rx) = crossbeam_channel::bounded(1);
         let limits = &settings.limits;
         let now = Instant::now();
         let connections_max = limits.connections_per_shard_max as usize;
         let rooms = Rooms::new(
             id,
+            settings.shards,
             RoomLimits {
                 members_max: limits.room_members_max,
+                rooms_max: limits.rooms_per_shard_max,
                 welcome_members_max: limits.welcome_members_max,
                 presence_members_max: limits.presence_members_max,
             },
@@ -148,9 +179,12 @@ impl Shard {
             conns: Slab::with_capacity(connections_max.min(1 << 16)),
             generation: 0,
             rooms,
-            // Each connection has at most one timer of each kind.
+            // A live connection has at most a heartbeat and a close deadline
+            // queued; a closed one leaves at most those behind, for at most a
+            // ping interval. Three per connection leaves room for churn.
             timers: TimerWheel::new(now, connections_max.saturating_mul(3)),
-            decoder: RequestDecoder::default(),
+            decoder: Some(Box::default()),
+            remote: remote::RemoteState::new(settings.shards),
             frames: FrameBuilder::default(),
             dirty: Vec::new(),
             read_again: Vec::new(),
@@ -166,8 +200,14 @@ impl Shard {
             settings,
         };
         let read_buf = vec![0; core.settings.limits.read_bytes_per_event_max.clamp(4096, 1 << 20)];
-        let shard = Shard { id, poll, inbox: rx, read_buf, core };
-        Ok((shard, ShardHandle { inbox: tx, waker }))
+        let shard = Shard { id, poll, inbox: rx, drain: drain_rx, read_buf, core };
+        Ok((shard, ShardHandle { inbox: tx, drain: drain_tx, waker }))
+    }
+
+    /// Gives the shard the handles of every shard (itself included), so it can
+    /// reach the owners of rooms its connections join. Call before `run`.
+    pub fn connect_peers(&mut self, peers: Vec<ShardHandle>) {
+        self.core.remote.peers = peers;
     }
 
     /// Runs until a drain completes.
@@ -190,6 +230,7 @@ impl Shard {
             self.retry_budgeted_reads();
             self.core.fire_due_timers();
             self.core.flush_dirty();
+            self.core.flush_outbox();
             self.core.reap_doomed(self.poll.registry());
             self.core.end_iteration();
             if self.core.drain_finished() {
@@ -203,6 +244,10 @@ impl Shard {
         if !self.core.read_again.is_empty() {
             return Some(Duration::ZERO);
         }
+        if self.core.remote.has_backlog() {
+            // Another shard's inbox was full: retry soon rather than sleep.
+            return Some(Duration::from_millis(1));
+        }
         let metrics_due = self.core.metrics_sent_at + METRICS_INTERVAL;
         let next = self.core.timers.next_deadline().map_or(metrics_due, |t| t.min(metrics_due));
         let next = self.core.draining.map_or(next, |d| d.min(next));
@@ -210,12 +255,19 @@ impl Shard {
     }
 
     fn drain_inbox(&mut self) {
+        if let Ok(deadline) = self.drain.try_recv() {
+            self.core.start_drain(deadline);
+        }
         // Bounded by the channel's capacity: everything queued before this
         // point, and no more than that, is taken this iteration.
         for _ in 0..self.inbox.len() {
             match self.inbox.try_recv() {
                 Ok(ShardMsg::Handoff(handoff)) => self.admit(*handoff),
-                Ok(ShardMsg::Drain { deadline }) => self.core.start_drain(deadline),
+                Ok(ShardMsg::Remote(from, batch)) => {
+                    for msg in batch {
+                        self.core.on_remote(from, msg);
+                    }
+                }
                 Err(_) => break,
             }
         }
@@ -265,7 +317,7 @@ impl Shard {
                 let peer = Peer::new(id, &identity.user, identity.name.as_deref());
                 let expires_at_s = identity.expires_at_s;
                 (
-                    Role::Member(Box::new(Member { identity: *identity, peer, membership: None })),
+                    Role::Member(Box::new(Member { identity: *identity, peer, rooms: Vec::new() })),
                     Some(key),
                     expires_at_s,
                 )
@@ -293,13 +345,10 @@ impl Shard {
         });
         core.metrics.connections_opened += 1;
         core.mark_dirty(slot);
-        core.schedule(id, core.now + core.ping_interval(), TimerKind::Heartbeat);
-        if expires_at_s != u64::MAX {
-            let at = core.instant_of_unix(expires_at_s);
-            core.schedule(id, at, TimerKind::TokenExpiry);
-        }
+        let first_check = core.next_heartbeat(core.now, expires_at_s);
+        core.schedule(id, first_check, TimerKind::Heartbeat);
         if let Some(key) = home {
-            core.join_home_room(slot, &key);
+            core.join_initial_rooms(slot, key);
         }
         if !leftover.is_empty() {
             let mut bytes = leftover;
@@ -362,6 +411,31 @@ fn refuse_handoff(stream: &mut TcpStream) {
     let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
 }
 
+/// Queues a broadcast frame for one member: the hot loop of every fanout.
+/// `Err(slot)` names a slow consumer for the caller to close once its walk
+/// is over. Connections that are gone or closing are skipped.
+fn enqueue(
+    conns: &mut Slab<Connection>,
+    dirty: &mut Vec<usize>,
+    metrics: &mut ShardMetrics,
+    member: ConnId,
+    frame: &Frame,
+    cap: usize,
+) -> Result<(), usize> {
+    let slot = member.slot as usize;
+    let Some(conn) = conns.get_mut(slot) else { return Ok(()) };
+    if conn.id != member || conn.doomed || conn.state != ConnState::Open {
+        return Ok(());
+    }
+    conn.outbound.push(Arc::clone(frame), cap).map_err(|_| slot)?;
+    metrics.deliveries += 1;
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(slot);
+    }
+    Ok(())
+}
+
 fn unix_now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -377,7 +451,9 @@ impl ShardCore {
 
     /// The `Instant` at which the wall clock reads `unix_s`.
     fn instant_of_unix(&self, unix_s: u64) -> Instant {
-        self.now + Duration::from_secs(unix_s.saturating_sub(self.now_unix_s))
+        // Capped at a year ahead: `u64::MAX` (no expiry) must not overflow an Instant.
+        const YEAR_S: u64 = 365 * 24 * 3600;
+        self.now + Duration::from_secs(unix_s.saturating_sub(self.now_unix_s).min(YEAR_S))
     }
 
     fn schedule(&mut self, conn: ConnId, at: Instant, kind: TimerKind) {
@@ -396,18 +472,6 @@ impl ShardCore {
             conn.dirty = true;
             self.dirty.push(slot);
         }
-    }
-
-    fn join_home_room(&mut self, slot: usize, key: &RoomKey) {
-        let Some(Role::Member(member)) = self.conns.get_mut(slot).map(|c| &mut c.role) else { return };
-        match self.rooms.join(&member.peer, key) {
-            Ok(membership) => member.membership = Some(membership),
-            Err(JoinRefused::RoomFull) => {
-                self.send_error(slot, None, "room_full", "the room is at its member limit");
-                self.begin_close(slot, CloseCode::ROOM_FULL, Some(LimitKind::RoomFull));
-            }
-        }
-        self.apply_room_outputs();
     }
 
     /// Decodes frames from `bytes` (newly read) after any remainder of the
@@ -498,58 +562,16 @@ impl ShardCore {
             }
             return;
         }
-        let Some(membership) = member.membership else { return };
+        let home = member.rooms.first().map(|home| home.place);
         if opcode == Opcode::Binary {
-            let from = conn.id;
-            self.rooms.relay_binary(membership, from, payload);
-            self.apply_room_outputs();
-            return;
-        }
-        let (reference, request) = self.decoder.decode(payload);
-        match request {
-            Ok(Request::Publish { room, data }) => {
-                if room.is_some_and(|room| Some(room) != self.rooms.room_id(membership)) {
-                    protocol::encode_error(
-                        self.frames.begin(),
-                        reference,
-                        "not_joined",
-                        "publish to a room this connection has not joined",
-                    );
-                    let frame = self.frames.finish(Opcode::Text);
-                    self.queue(slot, frame);
-                    return;
-                }
-                self.rooms.publish(membership, reference, data);
-                self.metrics.messages_published += 1;
+            if let Some(Place::Local(membership)) = home {
+                let from = conn.id;
+                self.rooms.relay_binary(membership, from, payload);
                 self.apply_room_outputs();
             }
-            Ok(Request::Ping) => {
-                protocol::encode_pong(self.frames.begin(), reference);
-                let frame = self.frames.finish(Opcode::Text);
-                self.queue(slot, frame);
-            }
-            Ok(Request::Refresh { token }) => {
-                let home_room = self.rooms.room_id(membership);
-                let outcome = refresh(self.settings.verifier.as_deref(), member, home_room, token);
-                let frame = match outcome {
-                    Ok(expires_at_s) => {
-                        conn.expires_at_s = expires_at_s;
-                        protocol::encode_ack(self.frames.begin(), reference, None);
-                        self.frames.finish(Opcode::Text)
-                    }
-                    Err((code, message)) => {
-                        protocol::encode_error(self.frames.begin(), reference, code, message);
-                        self.frames.finish(Opcode::Text)
-                    }
-                };
-                self.queue(slot, frame);
-            }
-            Err(error) => {
-                protocol::encode_error(self.frames.begin(), reference, error.code(), error.message());
-                let frame = self.frames.finish(Opcode::Text);
-                self.queue(slot, frame);
-            }
+            return;
         }
+        self.on_request(slot, payload);
     }
 
     fn send_error(&mut self, slot: usize, reference: Option<&[u8]>, code: &str, message: &str) {
@@ -558,43 +580,34 @@ impl ShardCore {
         self.queue(slot, frame);
     }
 
-    /// Carries out what the rooms decided.
+    /// Carries out what the rooms decided: local deliveries are queued,
+    /// others go to their shard, and a broadcast goes once to each other
+    /// shard with members.
     fn apply_room_outputs(&mut self) {
         while let Some(output) = self.rooms.poll_output() {
             match output {
-                Output::Deliver { to, frame } => {
+                Output::Deliver { to, frame } if to.shard == self.id => {
                     if self.is_live(to) {
                         self.queue(to.slot as usize, frame);
                     }
                 }
+                Output::Deliver { to, frame } => self.send_bounded(to.shard, RemoteMsg::Deliver { to, frame }),
                 Output::Broadcast { room, skip, frame } => {
-                    // Closing connections have left their rooms, so every
-                    // member here is open; queue() only collects the slow ones.
+                    let cap = self.settings.limits.outbound_queue_bytes_max as usize;
                     let mut slow = Vec::new();
-                    for member in self.rooms.members(room) {
-                        if Some(member) == skip {
-                            continue;
-                        }
-                        let slot = member.slot as usize;
-                        let Some(conn) = self.conns.get_mut(slot) else { continue };
-                        if conn
-                            .outbound
-                            .push(Arc::clone(&frame), self.settings.limits.outbound_queue_bytes_max as usize)
-                            .is_err()
+                    for member in self.rooms.local_members(room) {
+                        if Some(member) != skip
+                            && let Err(slot) =
+                                enqueue(&mut self.conns, &mut self.dirty, &mut self.metrics, member, &frame, cap)
                         {
                             slow.push(slot);
-                            continue;
-                        }
-                        self.metrics.deliveries += 1;
-                        if !conn.dirty {
-                            conn.dirty = true;
-                            self.dirty.push(slot);
                         }
                     }
                     // Closing changes room membership, so it waits until the walk is over.
                     for slot in slow {
                         self.close_slow_consumer(slot);
                     }
+                    self.fan_out_remote(room, skip, &frame);
                 }
             }
         }
@@ -641,13 +654,28 @@ impl ShardCore {
         }
     }
 
-    /// Leaves the room (so the others hear at once) and stops routing to it.
-    fn leave_room(&mut self, slot: usize) {
-        let Some(Role::Member(member)) = self.conns.get_mut(slot).map(|c| &mut c.role) else { return };
-        if let Some(membership) = member.membership.take() {
-            self.rooms.leave(membership);
-            self.apply_room_outputs();
+    /// Leaves every room (so the others hear at once) and stops routing to
+    /// the connection. Remote rooms are told by message; a join still in
+    /// flight is undone when its reply comes back (see `on_remote`).
+    fn leave_all_rooms(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let id = conn.id;
+        let Role::Member(member) = &mut conn.role else { return };
+        let rooms = std::mem::take(&mut member.rooms);
+        for joined in rooms {
+            match joined.place {
+                Place::Local(membership) => {
+                    self.rooms.leave(membership, id, None);
+                }
+                Place::Remote { owner, membership: Some(membership) } => {
+                    self.remote.forget_member(&joined.key, id);
+                    let leave = RemoteMsg::Leave { key: joined.key, membership, conn: id, reference: None };
+                    self.remote.send_control(owner, leave);
+                }
+                Place::Remote { membership: None, .. } => {}
+            }
         }
+        self.apply_room_outputs();
     }
 
     /// Starts a server-initiated close: Close frame queued, room left, and a
@@ -664,7 +692,7 @@ impl ShardCore {
             self.note_limit(slot, limit);
         }
         self.mark_dirty(slot);
-        self.leave_room(slot);
+        self.leave_all_rooms(slot);
         let deadline = self.now + Duration::from_millis(u64::from(self.settings.limits.close_timeout_ms));
         self.schedule(id, deadline, TimerKind::CloseDeadline);
     }
@@ -675,8 +703,12 @@ impl ShardCore {
         conn.state = ConnState::Closing { peer_closed: true };
         conn.outbound.discard_unstarted();
         conn.outbound.push_unbounded(frame::close_frame(code));
+        let id = conn.id;
         self.mark_dirty(slot);
-        self.leave_room(slot);
+        self.leave_all_rooms(slot);
+        // A peer that closes and then stops reading must not hold the socket.
+        let deadline = self.now + Duration::from_millis(u64::from(self.settings.limits.close_timeout_ms));
+        self.schedule(id, deadline, TimerKind::CloseDeadline);
     }
 
     /// Frees the connection at the end of the iteration.
@@ -687,7 +719,7 @@ impl ShardCore {
         }
         conn.doomed = true;
         self.doomed.push(slot);
-        self.leave_room(slot);
+        self.leave_all_rooms(slot);
     }
 
     fn fire_due_timers(&mut self) {
@@ -704,13 +736,19 @@ impl ShardCore {
     fn on_timer(&mut self, id: ConnId, kind: TimerKind) {
         let slot = id.slot as usize;
         let Some(conn) = self.conns.get(slot) else { return };
-        let limits = &self.settings.limits;
         match kind {
             TimerKind::Heartbeat => {
                 if conn.state != ConnState::Open {
                     return;
                 }
-                let silent = self.now.saturating_duration_since(conn.last_rx);
+                let limits = &self.settings.limits;
+                let expires_at_s = conn.expires_at_s;
+                let last_rx = conn.last_rx;
+                let silent = self.now.saturating_duration_since(last_rx);
+                if expires_at_s.saturating_add(self.settings.token_leeway_s) <= self.now_unix_s {
+                    self.begin_close(slot, CloseCode::TOKEN_EXPIRED, Some(LimitKind::TokenExpired));
+                    return;
+                }
                 if silent >= Duration::from_millis(u64::from(limits.dead_after_ms)) {
                     self.begin_close(slot, CloseCode::DEAD_PEER, Some(LimitKind::DeadPeer));
                     return;
@@ -719,18 +757,20 @@ impl ShardCore {
                     let ping = Arc::clone(&self.ping_frame);
                     self.queue(slot, ping);
                 }
-                self.schedule(id, self.now + self.ping_interval(), TimerKind::Heartbeat);
-            }
-            TimerKind::TokenExpiry => {
-                if conn.expires_at_s <= self.now_unix_s {
-                    self.begin_close(slot, CloseCode::TOKEN_EXPIRED, Some(LimitKind::TokenExpired));
-                } else {
-                    let at = self.instant_of_unix(conn.expires_at_s);
-                    self.schedule(id, at, TimerKind::TokenExpiry);
-                }
+                let next = self.next_heartbeat(last_rx, expires_at_s);
+                self.schedule(id, next, TimerKind::Heartbeat);
             }
             TimerKind::CloseDeadline => self.drop_conn(slot),
         }
+    }
+
+    /// When a connection's one heartbeat timer fires next: a ping interval
+    /// from now, or sooner when it would be dead (silent since `last_rx`) or
+    /// its token would run out.
+    fn next_heartbeat(&self, last_rx: Instant, expires_at_s: u64) -> Instant {
+        let dead_at = last_rx + Duration::from_millis(u64::from(self.settings.limits.dead_after_ms));
+        let expires_at = self.instant_of_unix(expires_at_s.saturating_add(self.settings.token_leeway_s));
+        (self.now + self.ping_interval()).min(dead_at).min(expires_at)
     }
 
     /// One vectored write per connection with something queued.
@@ -796,26 +836,4 @@ impl ShardCore {
             let _ = self.settings.metrics_out.try_send((self.id, self.metrics.clone()));
         }
     }
-}
-
-/// Checks a `refresh` token: the same user and tenant, still allowed in the
-/// home room. Returns the new expiry.
-fn refresh(
-    verifier: Option<&Verifier>,
-    member: &Member,
-    home_room: Option<&str>,
-    token: &str,
-) -> Result<u64, (&'static str, &'static str)> {
-    let Some(verifier) = verifier else {
-        return Err(("unsupported", "refresh needs auth.mode = jwt"));
-    };
-    let fresh = verifier.verify(token).map_err(|e| (e.code(), e.message()))?;
-    let current = &member.identity;
-    if fresh.user != current.user || fresh.tenant != current.tenant {
-        return Err(("forbidden", "a refresh token must be for the same user and tenant"));
-    }
-    if home_room.is_some_and(|room| !fresh.may_enter(room)) {
-        return Err(("forbidden", "the refresh token's room claim does not allow this room"));
-    }
-    Ok(fresh.expires_at_s)
 }

@@ -1,0 +1,253 @@
+//! Rooms that span shards. A room lives on the shard that owns its key; a
+//! connection on another shard is a member there through messages:
+//!
+//! - home → owner: `Join`, `Leave`, `Publish`, `Direct`;
+//! - owner → home: `Joined` / `JoinRefused` / `Left` (membership bookkeeping),
+//!   `Deliver` (one frame for one connection) and `Fanout` (one broadcast for
+//!   all of that shard's members of a room, sent once, not once per member).
+//!
+//! Messages to a shard are batched: one channel send and one wake per
+//! destination per loop iteration. Each channel is FIFO, so a member sees a
+//! room's messages in `seq` order, and a `Joined` always arrives before the
+//! first `Fanout` that should reach the new member.
+//!
+//! The home shard keeps `mirrors`: for each remote room, its own connections
+//! in it. A connection is added on `Joined` and removed on `Left` (or when it
+//! closes), so it gets exactly the messages published while the owner counts
+//! it as a member. A join whose connection closed or left while the join was
+//! in flight is undone when its `Joined` comes back, so no ghost membership
+//! stays behind.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{ShardCore, ShardHandle, ShardMsg};
+use crate::conn::{Place, Role};
+use crate::ids::{ConnId, RoomKey, ShardId};
+use crate::metrics::LimitKind;
+use crate::protocol;
+use crate::room::{JoinRefused, Membership, Peer};
+use crate::ws::frame::{Frame, Opcode};
+
+/// A message between shards.
+#[derive(Debug)]
+pub enum RemoteMsg {
+    Join { peer: Arc<Peer>, key: RoomKey, quiet: bool, reference: Option<Box<[u8]>> },
+    Leave { key: RoomKey, membership: Membership, conn: ConnId, reference: Option<Box<[u8]>> },
+    Publish { key: RoomKey, membership: Membership, conn: ConnId, reference: Option<Box<[u8]>>, data: Box<[u8]> },
+    Direct { key: RoomKey, from: Arc<Peer>, reference: Option<Box<[u8]>>, data: Box<[u8]> },
+    Joined { conn: ConnId, key: RoomKey, membership: Membership },
+    JoinRefused { conn: ConnId, key: RoomKey, reason: JoinRefused, reference: Option<Box<[u8]>> },
+    Left { conn: ConnId, key: RoomKey },
+    Deliver { to: ConnId, frame: Frame },
+    Fanout { key: RoomKey, skip: Option<ConnId>, frame: Frame },
+}
+
+/// The outbox to one shard was over `shard_outbox_max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overloaded;
+
+/// A shard's cross-shard state.
+#[derive(Debug, Default)]
+pub struct RemoteState {
+    /// Every shard's handle, indexed by `ShardId` (this shard's own included, unused).
+    pub peers: Vec<ShardHandle>,
+    /// Messages waiting for the end of the iteration, per destination shard.
+    outbox: Vec<Vec<RemoteMsg>>,
+    /// This shard's connections in rooms owned elsewhere.
+    mirrors: HashMap<RoomKey, Vec<ConnId>>,
+}
+
+impl RemoteState {
+    pub fn new(shards: usize) -> RemoteState {
+        RemoteState { peers: Vec::new(), outbox: (0..shards).map(|_| Vec::new()).collect(), mirrors: HashMap::new() }
+    }
+
+    /// Whether messages wait for a shard whose inbox was full.
+    pub fn has_backlog(&self) -> bool {
+        self.outbox.iter().any(|batch| !batch.is_empty())
+    }
+
+    /// Queues a message that must not be dropped: replies that keep
+    /// membership consistent on both sides. Bounded by the requests that
+    /// caused them, each of which passed `send_bounded`'s check.
+    pub fn send_control(&mut self, shard: ShardId, msg: RemoteMsg) {
+        if let Some(batch) = self.outbox.get_mut(shard as usize) {
+            batch.push(msg);
+        }
+    }
+
+    /// Stops routing `key`'s broadcasts to `conn`.
+    pub fn forget_member(&mut self, key: &RoomKey, conn: ConnId) {
+        if let Some(members) = self.mirrors.get_mut(key) {
+            members.retain(|member| *member != conn);
+            if members.is_empty() {
+                self.mirrors.remove(key);
+            }
+        }
+    }
+}
+
+impl ShardCore {
+    /// Queues `msg` for `shard` unless its outbox is over `shard_outbox_max`.
+    pub(super) fn try_send_remote(&mut self, shard: ShardId, msg: RemoteMsg) -> Result<(), Overloaded> {
+        let max = self.settings.limits.shard_outbox_max;
+        match self.remote.outbox.get_mut(shard as usize) {
+            Some(batch) if batch.len() < max => {
+                batch.push(msg);
+                Ok(())
+            }
+            _ => {
+                self.metrics.hit(LimitKind::InboxFull);
+                Err(Overloaded)
+            }
+        }
+    }
+
+    /// Queues a delivery for another shard; over the outbox bound it is
+    /// dropped and counted (`inbox_full`), because the shard that would
+    /// receive it has stopped reading for longer than the bound allows.
+    pub(super) fn send_bounded(&mut self, shard: ShardId, msg: RemoteMsg) {
+        if self.try_send_remote(shard, msg).is_err() {
+            tracing::warn!(shard, "outbox to shard full; a delivery was dropped");
+        }
+    }
+
+    /// Sends one `Fanout` per other shard with members of the room in `room`.
+    pub(super) fn fan_out_remote(&mut self, room: usize, skip: Option<ConnId>, frame: &Frame) {
+        let Some(key) = self.rooms.key(room).cloned() else { return };
+        let shards: Vec<ShardId> = self.rooms.remote_shards(room).collect();
+        for shard in shards {
+            let fanout = RemoteMsg::Fanout { key: key.clone(), skip, frame: Arc::clone(frame) };
+            self.send_bounded(shard, fanout);
+        }
+    }
+
+    /// Sends every batch that waits; a full inbox keeps its batch for the next iteration.
+    pub(super) fn flush_outbox(&mut self) {
+        for (shard, batch) in self.remote.outbox.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let Some(peer) = self.remote.peers.get(shard) else { continue };
+            match peer.try_send(ShardMsg::Remote(self.id, std::mem::take(batch))) {
+                Ok(()) => peer.wake(),
+                Err(ShardMsg::Remote(_, unsent)) => *batch = unsent,
+                Err(ShardMsg::Handoff(_)) => {}
+            }
+        }
+    }
+
+    /// Handles one message from shard `from`.
+    pub(super) fn on_remote(&mut self, from: ShardId, msg: RemoteMsg) {
+        match msg {
+            RemoteMsg::Join { peer, key, quiet, reference } => {
+                let home = peer.conn.shard;
+                match self.rooms.join(&peer, &key, quiet, reference.as_deref()) {
+                    Ok(membership) => {
+                        // Before the welcome and any broadcast: the home adds its mirror entry first.
+                        self.remote.send_control(home, RemoteMsg::Joined { conn: peer.conn, key, membership });
+                        self.apply_room_outputs();
+                    }
+                    Err(reason) => {
+                        let refused = RemoteMsg::JoinRefused { conn: peer.conn, key, reason, reference };
+                        self.remote.send_control(home, refused);
+                    }
+                }
+            }
+            RemoteMsg::Leave { key, membership, conn, reference } => {
+                if self.rooms.leave(membership, conn, reference.as_deref()) {
+                    self.remote.send_control(from, RemoteMsg::Left { conn, key });
+                }
+                self.apply_room_outputs();
+            }
+            RemoteMsg::Publish { membership, conn, reference, data, .. } => {
+                if self.rooms.publish(membership, conn, reference.as_deref(), &data).is_some() {
+                    self.metrics.messages_published += 1;
+                } else {
+                    self.deliver_error(conn, reference.as_deref(), "not_joined", "not a member of that room");
+                }
+                self.apply_room_outputs();
+            }
+            RemoteMsg::Direct { key, from: sender, reference, data } => {
+                if !self.rooms.direct(&key, &sender, reference.as_deref(), &data) {
+                    self.deliver_error(sender.conn, reference.as_deref(), "not_found", "that user has no connection");
+                }
+                self.apply_room_outputs();
+            }
+            RemoteMsg::Joined { conn, key, membership } => self.on_joined(from, conn, key, membership),
+            RemoteMsg::JoinRefused { conn, key, reason, reference } => {
+                if let Some(member) = self.live_member(conn) {
+                    member.rooms.retain(|joined| joined.key != key);
+                    self.send_error(conn.slot as usize, reference.as_deref(), reason.code(), reason.message());
+                }
+            }
+            RemoteMsg::Left { conn, key } => self.remote.forget_member(&key, conn),
+            RemoteMsg::Deliver { to, frame } => {
+                if self.is_live(to) {
+                    self.queue(to.slot as usize, frame);
+                }
+            }
+            RemoteMsg::Fanout { key, skip, frame } => self.on_fanout(&key, skip, frame),
+        }
+    }
+
+    /// The owner accepted a join: record the membership, or undo the join if
+    /// the connection closed or left while it was in flight.
+    fn on_joined(&mut self, owner: ShardId, conn: ConnId, key: RoomKey, membership: Membership) {
+        let pending = self
+            .live_member(conn)
+            .and_then(|member| member.room_mut(&key))
+            .filter(|joined| matches!(joined.place, Place::Remote { membership: None, .. }));
+        match pending {
+            Some(joined) => {
+                joined.place = Place::Remote { owner, membership: Some(membership) };
+                self.remote.mirrors.entry(key).or_default().push(conn);
+            }
+            None => {
+                let undo = RemoteMsg::Leave { key, membership, conn, reference: None };
+                self.remote.send_control(owner, undo);
+            }
+        }
+    }
+
+    fn on_fanout(&mut self, key: &RoomKey, skip: Option<ConnId>, frame: Frame) {
+        let Some(members) = self.remote.mirrors.get(key) else { return };
+        let cap = self.settings.limits.outbound_queue_bytes_max as usize;
+        let mut slow = Vec::new();
+        for &conn in members {
+            if Some(conn) != skip
+                && let Err(slot) =
+                    super::enqueue(&mut self.conns, &mut self.dirty, &mut self.metrics, conn, &frame, cap)
+            {
+                slow.push(slot);
+            }
+        }
+        // Closing edits the mirror, so it waits until the walk is over.
+        for slot in slow {
+            self.close_slow_consumer(slot);
+        }
+    }
+
+    /// The room side of a live, open connection.
+    pub(super) fn live_member(&mut self, conn: ConnId) -> Option<&mut crate::conn::Member> {
+        let entry = self.conns.get_mut(conn.slot as usize).filter(|c| c.id == conn && !c.doomed)?;
+        match &mut entry.role {
+            Role::Member(member) => Some(member),
+            Role::Echo => None,
+        }
+    }
+
+    /// An `error` frame for a connection on any shard.
+    fn deliver_error(&mut self, to: ConnId, reference: Option<&[u8]>, code: &str, message: &str) {
+        protocol::encode_error(self.frames.begin(), reference, code, message);
+        let frame = self.frames.finish(Opcode::Text);
+        if to.shard == self.id {
+            if self.is_live(to) {
+                self.queue(to.slot as usize, frame);
+            }
+        } else {
+            self.send_bounded(to.shard, RemoteMsg::Deliver { to, frame });
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Client requests on a shard: each text frame of a room connection is
+//! decoded once and turned into a room call (room on this shard) or a remote
+//! message (room on another shard). Every refusal is an `error` frame with a
+//! documented code, carrying the request's `ref`.
+
+use std::sync::Arc;
+
+use super::{RemoteMsg, ShardCore};
+use crate::auth::Verifier;
+use crate::conn::{JoinedRoom, Member, Place, Role};
+use crate::ids::{self, GROUP_PREFIX, PERSONAL_PREFIX, RoomKey};
+use crate::protocol::{self, Request};
+use crate::ws::CloseCode;
+use crate::ws::frame::Opcode;
+
+/// A refusal: wire code and message.
+type Refusal = (&'static str, &'static str);
+
+impl ShardCore {
+    /// Decodes and carries out one request of connection `slot`.
+    pub(super) fn on_request(&mut self, slot: usize, payload: &[u8]) {
+        let Some(mut decoder) = self.decoder.take() else { return };
+        let (reference, request) = decoder.decode(payload);
+        let outcome = match request {
+            Ok(Request::Publish { room, data }) => self.publish(slot, room, reference, data),
+            Ok(Request::Join { room }) => self.join(slot, room, reference),
+            Ok(Request::Leave { room }) => self.leave(slot, room, reference),
+            Ok(Request::Direct { to, data }) => self.direct(slot, to, reference, data),
+            Ok(Request::Ping) => {
+                protocol::encode_pong(self.frames.begin(), reference);
+                let frame = self.frames.finish(Opcode::Text);
+                self.queue(slot, frame);
+                Ok(())
+            }
+            Ok(Request::Refresh { token }) => self.refresh(slot, token, reference),
+            Err(error) => Err((error.code(), error.message())),
+        };
+        if let Err((code, message)) = outcome {
+            self.send_error(slot, reference, code, message);
+        }
+        self.decoder = Some(decoder);
+    }
+
+    /// `publish`: to the home room, or to `room` if the connection is in it.
+    fn publish(
+        &mut self,
+        slot: usize,
+        room: Option<&str>,
+        reference: Option<&[u8]>,
+        data: &[u8],
+    ) -> Result<(), Refusal> {
+        let (conn, place, key) = {
+            let (conn, member) = self.member(slot)?;
+            let joined = match room {
+                None => member.rooms.first(),
+                Some(room) => member.room(room),
+            };
+            let joined = joined.ok_or(NOT_JOINED)?;
+            (conn, joined.place, joined.key.clone())
+        };
+        match place {
+            Place::Local(membership) => {
+                self.rooms.publish(membership, conn, reference, data).ok_or(NOT_JOINED)?;
+                self.metrics.messages_published += 1;
+                self.apply_room_outputs();
+            }
+            Place::Remote { owner, membership: Some(membership) } => {
+                let msg = RemoteMsg::Publish {
+                    key,
+                    membership,
+                    conn,
+                    reference: reference.map(Into::into),
+                    data: data.into(),
+                };
+                self.try_send_remote(owner, msg).map_err(|_| OVERLOADED)?;
+            }
+            Place::Remote { membership: None, .. } => return Err(JOIN_PENDING),
+        }
+        Ok(())
+    }
+
+    /// `join`: the same checks as the URL room (room claim, tenant), plus
+    /// personal and group rooms only for their own user and groups.
+    fn join(&mut self, slot: usize, room: &str, reference: Option<&[u8]>) -> Result<(), Refusal> {
+        let rooms_max = self.settings.limits.rooms_per_connection_max as usize;
+        let shards = self.settings.shards;
+        let (peer, key) = {
+            let (_, member) = self.member(slot)?;
+            may_join(member, room)?;
+            if member.room(room).is_some() {
+                return Err(("already_joined", "this connection is already in that room"));
+            }
+            if member.rooms.len() >= rooms_max {
+                return Err(("too_many_rooms", "this connection is in limits.rooms_per_connection_max rooms"));
+            }
+            (Arc::clone(&member.peer), RoomKey::new(&member.identity.tenant, room))
+        };
+        self.enter(slot, &peer, key, false, reference, shards)
+    }
+
+    /// Puts connection `slot` in room `key`: directly when this shard owns
+    /// it, else by a `Join` to the owner (the room is then pending).
+    fn enter(
+        &mut self,
+        slot: usize,
+        peer: &Arc<crate::room::Peer>,
+        key: RoomKey,
+        quiet: bool,
+        reference: Option<&[u8]>,
+        shards: usize,
+    ) -> Result<(), Refusal> {
+        let owner = key.shard(shards);
+        let place = if owner == self.id {
+            let membership = self.rooms.join(peer, &key, quiet, reference).map_err(|r| (r.code(), r.message()))?;
+            Place::Local(membership)
+        } else {
+            let msg = RemoteMsg::Join {
+                peer: Arc::clone(peer),
+                key: key.clone(),
+                quiet,
+                reference: reference.map(Into::into),
+            };
+            self.try_send_remote(owner, msg).map_err(|_| OVERLOADED)?;
+            Place::Remote { owner, membership: None }
+        };
+        if let Ok((_, member)) = self.member(slot) {
+            member.rooms.push(JoinedRoom { key, place, implicit: quiet });
+        }
+        self.apply_room_outputs();
+        Ok(())
+    }
+
+    /// The home room, personal room and group rooms of a new connection. A
+    /// home room that is full closes the connection (1013).
+    pub(super) fn join_initial_rooms(&mut self, slot: usize, home: RoomKey) {
+        let shards = self.settings.shards;
+        let rooms_max = self.settings.limits.rooms_per_connection_max as usize;
+        let Ok((_, member)) = self.member(slot) else { return };
+        let peer = Arc::clone(&member.peer);
+        let identity = &member.identity;
+        let implicit: Vec<RoomKey> = std::iter::once(RoomKey::personal(&identity.tenant, &identity.user))
+            .chain(identity.groups.iter().map(|group| RoomKey::group(&identity.tenant, group)))
+            .take(rooms_max.saturating_sub(1))
+            .collect();
+        if let Err((code, message)) = self.enter(slot, &peer, home, false, None, shards) {
+            self.send_error(slot, None, code, message);
+            let limit = (code == "room_full").then_some(crate::metrics::LimitKind::RoomFull);
+            self.begin_close(slot, CloseCode::ROOM_FULL, limit);
+            return;
+        }
+        for key in implicit {
+            if let Err((code, message)) = self.enter(slot, &peer, key, true, None, shards) {
+                self.send_error(slot, None, code, message);
+            }
+        }
+    }
+
+    /// `leave`: a joined room; not the home room, personal or group rooms.
+    fn leave(&mut self, slot: usize, room: &str, reference: Option<&[u8]>) -> Result<(), Refusal> {
+        let (conn, joined) = {
+            let (conn, member) = self.member(slot)?;
+            let index = member.rooms.iter().position(|joined| joined.key.room() == room).ok_or(NOT_JOINED)?;
+            if index == 0 || member.rooms[index].implicit {
+                return Err(("cannot_leave", "the room in the URL, personal and group rooms cannot be left"));
+            }
+            (conn, member.rooms.remove(index))
+        };
+        match joined.place {
+            Place::Local(membership) => {
+                self.rooms.leave(membership, conn, reference);
+                self.apply_room_outputs();
+            }
+            Place::Remote { owner, membership: Some(membership) } => {
+                let msg = RemoteMsg::Leave { key: joined.key, membership, conn, reference: reference.map(Into::into) };
+                // Kept whatever the outbox holds: a lost leave would leave a ghost member.
+                self.remote.send_control(owner, msg);
+            }
+            Place::Remote { membership: None, .. } => {
+                // The join is undone when its reply arrives (see `on_joined`).
+                protocol::encode_ack(self.frames.begin(), reference, None);
+                let frame = self.frames.finish(Opcode::Text);
+                self.queue(slot, frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// `direct`: to every connection of user `to` (same tenant), on any shard.
+    fn direct(&mut self, slot: usize, to: &str, reference: Option<&[u8]>, data: &[u8]) -> Result<(), Refusal> {
+        let shards = self.settings.shards;
+        let (peer, key) = {
+            let (_, member) = self.member(slot)?;
+            (Arc::clone(&member.peer), RoomKey::personal(&member.identity.tenant, to))
+        };
+        let owner = key.shard(shards);
+        if owner == self.id {
+            if !self.rooms.direct(&key, &peer, reference, data) {
+                return Err(NOT_FOUND);
+            }
+            self.apply_room_outputs();
+        } else {
+            let msg = RemoteMsg::Direct { key, from: peer, reference: reference.map(Into::into), data: data.into() };
+            self.try_send_remote(owner, msg).map_err(|_| OVERLOADED)?;
+        }
+        Ok(())
+    }
+
+    /// `refresh`: a new token for the same user and tenant that still allows
+    /// the home room extends the connection's life.
+    fn refresh(&mut self, slot: usize, token: &str, reference: Option<&[u8]>) -> Result<(), Refusal> {
+        let verifier = self.settings.verifier.clone();
+        let (_, member) = self.member(slot)?;
+        let expires_at_s = check_refresh(verifier.as_deref(), member, token)?;
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.expires_at_s = expires_at_s;
+        }
+        protocol::encode_ack(self.frames.begin(), reference, None);
+        let frame = self.frames.finish(Opcode::Text);
+        self.queue(slot, frame);
+        Ok(())
+    }
+
+    /// The open room connection in `slot`.
+    fn member(&mut self, slot: usize) -> Result<(crate::ids::ConnId, &mut Member), Refusal> {
+        let conn = self.conns.get_mut(slot).ok_or(GONE)?;
+        let id = conn.id;
+        match &mut conn.role {
+            Role::Member(member) => Ok((id, member)),
+            Role::Echo => Err(GONE),
+        }
+    }
+}
+
+const NOT_JOINED: Refusal = ("not_joined", "this connection is not in that room");
+const JOIN_PENDING: Refusal = ("join_pending", "the join of that room is not confirmed yet; wait for its welcome");
+const NOT_FOUND: Refusal = ("not_found", "that user has no connection");
+const OVERLOADED: Refusal = ("overloaded", "the shard owning that room is not keeping up; try again");
+const GONE: Refusal = ("internal", "connection state missing");
+
+/// Whether `member` may join `room`: a valid id, allowed by the token's room
+/// claim; `user:*` only its own, `group:*` only its groups.
+fn may_join(member: &Member, room: &str) -> Result<(), Refusal> {
+    if !ids::is_valid_room_id(room) {
+        return Err(("bad_room", "room ids are 1-128 bytes of [A-Za-z0-9._:-]"));
+    }
+    let identity = &member.identity;
+    let allowed = if let Some(user) = room.strip_prefix(PERSONAL_PREFIX) {
+        user == identity.user
+    } else if let Some(group) = room.strip_prefix(GROUP_PREFIX) {
+        identity.groups.iter().any(|g| g == group)
+    } else {
+        identity.may_enter(room)
+    };
+    if allowed { Ok(()) } else { Err(("forbidden", "the token does not allow this room")) }
+}
+
+/// Checks a refresh token and returns its expiry.
+fn check_refresh(verifier: Option<&Verifier>, member: &Member, token: &str) -> Result<u64, Refusal> {
+    let Some(verifier) = verifier else {
+        return Err(("unsupported", "refresh needs auth.mode = jwt"));
+    };
+    let fresh = verifier.verify(token).map_err(|e| (e.code(), e.message()))?;
+    let current = &member.identity;
+    if fresh.user != current.user || fresh.tenant != current.tenant {
+        return Err(("forbidden", "a refresh token must be for the same user and tenant"));
+    }
+    let home = member.rooms.first().map(|joined| joined.key.room());
+    if home.is_some_and(|room| !fresh.may_enter(room)) {
+        return Err(("forbidden", "the refresh token's room claim does not allow this room"));
+    }
+    Ok(fresh.expires_at_s)
+}
