@@ -27,3 +27,21 @@ impl CloseCode {
         matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_close_codes_follow_rfc6455_and_the_iana_registry() {
+        // Autobahn 7.7.* sends these and expects them echoed.
+        for code in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999] {
+            assert!(CloseCode::is_valid_received(code), "{code} is valid");
+        }
+        // Autobahn 7.9.* and 7.13.* send these and expect a 1002 close:
+        // 1005/1006/1015 are never sent on the wire, the rest are unassigned.
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+            assert!(!CloseCode::is_valid_received(code), "{code} is invalid");
+        }
+    }
+}

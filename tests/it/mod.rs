@@ -3,6 +3,7 @@ pub mod harness;
 mod auth;
 mod cli;
 mod conformance;
+mod cross_shard;
 mod handshake;
 mod limits;
 mod rooms;
