@@ -29,6 +29,8 @@ use crate::shard::{Handoff, HandoffKind, ShardHandle, ShardMsg};
 const MAIN_LISTENER: Token = Token(usize::MAX - 1);
 const ECHO_LISTENER: Token = Token(usize::MAX - 2);
 const WAKER: Token = Token(usize::MAX - 3);
+/// Longest the acceptor sleeps; it takes metrics snapshots at least this often.
+const METRICS_TICK: Duration = Duration::from_secs(1);
 
 /// Which listener a connection came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,8 +150,13 @@ impl Acceptor {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(self.config.limits.poll_events_max);
         loop {
-            let timeout = self.deadlines.front().map(|(at, _, _)| at.saturating_duration_since(Instant::now()));
-            if let Err(e) = self.poll.poll(&mut events, timeout)
+            // Wake at least once a second to take the shards' metrics snapshots,
+            // so /metrics is never older than that.
+            let timeout = self
+                .deadlines
+                .front()
+                .map_or(METRICS_TICK, |(at, _, _)| at.saturating_duration_since(Instant::now()).min(METRICS_TICK));
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 return Err(e);
@@ -173,10 +180,15 @@ impl Acceptor {
                 self.accept_all(Listener::Main);
                 self.accept_all(Listener::Echo);
             }
-            while let Ok((shard, snapshot)) = self.metrics_in.try_recv() {
-                if let Some(slot) = self.shard_metrics.get_mut(shard as usize) {
-                    *slot = snapshot;
-                }
+            self.take_metrics();
+        }
+    }
+
+    /// Keeps the newest snapshot of each shard's counters.
+    fn take_metrics(&mut self) {
+        while let Ok((shard, snapshot)) = self.metrics_in.try_recv() {
+            if let Some(slot) = self.shard_metrics.get_mut(shard as usize) {
+                *slot = snapshot;
             }
         }
     }
@@ -292,6 +304,7 @@ impl Acceptor {
                 self.respond(slot, 200, http::response(200, "application/json", "", br#"{"status":"ok"}"#));
             }
             "/metrics" if head.method == "GET" => {
+                self.take_metrics();
                 let body = metrics::render_prometheus(&self.shard_metrics, &self.metrics);
                 self.respond(slot, 200, http::response(200, "text/plain; version=0.0.4", "", body.as_bytes()));
             }
@@ -337,8 +350,9 @@ impl Acceptor {
     fn authenticate(&self, head: &RequestHead) -> Result<Identity, (&'static str, &'static str)> {
         let Some(verifier) = &self.verifier else {
             return match head.query_param("user") {
-                Some(user) if !user.is_empty() => Ok(Identity::dev(&user)),
-                _ => Err(("missing_user", "dev mode (auth.mode = none) needs ?user=NAME")),
+                // The name becomes a room key (`user:{name}`), where control characters are ambiguous.
+                Some(user) if !user.is_empty() && !user.chars().any(char::is_control) => Ok(Identity::dev(&user)),
+                _ => Err(("missing_user", "dev mode (auth.mode = none) needs ?user=NAME without control characters")),
             };
         };
         let token = auth::extract_token(head.query.as_deref(), head.authorization.as_deref(), head.cookie.as_deref())

@@ -165,7 +165,7 @@ pub struct NetConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Connections one shard holds; a handoff to a full shard is closed with 1013.
+    /// Connections one shard holds; a handshake for a room on a full shard gets HTTP 503 `server_full`.
     pub connections_per_shard_max: u32,
     /// Connections in the HTTP/handshake phase at once; past it the acceptor stops accepting.
     pub handshakes_pending_max: u32,
