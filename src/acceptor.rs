@@ -175,7 +175,7 @@ impl Acceptor {
             }
             self.expire_deadlines(Instant::now());
             self.wake_shards();
-            if self.accept_paused && self.pending.len() < self.pending.capacity() {
+            if self.accept_paused && self.pending.len() < self.config.limits.handshakes_pending_max as usize {
                 self.accept_paused = false;
                 self.accept_all(Listener::Main);
                 self.accept_all(Listener::Echo);
@@ -333,7 +333,7 @@ impl Acceptor {
             Ok(identity) => identity,
             Err((code, message)) => return self.respond_error(slot, 401, code, message, ""),
         };
-        if !identity.may_enter(room) {
+        if !identity.may_join(room) {
             return self.respond_error(
                 slot,
                 403,

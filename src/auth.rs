@@ -324,6 +324,19 @@ impl Identity {
         }
     }
 
+    /// Whether this identity may be in `room`, by URL or by `join`: a
+    /// personal room (`user:{sub}`) only its own, a group room (`group:{g}`)
+    /// only its groups, any other room as the `room` claim allows.
+    pub fn may_join(&self, room: &str) -> bool {
+        if let Some(user) = room.strip_prefix(crate::ids::PERSONAL_PREFIX) {
+            user == self.user
+        } else if let Some(group) = room.strip_prefix(crate::ids::GROUP_PREFIX) {
+            self.groups.iter().any(|g| g == group)
+        } else {
+            self.may_enter(room)
+        }
+    }
+
     /// Whether the token's `room` claim allows entering `room`.
     pub fn may_enter(&self, room: &str) -> bool {
         self.room_scope.as_ref().is_none_or(|scope| scope.allows(room))

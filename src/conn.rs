@@ -48,6 +48,8 @@ pub struct Member {
     /// personal and group rooms, then rooms it joined. Emptied when the
     /// connection starts closing. At most `rooms_per_connection_max`.
     pub rooms: Vec<JoinedRoom>,
+    /// Joins made so far; the next join's tag.
+    pub joins: u32,
 }
 
 impl Member {
@@ -66,6 +68,9 @@ impl Member {
 pub struct JoinedRoom {
     pub key: RoomKey,
     pub place: Place,
+    /// Names this join in the owner's reply, so a reply to an earlier join of
+    /// the same room (left while in flight) is not taken for this one.
+    pub tag: u32,
     /// Joined implicitly (personal and group rooms); such rooms cannot be left.
     pub implicit: bool,
 }

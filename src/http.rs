@@ -14,6 +14,10 @@ pub struct RequestHead {
     pub origin: Option<String>,
     pub authorization: Option<String>,
     pub cookie: Option<String>,
+    /// `Content-Length`, as written; the HTTP API reads a body of this size.
+    pub content_length: Option<String>,
+    /// `Transfer-Encoding`; chunked bodies are refused by the HTTP API.
+    pub transfer_encoding: Option<String>,
 }
 
 /// Why a request head cannot be served.
@@ -60,6 +64,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError>
             "origin" => &mut head.origin,
             "authorization" => &mut head.authorization,
             "cookie" => &mut head.cookie,
+            "content-length" => &mut head.content_length,
+            "transfer-encoding" => &mut head.transfer_encoding,
             _ => continue,
         };
         *slot = Some(value.trim().to_string());
@@ -117,15 +123,21 @@ fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
         200 => "OK",
+        202 => "Accepted",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Error",
     }

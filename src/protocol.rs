@@ -13,7 +13,11 @@
 
 use std::ops::Range;
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
+
+use crate::room::MeetingRequest;
 
 /// The fields roomcast reads from any client request. Unknown fields are
 /// ignored so that clients may carry their own.
@@ -27,18 +31,44 @@ struct ClientFields<'a> {
     token: Option<&'a str>,
     #[serde(borrow)]
     to: Option<&'a str>,
+    // Meeting requests (`chat.*`, `hand.*`, `screenshare.*`, `lobby.*`, `kick`, `signal`).
+    #[serde(borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user: Option<Cow<'a, str>>,
+    limit: Option<u32>,
+    enabled: Option<bool>,
 }
 
 /// A decoded client request. Raw spans (`data`, `ref`) borrow the frame's
 /// original bytes; strings borrow the decoder's copy.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request<'a> {
-    Publish { room: Option<&'a str>, data: &'a [u8] },
-    Join { room: &'a str },
-    Leave { room: &'a str },
-    Direct { to: &'a str, data: &'a [u8] },
+    Publish {
+        room: Option<&'a str>,
+        data: &'a [u8],
+    },
+    Join {
+        room: &'a str,
+    },
+    Leave {
+        room: &'a str,
+    },
+    Direct {
+        to: &'a str,
+        data: &'a [u8],
+    },
+    /// A meeting request for `room` (the home room when absent).
+    Meeting {
+        room: Option<&'a str>,
+        request: MeetingRequest,
+    },
     Ping,
-    Refresh { token: &'a str },
+    Refresh {
+        token: &'a str,
+    },
 }
 
 /// Why a text frame is not a request; each has a wire `code`.
@@ -66,7 +96,11 @@ impl RequestError {
             RequestError::UnknownType => "unknown request type",
             RequestError::MissingField("data") => "publish and direct need a \"data\" field",
             RequestError::MissingField("room") => "join and leave need a string \"room\" field",
-            RequestError::MissingField("to") => "direct needs a string \"to\" field (a user id)",
+            RequestError::MissingField("to") => "direct and signal need a string \"to\" field (a user id)",
+            RequestError::MissingField("user") => "this request needs a string \"user\" field (a user id)",
+            RequestError::MissingField("text") => "chat.send needs a string \"text\" field",
+            RequestError::MissingField("id") => "chat.delete needs a string \"id\" field",
+            RequestError::MissingField("enabled") => "lobby.set needs a boolean \"enabled\" field",
             RequestError::MissingField("token") => "refresh needs a string \"token\" field",
             RequestError::MissingField(_) => "a required field is missing",
         }
@@ -116,6 +150,8 @@ impl RequestDecoder {
                 (_, None) => Err(RequestError::MissingField("data")),
             },
             Some("ping") => Ok(Request::Ping),
+            Some(kind) if is_meeting_type(kind) => meeting_request(kind, &fields, spans.data.map(|span| &frame[span]))
+                .map(|request| Request::Meeting { room: fields.room, request }),
             Some("refresh") => {
                 fields.token.map(|token| Request::Refresh { token }).ok_or(RequestError::MissingField("token"))
             }
@@ -123,6 +159,46 @@ impl RequestDecoder {
         };
         (reference, request)
     }
+}
+
+fn is_meeting_type(kind: &str) -> bool {
+    kind.starts_with("chat.")
+        || kind.starts_with("hand.")
+        || kind.starts_with("screenshare.")
+        || kind.starts_with("lobby.")
+        || kind == "kick"
+        || kind == "signal"
+}
+
+/// The meeting request of type `kind`, with its fields checked.
+fn meeting_request(kind: &str, fields: &ClientFields<'_>, data: Option<&[u8]>) -> Result<MeetingRequest, RequestError> {
+    let owned = |field: &Option<Cow<'_, str>>| field.as_deref().map(Box::<str>::from);
+    let user = || owned(&fields.user).ok_or(RequestError::MissingField("user"));
+    Ok(match kind {
+        "chat.send" => MeetingRequest::ChatSend {
+            text: owned(&fields.text).ok_or(RequestError::MissingField("text"))?,
+            id: owned(&fields.id),
+        },
+        "chat.delete" => MeetingRequest::ChatDelete { id: owned(&fields.id).ok_or(RequestError::MissingField("id"))? },
+        "chat.history" => MeetingRequest::ChatHistory { limit: fields.limit },
+        "hand.raise" => MeetingRequest::HandRaise,
+        "hand.lower" => MeetingRequest::HandLower { user: owned(&fields.user) },
+        "screenshare.request" => MeetingRequest::ScreenshareRequest,
+        "screenshare.grant" => MeetingRequest::ScreenshareGrant { user: user()? },
+        "screenshare.deny" => MeetingRequest::ScreenshareDeny { user: user()? },
+        "screenshare.stop" => MeetingRequest::ScreenshareStop { user: owned(&fields.user) },
+        "lobby.admit" => MeetingRequest::LobbyAdmit { user: user()? },
+        "lobby.deny" => MeetingRequest::LobbyDeny { user: user()? },
+        "lobby.set" => {
+            MeetingRequest::LobbySet { enabled: fields.enabled.ok_or(RequestError::MissingField("enabled"))? }
+        }
+        "kick" => MeetingRequest::Kick { user: user()? },
+        "signal" => MeetingRequest::Signal {
+            to: fields.to.map(Box::<str>::from).ok_or(RequestError::MissingField("to"))?,
+            data: data.map(Box::<[u8]>::from).ok_or(RequestError::MissingField("data"))?,
+        },
+        _ => return Err(RequestError::UnknownType),
+    })
 }
 
 /// Byte ranges of the top-level `data` and `ref` values.
@@ -339,6 +415,7 @@ mod tests {
             Request::Join { room } => format!("join {room}"),
             Request::Leave { room } => format!("leave {room}"),
             Request::Direct { to, data } => format!("direct {to} {}", String::from_utf8_lossy(data)),
+            Request::Meeting { room, request } => format!("meeting {room:?} {request:?}"),
         });
         (reference, request)
     }
@@ -370,6 +447,30 @@ mod tests {
         assert_eq!(decode(r#"{"type":"join"}"#).1, Err(RequestError::MissingField("room")));
         assert_eq!(decode(r#"{"type":"direct","data":1}"#).1, Err(RequestError::MissingField("to")));
         assert_eq!(decode(r#"{"type":"direct","to":"bob"}"#).1, Err(RequestError::MissingField("data")));
+    }
+
+    #[test]
+    fn meeting_requests_decode_with_their_fields() {
+        assert_eq!(
+            decode(r#"{"type":"chat.send","text":"hi \"you\"","id":"c1"}"#).1,
+            Ok(r#"meeting None ChatSend { text: "hi \"you\"", id: Some("c1") }"#.into())
+        );
+        assert_eq!(
+            decode(r#"{"type":"lobby.admit","user":"bob","room":"r"}"#).1,
+            Ok(r#"meeting Some("r") LobbyAdmit { user: "bob" }"#.into())
+        );
+        assert_eq!(decode(r#"{"type":"hand.lower"}"#).1, Ok("meeting None HandLower { user: None }".into()));
+        assert_eq!(
+            decode(r#"{"type":"chat.history","limit":5}"#).1,
+            Ok("meeting None ChatHistory { limit: Some(5) }".into())
+        );
+        assert_eq!(decode(r#"{"type":"lobby.set"}"#).1, Err(RequestError::MissingField("enabled")));
+        assert_eq!(decode(r#"{"type":"kick"}"#).1, Err(RequestError::MissingField("user")));
+        assert_eq!(decode(r#"{"type":"chat.send"}"#).1, Err(RequestError::MissingField("text")));
+        assert_eq!(decode(r#"{"type":"signal","to":"b"}"#).1, Err(RequestError::MissingField("data")));
+        assert_eq!(decode(r#"{"type":"chat.dance"}"#).1, Err(RequestError::UnknownType));
+        let (_, signal) = decode(r#"{"type":"signal","to":"b","data":{"sdp":"v=0"}}"#);
+        assert!(signal.is_ok_and(|s| s.contains("Signal")));
     }
 
     #[test]

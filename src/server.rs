@@ -83,6 +83,7 @@ impl Server {
         let (metrics_tx, metrics_rx) = crossbeam_channel::bounded(config.shards * 4);
         let settings = Arc::new(ShardSettings {
             limits: config.limits.clone(),
+            rooms: config.rooms.clone(),
             shards: config.shards,
             token_leeway_s: config.auth.leeway_s,
             verifier: verifier.clone(),

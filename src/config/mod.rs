@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use raw::{ENV_ALIAS_JWT_SECRET, ENV_RESERVED_ADMIN_KEY, Layer, Merged, RawConfig, Schema};
+use raw::{ENV_ALIAS_JWT_SECRET, Layer, Merged, RawConfig, Schema};
 
 /// The embedded defaults: every key, its default, and what it does.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -26,6 +26,8 @@ pub const PUBLIC_KEY_ALGS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS38
 pub const HANDSHAKE_HEAD_BYTES_MIN: usize = 1024;
 /// Shortest `auth.jwt_secret` accepted, in bytes.
 pub const JWT_SECRET_BYTES_MIN: usize = 32;
+/// Shortest `admin_key` and tenant `api_key` accepted, in bytes.
+pub const API_KEY_BYTES_MIN: usize = 16;
 
 /// What a configuration is built from. Tests fill `env` explicitly; `main`
 /// uses [`Sources::from_process_env`].
@@ -127,10 +129,57 @@ pub struct Config {
     pub echo_listen: Option<SocketAddr>,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// Bearer key of the admin HTTP API; `None` = every admin request gets 401.
+    pub admin_key: Option<String>,
+    /// Separate listener for the admin API and `/metrics`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Tenants that may mint tokens (`POST /api/v1/tokens`).
+    pub tenants: Vec<TenantConfig>,
     pub auth: AuthConfig,
     pub net: NetConfig,
     pub limits: Limits,
+    pub api: ApiConfig,
+    pub rooms: RoomsConfig,
     pub shutdown: ShutdownConfig,
+}
+
+/// One `[[tenants]]` table, or `"id:api_key"` from the environment or `--set`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawTenant")]
+pub struct TenantConfig {
+    pub id: String,
+    pub api_key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTenant {
+    Table { id: String, api_key: String },
+    Text(String),
+}
+
+impl TryFrom<RawTenant> for TenantConfig {
+    type Error = String;
+
+    fn try_from(raw: RawTenant) -> Result<TenantConfig, String> {
+        match raw {
+            RawTenant::Table { id, api_key } => Ok(TenantConfig { id, api_key }),
+            RawTenant::Text(text) => match text.split_once(':') {
+                Some((id, api_key)) => Ok(TenantConfig { id: id.to_string(), api_key: api_key.to_string() }),
+                None => Err("a tenant written as text is `id:api_key`".to_string()),
+            },
+        }
+    }
+}
+
+/// `[api]`: the HTTP API beside the WebSocket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Longest lifetime of a token minted by `POST /api/v1/tokens`.
+    pub token_ttl_max_s: u64,
+    /// Largest request body; over it: HTTP 413.
+    pub body_bytes_max: usize,
 }
 
 /// `[auth]`: how connections prove who they are. Empty strings are `None`.
@@ -211,6 +260,22 @@ pub struct Limits {
     pub shard_outbox_max: usize,
 }
 
+/// `[rooms]`: meeting-room defaults and bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// New rooms start with a lobby: non-hosts wait until a host admits them.
+    pub lobby: bool,
+    /// Chat messages a room keeps (`chat.history`, welcome).
+    pub history_max: u32,
+    /// Chat messages included in a `welcome`.
+    pub welcome_history_max: u32,
+    /// Characters in one chat message.
+    pub chat_text_chars_max: u32,
+    /// Members sharing a screen at once.
+    pub screenshare_max: u32,
+}
+
 /// `[shutdown]`: how SIGTERM/SIGINT drains.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -275,6 +340,13 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(SHARDS_MAX),
             n => n as usize,
         };
+        let admin_listen = match non_empty(raw.admin_listen) {
+            None => None,
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|e| ConfigError::invalid("admin_listen", format!("`{text}` is not an address: {e}")))?,
+            ),
+        };
         let auth = raw.auth;
         Ok(Config {
             listen: raw.listen,
@@ -284,6 +356,9 @@ impl Config {
             echo_listen,
             log_level: raw.log_level,
             log_format: raw.log_format,
+            admin_key: non_empty(raw.admin_key),
+            admin_listen,
+            tenants: raw.tenants,
             auth: AuthConfig {
                 mode: auth.mode,
                 jwt_secret: non_empty(auth.jwt_secret),
@@ -298,6 +373,8 @@ impl Config {
             },
             net: raw.net,
             limits: raw.limits,
+            api: raw.api,
+            rooms: raw.rooms,
             shutdown: raw.shutdown,
         })
     }
@@ -310,10 +387,40 @@ impl Config {
             return Err(ConfigError::invalid("log_level", "must not be empty"));
         }
         self.validate_auth()?;
+        self.validate_api()?;
         if self.net.backlog <= 0 {
             return Err(ConfigError::invalid("net.backlog", "must be greater than 0"));
         }
         self.limits.validate()
+    }
+
+    fn validate_api(&self) -> Result<(), ConfigError> {
+        if let Some(key) = &self.admin_key
+            && key.len() < API_KEY_BYTES_MIN
+        {
+            return Err(ConfigError::invalid(
+                "admin_key",
+                format!("is {} bytes; at least {API_KEY_BYTES_MIN} are needed", key.len()),
+            ));
+        }
+        for (i, tenant) in self.tenants.iter().enumerate() {
+            if tenant.api_key.len() < API_KEY_BYTES_MIN {
+                return Err(ConfigError::invalid(
+                    "tenants",
+                    format!("tenant {:?}: api_key needs at least {API_KEY_BYTES_MIN} bytes", tenant.id),
+                ));
+            }
+            if self.tenants[..i].iter().any(|other| other.api_key == tenant.api_key) {
+                return Err(ConfigError::invalid("tenants", format!("tenant {:?} reuses an api_key", tenant.id)));
+            }
+        }
+        if self.api.body_bytes_max == 0 || self.api.token_ttl_max_s == 0 {
+            return Err(ConfigError::invalid(
+                "api",
+                "api.body_bytes_max and api.token_ttl_max_s must be greater than 0",
+            ));
+        }
+        Ok(())
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {
@@ -443,15 +550,12 @@ fn read_file(path: &std::path::Path) -> Result<toml::Table, ConfigError> {
 
 /// Applies `ROOMCAST_*` variables. `ROOMCAST_JWT_SECRET` is an alias of
 /// `ROOMCAST_AUTH_JWT_SECRET` (which wins when both are set);
-/// `ROOMCAST_ADMIN_KEY` is reserved and ignored; any other `ROOMCAST_*` name
-/// that is not a key is an error.
+/// any other `ROOMCAST_*` name that is not a key is an error.
 fn apply_env(schema: &Schema, merged: &mut Merged, env: &[(String, String)]) -> Result<(), ConfigError> {
     let ours = env.iter().filter(|(name, _)| name.starts_with(ENV_PREFIX));
-    let (aliases, names): (Vec<_>, Vec<_>) =
-        ours.partition(|(name, _)| name == ENV_ALIAS_JWT_SECRET || name == ENV_RESERVED_ADMIN_KEY);
+    let (aliases, names): (Vec<_>, Vec<_>) = ours.partition(|(name, _)| name == ENV_ALIAS_JWT_SECRET);
     for (name, value) in aliases.into_iter().chain(names) {
         let key = match name.as_str() {
-            ENV_RESERVED_ADMIN_KEY => continue,
             ENV_ALIAS_JWT_SECRET => "auth.jwt_secret",
             _ => schema.key_for_env(name).ok_or_else(|| ConfigError::UnknownEnv { name: name.clone() })?,
         };
@@ -707,8 +811,17 @@ mod tests {
     }
 
     #[test]
-    fn admin_key_env_is_reserved_and_ignored() {
-        assert!(load_env(&[("ROOMCAST_ADMIN_KEY", "whatever")]).is_ok());
+    fn admin_key_and_tenants_load_from_env_and_file() {
+        let key = "0123456789abcdef";
+        let config = load_env(&[("ROOMCAST_ADMIN_KEY", key), ("ROOMCAST_TENANTS", "acme:fedcba9876543210")]).unwrap();
+        assert_eq!(config.admin_key.as_deref(), Some(key));
+        assert_eq!(config.tenants, vec![TenantConfig { id: "acme".into(), api_key: "fedcba9876543210".into() }]);
+        assert_names(load_env(&[("ROOMCAST_ADMIN_KEY", "short")]), "admin_key");
+        let text = "[[tenants]]\nid = \"a\"\napi_key = \"aaaaaaaaaaaaaaaa\"\n[[tenants]]\nid = \"b\"\napi_key = \"bbbbbbbbbbbbbbbb\"\n";
+        let config = load_file("tenants", text).unwrap();
+        assert_eq!(config.tenants.len(), 2);
+        assert_eq!(config.tenants[1].id, "b");
+        assert_names(load_file("tenants-dup", &text.replace("bbbbbbbbbbbbbbbb", "aaaaaaaaaaaaaaaa")), "tenants");
     }
 
     #[test]

@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::{Table, Value};
 
-use super::{ConfigError, ENV_PREFIX, Limits, LogFormat, NetConfig, ShutdownConfig};
+use super::{
+    ApiConfig, ConfigError, ENV_PREFIX, Limits, LogFormat, NetConfig, RoomsConfig, ShutdownConfig, TenantConfig,
+};
 
 /// Env alias for `auth.jwt_secret`, the one setting people pass most.
 pub(super) const ENV_ALIAS_JWT_SECRET: &str = "ROOMCAST_JWT_SECRET";
-/// Reserved for a later `admin_key` key; accepted and ignored until then.
-pub(super) const ENV_RESERVED_ADMIN_KEY: &str = "ROOMCAST_ADMIN_KEY";
 
 /// The merged table deserializes into this; strings stay strings here
 /// (empty = unset) and become `Option`s in `Config::from_raw`.
@@ -31,9 +31,14 @@ pub(super) struct RawConfig {
     pub echo_listen: String,
     pub log_level: String,
     pub log_format: LogFormat,
+    pub admin_key: String,
+    pub admin_listen: String,
+    pub tenants: Vec<TenantConfig>,
     pub auth: RawAuth,
     pub net: NetConfig,
     pub limits: Limits,
+    pub api: ApiConfig,
+    pub rooms: RoomsConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -121,6 +126,10 @@ impl Schema {
             return Err(ConfigError::UnknownKey { layer: layer.to_string(), key: key.to_string() });
         };
         let fits = match (default, value) {
+            // `[[tenants]]` is the one list of tables; its items are checked when deserialized.
+            (Value::Array(_), Value::Array(items)) if key == "tenants" => {
+                items.iter().all(|item| item.is_str() || item.is_table())
+            }
             (Value::Array(_), Value::Array(items)) => items.iter().all(Value::is_str),
             (d, v) => d.same_type(v),
         };

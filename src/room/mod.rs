@@ -1,11 +1,15 @@
-//! Room logic, sans-IO: who is in which room, presence, sequence numbers and
-//! who receives what. No sockets, no clocks, no threads: the shard calls in
-//! with events and carries out the `Output`s it polls back.
+//! Room logic, sans-IO: who is in which room with which role, presence,
+//! sequence numbers, the meeting features (lobby, chat, hands, screen share,
+//! signaling; `meeting.rs`) and who receives what. No sockets, no clocks, no
+//! threads: the shard calls in with events (and the time), and carries out
+//! the `Output`s it polls back.
 //!
 //! Invariants (checked by `check_invariants` in debug builds after every
 //! mutation): every room has at least one member (empty rooms are freed at
-//! once), the index maps exactly the live rooms, and no room holds more than
-//! `members_max` members.
+//! once), the index maps exactly the live rooms, no room holds more than
+//! `members_max` members, the per-shard and waiting counts match the members,
+//! a room with admitted members has a host, and the hand queue, sharers and
+//! chat history stay within their bounds.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -16,8 +20,13 @@ use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::protocol::{self, push_json_str, push_u64};
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
+mod meeting;
+#[cfg(test)]
+mod meeting_tests;
 #[cfg(test)]
 mod tests;
+
+pub use meeting::{FORBIDDEN, MeetingRequest, Refusal, RequestKind, Role, allowed};
 
 /// A member as the room sees it: immutable, shared with the connection.
 #[derive(Debug)]
@@ -25,13 +34,25 @@ pub struct Peer {
     pub conn: ConnId,
     pub user: Box<str>,
     pub name: Option<Box<str>>,
+    /// The token says `role: host`: host on arrival, past any lobby.
+    pub host: bool,
     /// `user` as a JSON literal, encoded once at arrival (it goes in every message).
     user_json: Box<str>,
 }
 
 impl Peer {
     pub fn new(conn: ConnId, user: &str, name: Option<&str>) -> Arc<Peer> {
-        Arc::new(Peer { conn, user: user.into(), name: name.map(Into::into), user_json: protocol::json_str(user) })
+        Peer::with_host(conn, user, name, false)
+    }
+
+    pub fn with_host(conn: ConnId, user: &str, name: Option<&str>, host: bool) -> Arc<Peer> {
+        Arc::new(Peer {
+            conn,
+            user: user.into(),
+            name: name.map(Into::into),
+            host,
+            user_json: protocol::json_str(user),
+        })
     }
 
     /// `{"conn":"…","user":"…","name":"…"}` (name only when set).
@@ -48,13 +69,23 @@ impl Peer {
     }
 }
 
-/// The bounds a shard's rooms enforce (from `[limits]`).
+/// The bounds and defaults a shard's rooms use (from `[limits]` and `[rooms]`).
 #[derive(Debug, Clone, Copy)]
 pub struct RoomLimits {
     pub members_max: u32,
     pub rooms_max: u32,
     pub welcome_members_max: u32,
     pub presence_members_max: u32,
+    /// Chat messages a room keeps for `chat.history` and `welcome`.
+    pub history_max: u32,
+    /// Chat messages included in a `welcome`.
+    pub welcome_history_max: u32,
+    /// Characters in one chat message.
+    pub chat_text_chars_max: u32,
+    /// Members sharing a screen at once.
+    pub screenshare_max: u32,
+    /// New rooms start with a lobby.
+    pub lobby_default: bool,
 }
 
 /// Where a connection sits in a room; returned by `join`, given back to
@@ -96,13 +127,38 @@ impl JoinRefused {
     }
 }
 
+/// Who receives a broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Every member (personal rooms: `direct`).
+    All,
+    /// Members past the lobby: chat, messages, presence, hands, roles.
+    Admitted,
+    /// Hosts only: lobby events, screen-share requests.
+    Hosts,
+}
+
+impl Audience {
+    fn includes(self, role: Role) -> bool {
+        match self {
+            Audience::All => true,
+            Audience::Admitted => role != Role::Waiting,
+            Audience::Hosts => role == Role::Host,
+        }
+    }
+}
+
 /// What the shard must do after an event.
 #[derive(Debug)]
 pub enum Output {
     /// Queue `frame` for one connection.
     Deliver { to: ConnId, frame: Frame },
-    /// Queue `frame` for every member of the room in slot `room` except `skip`.
-    Broadcast { room: usize, skip: Option<ConnId>, frame: Frame },
+    /// Queue `frame` for the members of the room in slot `room` that are in
+    /// `audience`, except `skip`.
+    Broadcast { room: usize, audience: Audience, skip: Option<ConnId>, frame: Frame },
+    /// Close a connection (it was kicked or denied); it has already been
+    /// removed from the room.
+    Close { conn: ConnId, code: crate::ws::CloseCode },
 }
 
 #[derive(Debug)]
@@ -116,8 +172,13 @@ struct Room {
     members: Slab<Member>,
     /// Members per shard; a broadcast goes once to each other shard with any.
     per_shard: Box<[u32]>,
-    /// Messages published so far; the next one gets `seq + 1`.
+    /// Members in the lobby.
+    waiting: u32,
+    /// Messages and chat messages so far; the next one gets `seq + 1`.
     seq: u64,
+    /// Arrivals so far, so "longest present" is a comparison.
+    arrivals: u64,
+    meeting: meeting::MeetingState,
 }
 
 #[derive(Debug)]
@@ -126,6 +187,9 @@ struct Member {
     peer: Arc<Peer>,
     /// Joined implicitly (personal and group rooms): no welcome, no presence.
     quiet: bool,
+    role: Role,
+    /// Arrival order in this room (smaller = present longer).
+    arrival: u64,
 }
 
 /// Every room a shard owns.
@@ -154,9 +218,11 @@ impl Rooms {
     }
 
     /// Adds `peer` (local or on another shard) to the room `key`, created if
-    /// absent. Unless `quiet`, the joiner gets a `welcome` and the others get
-    /// `member_joined` (while the room is within `presence_members_max`). A
-    /// `reference` is acked with the room's current `seq`.
+    /// absent. The first member of a room, and a token host, is host; with
+    /// the room's lobby on, anyone else waits in the lobby (hosts are told).
+    /// Unless `quiet`, the joiner gets a `welcome` and the admitted members
+    /// get `member_joined` (while the room is within `presence_members_max`).
+    /// A `reference` is acked with the room's current `seq`.
     pub fn join(
         &mut self,
         peer: &Arc<Peer>,
@@ -175,7 +241,10 @@ impl Rooms {
                     room_json: protocol::json_str(key.room()),
                     members: Slab::new(),
                     per_shard: vec![0; self.shards].into_boxed_slice(),
+                    waiting: 0,
                     seq: 0,
+                    arrivals: 0,
+                    meeting: meeting::MeetingState::new(self.limits.lobby_default),
                 });
                 self.index.insert(key.clone(), slot);
                 slot
@@ -186,72 +255,139 @@ impl Rooms {
             self.debug_check_invariants();
             return Err(JoinRefused::RoomFull);
         }
-        let member = room.members.insert(Member { conn: peer.conn, peer: Arc::clone(peer), quiet });
+        let role = if room.members.is_empty() || peer.host {
+            Role::Host
+        } else if room.meeting.lobby && !quiet {
+            Role::Waiting
+        } else {
+            Role::Participant
+        };
+        room.arrivals += 1;
+        let arrival = room.arrivals;
+        let member = room.members.insert(Member { conn: peer.conn, peer: Arc::clone(peer), quiet, role, arrival });
         room.per_shard[peer.conn.shard as usize % self.shards] += 1;
-        if !quiet {
-            let welcome = encode_welcome(&mut self.frames, room, peer, self.shard, self.limits.welcome_members_max);
-            self.outputs.push_back(Output::Deliver { to: peer.conn, frame: welcome });
+        if role == Role::Waiting {
+            room.waiting += 1;
         }
+        if role == Role::Waiting {
+            let waiting = meeting::encode_waiting_welcome(&mut self.frames, room, peer, self.shard);
+            self.outputs.push_back(Output::Deliver { to: peer.conn, frame: waiting });
+            let event = meeting::encode_lobby_event(&mut self.frames, room, "waiting", peer);
+            self.outputs.push_back(Output::Broadcast {
+                room: slot,
+                audience: Audience::Hosts,
+                skip: None,
+                frame: event,
+            });
+        } else if !quiet {
+            self.admitted(slot, member);
+        }
+        // After the welcome, which carries the state the ack refers to.
         if reference.is_some() {
-            protocol::encode_ack(self.frames.begin(), reference, Some(room.seq));
+            protocol::encode_ack(self.frames.begin(), reference, Some(self.rooms[slot].seq));
             let ack = self.frames.finish(Opcode::Text);
             self.outputs.push_back(Output::Deliver { to: peer.conn, frame: ack });
-        }
-        if !quiet && room.members.len() > 1 && room.members.len() <= self.limits.presence_members_max as usize {
-            let joined = encode_presence(&mut self.frames, "member_joined", room, peer);
-            self.outputs.push_back(Output::Broadcast { room: slot, skip: Some(peer.conn), frame: joined });
         }
         self.debug_check_invariants();
         Ok(Membership { room: slot as u32, member: member as u32 })
     }
 
-    /// The member at `membership`, if it is still `conn` in room `key`. Guards
-    /// every request that names a membership, so a stale one (from a message
-    /// that crossed a leave) changes nothing.
+    /// A member becomes visible: its full `welcome`, and `member_joined` for the others.
+    fn admitted(&mut self, slot: usize, member: usize) {
+        let room = &self.rooms[slot];
+        let peer = Arc::clone(&room.members[member].peer);
+        let welcome = meeting::encode_welcome(&mut self.frames, room, &room.members[member], self.shard, &self.limits);
+        self.outputs.push_back(Output::Deliver { to: peer.conn, frame: welcome });
+        let admitted = room.members.len() - room.waiting as usize;
+        if admitted > 1 && admitted <= self.limits.presence_members_max as usize {
+            let joined = encode_presence(&mut self.frames, "member_joined", room, &peer);
+            self.outputs.push_back(Output::Broadcast {
+                room: slot,
+                audience: Audience::Admitted,
+                skip: Some(peer.conn),
+                frame: joined,
+            });
+        }
+    }
+
+    /// The member at `membership`, if it is still `conn`. Guards every
+    /// request that names a membership, so a stale one (from a message that
+    /// crossed a leave) changes nothing.
     fn member_of(&self, membership: Membership, conn: ConnId) -> Option<&Member> {
         let room = self.rooms.get(membership.room as usize)?;
         room.members.get(membership.member as usize).filter(|m| m.conn == conn)
     }
 
-    /// Removes `conn`'s membership; the others get `member_left` (unless it
-    /// was quiet); an empty room is freed. Acks `reference` with the room's
-    /// `seq` at the leave: the last message the member was sent. Returns false
-    /// when `conn` was not that member (nothing changes).
+    /// Removes `conn`'s membership; the others are told (`member_left`, or
+    /// hosts a lobby `left`); a room left without a host gets one; an empty
+    /// room is freed. Acks `reference` with the room's `seq` at the leave:
+    /// the last message the member was sent. Returns false when `conn` was
+    /// not that member (nothing changes).
     pub fn leave(&mut self, membership: Membership, conn: ConnId, reference: Option<&[u8]>) -> bool {
         if self.member_of(membership, conn).is_none() {
             return false;
         }
         let slot = membership.room as usize;
         let room = &mut self.rooms[slot];
-        let member = room.members.remove(membership.member as usize);
-        room.per_shard[conn.shard as usize % self.shards] -= 1;
         if reference.is_some() {
             protocol::encode_ack(self.frames.begin(), reference, Some(room.seq));
             let ack = self.frames.finish(Opcode::Text);
             self.outputs.push_back(Output::Deliver { to: conn, frame: ack });
         }
-        if room.members.is_empty() {
-            let room = self.rooms.remove(slot);
-            self.index.remove(&room.key);
-        } else if !member.quiet && room.members.len() < self.limits.presence_members_max as usize {
-            let left = encode_presence(&mut self.frames, "member_left", room, &member.peer);
-            self.outputs.push_back(Output::Broadcast { room: slot, skip: None, frame: left });
-        }
+        self.remove_member(slot, membership.member as usize);
         self.debug_check_invariants();
         true
     }
 
+    /// Takes a member out of room `slot` and tells whoever should know.
+    fn remove_member(&mut self, slot: usize, member: usize) {
+        let room = &mut self.rooms[slot];
+        let gone = room.members.remove(member);
+        room.per_shard[gone.conn.shard as usize % self.shards] -= 1;
+        if room.members.is_empty() {
+            let room = self.rooms.remove(slot);
+            self.index.remove(&room.key);
+            return;
+        }
+        if gone.role == Role::Waiting {
+            room.waiting -= 1;
+            let event = meeting::encode_lobby_event(&mut self.frames, room, "left", &gone.peer);
+            self.outputs.push_back(Output::Broadcast {
+                room: slot,
+                audience: Audience::Hosts,
+                skip: None,
+                frame: event,
+            });
+            return;
+        }
+        let admitted = room.members.len() - room.waiting as usize;
+        if !gone.quiet && admitted < self.limits.presence_members_max as usize && admitted > 0 {
+            let left = encode_presence(&mut self.frames, "member_left", room, &gone.peer);
+            self.outputs.push_back(Output::Broadcast {
+                room: slot,
+                audience: Audience::Admitted,
+                skip: None,
+                frame: left,
+            });
+        }
+        self.after_departure(slot, &gone.peer.user);
+    }
+
     /// Publishes `data` (the publisher's JSON, byte for byte) to every other
-    /// member with the room's next `seq`; acks `reference` when given.
-    /// `None` when `conn` is not that member.
+    /// admitted member with the room's next `seq`; acks `reference`. `None`
+    /// when `conn` is not that member, `Some(Err(_))` when its role may not.
     pub fn publish(
         &mut self,
         membership: Membership,
         conn: ConnId,
         reference: Option<&[u8]>,
         data: &[u8],
-    ) -> Option<u64> {
-        let publisher = Arc::clone(&self.member_of(membership, conn)?.peer);
+    ) -> Option<Result<u64, Refusal>> {
+        let member = self.member_of(membership, conn)?;
+        if !allowed(member.role, RequestKind::Publish) {
+            return Some(Err(FORBIDDEN));
+        }
+        let publisher = Arc::clone(&member.peer);
         let slot = membership.room as usize;
         let room = &mut self.rooms[slot];
         room.seq += 1;
@@ -260,14 +396,19 @@ impl Rooms {
         protocol::encode_message(out, &room.room_json, &publisher.user_json, seq, data);
         let frame = self.frames.finish(Opcode::Text);
         if room.members.len() > 1 {
-            self.outputs.push_back(Output::Broadcast { room: slot, skip: Some(conn), frame });
+            self.outputs.push_back(Output::Broadcast {
+                room: slot,
+                audience: Audience::Admitted,
+                skip: Some(conn),
+                frame,
+            });
         }
         if reference.is_some() {
             protocol::encode_ack(self.frames.begin(), reference, Some(seq));
             let ack = self.frames.finish(Opcode::Text);
             self.outputs.push_back(Output::Deliver { to: conn, frame: ack });
         }
-        Some(seq)
+        Some(Ok(seq))
     }
 
     /// Sends `data` from `from` to every member of `key` (a personal room):
@@ -282,7 +423,7 @@ impl Rooms {
         out.extend_from_slice(data);
         out.push(b'}');
         let frame = self.frames.finish(Opcode::Text);
-        self.outputs.push_back(Output::Broadcast { room: slot, skip: None, frame });
+        self.outputs.push_back(Output::Broadcast { room: slot, audience: Audience::All, skip: None, frame });
         if reference.is_some() {
             protocol::encode_ack(self.frames.begin(), reference, None);
             let ack = self.frames.finish(Opcode::Text);
@@ -291,13 +432,19 @@ impl Rooms {
         true
     }
 
-    /// Relays a binary message verbatim to every other member.
+    /// Relays a binary message verbatim to every other admitted member.
     pub fn relay_binary(&mut self, membership: Membership, from: ConnId, payload: &[u8]) {
         let slot = membership.room as usize;
-        if self.member_of(membership, from).is_some() && self.rooms[slot].members.len() > 1 {
+        let admitted = self.member_of(membership, from).is_some_and(|m| m.role != Role::Waiting);
+        if admitted && self.rooms[slot].members.len() > 1 {
             self.frames.begin().extend_from_slice(payload);
             let frame = self.frames.finish(Opcode::Binary);
-            self.outputs.push_back(Output::Broadcast { room: slot, skip: Some(from), frame });
+            self.outputs.push_back(Output::Broadcast {
+                room: slot,
+                audience: Audience::Admitted,
+                skip: Some(from),
+                frame,
+            });
         }
     }
 
@@ -311,10 +458,27 @@ impl Rooms {
         self.rooms.get(room).into_iter().flat_map(|room| room.members.iter().map(|(_, m)| m.conn))
     }
 
-    /// This shard's connections in the room in slot `room`.
-    pub fn local_members(&self, room: usize) -> impl Iterator<Item = ConnId> + '_ {
+    /// This shard's connections in room `room` that are in `audience`.
+    pub fn local_audience(&self, room: usize, audience: Audience) -> impl Iterator<Item = ConnId> + '_ {
         let shard = self.shard;
-        self.members(room).filter(move |conn| conn.shard == shard)
+        self.audience(room, audience).filter(move |conn| conn.shard == shard)
+    }
+
+    /// Every connection in room `room` that is in `audience`.
+    pub fn audience(&self, room: usize, audience: Audience) -> impl Iterator<Item = ConnId> + '_ {
+        self.rooms.get(room).into_iter().flat_map(move |room| {
+            room.members.iter().filter(move |(_, m)| audience.includes(m.role)).map(|(_, m)| m.conn)
+        })
+    }
+
+    /// Whether a broadcast to `audience` in room `room` reaches every member,
+    /// so another shard may fan it out to all its members of the room.
+    pub fn audience_is_everyone(&self, room: usize, audience: Audience) -> bool {
+        self.rooms.get(room).is_some_and(|room| match audience {
+            Audience::All => true,
+            Audience::Admitted => room.waiting == 0,
+            Audience::Hosts => false,
+        })
     }
 
     /// The other shards with members in the room in slot `room`.
@@ -362,39 +526,17 @@ impl Rooms {
             assert!(room.members.len() <= self.limits.members_max as usize, "room {:?} over capacity", room.key);
             let counted: u32 = room.per_shard.iter().sum();
             assert_eq!(counted as usize, room.members.len(), "per-shard counts of {:?} disagree", room.key);
+            let waiting = room.members.iter().filter(|(_, m)| m.role == Role::Waiting).count();
+            assert_eq!(waiting, room.waiting as usize, "waiting count of {:?}", room.key);
+            let admitted = room.members.len() - waiting;
+            let hosts = room.members.iter().filter(|(_, m)| m.role == Role::Host).count();
+            assert!(admitted == 0 || hosts > 0, "room {:?} has admitted members and no host", room.key);
+            room.meeting.check_invariants(&self.limits, admitted);
         }
     }
 }
 
-/// `{"type":"welcome","conn":C,"room":R,"shard":S,"user":U,"seq":N,"member_count":K,"members":[…]}`;
-/// `members` lists at most `members_max` of the others.
-fn encode_welcome(frames: &mut FrameBuilder, room: &Room, peer: &Peer, shard: ShardId, members_max: u32) -> Frame {
-    let out = frames.begin();
-    out.extend_from_slice(b"{\"type\":\"welcome\",\"conn\":\"");
-    out.extend_from_slice(peer.conn.to_string().as_bytes());
-    out.extend_from_slice(b"\",\"room\":");
-    out.extend_from_slice(room.room_json.as_bytes());
-    out.extend_from_slice(b",\"shard\":");
-    push_u64(out, u64::from(shard));
-    out.extend_from_slice(b",\"user\":");
-    out.extend_from_slice(peer.user_json.as_bytes());
-    out.extend_from_slice(b",\"seq\":");
-    push_u64(out, room.seq);
-    out.extend_from_slice(b",\"member_count\":");
-    push_u64(out, room.members.len() as u64);
-    out.extend_from_slice(b",\"members\":[");
-    let others = room.members.iter().filter(|(_, m)| m.conn != peer.conn);
-    for (i, (_, other)) in others.take(members_max as usize).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        other.peer.push_json(out);
-    }
-    out.extend_from_slice(b"]}");
-    frames.finish(Opcode::Text)
-}
-
-/// `{"type":KIND,"room":R,"member":{…},"member_count":K}`
+/// `{"type":KIND,"room":R,"member":{…},"member_count":K}`; the count is of admitted members.
 fn encode_presence(frames: &mut FrameBuilder, kind: &str, room: &Room, peer: &Peer) -> Frame {
     let out = frames.begin();
     out.extend_from_slice(b"{\"type\":\"");
@@ -404,7 +546,7 @@ fn encode_presence(frames: &mut FrameBuilder, kind: &str, room: &Room, peer: &Pe
     out.extend_from_slice(b",\"member\":");
     peer.push_json(out);
     out.extend_from_slice(b",\"member_count\":");
-    push_u64(out, room.members.len() as u64);
+    push_u64(out, (room.members.len() - room.waiting as usize) as u64);
     out.push(b'}');
     frames.finish(Opcode::Text)
 }

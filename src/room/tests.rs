@@ -2,22 +2,42 @@
 
 use super::*;
 
-fn conn(slot: u32) -> ConnId {
+pub(super) fn conn(slot: u32) -> ConnId {
     ConnId { shard: 0, slot, generation: 1 }
 }
 
-fn rooms() -> Rooms {
-    Rooms::new(0, 2, RoomLimits { members_max: 3, rooms_max: 100, welcome_members_max: 10, presence_members_max: 100 })
+/// Limits for tests: `members_max`, `welcome_members_max`, `presence_members_max` vary.
+pub(super) fn limits(members_max: u32, welcome_members_max: u32, presence_members_max: u32) -> RoomLimits {
+    RoomLimits {
+        members_max,
+        rooms_max: 100,
+        welcome_members_max,
+        presence_members_max,
+        history_max: 3,
+        welcome_history_max: 2,
+        chat_text_chars_max: 10,
+        screenshare_max: 1,
+        lobby_default: false,
+    }
 }
 
-/// Drains outputs as (recipients, JSON value) pairs, expanding broadcasts.
-fn drain(rooms: &mut Rooms) -> Vec<(Vec<ConnId>, serde_json::Value)> {
+fn rooms() -> Rooms {
+    Rooms::new(0, 2, limits(3, 10, 100))
+}
+
+/// Drains outputs as (recipients, JSON value) pairs, expanding broadcasts;
+/// closes come out as `{"close": code}`.
+pub(super) fn drain(rooms: &mut Rooms) -> Vec<(Vec<ConnId>, serde_json::Value)> {
     let mut seen = Vec::new();
     while let Some(output) = rooms.poll_output() {
         let (to, frame) = match output {
             Output::Deliver { to, frame } => (vec![to], frame),
-            Output::Broadcast { room, skip, frame } => {
-                let mut to: Vec<ConnId> = rooms.members(room).filter(|c| Some(*c) != skip).collect();
+            Output::Close { conn, code } => {
+                seen.push((vec![conn], serde_json::json!({ "close": code.code })));
+                continue;
+            }
+            Output::Broadcast { room, audience, skip, frame } => {
+                let mut to: Vec<ConnId> = rooms.audience(room, audience).filter(|c| Some(*c) != skip).collect();
                 to.sort();
                 (to, frame)
             }
@@ -45,7 +65,11 @@ fn joiner_gets_welcome_and_others_get_member_joined() {
     rooms.join(&bob, &key, false, None).expect("room has space");
     let second = drain(&mut rooms);
     assert_eq!(second[0].0, [conn(2)]);
-    assert_eq!(second[0].1["members"], serde_json::json!([{"conn": "0.1.1", "user": "alice", "name": "Alice"}]));
+    assert_eq!(
+        second[0].1["members"],
+        serde_json::json!([{"conn": "0.1.1", "user": "alice", "name": "Alice", "role": "host"}])
+    );
+    assert_eq!(second[0].1["role"], "participant");
     assert_eq!(second[1].0, [conn(1)]);
     assert_eq!(second[1].1["type"], "member_joined");
     assert_eq!(second[1].1["member"]["user"], "bob");
@@ -60,8 +84,8 @@ fn publish_goes_to_everyone_else_with_increasing_seq_and_acks_the_publisher() {
     let memberships: Vec<_> = members.iter().map(|p| rooms.join(p, &key, false, None).expect("space")).collect();
     drain(&mut rooms);
 
-    assert_eq!(rooms.publish(memberships[0], conn(1), None, br#"{"n":1}"#), Some(1));
-    assert_eq!(rooms.publish(memberships[1], conn(2), Some(b"\"r\""), br#"[1, 2]"#), Some(2));
+    assert_eq!(rooms.publish(memberships[0], conn(1), None, br#"{"n":1}"#), Some(Ok(1)));
+    assert_eq!(rooms.publish(memberships[1], conn(2), Some(b"\"r\""), br#"[1, 2]"#), Some(Ok(2)));
     let seen = drain(&mut rooms);
     assert_eq!(seen[0].0, [conn(2), conn(3)]);
     assert_eq!(seen[0].1, serde_json::json!({"type":"message","room":"demo","from":"u1","seq":1,"data":{"n":1}}));
@@ -102,10 +126,12 @@ fn leave_tells_the_rest_and_the_last_leave_frees_the_room() {
     drain(&mut rooms);
     assert!(rooms.leave(a, conn(1), None));
     let seen = drain(&mut rooms);
-    assert_eq!(seen.len(), 1);
+    assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].0, [conn(2)]);
     assert_eq!(seen[0].1["type"], "member_left");
     assert_eq!(seen[0].1["member"]["user"], "a");
+    // a was the host (first member): b, the longest present, takes over.
+    assert_eq!(seen[1], (vec![conn(2)], serde_json::json!({"type":"role","room":"demo","user":"b","role":"host"})));
     assert!(rooms.leave(b, conn(2), None));
     assert!(drain(&mut rooms).is_empty());
     assert!(rooms.is_empty());
@@ -135,11 +161,7 @@ fn tenants_never_share_a_room() {
 
 #[test]
 fn large_rooms_skip_presence_and_cap_the_welcome_list() {
-    let mut rooms = Rooms::new(
-        0,
-        2,
-        RoomLimits { members_max: 100, rooms_max: 100, welcome_members_max: 2, presence_members_max: 3 },
-    );
+    let mut rooms = Rooms::new(0, 2, limits(100, 2, 3));
     let key = RoomKey::new("", "big");
     let memberships: Vec<_> =
         (1..=5).map(|i| rooms.join(&Peer::new(conn(i), "u", None), &key, false, None).expect("space")).collect();
@@ -150,7 +172,8 @@ fn large_rooms_skip_presence_and_cap_the_welcome_list() {
     assert_eq!(last_welcome["member_count"], 5);
     assert_eq!(last_welcome["members"].as_array().map(Vec::len), Some(2));
     rooms.leave(memberships[0], conn(1), None);
-    assert!(drain(&mut rooms).is_empty(), "no member_left in a room past the presence limit");
+    let seen = drain(&mut rooms);
+    assert!(seen.iter().all(|(_, v)| v["type"] != "member_left"), "no member_left in a room past the presence limit");
 }
 
 #[test]
@@ -178,7 +201,7 @@ fn remote_members_are_counted_per_shard_and_listed_apart() {
     let remote = Peer::new(ConnId { shard: 1, slot: 7, generation: 3 }, "r", None);
     let l = rooms.join(&local, &key, false, None).expect("space");
     let r = rooms.join(&remote, &key, false, None).expect("space");
-    assert_eq!(rooms.local_members(l.room_slot()).collect::<Vec<_>>(), [conn(1)]);
+    assert_eq!(rooms.local_audience(l.room_slot(), Audience::All).collect::<Vec<_>>(), [conn(1)]);
     assert_eq!(rooms.remote_shards(l.room_slot()).collect::<Vec<_>>(), [1]);
     // The remote joiner's welcome is addressed to its own ConnId; the shard routes it.
     let seen = drain(&mut rooms);
@@ -247,11 +270,7 @@ fn join_and_leave_acks_carry_the_room_seq() {
 
 #[test]
 fn the_room_table_is_bounded() {
-    let mut rooms = Rooms::new(
-        0,
-        1,
-        RoomLimits { members_max: 10, rooms_max: 2, welcome_members_max: 10, presence_members_max: 10 },
-    );
+    let mut rooms = Rooms::new(0, 1, RoomLimits { rooms_max: 2, ..limits(10, 10, 10) });
     rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("", "r1"), false, None).expect("space");
     rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("", "r2"), false, None).expect("space");
     assert_eq!(

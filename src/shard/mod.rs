@@ -103,6 +103,7 @@ impl ShardHandle {
 #[derive(Debug)]
 pub struct ShardSettings {
     pub limits: Limits,
+    pub rooms: crate::config::RoomsConfig,
     /// How many shards there are (room ownership is `hash(room) % shards`).
     pub shards: usize,
     /// Seconds past a token's `exp` it is still honoured (`auth.leeway_s`).
@@ -149,6 +150,7 @@ struct ShardCore {
     origin: Instant,
     now: Instant,
     now_unix_s: u64,
+    now_unix_ms: u64,
     draining: Option<Instant>,
     metrics: ShardMetrics,
     metrics_sent_at: Instant,
@@ -170,6 +172,11 @@ impl Shard {
             RoomLimits {
                 members_max: limits.room_members_max,
                 rooms_max: limits.rooms_per_shard_max,
+                history_max: settings.rooms.history_max,
+                welcome_history_max: settings.rooms.welcome_history_max,
+                chat_text_chars_max: settings.rooms.chat_text_chars_max,
+                screenshare_max: settings.rooms.screenshare_max,
+                lobby_default: settings.rooms.lobby,
                 welcome_members_max: limits.welcome_members_max,
                 presence_members_max: limits.presence_members_max,
             },
@@ -193,7 +200,8 @@ impl Shard {
             ping_frame: frame::encode_frame(Opcode::Ping, b""),
             origin: now,
             now,
-            now_unix_s: unix_now_s(),
+            now_unix_s: unix_now_ms() / 1000,
+            now_unix_ms: unix_now_ms(),
             draining: None,
             metrics: ShardMetrics::default(),
             metrics_sent_at: now,
@@ -221,7 +229,8 @@ impl Shard {
                 return Err(e);
             }
             self.core.now = Instant::now();
-            self.core.now_unix_s = unix_now_s();
+            self.core.now_unix_ms = unix_now_ms();
+            self.core.now_unix_s = self.core.now_unix_ms / 1000;
 
             self.drain_inbox();
             for event in events.iter() {
@@ -314,10 +323,10 @@ impl Shard {
         let id = ConnId { shard: self.id, slot: slot as u32, generation: core.generation };
         let (role, home, expires_at_s) = match kind {
             HandoffKind::Room { identity, key } => {
-                let peer = Peer::new(id, &identity.user, identity.name.as_deref());
+                let peer = Peer::with_host(id, &identity.user, identity.name.as_deref(), identity.host);
                 let expires_at_s = identity.expires_at_s;
                 (
-                    Role::Member(Box::new(Member { identity: *identity, peer, rooms: Vec::new() })),
+                    Role::Member(Box::new(Member { identity: *identity, peer, rooms: Vec::new(), joins: 0 })),
                     Some(key),
                     expires_at_s,
                 )
@@ -436,13 +445,18 @@ fn enqueue(
     Ok(())
 }
 
-fn unix_now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+fn unix_now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl ShardCore {
     fn now_ms(&self) -> u64 {
         self.now.saturating_duration_since(self.origin).as_millis() as u64
+    }
+
+    /// Wall-clock milliseconds, as read at the top of this iteration.
+    fn now_unix_ms(&self) -> u64 {
+        self.now_unix_ms
     }
 
     fn ping_interval(&self) -> Duration {
@@ -591,11 +605,13 @@ impl ShardCore {
                         self.queue(to.slot as usize, frame);
                     }
                 }
-                Output::Deliver { to, frame } => self.send_bounded(to.shard, RemoteMsg::Deliver { to, frame }),
-                Output::Broadcast { room, skip, frame } => {
+                // Replies to requests (welcomes, acks, errors, signals) are never
+                // dropped: each answers a request that passed the outbox bound.
+                Output::Deliver { to, frame } => self.remote.send_control(to.shard, RemoteMsg::Deliver { to, frame }),
+                Output::Broadcast { room, audience, skip, frame } => {
                     let cap = self.settings.limits.outbound_queue_bytes_max as usize;
                     let mut slow = Vec::new();
-                    for member in self.rooms.local_members(room) {
+                    for member in self.rooms.local_audience(room, audience) {
                         if Some(member) != skip
                             && let Err(slot) =
                                 enqueue(&mut self.conns, &mut self.dirty, &mut self.metrics, member, &frame, cap)
@@ -607,8 +623,14 @@ impl ShardCore {
                     for slot in slow {
                         self.close_slow_consumer(slot);
                     }
-                    self.fan_out_remote(room, skip, &frame);
+                    self.fan_out_remote(room, audience, skip, &frame);
                 }
+                Output::Close { conn, code } if conn.shard == self.id => {
+                    if self.is_live(conn) {
+                        self.begin_close(conn.slot as usize, code, None);
+                    }
+                }
+                Output::Close { conn, code } => self.remote.send_control(conn.shard, RemoteMsg::Close { conn, code }),
             }
         }
     }

@@ -26,21 +26,84 @@ use crate::conn::{Place, Role};
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::LimitKind;
 use crate::protocol;
-use crate::room::{JoinRefused, Membership, Peer};
+use crate::room::{Audience, JoinRefused, MeetingRequest, Membership, Peer};
+use crate::ws::CloseCode;
 use crate::ws::frame::{Frame, Opcode};
 
 /// A message between shards.
 #[derive(Debug)]
 pub enum RemoteMsg {
-    Join { peer: Arc<Peer>, key: RoomKey, quiet: bool, reference: Option<Box<[u8]>> },
-    Leave { key: RoomKey, membership: Membership, conn: ConnId, reference: Option<Box<[u8]>> },
-    Publish { key: RoomKey, membership: Membership, conn: ConnId, reference: Option<Box<[u8]>>, data: Box<[u8]> },
-    Direct { key: RoomKey, from: Arc<Peer>, reference: Option<Box<[u8]>>, data: Box<[u8]> },
-    Joined { conn: ConnId, key: RoomKey, membership: Membership },
-    JoinRefused { conn: ConnId, key: RoomKey, reason: JoinRefused, reference: Option<Box<[u8]>> },
-    Left { conn: ConnId, key: RoomKey },
-    Deliver { to: ConnId, frame: Frame },
-    Fanout { key: RoomKey, skip: Option<ConnId>, frame: Frame },
+    Join {
+        peer: Arc<Peer>,
+        key: RoomKey,
+        tag: u32,
+        quiet: bool,
+        reference: Option<Box<[u8]>>,
+    },
+    Leave {
+        key: RoomKey,
+        membership: Membership,
+        conn: ConnId,
+        reference: Option<Box<[u8]>>,
+    },
+    Publish {
+        key: RoomKey,
+        membership: Membership,
+        conn: ConnId,
+        reference: Option<Box<[u8]>>,
+        data: Box<[u8]>,
+    },
+    Direct {
+        key: RoomKey,
+        from: Arc<Peer>,
+        reference: Option<Box<[u8]>>,
+        data: Box<[u8]>,
+    },
+    Joined {
+        conn: ConnId,
+        key: RoomKey,
+        tag: u32,
+        membership: Membership,
+    },
+    JoinRefused {
+        conn: ConnId,
+        key: RoomKey,
+        tag: u32,
+        reason: JoinRefused,
+        reference: Option<Box<[u8]>>,
+    },
+    Left {
+        conn: ConnId,
+        key: RoomKey,
+    },
+    Deliver {
+        to: ConnId,
+        frame: Frame,
+    },
+    Fanout {
+        key: RoomKey,
+        skip: Option<ConnId>,
+        frame: Frame,
+    },
+    /// A broadcast for some of a shard's members only (lobby, hosts): the
+    /// owner names them, since the home shard does not know roles.
+    FanoutTo {
+        conns: Vec<ConnId>,
+        frame: Frame,
+    },
+    /// A meeting request of a member on another shard.
+    Meeting {
+        membership: Membership,
+        conn: ConnId,
+        reference: Option<Box<[u8]>>,
+        request: MeetingRequest,
+        now_unix_ms: u64,
+    },
+    /// The owner removed the connection (kick, lobby deny): close it.
+    Close {
+        conn: ConnId,
+        code: CloseCode,
+    },
 }
 
 /// The outbox to one shard was over `shard_outbox_max`.
@@ -113,13 +176,28 @@ impl ShardCore {
         }
     }
 
-    /// Sends one `Fanout` per other shard with members of the room in `room`.
-    pub(super) fn fan_out_remote(&mut self, room: usize, skip: Option<ConnId>, frame: &Frame) {
+    /// Sends a broadcast once to each other shard with members of the room
+    /// in `room`: as a `Fanout` when the audience is every member, else as a
+    /// `FanoutTo` naming that shard's members in the audience.
+    pub(super) fn fan_out_remote(&mut self, room: usize, audience: Audience, skip: Option<ConnId>, frame: &Frame) {
         let Some(key) = self.rooms.key(room).cloned() else { return };
         let shards: Vec<ShardId> = self.rooms.remote_shards(room).collect();
+        if shards.is_empty() {
+            return;
+        }
+        if self.rooms.audience_is_everyone(room, audience) {
+            for shard in shards {
+                let fanout = RemoteMsg::Fanout { key: key.clone(), skip, frame: Arc::clone(frame) };
+                self.send_bounded(shard, fanout);
+            }
+            return;
+        }
         for shard in shards {
-            let fanout = RemoteMsg::Fanout { key: key.clone(), skip, frame: Arc::clone(frame) };
-            self.send_bounded(shard, fanout);
+            let conns: Vec<ConnId> =
+                self.rooms.audience(room, audience).filter(|c| c.shard == shard && Some(*c) != skip).collect();
+            if !conns.is_empty() {
+                self.send_bounded(shard, RemoteMsg::FanoutTo { conns, frame: Arc::clone(frame) });
+            }
         }
     }
 
@@ -141,16 +219,16 @@ impl ShardCore {
     /// Handles one message from shard `from`.
     pub(super) fn on_remote(&mut self, from: ShardId, msg: RemoteMsg) {
         match msg {
-            RemoteMsg::Join { peer, key, quiet, reference } => {
+            RemoteMsg::Join { peer, key, tag, quiet, reference } => {
                 let home = peer.conn.shard;
                 match self.rooms.join(&peer, &key, quiet, reference.as_deref()) {
                     Ok(membership) => {
                         // Before the welcome and any broadcast: the home adds its mirror entry first.
-                        self.remote.send_control(home, RemoteMsg::Joined { conn: peer.conn, key, membership });
+                        self.remote.send_control(home, RemoteMsg::Joined { conn: peer.conn, key, tag, membership });
                         self.apply_room_outputs();
                     }
                     Err(reason) => {
-                        let refused = RemoteMsg::JoinRefused { conn: peer.conn, key, reason, reference };
+                        let refused = RemoteMsg::JoinRefused { conn: peer.conn, key, tag, reason, reference };
                         self.remote.send_control(home, refused);
                     }
                 }
@@ -162,12 +240,32 @@ impl ShardCore {
                 self.apply_room_outputs();
             }
             RemoteMsg::Publish { membership, conn, reference, data, .. } => {
-                if self.rooms.publish(membership, conn, reference.as_deref(), &data).is_some() {
-                    self.metrics.messages_published += 1;
-                } else {
-                    self.deliver_error(conn, reference.as_deref(), "not_joined", "not a member of that room");
+                match self.rooms.publish(membership, conn, reference.as_deref(), &data) {
+                    Some(Ok(_)) => self.metrics.messages_published += 1,
+                    Some(Err((code, message))) => self.deliver_error(conn, reference.as_deref(), code, message),
+                    None => self.deliver_error(conn, reference.as_deref(), "not_joined", "not a member of that room"),
                 }
                 self.apply_room_outputs();
+            }
+            RemoteMsg::Meeting { membership, conn, reference, request, now_unix_ms } => {
+                if let Err((code, message)) =
+                    self.rooms.request(membership, conn, &request, reference.as_deref(), now_unix_ms)
+                {
+                    self.deliver_error(conn, reference.as_deref(), code, message);
+                }
+                self.apply_room_outputs();
+            }
+            RemoteMsg::FanoutTo { conns, frame } => {
+                for conn in conns {
+                    if self.is_live(conn) {
+                        self.queue(conn.slot as usize, Arc::clone(&frame));
+                    }
+                }
+            }
+            RemoteMsg::Close { conn, code } => {
+                if self.is_live(conn) {
+                    self.begin_close(conn.slot as usize, code, None);
+                }
             }
             RemoteMsg::Direct { key, from: sender, reference, data } => {
                 if !self.rooms.direct(&key, &sender, reference.as_deref(), &data) {
@@ -175,10 +273,13 @@ impl ShardCore {
                 }
                 self.apply_room_outputs();
             }
-            RemoteMsg::Joined { conn, key, membership } => self.on_joined(from, conn, key, membership),
-            RemoteMsg::JoinRefused { conn, key, reason, reference } => {
+            RemoteMsg::Joined { conn, key, tag, membership } => self.on_joined(from, conn, key, tag, membership),
+            RemoteMsg::JoinRefused { conn, key, tag, reason, reference } => {
                 if let Some(member) = self.live_member(conn) {
-                    member.rooms.retain(|joined| joined.key != key);
+                    let pending = |j: &crate::conn::JoinedRoom| {
+                        j.key == key && j.tag == tag && matches!(j.place, Place::Remote { membership: None, .. })
+                    };
+                    member.rooms.retain(|joined| !pending(joined));
                     self.send_error(conn.slot as usize, reference.as_deref(), reason.code(), reason.message());
                 }
             }
@@ -194,11 +295,11 @@ impl ShardCore {
 
     /// The owner accepted a join: record the membership, or undo the join if
     /// the connection closed or left while it was in flight.
-    fn on_joined(&mut self, owner: ShardId, conn: ConnId, key: RoomKey, membership: Membership) {
+    fn on_joined(&mut self, owner: ShardId, conn: ConnId, key: RoomKey, tag: u32, membership: Membership) {
         let pending = self
             .live_member(conn)
             .and_then(|member| member.room_mut(&key))
-            .filter(|joined| matches!(joined.place, Place::Remote { membership: None, .. }));
+            .filter(|joined| joined.tag == tag && matches!(joined.place, Place::Remote { membership: None, .. }));
         match pending {
             Some(joined) => {
                 joined.place = Place::Remote { owner, membership: Some(membership) };
@@ -247,7 +348,7 @@ impl ShardCore {
                 self.queue(to.slot as usize, frame);
             }
         } else {
-            self.send_bounded(to.shard, RemoteMsg::Deliver { to, frame });
+            self.remote.send_control(to.shard, RemoteMsg::Deliver { to, frame });
         }
     }
 }

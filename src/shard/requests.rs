@@ -8,13 +8,11 @@ use std::sync::Arc;
 use super::{RemoteMsg, ShardCore};
 use crate::auth::Verifier;
 use crate::conn::{JoinedRoom, Member, Place, Role};
-use crate::ids::{self, GROUP_PREFIX, PERSONAL_PREFIX, RoomKey};
+use crate::ids::{self, RoomKey};
 use crate::protocol::{self, Request};
+use crate::room::{MeetingRequest, Refusal};
 use crate::ws::CloseCode;
 use crate::ws::frame::Opcode;
-
-/// A refusal: wire code and message.
-type Refusal = (&'static str, &'static str);
 
 impl ShardCore {
     /// Decodes and carries out one request of connection `slot`.
@@ -26,6 +24,7 @@ impl ShardCore {
             Ok(Request::Join { room }) => self.join(slot, room, reference),
             Ok(Request::Leave { room }) => self.leave(slot, room, reference),
             Ok(Request::Direct { to, data }) => self.direct(slot, to, reference, data),
+            Ok(Request::Meeting { room, request }) => self.meeting(slot, room, request, reference),
             Ok(Request::Ping) => {
                 protocol::encode_pong(self.frames.begin(), reference);
                 let frame = self.frames.finish(Opcode::Text);
@@ -60,7 +59,7 @@ impl ShardCore {
         };
         match place {
             Place::Local(membership) => {
-                self.rooms.publish(membership, conn, reference, data).ok_or(NOT_JOINED)?;
+                self.rooms.publish(membership, conn, reference, data).ok_or(NOT_JOINED)??;
                 self.metrics.messages_published += 1;
                 self.apply_room_outputs();
             }
@@ -77,6 +76,41 @@ impl ShardCore {
             Place::Remote { membership: None, .. } => return Err(JOIN_PENDING),
         }
         Ok(())
+    }
+
+    /// A meeting request, carried out by the room's owner.
+    fn meeting(
+        &mut self,
+        slot: usize,
+        room: Option<&str>,
+        request: MeetingRequest,
+        reference: Option<&[u8]>,
+    ) -> Result<(), Refusal> {
+        let (conn, place) = self.place_of(slot, room)?;
+        let now_unix_ms = self.now_unix_ms();
+        match place {
+            Place::Local(membership) => {
+                self.rooms.request(membership, conn, &request, reference, now_unix_ms)?;
+                self.apply_room_outputs();
+            }
+            Place::Remote { owner, membership: Some(membership) } => {
+                let msg =
+                    RemoteMsg::Meeting { membership, conn, reference: reference.map(Into::into), request, now_unix_ms };
+                self.try_send_remote(owner, msg).map_err(|_| OVERLOADED)?;
+            }
+            Place::Remote { membership: None, .. } => return Err(JOIN_PENDING),
+        }
+        Ok(())
+    }
+
+    /// The connection's id and where the room `room` (home when `None`) is.
+    fn place_of(&mut self, slot: usize, room: Option<&str>) -> Result<(crate::ids::ConnId, Place), Refusal> {
+        let (conn, member) = self.member(slot)?;
+        let joined = match room {
+            None => member.rooms.first(),
+            Some(room) => member.room(room),
+        };
+        Ok((conn, joined.ok_or(NOT_JOINED)?.place))
     }
 
     /// `join`: the same checks as the URL room (room claim, tenant), plus
@@ -110,21 +144,22 @@ impl ShardCore {
         shards: usize,
     ) -> Result<(), Refusal> {
         let owner = key.shard(shards);
+        let tag = {
+            let (_, member) = self.member(slot)?;
+            member.joins = member.joins.wrapping_add(1);
+            member.joins
+        };
         let place = if owner == self.id {
             let membership = self.rooms.join(peer, &key, quiet, reference).map_err(|r| (r.code(), r.message()))?;
             Place::Local(membership)
         } else {
-            let msg = RemoteMsg::Join {
-                peer: Arc::clone(peer),
-                key: key.clone(),
-                quiet,
-                reference: reference.map(Into::into),
-            };
+            let reference = reference.map(Into::into);
+            let msg = RemoteMsg::Join { peer: Arc::clone(peer), key: key.clone(), tag, quiet, reference };
             self.try_send_remote(owner, msg).map_err(|_| OVERLOADED)?;
             Place::Remote { owner, membership: None }
         };
         if let Ok((_, member)) = self.member(slot) {
-            member.rooms.push(JoinedRoom { key, place, implicit: quiet });
+            member.rooms.push(JoinedRoom { key, place, tag, implicit: quiet });
         }
         self.apply_room_outputs();
         Ok(())
@@ -138,14 +173,19 @@ impl ShardCore {
         let Ok((_, member)) = self.member(slot) else { return };
         let peer = Arc::clone(&member.peer);
         let identity = &member.identity;
+        // A URL room that is itself the personal or a group room is not joined twice.
         let implicit: Vec<RoomKey> = std::iter::once(RoomKey::personal(&identity.tenant, &identity.user))
             .chain(identity.groups.iter().map(|group| RoomKey::group(&identity.tenant, group)))
+            .filter(|key| *key != home)
             .take(rooms_max.saturating_sub(1))
             .collect();
         if let Err((code, message)) = self.enter(slot, &peer, home, false, None, shards) {
             self.send_error(slot, None, code, message);
-            let limit = (code == "room_full").then_some(crate::metrics::LimitKind::RoomFull);
-            self.begin_close(slot, CloseCode::ROOM_FULL, limit);
+            let (close, limit) = match code {
+                "room_full" => (CloseCode::ROOM_FULL, Some(crate::metrics::LimitKind::RoomFull)),
+                _ => (CloseCode::SHARD_FULL, None),
+            };
+            self.begin_close(slot, close, limit);
             return;
         }
         for key in implicit {
@@ -177,9 +217,11 @@ impl ShardCore {
             }
             Place::Remote { membership: None, .. } => {
                 // The join is undone when its reply arrives (see `on_joined`).
-                protocol::encode_ack(self.frames.begin(), reference, None);
-                let frame = self.frames.finish(Opcode::Text);
-                self.queue(slot, frame);
+                if reference.is_some() {
+                    protocol::encode_ack(self.frames.begin(), reference, None);
+                    let frame = self.frames.finish(Opcode::Text);
+                    self.queue(slot, frame);
+                }
             }
         }
         Ok(())
@@ -237,21 +279,12 @@ const NOT_FOUND: Refusal = ("not_found", "that user has no connection");
 const OVERLOADED: Refusal = ("overloaded", "the shard owning that room is not keeping up; try again");
 const GONE: Refusal = ("internal", "connection state missing");
 
-/// Whether `member` may join `room`: a valid id, allowed by the token's room
-/// claim; `user:*` only its own, `group:*` only its groups.
+/// Whether `member` may join `room`: a valid id its token allows.
 fn may_join(member: &Member, room: &str) -> Result<(), Refusal> {
     if !ids::is_valid_room_id(room) {
         return Err(("bad_room", "room ids are 1-128 bytes of [A-Za-z0-9._:-]"));
     }
-    let identity = &member.identity;
-    let allowed = if let Some(user) = room.strip_prefix(PERSONAL_PREFIX) {
-        user == identity.user
-    } else if let Some(group) = room.strip_prefix(GROUP_PREFIX) {
-        identity.groups.iter().any(|g| g == group)
-    } else {
-        identity.may_enter(room)
-    };
-    if allowed { Ok(()) } else { Err(("forbidden", "the token does not allow this room")) }
+    if member.identity.may_join(room) { Ok(()) } else { Err(("forbidden", "the token does not allow this room")) }
 }
 
 /// Checks a refresh token and returns its expiry.

@@ -21,6 +21,8 @@ impl CloseCode {
     pub const SHARD_FULL: CloseCode = CloseCode { code: 1013, reason: "server full" };
     pub const ROOM_FULL: CloseCode = CloseCode { code: 1013, reason: "room full" };
     pub const TOKEN_EXPIRED: CloseCode = CloseCode { code: 4001, reason: "token expired" };
+    pub const KICKED: CloseCode = CloseCode { code: 4003, reason: "kicked by a host" };
+    pub const DENIED: CloseCode = CloseCode { code: 4004, reason: "denied entry by a host" };
 
     /// Whether a code received from a peer is one RFC 6455 §7.4 allows on the wire.
     pub fn is_valid_received(code: u16) -> bool {

@@ -10,6 +10,7 @@ use crate::clock::{TimerFd, mono_ns};
 use crate::frame::{self, MaskGen, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Parse};
 use crate::report::{new_hist, record};
 use crate::scan;
+use crate::shard;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
@@ -88,6 +89,10 @@ pub struct RunCfg {
     pub proc_index: u32,
     /// Global id offset for publishers of this process.
     pub user_prefix: String,
+    /// `fanout --cross-shard N`: the server's shard count; every connection
+    /// gets a home room on a shard other than the room's owner and joins
+    /// the room from there. 0: off.
+    pub cross_shard: u32,
 }
 
 /// Counters shared between workers and the main thread.
@@ -148,6 +153,14 @@ pub struct Stats {
     pub wall_ns: u64,
     /// Time the loop thread waited for a CPU (runnable, not running).
     pub run_delay_ns: u64,
+    /// `--cross-shard`: receivers and publishers by the shard of their home
+    /// room (as the home `welcome` says), and joins by the shard that owns
+    /// the joined room (the room's `welcome`).
+    pub home_shards: BTreeMap<u16, u64>,
+    pub publisher_home_shards: BTreeMap<u16, u64>,
+    pub room_shards: BTreeMap<u16, u64>,
+    /// Welcomes whose `shard` differs from the tool's FNV-1a prediction.
+    pub shard_mismatches: u64,
 }
 
 impl Stats {
@@ -172,6 +185,10 @@ impl Stats {
             poll_ns: 0,
             wall_ns: 0,
             run_delay_ns: 0,
+            home_shards: BTreeMap::new(),
+            publisher_home_shards: BTreeMap::new(),
+            room_shards: BTreeMap::new(),
+            shard_mismatches: 0,
         }
     }
 
@@ -199,6 +216,16 @@ impl Stats {
         self.poll_ns += o.poll_ns;
         self.wall_ns += o.wall_ns;
         self.run_delay_ns += o.run_delay_ns;
+        for (mine, theirs) in [
+            (&mut self.home_shards, &o.home_shards),
+            (&mut self.publisher_home_shards, &o.publisher_home_shards),
+            (&mut self.room_shards, &o.room_shards),
+        ] {
+            for (k, v) in theirs {
+                *mine.entry(*k).or_default() += v;
+            }
+        }
+        self.shard_mismatches += o.shard_mismatches;
     }
 }
 
@@ -225,6 +252,8 @@ pub struct Spec {
     pub room: u32,
     pub role: Role,
     pub id: u64,
+    /// Index within the room: members 0..M, then publishers.
+    pub slot: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +261,9 @@ enum St {
     Connecting,
     Handshake,
     WaitWelcome,
+    /// `--cross-shard`: the join is sent; waiting for the room's `welcome`
+    /// (the seq base) and the join's `ack`.
+    WaitJoin,
     Ready,
 }
 
@@ -249,7 +281,14 @@ struct Conn {
     ring: Option<Box<[u64]>>,
     next_ref: u64,
     rseq: u64,
+    /// `--cross-shard`: the predicted shards of the home room and of the
+    /// joined room.
+    home_shard: u16,
+    room_shard: u16,
 }
+
+/// The `ref` of the join request (`--cross-shard`).
+const JOIN_REF: u64 = 1;
 
 /// Builds the connection specs for one worker.
 pub fn plan_specs(cfg: &RunCfg, worker: usize) -> (Vec<Spec>, Vec<Spec>) {
@@ -265,16 +304,16 @@ pub fn plan_specs(cfg: &RunCfg, worker: usize) -> (Vec<Spec>, Vec<Spec>) {
             Scenario::Rtt => Role::Rtt,
             _ => Role::Member,
         };
-        for _ in 0..cfg.members {
+        for slot in 0..cfg.members {
             if idx as usize % t == worker {
-                others.push(Spec { room: r, role, id: idx });
+                others.push(Spec { room: r, role, id: idx, slot });
             }
             idx += 1;
         }
         if matches!(cfg.scenario, Scenario::Fanout | Scenario::Churn) {
-            for _ in 0..cfg.publishers {
+            for p in 0..cfg.publishers {
                 if r as usize % t == worker {
-                    pubs.push(Spec { room: r, role: Role::Publisher, id: idx });
+                    pubs.push(Spec { room: r, role: Role::Publisher, id: idx, slot: cfg.members + p });
                 }
                 idx += 1;
             }
@@ -372,7 +411,15 @@ impl Worker {
     }
 
     fn path_for(&self, spec: &Spec) -> String {
-        let room = &self.cfg.rooms[spec.room as usize];
+        let target = &self.cfg.rooms[spec.room as usize];
+        // With --cross-shard the URL names the home room; a token's room
+        // claim `TARGET*` allows it and the target (the home starts with it).
+        let (home, claim) = if self.cfg.cross_shard > 0 {
+            (shard::home_room(target, u64::from(spec.slot), self.cfg.cross_shard).0, format!("{target}*"))
+        } else {
+            (target.clone(), target.clone())
+        };
+        let (room, claim) = (&home, &claim);
         let user = format!("{}{}", self.cfg.user_prefix, spec.id);
         match (&self.cfg.proto, &self.cfg.auth) {
             (Proto::Raw, _) => format!("/ws/{room}"),
@@ -389,9 +436,12 @@ impl Worker {
                     .map(|d| d.as_secs())
                     .unwrap_or(0)
                     + 86_400;
-                let tok =
-                    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &Claims { sub: &user, exp, room }, key)
-                        .unwrap_or_default();
+                let tok = jsonwebtoken::encode(
+                    &jsonwebtoken::Header::default(),
+                    &Claims { sub: &user, exp, room: claim },
+                    key,
+                )
+                .unwrap_or_default();
                 format!("/ws/{room}?token={tok}")
             }
         }
@@ -434,6 +484,13 @@ impl Worker {
             return fail(self, cause_of(&e));
         }
         let ring = (spec.role == Role::Rtt).then(|| vec![0u64; RTT_RING].into_boxed_slice());
+        let (home_shard, room_shard) = if self.cfg.cross_shard > 0 {
+            let target = &self.cfg.rooms[spec.room as usize];
+            let n = self.cfg.cross_shard;
+            (shard::home_room(target, u64::from(spec.slot), n).1, shard::room_shard("", target, n))
+        } else {
+            (u16::MAX, u16::MAX)
+        };
         entry.insert(Conn {
             stream,
             spec,
@@ -448,6 +505,8 @@ impl Worker {
             ring,
             next_ref: 1,
             rseq: 0,
+            home_shard,
+            room_shard,
         });
         self.inflight += 1;
         if spec.role == Role::Churn {
@@ -673,7 +732,7 @@ impl Worker {
             let payload = &buf[ps..pe];
             match f.opcode {
                 OP_TEXT => {
-                    self.on_text(key, payload, now);
+                    self.on_text(key, payload, now)?;
                 }
                 OP_PING => {
                     let mask = self.masks.next_mask();
@@ -690,27 +749,72 @@ impl Worker {
         Ok(pos)
     }
 
-    /// Returns true if a latency sample was recorded.
-    fn on_text(&mut self, key: usize, payload: &[u8], now: u64) -> bool {
+    /// Returns true if a latency sample was recorded; an error drops the
+    /// connection with that cause.
+    fn on_text(&mut self, key: usize, payload: &[u8], now: u64) -> Result<bool, String> {
         let c = &mut self.conns[key];
-        match c.st {
+        Ok(match c.st {
             St::WaitWelcome => {
                 if scan::find_type(payload) == Some(b"welcome") {
                     let seq = scan::find_u64_after(payload, b"\"seq\":").unwrap_or(0);
                     c.tracker = SeqTracker::new(seq);
-                    self.became_ready(key, now);
+                    if self.cfg.cross_shard > 0 {
+                        // Home room joined: note its shard, join the target.
+                        let shard = scan::find_u64_after(payload, b"\"shard\":").unwrap_or(u64::MAX);
+                        if shard != u64::from(c.home_shard) {
+                            self.stats.shard_mismatches += 1;
+                        }
+                        let by_role = match c.spec.role {
+                            Role::Publisher => &mut self.stats.publisher_home_shards,
+                            _ => &mut self.stats.home_shards,
+                        };
+                        *by_role.entry(shard.min(u64::from(u16::MAX)) as u16).or_default() += 1;
+                        self.pbuf.clear();
+                        let target = &self.cfg.rooms[c.spec.room as usize];
+                        let _ = write!(self.pbuf, r#"{{"type":"join","room":"{target}","ref":{JOIN_REF}}}"#);
+                        let mask = self.masks.next_mask();
+                        frame::push_client_frame(&mut c.out, OP_TEXT, &self.pbuf, mask);
+                        c.st = St::WaitJoin;
+                    } else {
+                        self.became_ready(key, now);
+                    }
+                }
+                false
+            }
+            St::WaitJoin => {
+                match scan::find_type(payload) {
+                    Some(b"welcome") => {
+                        // The joined room's welcome (from its owner): the seq base.
+                        let seq = scan::find_u64_after(payload, b"\"seq\":").unwrap_or(0);
+                        c.tracker = SeqTracker::new(seq);
+                        let shard = scan::find_u64_after(payload, b"\"shard\":").unwrap_or(u64::MAX);
+                        if shard != u64::from(c.room_shard) {
+                            self.stats.shard_mismatches += 1;
+                        }
+                        *self.stats.room_shards.entry(shard.min(u64::from(u16::MAX)) as u16).or_default() += 1;
+                    }
+                    Some(b"ack") if scan::find_u64_after(payload, b"\"ref\":") == Some(JOIN_REF) => {
+                        self.became_ready(key, now);
+                    }
+                    Some(b"error") => {
+                        let code = scan::find_str_after(payload, b"\"code\":")
+                            .map(|c| String::from_utf8_lossy(c).into_owned())
+                            .unwrap_or_else(|| "unknown".into());
+                        return Err(format!("join_{code}"));
+                    }
+                    _ => {}
                 }
                 false
             }
             St::Ready => match c.spec.role {
                 Role::Member => {
                     let Some(m) = scan::find_marker(payload) else {
-                        return false;
+                        return Ok(false);
                     };
                     let seq = if self.cfg.proto == Proto::Roomcast {
                         match scan::find_u64_after(payload, b"\"seq\":") {
                             Some(s) => s,
-                            None => return false,
+                            None => return Ok(false),
                         }
                     } else {
                         m.seq
@@ -726,15 +830,15 @@ impl Worker {
                     let intended = if self.cfg.proto == Proto::Raw {
                         match scan::find_marker(payload) {
                             Some(m) if m.publisher == c.spec.id => m.intended_ns,
-                            _ => return false,
+                            _ => return Ok(false),
                         }
                     } else {
                         let t = scan::find_type(payload);
                         if t != Some(b"pong") && t != Some(b"ack") {
-                            return false;
+                            return Ok(false);
                         }
                         let Some(r) = scan::find_u64_after(payload, b"\"ref\":") else {
-                            return false;
+                            return Ok(false);
                         };
                         let ring = c.ring.as_mut().expect("rtt ring");
                         let slot = &mut ring[(r as usize) % RTT_RING];
@@ -742,7 +846,7 @@ impl Worker {
                         *slot = 0;
                         if v == 0 {
                             self.stats.tally.duplicates += 1;
-                            return false;
+                            return Ok(false);
                         }
                         v
                     };
@@ -758,7 +862,7 @@ impl Worker {
                 }
             },
             _ => false,
-        }
+        })
     }
 
     fn build_publish(&mut self, key: usize, intended: u64) {
@@ -769,7 +873,14 @@ impl Worker {
         let m = scan::Marker { intended_ns: intended, publisher: c.spec.id, seq: self.room_seq[room] };
         self.pbuf.clear();
         if cfg.proto == Proto::Roomcast {
-            self.pbuf.extend_from_slice(br#"{"type":"publish","data":"#);
+            if cfg.cross_shard > 0 {
+                // Into the joined room, not the home room.
+                self.pbuf.extend_from_slice(br#"{"type":"publish","room":""#);
+                self.pbuf.extend_from_slice(cfg.rooms[room].as_bytes());
+                self.pbuf.extend_from_slice(br#"","data":"#);
+            } else {
+                self.pbuf.extend_from_slice(br#"{"type":"publish","data":"#);
+            }
             scan::push_payload(&mut self.pbuf, m, cfg.size);
             self.pbuf.push(b'}');
         } else {
@@ -939,6 +1050,16 @@ impl Worker {
     /// connections), then flushes: one write per connection. Returns the
     /// next due time (or `u64::MAX`).
     fn pump(&mut self, now: u64) -> u64 {
+        let deadline = self.schedule(now);
+        // Also before the schedule starts: pongs, and the joins of
+        // `--cross-shard`, go out as soon as they are queued.
+        self.flush_dirty();
+        deadline
+    }
+
+    /// The send schedule and churn arrivals due by `now`; returns the next
+    /// due time (or `u64::MAX`).
+    fn schedule(&mut self, now: u64) -> u64 {
         let cfg = self.cfg.clone();
         let start = self.sh.start_ns.load(Relaxed);
         let mut deadline = u64::MAX;
@@ -991,10 +1112,15 @@ impl Worker {
                 self.churn_k += 1;
                 self.churn_room = (self.churn_room + cfg.threads as u32) % cfg.rooms.len() as u32;
                 let id = 1_000_000_000 + self.churn_k * cfg.threads as u64 + self.idx as u64;
-                let spec = Spec { room: self.churn_room, role: Role::Churn, id };
+                let spec = Spec { room: self.churn_room, role: Role::Churn, id, slot: 0 };
                 self.open(spec, now);
             }
         }
+        deadline
+    }
+
+    /// One write per connection with queued frames.
+    fn flush_dirty(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         for &key in &dirty {
             if self.conns.contains(key)
@@ -1005,7 +1131,6 @@ impl Worker {
         }
         self.dirty = dirty;
         self.dirty.clear();
-        deadline
     }
 
     fn housekeeping(&mut self, now: u64) {

@@ -7,6 +7,8 @@
 //! - [`frame`], [`scan`], [`account`]: the in-place frame parser, the tiny
 //!   payload scanners and the loss/duplicate/out-of-order accounting.
 //! - [`report`]: percentiles, `.hgrm` and SVG output.
+//! - [`shard`]: the server's room → shard function, home rooms for
+//!   `fanout --cross-shard`.
 
 pub mod account;
 pub mod client;
@@ -15,5 +17,6 @@ pub mod frame;
 pub mod report;
 pub mod run;
 pub mod scan;
+pub mod shard;
 pub mod sink;
 pub mod table;

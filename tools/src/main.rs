@@ -57,7 +57,13 @@ enum Cmd {
         files: Vec<String>,
     },
     /// Markdown table from bench JSON lines (highest passing rate per scenario).
-    Summarize { jsonl: PathBuf },
+    Summarize {
+        jsonl: PathBuf,
+        /// Instead: two benches side by side by rate, `A:B` (deliveries/s and
+        /// p99 of each; e.g. `room1000:room1000x`).
+        #[arg(long, value_name = "A:B")]
+        compare: Option<String>,
+    },
 }
 
 fn main() {
@@ -71,9 +77,7 @@ fn main() {
             run_sink(listen, mode, duration, ping_interval, procs, reuseport, quiet)
         }
         Cmd::Plot { title, out, files } => plot(&title, &out, &files),
-        Cmd::Summarize { jsonl } => std::fs::read_to_string(&jsonl)
-            .map(|t| print!("{}", roomcast_load::table::markdown(&t)))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", jsonl.display())),
+        Cmd::Summarize { jsonl, compare } => summarize(&jsonl, compare.as_deref()),
     };
     if let Err(e) = res {
         eprintln!("roomcast-load: error: {e:#}");
@@ -128,10 +132,21 @@ fn run_sink(
         // SAFETY: prctl with constant arguments.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
     }
-    eprintln!("sink {} listening on {listen} ({mode:?})", std::process::id());
     let st =
         sink::run(&SinkCfg { listen, mode, duration_s: duration, ping_interval_s: ping_interval, reuseport, quiet })?;
     eprintln!("sink {} done: {st:?}", std::process::id());
+    Ok(())
+}
+
+fn summarize(jsonl: &PathBuf, compare: Option<&str>) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(jsonl).map_err(|e| anyhow::anyhow!("{}: {e}", jsonl.display()))?;
+    match compare {
+        None => print!("{}", roomcast_load::table::markdown(&text)),
+        Some(pair) => {
+            let (a, b) = pair.split_once(':').ok_or_else(|| anyhow::anyhow!("--compare takes A:B, got {pair:?}"))?;
+            print!("{}", roomcast_load::table::compare(&text, a, b));
+        }
+    }
     Ok(())
 }
 

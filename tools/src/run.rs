@@ -97,6 +97,13 @@ pub struct LoadArgs {
     /// Room name prefix (rooms are PREFIX-0 … PREFIX-(R-1)).
     #[arg(long, default_value = "load")]
     pub room_prefix: String,
+    /// fanout: the server's shard count N (0: off). Every receiver and
+    /// publisher connects to its own home room, on a shard other than the
+    /// measured room's owner (cycling over them; FNV-1a as the server),
+    /// then joins the room and waits for the join's ack; publishers publish
+    /// with `"room"`.
+    #[arg(long, default_value_t = 0)]
+    pub cross_shard: u32,
     #[arg(long, hide = true)]
     pub child_index: Option<u32>,
 }
@@ -129,6 +136,14 @@ pub struct ProcResult {
     pub poll_ns: u64,
     pub wall_ns: u64,
     pub run_delay_ns: u64,
+    #[serde(default)]
+    pub home_shards: BTreeMap<u16, u64>,
+    #[serde(default)]
+    pub publisher_home_shards: BTreeMap<u16, u64>,
+    #[serde(default)]
+    pub room_shards: BTreeMap<u16, u64>,
+    #[serde(default)]
+    pub shard_mismatches: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -173,6 +188,18 @@ pub struct Summary {
     pub tool_bottleneck: bool,
     pub bottleneck_reason: Option<String>,
     pub server_rss_per_conn_bytes: Option<u64>,
+    /// `--cross-shard N` (0: off).
+    pub cross_shard: u32,
+    /// `--cross-shard`: receivers by the shard of their home room, as the
+    /// server's home `welcome` said (shard → connections).
+    pub home_shards: BTreeMap<u16, u64>,
+    /// The same for publishers.
+    pub publisher_home_shards: BTreeMap<u16, u64>,
+    /// `--cross-shard`: joins by the shard owning the joined room (its
+    /// `welcome`'s `shard`).
+    pub room_shards: BTreeMap<u16, u64>,
+    /// Welcomes whose `shard` differs from the tool's FNV-1a prediction.
+    pub shard_mismatches: u64,
     /// p99 < 10 ms and nothing lost (and every connection made).
     pub pass: bool,
     pub hgrm: Option<String>,
@@ -254,6 +281,21 @@ fn validate(a: &LoadArgs, scenario: Scenario) -> anyhow::Result<()> {
     if a.proto == Proto::Roomcast && a.jwt_secret.is_none() && !a.dev {
         bail!("--proto roomcast needs --jwt-secret SECRET or --dev");
     }
+    if a.cross_shard > 0 {
+        if scenario != Scenario::Fanout {
+            bail!("--cross-shard is for fanout only");
+        }
+        if a.proto != Proto::Roomcast {
+            bail!("--cross-shard needs --proto roomcast (join and publish with \"room\")");
+        }
+        if a.cross_shard > u32::from(u16::MAX) {
+            bail!("--cross-shard must be the server's shard count (at most 65535)");
+        }
+        // Home rooms are `PREFIX-R.hN[.K]`: keep them within 128 bytes.
+        if a.room_prefix.len() > 80 {
+            bail!("--room-prefix must be at most 80 bytes with --cross-shard");
+        }
+    }
     if a.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
@@ -300,6 +342,7 @@ fn build_cfg(a: &LoadArgs, scenario: Scenario, proc_index: u32) -> anyhow::Resul
         threads,
         proc_index,
         user_prefix: format!("{}{proc_index}u", a.room_prefix),
+        cross_shard: a.cross_shard,
     })
 }
 
@@ -440,6 +483,10 @@ fn run_proc(a: &LoadArgs, scenario: Scenario, proc_index: u32, child: bool) -> a
         poll_ns: st.poll_ns,
         wall_ns: st.wall_ns,
         run_delay_ns: st.run_delay_ns,
+        home_shards: st.home_shards,
+        publisher_home_shards: st.publisher_home_shards,
+        room_shards: st.room_shards,
+        shard_mismatches: st.shard_mismatches,
     })
 }
 
@@ -566,6 +613,11 @@ fn summarize(
         tool_bottleneck: false,
         bottleneck_reason: None,
         server_rss_per_conn_bytes: None,
+        cross_shard: a.cross_shard,
+        home_shards: BTreeMap::new(),
+        publisher_home_shards: BTreeMap::new(),
+        room_shards: BTreeMap::new(),
+        shard_mismatches: 0,
         pass: false,
         hgrm: None,
         svg: None,
@@ -601,6 +653,16 @@ fn summarize(
         s.out_of_order += r.out_of_order;
         s.churn_opened += r.churn_opened;
         s.churn_closed += r.churn_closed;
+        for (mine, theirs) in [
+            (&mut s.home_shards, &r.home_shards),
+            (&mut s.publisher_home_shards, &r.publisher_home_shards),
+            (&mut s.room_shards, &r.room_shards),
+        ] {
+            for (k, v) in theirs {
+                *mine.entry(*k).or_default() += v;
+            }
+        }
+        s.shard_mismatches += r.shard_mismatches;
         cpu_ns += r.cpu_ns;
         measure_ns = measure_ns.max(r.measure_ns);
         if let Some(g) = r.rss_growth {
@@ -693,6 +755,13 @@ fn human(s: &Summary) -> String {
             o,
             "latency µs (from intended send time): p50 {} p90 {} p99 {} p99.9 {} p99.99 {} max {}",
             l.p50, l.p90, l.p99, l.p999, l.p9999, l.max
+        );
+    }
+    if s.cross_shard > 0 {
+        let _ = writeln!(
+            o,
+            "cross-shard ({} shards): room owner shard {:?}; receivers' home shards {:?}; publishers' {:?}; shard mismatches vs FNV-1a {}",
+            s.cross_shard, s.room_shards, s.home_shards, s.publisher_home_shards, s.shard_mismatches
         );
     }
     if s.scenario == Scenario::Churn {

@@ -102,6 +102,19 @@ pub fn find_u64_after(hay: &[u8], key: &[u8]) -> Option<u64> {
     parse_u64(&hay[at..]).map(|(v, _)| v)
 }
 
+/// The string value of the first `"key":"…"` in `hay` (`key` given with
+/// its quotes and colon), as raw bytes between the quotes (no unescaping).
+pub fn find_str_after<'a>(hay: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let at = memmem::find(hay, key)? + key.len();
+    let rest = &hay[at..];
+    let i = rest.iter().position(|&b| b != b' ')?;
+    if rest[i] != b'"' {
+        return None;
+    }
+    let s = &rest[i + 1..];
+    Some(&s[..memchr::memchr(b'"', s)?])
+}
+
 /// The value of `"type"` in a JSON object, as raw bytes between the quotes.
 pub fn find_type(hay: &[u8]) -> Option<&[u8]> {
     let at = F_TYPE.find(hay)? + 6;
@@ -184,6 +197,16 @@ pub fn find_value<'a>(hay: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_values() {
+        let e = br#"{"type":"error","ref":1,"code":"forbidden","message":"no"}"#;
+        assert_eq!(find_str_after(e, br#""code":"#), Some(&b"forbidden"[..]));
+        assert_eq!(find_str_after(br#"{"code": "x"}"#, br#""code":"#), Some(&b"x"[..]));
+        assert_eq!(find_str_after(br#"{"code":5}"#, br#""code":"#), None);
+        assert_eq!(find_str_after(br#"{"code":"open"#, br#""code":"#), None);
+        assert_eq!(find_str_after(b"{}", br#""code":"#), None);
+    }
 
     #[test]
     fn payload_roundtrip_and_padding() {

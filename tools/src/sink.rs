@@ -352,6 +352,9 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
     sock.listen(4096)?;
     sock.set_nonblocking(true)?;
     let mut listener = TcpListener::from_std(sock.into());
+    // The bound address (the port, when `--listen` asked for port 0): tests
+    // and scripts wait for this line instead of sleeping.
+    eprintln!("sink {} listening on {} ({:?})", std::process::id(), listener.local_addr()?, cfg.mode);
     let poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut s = Sink {

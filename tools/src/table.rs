@@ -80,7 +80,7 @@ pub fn markdown(lines: &str) -> String {
     let _ = writeln!(o, "\nEvery run:\n");
     let _ = writeln!(
         o,
-        "| scenario | rate | conns | sent | delivered | expected | lost | dup | ooo | deliveries/s | p50 | p99 | p99.9 | max (ms) | tool CPU % | slip p99 µs | pass |"
+        "| scenario | rate | conns | sent | delivered | expected | lost | dup | ooo | deliveries/s | p50 | p99 | p99.9 | max (ms) | tool CPU % | slip p99 µs | pass | tool bottleneck |"
     );
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for name in &order {
@@ -113,6 +113,61 @@ pub fn markdown(lines: &str) -> String {
     o
 }
 
+/// A shard map of a JSON summary (`home_shards`, `room_shards`) as
+/// `shard N: COUNT, …`.
+fn shards(v: &Value, k: &str) -> String {
+    match v.get(k).and_then(Value::as_object) {
+        Some(m) if !m.is_empty() => m.iter().map(|(s, n)| format!("shard {s}: {n}")).collect::<Vec<_>>().join(", "),
+        _ => "–".into(),
+    }
+}
+
+/// Two benches side by side, step by step (by rate): deliveries/s and p99
+/// of `a` beside those of `b` (e.g. `room1000` and its cross-shard twin
+/// `room1000x`), plus where `b`'s room and members' homes were.
+pub fn compare(lines: &str, a: &str, b: &str) -> String {
+    let runs: Vec<Value> = lines.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
+    let of = |name: &str| -> BTreeMap<u64, &Value> {
+        runs.iter()
+            .filter(|v| v.get("bench").and_then(Value::as_str) == Some(name))
+            .map(|v| (num(v, "rate") as u64, v))
+            .collect()
+    };
+    let (ra, rb) = (of(a), of(b));
+    let mut rates: Vec<u64> = ra.keys().chain(rb.keys()).copied().collect();
+    rates.sort_unstable();
+    rates.dedup();
+    let cell = |v: Option<&&Value>| match v {
+        Some(v) => format!(
+            "{:.0} | {:.3} | {}",
+            num(v, "deliveries_per_sec"),
+            lat(v, "p99") / 1000.0,
+            if v.get("pass").and_then(Value::as_bool).unwrap_or(false) { "yes" } else { "**no**" }
+        ),
+        None => "– | – | –".into(),
+    };
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "| rate (msg/s) | {a} deliveries/s | {a} p99 (ms) | {a} pass | {b} deliveries/s | {b} p99 (ms) | {b} pass |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|");
+    for r in &rates {
+        let _ = writeln!(o, "| {r} | {} | {} |", cell(ra.get(r)), cell(rb.get(r)));
+    }
+    if let Some(v) = rb.values().next() {
+        let _ = writeln!(
+            o,
+            "\n{b}: room owned by {}; receivers' home rooms on {}; publishers' on {}; shard mismatches vs the tool's FNV-1a: {}.",
+            shards(v, "room_shards"),
+            shards(v, "home_shards"),
+            shards(v, "publisher_home_shards"),
+            num(v, "shard_mismatches")
+        );
+    }
+    o
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -125,5 +180,19 @@ not json"#;
         let md = super::markdown(lines);
         assert!(md.contains("| room1000 | 200 |"), "{md}");
         assert!(md.contains("| idle | none passed |"), "{md}");
+    }
+
+    #[test]
+    fn compares_two_benches_by_rate() {
+        let lines = r#"{"bench":"room1000","rate":100,"pass":true,"deliveries_per_sec":100000,"latency_us":{"p99":900}}
+{"bench":"room1000","rate":200,"pass":true,"deliveries_per_sec":200000,"latency_us":{"p99":1900}}
+{"bench":"room1000x","rate":100,"pass":true,"deliveries_per_sec":99000,"latency_us":{"p99":1500},"room_shards":{"0":1001},"home_shards":{"1":1000},"publisher_home_shards":{"1":1},"shard_mismatches":0}
+{"bench":"room1000x","rate":200,"pass":false,"deliveries_per_sec":150000,"latency_us":{"p99":25000}}"#;
+        let md = super::compare(lines, "room1000", "room1000x");
+        assert!(md.contains("| 100 | 100000 | 0.900 | yes | 99000 | 1.500 | yes |"), "{md}");
+        assert!(md.contains("| 200 | 200000 | 1.900 | yes | 150000 | 25.000 | **no** |"), "{md}");
+        assert!(md.contains("room owned by shard 0: 1001; receivers' home rooms on shard 1: 1000"), "{md}");
+        let md = super::compare(lines, "room1000", "nothing");
+        assert!(md.contains("| 100 | 100000 | 0.900 | yes | – | – | – |"), "{md}");
     }
 }

@@ -1,0 +1,744 @@
+//! Meeting rooms: roles, the lobby, chat with bounded history, raised hands,
+//! screen sharing and WebRTC signaling, as a permission matrix over roles
+//! and handlers that turn an allowed request into outputs.
+//!
+//! Roles from least to most privileged: `waiting` (in the lobby: sees only
+//! its own admission state), `participant`, `screenshare` (a participant
+//! while sharing), `host`. `allowed` is the whole matrix; every request goes
+//! through it before it changes anything, and docs/protocol.md prints it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::{Audience, Member, Membership, Output, Peer, Room, RoomLimits, Rooms};
+use crate::ids::{ConnId, ShardId};
+use crate::protocol::{self, push_json_str, push_u64};
+use crate::ws::CloseCode;
+use crate::ws::frame::{Frame, FrameBuilder, Opcode};
+
+/// A refusal: wire code and message.
+pub type Refusal = (&'static str, &'static str);
+
+pub const FORBIDDEN: Refusal = ("forbidden", "your role in this room may not make this request");
+const NOT_JOINED: Refusal = ("not_joined", "this connection is not in that room");
+
+/// A member's role in one room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Waiting,
+    Participant,
+    Screenshare,
+    Host,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Waiting, Role::Participant, Role::Screenshare, Role::Host];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Waiting => "waiting",
+            Role::Participant => "participant",
+            Role::Screenshare => "screenshare",
+            Role::Host => "host",
+        }
+    }
+}
+
+/// What a request asks for, with "own" and "someone else's" apart where the
+/// matrix treats them differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Publish,
+    ChatSend,
+    ChatDeleteOwn,
+    ChatDeleteOther,
+    ChatHistory,
+    HandRaise,
+    HandLowerOwn,
+    HandLowerOther,
+    ScreenshareRequest,
+    ScreenshareGrant,
+    ScreenshareDeny,
+    ScreenshareStopOwn,
+    ScreenshareStopOther,
+    LobbyAdmit,
+    LobbyDeny,
+    LobbySet,
+    Kick,
+    Signal,
+}
+
+impl RequestKind {
+    pub const ALL: [RequestKind; 18] = [
+        RequestKind::Publish,
+        RequestKind::ChatSend,
+        RequestKind::ChatDeleteOwn,
+        RequestKind::ChatDeleteOther,
+        RequestKind::ChatHistory,
+        RequestKind::HandRaise,
+        RequestKind::HandLowerOwn,
+        RequestKind::HandLowerOther,
+        RequestKind::ScreenshareRequest,
+        RequestKind::ScreenshareGrant,
+        RequestKind::ScreenshareDeny,
+        RequestKind::ScreenshareStopOwn,
+        RequestKind::ScreenshareStopOther,
+        RequestKind::LobbyAdmit,
+        RequestKind::LobbyDeny,
+        RequestKind::LobbySet,
+        RequestKind::Kick,
+        RequestKind::Signal,
+    ];
+}
+
+/// The permission matrix: may a member with `role` make a request of `kind`?
+pub fn allowed(role: Role, kind: RequestKind) -> bool {
+    use RequestKind as K;
+    match role {
+        // The lobby sees only its own admission state.
+        Role::Waiting => false,
+        Role::Participant => matches!(
+            kind,
+            K::Publish
+                | K::ChatSend
+                | K::ChatDeleteOwn
+                | K::ChatHistory
+                | K::HandRaise
+                | K::HandLowerOwn
+                | K::ScreenshareRequest
+                | K::Signal
+        ),
+        Role::Screenshare => matches!(
+            kind,
+            K::Publish
+                | K::ChatSend
+                | K::ChatDeleteOwn
+                | K::ChatHistory
+                | K::HandRaise
+                | K::HandLowerOwn
+                | K::ScreenshareStopOwn
+                | K::Signal
+        ),
+        // Hosts grant sharing (to themselves too) instead of requesting it.
+        Role::Host => kind != K::ScreenshareRequest,
+    }
+}
+
+/// A meeting request, owned so it can travel to the shard owning the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeetingRequest {
+    ChatSend { text: Box<str>, id: Option<Box<str>> },
+    ChatDelete { id: Box<str> },
+    ChatHistory { limit: Option<u32> },
+    HandRaise,
+    HandLower { user: Option<Box<str>> },
+    ScreenshareRequest,
+    ScreenshareGrant { user: Box<str> },
+    ScreenshareDeny { user: Box<str> },
+    ScreenshareStop { user: Option<Box<str>> },
+    LobbyAdmit { user: Box<str> },
+    LobbyDeny { user: Box<str> },
+    LobbySet { enabled: bool },
+    Kick { user: Box<str> },
+    Signal { to: Box<str>, data: Box<[u8]> },
+}
+
+/// A chat message kept for `chat.history` and `welcome`.
+#[derive(Debug)]
+struct ChatEntry {
+    id: Box<str>,
+    author: Box<str>,
+    /// The `chat` event as sent, reused verbatim in histories.
+    json: Box<[u8]>,
+}
+
+/// The meeting state of one room.
+#[derive(Debug)]
+pub(super) struct MeetingState {
+    pub(super) lobby: bool,
+    /// Users with a raised hand, in raise order; each at most once.
+    hands: Vec<Box<str>>,
+    /// Users sharing a screen; at most `screenshare_max`.
+    sharers: Vec<Box<str>>,
+    /// Users who asked to share and wait for a host; each at most once.
+    share_requests: Vec<Box<str>>,
+    /// The last `history_max` chat messages, oldest first.
+    history: VecDeque<ChatEntry>,
+}
+
+impl MeetingState {
+    pub(super) fn new(lobby: bool) -> MeetingState {
+        MeetingState {
+            lobby,
+            hands: Vec::new(),
+            sharers: Vec::new(),
+            share_requests: Vec::new(),
+            history: VecDeque::new(),
+        }
+    }
+
+    pub(super) fn check_invariants(&self, limits: &RoomLimits, admitted: usize) {
+        assert!(self.history.len() <= limits.history_max as usize, "chat history over history_max");
+        assert!(self.sharers.len() <= limits.screenshare_max as usize, "more sharers than screenshare_max");
+        assert!(self.hands.len() <= admitted, "more raised hands than admitted members");
+        let mut hands = self.hands.clone();
+        hands.sort();
+        hands.dedup();
+        assert_eq!(hands.len(), self.hands.len(), "a hand raised twice");
+    }
+}
+
+impl Rooms {
+    /// Carries out a meeting request of `conn` in its room, if its role allows.
+    pub fn request(
+        &mut self,
+        membership: Membership,
+        conn: ConnId,
+        request: &MeetingRequest,
+        reference: Option<&[u8]>,
+        now_unix_ms: u64,
+    ) -> Result<(), Refusal> {
+        let member = self.member_of(membership, conn).ok_or(NOT_JOINED)?;
+        let (role, peer) = (member.role, Arc::clone(&member.peer));
+        // The lobby may do nothing; say so before looking anything up for it.
+        if role == Role::Waiting {
+            return Err(FORBIDDEN);
+        }
+        let slot = membership.room as usize;
+        let kind = self.kind_of(slot, &peer.user, request)?;
+        if !allowed(role, kind) {
+            return Err(FORBIDDEN);
+        }
+        match request {
+            MeetingRequest::ChatSend { text, id } => {
+                return self.chat_send(slot, &peer, text, id.as_deref(), reference, now_unix_ms);
+            }
+            MeetingRequest::ChatDelete { id } => self.chat_delete(slot, &peer, id),
+            MeetingRequest::ChatHistory { limit } => self.chat_history(slot, conn, *limit),
+            MeetingRequest::HandRaise => self.set_hand(slot, &peer.user, true),
+            MeetingRequest::HandLower { user } => self.set_hand(slot, user.as_deref().unwrap_or(&peer.user), false),
+            MeetingRequest::ScreenshareRequest => self.screenshare_request(slot, &peer),
+            MeetingRequest::ScreenshareGrant { user } => self.screenshare_grant(slot, user)?,
+            MeetingRequest::ScreenshareDeny { user } => self.screenshare_deny(slot, user)?,
+            MeetingRequest::ScreenshareStop { user } => {
+                self.screenshare_stop(slot, user.as_deref().unwrap_or(&peer.user))?
+            }
+            MeetingRequest::LobbyAdmit { user } => self.lobby_admit(slot, user)?,
+            MeetingRequest::LobbyDeny { user } => {
+                self.remove_user(slot, user, Some(Role::Waiting), CloseCode::DENIED)?
+            }
+            MeetingRequest::LobbySet { enabled } => self.lobby_set(slot, *enabled),
+            MeetingRequest::Kick { user } => {
+                if **user == *peer.user {
+                    return Err(("bad_request", "a host cannot kick itself; close the connection instead"));
+                }
+                self.remove_user(slot, user, None, CloseCode::KICKED)?;
+            }
+            MeetingRequest::Signal { to, data } => self.signal(slot, &peer, to, data)?,
+        }
+        self.ack(conn, reference, None);
+        self.debug_check_invariants();
+        Ok(())
+    }
+
+    /// Which row of the matrix a request is, given who makes it.
+    fn kind_of(&self, slot: usize, user: &str, request: &MeetingRequest) -> Result<RequestKind, Refusal> {
+        use RequestKind as K;
+        let own = |target: &Option<Box<str>>| target.as_deref().is_none_or(|t| t == user);
+        Ok(match request {
+            MeetingRequest::ChatSend { .. } => K::ChatSend,
+            MeetingRequest::ChatDelete { id } => {
+                let room = &self.rooms[slot];
+                let entry = room.meeting.history.iter().find(|e| e.id == *id);
+                match entry {
+                    Some(entry) if *entry.author == *user => K::ChatDeleteOwn,
+                    Some(_) => K::ChatDeleteOther,
+                    None => return Err(("not_found", "no chat message with that id in the room's history")),
+                }
+            }
+            MeetingRequest::ChatHistory { .. } => K::ChatHistory,
+            MeetingRequest::HandRaise => K::HandRaise,
+            MeetingRequest::HandLower { user: target } if own(target) => K::HandLowerOwn,
+            MeetingRequest::HandLower { .. } => K::HandLowerOther,
+            MeetingRequest::ScreenshareRequest => K::ScreenshareRequest,
+            MeetingRequest::ScreenshareGrant { .. } => K::ScreenshareGrant,
+            MeetingRequest::ScreenshareDeny { .. } => K::ScreenshareDeny,
+            MeetingRequest::ScreenshareStop { user: target } if own(target) => K::ScreenshareStopOwn,
+            MeetingRequest::ScreenshareStop { .. } => K::ScreenshareStopOther,
+            MeetingRequest::LobbyAdmit { .. } => K::LobbyAdmit,
+            MeetingRequest::LobbyDeny { .. } => K::LobbyDeny,
+            MeetingRequest::LobbySet { .. } => K::LobbySet,
+            MeetingRequest::Kick { .. } => K::Kick,
+            MeetingRequest::Signal { .. } => K::Signal,
+        })
+    }
+
+    fn ack(&mut self, to: ConnId, reference: Option<&[u8]>, seq: Option<u64>) {
+        if reference.is_some() {
+            protocol::encode_ack(self.frames.begin(), reference, seq);
+            let frame = self.frames.finish(Opcode::Text);
+            self.outputs.push_back(Output::Deliver { to, frame });
+        }
+    }
+
+    fn broadcast(&mut self, slot: usize, audience: Audience, frame: Frame) {
+        self.outputs.push_back(Output::Broadcast { room: slot, audience, skip: None, frame });
+    }
+
+    /// `chat.send`: a `chat` event to every admitted member (the sender too),
+    /// kept in the room's history; the ack carries its `seq`.
+    fn chat_send(
+        &mut self,
+        slot: usize,
+        peer: &Peer,
+        text: &str,
+        id: Option<&str>,
+        reference: Option<&[u8]>,
+        now_unix_ms: u64,
+    ) -> Result<(), Refusal> {
+        if text.trim().is_empty() {
+            return Err(("bad_request", "chat text is empty"));
+        }
+        if text.chars().count() > self.limits.chat_text_chars_max as usize {
+            return Err(("too_long", "chat text is over rooms.chat_text_chars_max characters"));
+        }
+        let room = &mut self.rooms[slot];
+        if let Some(id) = id {
+            if id.is_empty() || id.len() > 64 {
+                return Err(("bad_request", "a chat id is 1-64 bytes"));
+            }
+            if room.meeting.history.iter().any(|e| *e.id == *id) {
+                return Err(("duplicate_id", "a chat message with that id is in the history"));
+            }
+        }
+        room.seq += 1;
+        let seq = room.seq;
+        let id: Box<str> = id.map_or_else(|| format!("m{seq}").into(), Into::into);
+        let out = self.frames.begin();
+        out.extend_from_slice(b"{\"type\":\"chat\",\"room\":");
+        out.extend_from_slice(room.room_json.as_bytes());
+        out.extend_from_slice(b",\"id\":");
+        push_json_str(out, &id);
+        out.extend_from_slice(b",\"from\":");
+        out.extend_from_slice(peer.user_json.as_bytes());
+        if let Some(name) = &peer.name {
+            out.extend_from_slice(b",\"name\":");
+            push_json_str(out, name);
+        }
+        out.extend_from_slice(b",\"text\":");
+        push_json_str(out, text);
+        out.extend_from_slice(b",\"ts\":");
+        push_u64(out, now_unix_ms);
+        out.extend_from_slice(b",\"seq\":");
+        push_u64(out, seq);
+        out.push(b'}');
+        let json: Box<[u8]> = out[crate::ws::frame::HEADER_ROOM..].into();
+        let frame = self.frames.finish(Opcode::Text);
+        let history = &mut room.meeting.history;
+        history.push_back(ChatEntry { id, author: peer.user.clone(), json });
+        while history.len() > self.limits.history_max as usize {
+            history.pop_front();
+        }
+        self.broadcast(slot, Audience::Admitted, frame);
+        self.ack(peer.conn, reference, Some(seq));
+        self.debug_check_invariants();
+        Ok(())
+    }
+
+    fn chat_delete(&mut self, slot: usize, peer: &Peer, id: &str) {
+        let room = &mut self.rooms[slot];
+        room.meeting.history.retain(|e| *e.id != *id);
+        let out = self.frames.begin();
+        out.extend_from_slice(b"{\"type\":\"chat_deleted\",\"room\":");
+        out.extend_from_slice(room.room_json.as_bytes());
+        out.extend_from_slice(b",\"id\":");
+        push_json_str(out, id);
+        out.extend_from_slice(b",\"by\":");
+        out.extend_from_slice(peer.user_json.as_bytes());
+        out.push(b'}');
+        let frame = self.frames.finish(Opcode::Text);
+        self.broadcast(slot, Audience::Admitted, frame);
+    }
+
+    fn chat_history(&mut self, slot: usize, to: ConnId, limit: Option<u32>) {
+        let room = &self.rooms[slot];
+        let limit = limit.unwrap_or(self.limits.history_max) as usize;
+        let out = self.frames.begin();
+        out.extend_from_slice(b"{\"type\":\"chat_history\",\"room\":");
+        out.extend_from_slice(room.room_json.as_bytes());
+        out.extend_from_slice(b",\"messages\":");
+        push_history(out, &room.meeting.history, limit);
+        out.push(b'}');
+        let frame = self.frames.finish(Opcode::Text);
+        self.outputs.push_back(Output::Deliver { to, frame });
+    }
+
+    /// Raises or lowers `user`'s hand; admitted members get the new queue.
+    fn set_hand(&mut self, slot: usize, user: &str, raised: bool) {
+        let hands = &mut self.rooms[slot].meeting.hands;
+        let at = hands.iter().position(|h| **h == *user);
+        let changed = match (raised, at) {
+            (true, None) => {
+                hands.push(user.into());
+                true
+            }
+            (false, Some(at)) => {
+                hands.remove(at);
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.send_hands(slot);
+        }
+    }
+
+    fn send_hands(&mut self, slot: usize) {
+        let room = &self.rooms[slot];
+        let out = self.frames.begin();
+        out.extend_from_slice(b"{\"type\":\"hands\",\"room\":");
+        out.extend_from_slice(room.room_json.as_bytes());
+        out.extend_from_slice(b",\"queue\":");
+        push_str_list(out, &room.meeting.hands);
+        out.push(b'}');
+        let frame = self.frames.finish(Opcode::Text);
+        self.broadcast(slot, Audience::Admitted, frame);
+    }
+
+    fn screenshare_request(&mut self, slot: usize, peer: &Peer) {
+        let room = &mut self.rooms[slot];
+        if room.meeting.share_requests.contains(&peer.user) {
+            return;
+        }
+        room.meeting.share_requests.push(peer.user.clone());
+        let frame = encode_user_event(&mut self.frames, room, "screenshare", &peer.user, "requested");
+        self.broadcast(slot, Audience::Hosts, frame);
+    }
+
+    fn screenshare_grant(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
+        let screenshare_max = self.limits.screenshare_max as usize;
+        let room = &mut self.rooms[slot];
+        if !room.members.iter().any(|(_, m)| *m.peer.user == *user && m.role != Role::Waiting) {
+            return Err(("not_found", "no admitted member with that user id"));
+        }
+        if room.meeting.sharers.iter().any(|u| **u == *user) {
+            return Ok(());
+        }
+        if room.meeting.sharers.len() >= screenshare_max {
+            return Err(("screenshare_busy", "rooms.screenshare_max members are sharing already"));
+        }
+        room.meeting.sharers.push(user.into());
+        room.meeting.share_requests.retain(|u| **u != *user);
+        let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "started");
+        self.broadcast(slot, Audience::Admitted, frame);
+        self.set_role_of_user(slot, user, Role::Participant, Role::Screenshare);
+        Ok(())
+    }
+
+    fn screenshare_deny(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
+        let room = &mut self.rooms[slot];
+        let before = room.meeting.share_requests.len();
+        room.meeting.share_requests.retain(|u| **u != *user);
+        if room.meeting.share_requests.len() == before {
+            return Err(("not_found", "that user has not asked to share"));
+        }
+        let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "denied");
+        let targets: Vec<ConnId> =
+            room.members.iter().filter(|(_, m)| *m.peer.user == *user).map(|(_, m)| m.conn).collect();
+        for to in targets {
+            self.outputs.push_back(Output::Deliver { to, frame: Arc::clone(&frame) });
+        }
+        Ok(())
+    }
+
+    fn screenshare_stop(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
+        let room = &mut self.rooms[slot];
+        let before = room.meeting.sharers.len();
+        room.meeting.sharers.retain(|u| **u != *user);
+        if room.meeting.sharers.len() == before {
+            return Err(("not_found", "that user is not sharing"));
+        }
+        let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "stopped");
+        self.broadcast(slot, Audience::Admitted, frame);
+        self.set_role_of_user(slot, user, Role::Screenshare, Role::Participant);
+        Ok(())
+    }
+
+    /// Moves `user`'s members with role `from` to `to`, telling admitted members.
+    fn set_role_of_user(&mut self, slot: usize, user: &str, from: Role, to: Role) {
+        let room = &mut self.rooms[slot];
+        let mut changed = false;
+        for (_, member) in room.members.iter_mut() {
+            if *member.peer.user == *user && member.role == from {
+                member.role = to;
+                changed = true;
+            }
+        }
+        if changed {
+            let frame = encode_user_event(&mut self.frames, room, "role", user, to.as_str());
+            self.broadcast(slot, Audience::Admitted, frame);
+        }
+    }
+
+    fn lobby_admit(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
+        let waiting: Vec<usize> = self.rooms[slot]
+            .members
+            .iter()
+            .filter(|(_, m)| *m.peer.user == *user && m.role == Role::Waiting)
+            .map(|(at, _)| at)
+            .collect();
+        if waiting.is_empty() {
+            return Err(("not_found", "no connection of that user is waiting"));
+        }
+        for member in waiting {
+            self.admit_member(slot, member);
+        }
+        Ok(())
+    }
+
+    fn admit_member(&mut self, slot: usize, member: usize) {
+        let room = &mut self.rooms[slot];
+        room.members[member].role = Role::Participant;
+        room.waiting -= 1;
+        let peer = Arc::clone(&room.members[member].peer);
+        let event = encode_lobby_event(&mut self.frames, room, "admitted", &peer);
+        self.broadcast(slot, Audience::Hosts, event);
+        self.admitted(slot, member);
+    }
+
+    /// Closes every connection of `user` in the room (with role `only`, if
+    /// given) with `code`, removing it from the room first.
+    fn remove_user(&mut self, slot: usize, user: &str, only: Option<Role>, code: CloseCode) -> Result<(), Refusal> {
+        let targets: Vec<(usize, ConnId)> = self.rooms[slot]
+            .members
+            .iter()
+            .filter(|(_, m)| *m.peer.user == *user && only.is_none_or(|role| m.role == role))
+            .map(|(at, m)| (at, m.conn))
+            .collect();
+        if targets.is_empty() {
+            return Err(("not_found", "no such member in the room"));
+        }
+        for (member, conn) in targets {
+            self.outputs.push_back(Output::Close { conn, code });
+            // The room is never emptied here: the host making the request stays.
+            self.remove_member(slot, member);
+        }
+        Ok(())
+    }
+
+    fn lobby_set(&mut self, slot: usize, enabled: bool) {
+        let room = &mut self.rooms[slot];
+        room.meeting.lobby = enabled;
+        let out = self.frames.begin();
+        out.extend_from_slice(b"{\"type\":\"lobby_state\",\"room\":");
+        out.extend_from_slice(room.room_json.as_bytes());
+        out.extend_from_slice(if enabled { b",\"enabled\":true}" } else { b",\"enabled\":false}" });
+        let frame = self.frames.finish(Opcode::Text);
+        let waiting: Vec<usize> = if enabled {
+            Vec::new()
+        } else {
+            room.members.iter().filter(|(_, m)| m.role == Role::Waiting).map(|(at, _)| at).collect()
+        };
+        self.broadcast(slot, Audience::Admitted, frame);
+        // Turning the lobby off admits everyone in it.
+        for member in waiting {
+            self.admit_member(slot, member);
+        }
+    }
+
+    /// `signal`: relayed to every admitted connection of `to` in this room.
+    fn signal(&mut self, slot: usize, from: &Peer, to: &str, data: &[u8]) -> Result<(), Refusal> {
+        let room = &self.rooms[slot];
+        let targets: Vec<ConnId> = room
+            .members
+            .iter()
+            .filter(|(_, m)| *m.peer.user == *to && m.role != Role::Waiting && m.conn != from.conn)
+            .map(|(_, m)| m.conn)
+            .collect();
+        if targets.is_empty() {
+            return Err(("not_found", "no admitted member with that user id in this room"));
+        }
+        let out = self.frames.begin();
+        out.extend_from_slice(b"{\"type\":\"signal\",\"room\":");
+        out.extend_from_slice(room.room_json.as_bytes());
+        out.extend_from_slice(b",\"from\":");
+        out.extend_from_slice(from.user_json.as_bytes());
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data);
+        out.push(b'}');
+        let frame = self.frames.finish(Opcode::Text);
+        for to in targets {
+            self.outputs.push_back(Output::Deliver { to, frame: Arc::clone(&frame) });
+        }
+        Ok(())
+    }
+
+    /// After an admitted member left: if it was the user's last connection,
+    /// its hand, share and share request go; a room without a host gets one.
+    pub(super) fn after_departure(&mut self, slot: usize, user: &str) {
+        let room = &mut self.rooms[slot];
+        let still_here = room.members.iter().any(|(_, m)| *m.peer.user == *user && m.role != Role::Waiting);
+        if !still_here {
+            room.meeting.share_requests.retain(|u| **u != *user);
+            if room.meeting.hands.iter().any(|h| **h == *user) {
+                self.set_hand(slot, user, false);
+            }
+            if self.rooms[slot].meeting.sharers.iter().any(|u| **u == *user) {
+                let _ = self.screenshare_stop(slot, user);
+            }
+        }
+        self.hand_over_host(slot);
+    }
+
+    /// When no host is left, the longest-present admitted member becomes host.
+    fn hand_over_host(&mut self, slot: usize) {
+        let room = &mut self.rooms[slot];
+        if room.members.iter().any(|(_, m)| m.role == Role::Host) {
+            return;
+        }
+        let heir = room.members.iter().filter(|(_, m)| m.role != Role::Waiting).min_by_key(|(_, m)| m.arrival);
+        let Some((heir, _)) = heir else { return };
+        let member = &mut room.members[heir];
+        member.role = Role::Host;
+        if member.quiet {
+            return; // personal and group rooms: roles exist, but nobody is told
+        }
+        let user = member.peer.user.clone();
+        let frame = encode_user_event(&mut self.frames, room, "role", &user, Role::Host.as_str());
+        self.broadcast(slot, Audience::Admitted, frame);
+    }
+}
+
+/// `{"type":KIND,"room":R,"user":U,"state"|"role":V}`
+fn encode_user_event(frames: &mut FrameBuilder, room: &Room, kind: &str, user: &str, value: &str) -> Frame {
+    let out = frames.begin();
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"room\":");
+    out.extend_from_slice(room.room_json.as_bytes());
+    out.extend_from_slice(b",\"user\":");
+    push_json_str(out, user);
+    out.extend_from_slice(if kind == "role" { b",\"role\":" } else { b",\"state\":" });
+    push_json_str(out, value);
+    out.push(b'}');
+    frames.finish(Opcode::Text)
+}
+
+/// `{"type":"lobby","room":R,"event":E,"member":{…}}`, for hosts.
+pub(super) fn encode_lobby_event(frames: &mut FrameBuilder, room: &Room, event: &str, peer: &Peer) -> Frame {
+    let out = frames.begin();
+    out.extend_from_slice(b"{\"type\":\"lobby\",\"room\":");
+    out.extend_from_slice(room.room_json.as_bytes());
+    out.extend_from_slice(b",\"event\":\"");
+    out.extend_from_slice(event.as_bytes());
+    out.extend_from_slice(b"\",\"member\":");
+    peer.push_json(out);
+    out.push(b'}');
+    frames.finish(Opcode::Text)
+}
+
+/// The welcome of a lobby member: its own admission state and nothing else.
+pub(super) fn encode_waiting_welcome(frames: &mut FrameBuilder, room: &Room, peer: &Peer, shard: ShardId) -> Frame {
+    let out = frames.begin();
+    out.extend_from_slice(b"{\"type\":\"welcome\",\"conn\":\"");
+    out.extend_from_slice(peer.conn.to_string().as_bytes());
+    out.extend_from_slice(b"\",\"room\":");
+    out.extend_from_slice(room.room_json.as_bytes());
+    out.extend_from_slice(b",\"shard\":");
+    push_u64(out, u64::from(shard));
+    out.extend_from_slice(b",\"user\":");
+    out.extend_from_slice(peer.user_json.as_bytes());
+    out.extend_from_slice(b",\"role\":\"waiting\",\"lobby\":true}");
+    frames.finish(Opcode::Text)
+}
+
+/// The full welcome of an admitted member: members (at most
+/// `welcome_members_max` of the others), hands, sharers, recent chat, and
+/// for hosts the lobby.
+pub(super) fn encode_welcome(
+    frames: &mut FrameBuilder,
+    room: &Room,
+    member: &Member,
+    shard: ShardId,
+    limits: &RoomLimits,
+) -> Frame {
+    let peer = &member.peer;
+    let out = frames.begin();
+    out.extend_from_slice(b"{\"type\":\"welcome\",\"conn\":\"");
+    out.extend_from_slice(peer.conn.to_string().as_bytes());
+    out.extend_from_slice(b"\",\"room\":");
+    out.extend_from_slice(room.room_json.as_bytes());
+    out.extend_from_slice(b",\"shard\":");
+    push_u64(out, u64::from(shard));
+    out.extend_from_slice(b",\"user\":");
+    out.extend_from_slice(peer.user_json.as_bytes());
+    out.extend_from_slice(b",\"role\":\"");
+    out.extend_from_slice(member.role.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"seq\":");
+    push_u64(out, room.seq);
+    out.extend_from_slice(b",\"member_count\":");
+    push_u64(out, (room.members.len() - room.waiting as usize) as u64);
+    out.extend_from_slice(b",\"members\":[");
+    let others =
+        room.members.iter().filter(|(_, m)| m.conn != peer.conn && m.role != super::Role::Waiting).map(|(_, m)| m);
+    for (i, other) in others.take(limits.welcome_members_max as usize).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_member(out, other);
+    }
+    out.extend_from_slice(b"],\"lobby\":");
+    out.extend_from_slice(if room.meeting.lobby { b"true" } else { b"false" });
+    out.extend_from_slice(b",\"hands\":");
+    push_str_list(out, &room.meeting.hands);
+    out.extend_from_slice(b",\"sharers\":");
+    push_str_list(out, &room.meeting.sharers);
+    out.extend_from_slice(b",\"history\":");
+    push_history(out, &room.meeting.history, limits.welcome_history_max as usize);
+    if member.role == Role::Host {
+        out.extend_from_slice(b",\"waiting\":[");
+        let waiting = room.members.iter().filter(|(_, m)| m.role == Role::Waiting).map(|(_, m)| m);
+        for (i, other) in waiting.take(limits.welcome_members_max as usize).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            other.peer.push_json(out);
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+    frames.finish(Opcode::Text)
+}
+
+/// `{"conn":…,"user":…,"name":…,"role":…}`
+fn push_member(out: &mut Vec<u8>, member: &Member) {
+    member.peer.push_json(out);
+    out.pop(); // the closing brace
+    out.extend_from_slice(b",\"role\":\"");
+    out.extend_from_slice(member.role.as_str().as_bytes());
+    out.extend_from_slice(b"\"}");
+}
+
+fn push_str_list(out: &mut Vec<u8>, items: &[Box<str>]) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(out, item);
+    }
+    out.push(b']');
+}
+
+/// The last `limit` chat messages, oldest first, as a JSON array.
+fn push_history(out: &mut Vec<u8>, history: &VecDeque<ChatEntry>, limit: usize) {
+    out.push(b'[');
+    let skip = history.len().saturating_sub(limit);
+    for (i, entry) in history.iter().skip(skip).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&entry.json);
+    }
+    out.push(b']');
+}
