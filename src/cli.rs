@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// error, warn, info, debug or trace (log_level).
     #[arg(long, value_name = "L")]
     pub log_level: Option<String>,
+    /// New rooms start with a lobby (rooms.lobby = true).
+    #[arg(long)]
+    pub lobby: bool,
     /// Set any key, e.g. --set limits.room_members_max=500; repeatable,
     /// applied after the flags above, later ones win.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
@@ -164,6 +167,9 @@ pub fn serve_overrides(args: &ServeArgs) -> Vec<(String, Value)> {
     }
     if let Some(echo) = &args.echo_listen {
         put("echo_listen", Value::String(echo.clone()));
+    }
+    if args.lobby {
+        put("rooms.lobby", Value::Boolean(true));
     }
     if let Some(level) = &args.log_level {
         put("log_level", Value::String(level.clone()));

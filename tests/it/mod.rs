@@ -6,5 +6,6 @@ mod conformance;
 mod cross_shard;
 mod handshake;
 mod limits;
+mod meeting;
 mod rooms;
 mod shutdown;
