@@ -1,20 +1,22 @@
 //! The acceptor thread: accepts TCP connections, reads each request head
 //! under a byte cap and a deadline, authenticates, completes the WebSocket
 //! handshake and hands the connection to the shard owning its room. It also
-//! answers the small HTTP API (`/healthz`, `/metrics`).
+//! serves the HTTP API (`http_api.rs`): requests that need shard data are
+//! scattered to the shards and their replies gathered on this loop, so a
+//! slow shard delays an admin request, never the acceptor.
 //!
 //! It never blocks: reads and writes are non-blocking, a full shard inbox is
 //! answered 503, and every pending connection has a deadline. All pending
 //! connections share one timeout, so deadlines are in insertion order and a
 //! FIFO queue replaces a timer structure.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
@@ -22,13 +24,17 @@ use slab::Slab;
 use crate::auth::{self, Identity, Verifier};
 use crate::config::Config;
 use crate::http::{self, HeadError, RequestHead};
+use crate::http_api::{self, ApiError, Endpoint, Gather, Outcome, Targets};
 use crate::ids::{self, RoomKey, ShardId};
-use crate::metrics::{self, AcceptorMetrics, ShardMetrics};
-use crate::shard::{Handoff, HandoffKind, ShardHandle, ShardMsg};
+use crate::metrics::{AcceptorMetrics, Gauges, ShardMetrics};
+use crate::shard::{AdminAnswer, AdminQuery, AdminReply, AdminRequest, Handoff, HandoffKind, ShardHandle, ShardMsg};
 
 const MAIN_LISTENER: Token = Token(usize::MAX - 1);
 const ECHO_LISTENER: Token = Token(usize::MAX - 2);
 const WAKER: Token = Token(usize::MAX - 3);
+const ADMIN_LISTENER: Token = Token(usize::MAX - 4);
+/// HTTP API requests waiting for shard replies at once; more get 503 `busy`.
+const API_AWAITING_MAX: usize = 64;
 /// Longest the acceptor sleeps; it takes metrics snapshots at least this often.
 const METRICS_TICK: Duration = Duration::from_secs(1);
 
@@ -37,6 +43,8 @@ const METRICS_TICK: Duration = Duration::from_secs(1);
 enum Listener {
     Main,
     Echo,
+    /// `admin_listen`: the HTTP API only, no WebSocket.
+    Admin,
 }
 
 /// A connection before its handoff.
@@ -54,6 +62,22 @@ struct Pending {
 #[derive(Debug)]
 enum PendingState {
     ReadingHead,
+    /// An API request whose body (`len` bytes, gathered in `head`) is still arriving.
+    ReadingBody {
+        request: Box<RequestHead>,
+        endpoint: Endpoint,
+        tenant: Option<String>,
+        len: usize,
+    },
+    /// Waiting for `remaining` shards to answer an API request.
+    Awaiting {
+        ticket: u64,
+        gather: Gather,
+        remaining: usize,
+        answers: Vec<AdminAnswer>,
+        /// A shard's admin inbox was full: the answer would be partial.
+        incomplete: bool,
+    },
     /// Writing an HTTP response; the connection closes after it.
     Responding {
         response: Vec<u8>,
@@ -71,8 +95,10 @@ pub struct Acceptor {
     poll: Poll,
     main: TcpListener,
     echo: Option<TcpListener>,
+    admin: Option<TcpListener>,
     config: Arc<Config>,
     verifier: Option<Arc<Verifier>>,
+    mint_secret: Option<Vec<u8>>,
     shards: Vec<ShardHandle>,
     /// Shards sent a handoff this iteration, woken once at its end.
     shards_to_wake: Vec<bool>,
@@ -84,6 +110,15 @@ pub struct Acceptor {
     metrics_in: Receiver<(ShardId, ShardMetrics)>,
     shard_metrics: Vec<ShardMetrics>,
     metrics: AcceptorMetrics,
+    /// Replies of the shards to API requests, and the sender they get a clone of.
+    api_replies: Receiver<AdminReply>,
+    api_reply_tx: Sender<AdminReply>,
+    /// Ticket of each API request waiting for shards → its pending slot.
+    awaiting: HashMap<u64, usize>,
+    waker: Arc<Waker>,
+    started: Instant,
+    /// Set by `POST /api/v1/drain`: /readyz says 503, upgrades are refused.
+    draining: bool,
 }
 
 /// Binds a listener with socket2 so that backlog and SO_REUSEPORT are ours to set.
@@ -103,8 +138,11 @@ pub fn bind(addr: SocketAddr, backlog: i32, reuseport: bool) -> io::Result<std::
 pub struct AcceptorParts {
     pub main: std::net::TcpListener,
     pub echo: Option<std::net::TcpListener>,
+    pub admin: Option<std::net::TcpListener>,
     pub config: Arc<Config>,
     pub verifier: Option<Arc<Verifier>>,
+    /// The HS secret `POST /api/v1/tokens` signs with; `None` in dev mode.
+    pub mint_secret: Option<Vec<u8>>,
     pub shards: Vec<ShardHandle>,
     pub control: Receiver<AcceptorMsg>,
     pub metrics_in: Receiver<(ShardId, ShardMetrics)>,
@@ -124,13 +162,26 @@ impl Acceptor {
             }
             None => None,
         };
+        let admin = match parts.admin {
+            Some(listener) => {
+                let mut admin = TcpListener::from_std(listener);
+                poll.registry().register(&mut admin, ADMIN_LISTENER, Interest::READABLE)?;
+                Some(admin)
+            }
+            None => None,
+        };
         let shard_count = parts.shards.len();
+        // Every awaiting request expects at most one reply per shard; twice
+        // that leaves room for late replies to requests that timed out.
+        let (api_reply_tx, api_replies) = crossbeam_channel::bounded(2 * API_AWAITING_MAX * shard_count.max(1));
         let pending_max = parts.config.limits.handshakes_pending_max as usize;
         let acceptor = Acceptor {
             poll,
             main,
             echo,
+            admin,
             verifier: parts.verifier,
+            mint_secret: parts.mint_secret,
             shards: parts.shards,
             shards_to_wake: vec![false; shard_count],
             pending: Slab::with_capacity(pending_max),
@@ -142,6 +193,12 @@ impl Acceptor {
             shard_metrics: vec![ShardMetrics::default(); shard_count],
             metrics: AcceptorMetrics::default(),
             config: parts.config,
+            api_replies,
+            api_reply_tx,
+            awaiting: HashMap::new(),
+            waker: Arc::clone(&waker),
+            started: Instant::now(),
+            draining: false,
         };
         Ok((acceptor, waker))
     }
@@ -169,16 +226,19 @@ impl Acceptor {
                 match event.token() {
                     MAIN_LISTENER => self.accept_all(Listener::Main),
                     ECHO_LISTENER => self.accept_all(Listener::Echo),
+                    ADMIN_LISTENER => self.accept_all(Listener::Admin),
                     WAKER => {}
                     Token(slot) => self.on_pending(slot),
                 }
             }
+            self.take_api_replies();
             self.expire_deadlines(Instant::now());
             self.wake_shards();
             if self.accept_paused && self.pending.len() < self.config.limits.handshakes_pending_max as usize {
                 self.accept_paused = false;
                 self.accept_all(Listener::Main);
                 self.accept_all(Listener::Echo);
+                self.accept_all(Listener::Admin);
             }
             self.take_metrics();
         }
@@ -203,10 +263,11 @@ impl Acceptor {
                 }
                 return;
             }
-            let accepted = match (listener, &self.echo) {
-                (Listener::Main, _) => self.main.accept(),
-                (Listener::Echo, Some(echo)) => echo.accept(),
-                (Listener::Echo, None) => return,
+            let accepted = match (listener, &self.echo, &self.admin) {
+                (Listener::Main, _, _) => self.main.accept(),
+                (Listener::Echo, Some(echo), _) => echo.accept(),
+                (Listener::Admin, _, Some(admin)) => admin.accept(),
+                (Listener::Echo | Listener::Admin, _, _) => return,
             };
             match accepted {
                 Ok((stream, _peer)) => self.start_pending(stream, listener),
@@ -249,17 +310,26 @@ impl Acceptor {
     fn on_pending(&mut self, slot: usize) {
         let Some(pending) = self.pending.get_mut(slot) else { return };
         match pending.state {
-            PendingState::ReadingHead => self.read_head(slot),
+            PendingState::ReadingHead | PendingState::ReadingBody { .. } => self.read_head(slot),
             PendingState::Responding { .. } => self.write_response(slot),
+            // Nothing more is read until the answer is out.
+            PendingState::Awaiting { .. } => {}
         }
     }
 
+    /// Reads the request head, or (`ReadingBody`) an API request's body.
     fn read_head(&mut self, slot: usize) {
-        let head_max = self.config.limits.handshake_head_bytes_max;
         let Some(pending) = self.pending.get_mut(slot) else { return };
+        let (head_max, body) = match pending.state {
+            PendingState::ReadingBody { len, .. } => (len, true),
+            _ => (self.config.limits.handshake_head_bytes_max, false),
+        };
         let mut chunk = [0u8; 4096];
         loop {
-            let room = head_max - pending.head.len();
+            let room = head_max.saturating_sub(pending.head.len());
+            if room == 0 && body {
+                break;
+            }
             if room == 0 {
                 self.respond_error(slot, 431, "headers_too_large", "request head over handshake_head_bytes_max", "");
                 return;
@@ -278,6 +348,16 @@ impl Acceptor {
                     return;
                 }
             }
+        }
+        if body {
+            if pending.head.len() >= head_max {
+                let state = std::mem::replace(&mut pending.state, PendingState::ReadingHead);
+                let body = std::mem::take(&mut pending.head);
+                if let PendingState::ReadingBody { request, endpoint, tenant, .. } = state {
+                    self.api_dispatch(slot, &endpoint, tenant, &request, &body);
+                }
+            }
+            return;
         }
         match http::parse_head(&pending.head) {
             Ok(None) => {}
@@ -298,19 +378,155 @@ impl Acceptor {
             self.upgrade(slot, &head, leftover, HandoffKind::Echo, 0);
             return;
         }
-        match head.path.as_str() {
-            path if path.starts_with("/ws/") => self.upgrade_room(slot, &head, leftover),
-            "/healthz" if head.method == "GET" => {
-                self.respond(slot, 200, http::response(200, "application/json", "", br#"{"status":"ok"}"#));
+        if head.path.starts_with("/ws/") && pending.listener == Listener::Main {
+            if self.draining {
+                return self.respond_error(slot, 503, "draining", "the server is draining", "Retry-After: 5\r\n");
             }
-            "/metrics" if head.method == "GET" => {
-                self.take_metrics();
-                let body = metrics::render_prometheus(&self.shard_metrics, &self.metrics);
-                self.respond(slot, 200, http::response(200, "text/plain; version=0.0.4", "", body.as_bytes()));
-            }
-            "/healthz" | "/metrics" => self.respond_error(slot, 405, "method_not_allowed", "use GET", "Allow: GET\r\n"),
-            _ => self.respond_error(slot, 404, "not_found", "unknown path", ""),
+            return self.upgrade_room(slot, &head, leftover);
         }
+        self.api_request(slot, head, leftover);
+    }
+
+    /// Routes an HTTP API request, checks its key, and reads its body.
+    fn api_request(&mut self, slot: usize, head: RequestHead, mut leftover: Vec<u8>) {
+        let Some(pending) = self.pending.get_mut(slot) else { return };
+        let listener = pending.listener;
+        let endpoint = match http_api::route(&head.method, &head.path) {
+            Ok(endpoint) => endpoint,
+            Err(e) => return self.respond_api_error(slot, &e),
+        };
+        if listener == Listener::Main && self.admin.is_some() && endpoint.admin_surface() {
+            // With a separate admin listener these paths do not exist here.
+            return self.respond_api_error(slot, &ApiError::new(404, "not_found", "unknown path"));
+        }
+        let tenant = match http_api::authorize(&self.config, endpoint.access(), &head) {
+            Ok(tenant) => tenant,
+            Err(e) => return self.respond_api_error(slot, &e),
+        };
+        if !endpoint.takes_body() {
+            return self.api_dispatch(slot, &endpoint, tenant, &head, &[]);
+        }
+        let len = match http_api::body_length(&head, self.config.api.body_bytes_max) {
+            Ok(len) => len,
+            Err(e) => return self.respond_api_error(slot, &e),
+        };
+        if leftover.len() >= len {
+            return self.api_dispatch(slot, &endpoint, tenant, &head, &leftover[..len]);
+        }
+        // The read loop ran to WouldBlock, so the rest comes with a later event.
+        leftover.reserve_exact(len - leftover.len());
+        pending.head = leftover;
+        pending.state = PendingState::ReadingBody { request: Box::new(head), endpoint, tenant, len };
+    }
+
+    /// Answers an API request, or scatters it to the shards.
+    fn api_dispatch(
+        &mut self,
+        slot: usize,
+        endpoint: &Endpoint,
+        tenant: Option<String>,
+        head: &RequestHead,
+        body: &[u8],
+    ) {
+        if matches!(endpoint, Endpoint::Metrics | Endpoint::Stats) {
+            self.take_metrics();
+        }
+        let ctx = http_api::Context {
+            config: &self.config,
+            mint_secret: self.mint_secret.as_deref(),
+            shards: &self.shard_metrics,
+            acceptor: &self.metrics,
+            gauges: Gauges {
+                inbox_depths: self.shards.iter().map(ShardHandle::inbox_len).collect(),
+                uptime_s: self.started.elapsed().as_secs(),
+                draining: self.draining,
+            },
+            tenant,
+            now_unix_s: unix_now_s(),
+        };
+        match http_api::handle(&ctx, endpoint, head, body) {
+            Err(e) => self.respond_api_error(slot, &e),
+            Ok(Outcome::Respond(status, response)) => self.respond(slot, status, response),
+            Ok(Outcome::Scatter { query, targets, gather }) => self.scatter(slot, query, targets, gather),
+            Ok(Outcome::StartDrain) => {
+                if !self.draining {
+                    tracing::info!("drain requested through the HTTP API");
+                }
+                self.draining = true;
+                self.scatter(slot, AdminQuery::Drain, Targets::All, Gather::Drained);
+            }
+        }
+    }
+
+    /// Sends `query` to the target shards; the replies are gathered in `take_api_replies`.
+    fn scatter(&mut self, slot: usize, query: AdminQuery, targets: Targets, gather: Gather) {
+        if self.awaiting.len() >= API_AWAITING_MAX {
+            let busy = ApiError::new(503, "busy", "too many API requests in flight; try again");
+            return self.respond_api_error(slot, &busy);
+        }
+        let Some(pending) = self.pending.get(slot) else { return };
+        let ticket = pending.generation;
+        let query = Arc::new(query);
+        let shards: Vec<usize> = match targets {
+            Targets::All => (0..self.shards.len()).collect(),
+            Targets::One(shard) => vec![shard as usize],
+        };
+        let mut sent = 0;
+        let mut incomplete = false;
+        for shard in shards {
+            let request = AdminRequest {
+                ticket,
+                query: Arc::clone(&query),
+                reply: self.api_reply_tx.clone(),
+                waker: Arc::clone(&self.waker),
+            };
+            match self.shards.get(shard).map(|handle| handle.try_admin(request)) {
+                Some(Ok(())) => {
+                    sent += 1;
+                    self.shards_to_wake[shard] = true;
+                }
+                _ => incomplete = true,
+            }
+        }
+        if sent == 0 {
+            let busy = ApiError::new(503, "busy", "the shards' admin inboxes are full; try again");
+            return self.respond_api_error(slot, &busy);
+        }
+        self.awaiting.insert(ticket, slot);
+        if let Some(pending) = self.pending.get_mut(slot) {
+            pending.head = Vec::new();
+            let answers = Vec::with_capacity(sent);
+            pending.state = PendingState::Awaiting { ticket, gather, remaining: sent, answers, incomplete };
+        }
+    }
+
+    /// Collects the shards' replies; a request answered by every shard it
+    /// asked gets its response.
+    fn take_api_replies(&mut self) {
+        while let Ok(reply) = self.api_replies.try_recv() {
+            let Some(&slot) = self.awaiting.get(&reply.ticket) else { continue }; // timed out
+            let Some(pending) = self.pending.get_mut(slot) else { continue };
+            let PendingState::Awaiting { remaining, answers, .. } = &mut pending.state else { continue };
+            answers.push(reply.answer);
+            *remaining -= 1;
+            if *remaining > 0 {
+                continue;
+            }
+            self.awaiting.remove(&reply.ticket);
+            let state = std::mem::replace(&mut pending.state, PendingState::ReadingHead);
+            let PendingState::Awaiting { gather, answers, incomplete, .. } = state else { continue };
+            if incomplete {
+                let busy = ApiError::new(503, "busy", "a shard's admin inbox was full; the answer would be partial");
+                self.respond_api_error(slot, &busy);
+                continue;
+            }
+            let (status, response) = http_api::finish(&gather, answers);
+            self.respond(slot, status, response);
+        }
+    }
+
+    fn respond_api_error(&mut self, slot: usize, error: &ApiError) {
+        self.respond(slot, error.status, error.response());
     }
 
     /// `/ws/{room}`: checks the request, the Origin and the token, then upgrades.
@@ -374,6 +590,7 @@ impl Acceptor {
         match self.shards[target].try_send(ShardMsg::Handoff(handoff)) {
             Ok(()) => {
                 self.metrics.count_status(101);
+                self.metrics.last_upgrade_unix_s = unix_now_s();
                 self.shards_to_wake[target] = true;
             }
             Err(ShardMsg::Handoff(handoff)) => {
@@ -422,6 +639,9 @@ impl Acceptor {
 
     fn close_pending(&mut self, slot: usize) {
         if let Some(mut pending) = self.pending.try_remove(slot) {
+            if let PendingState::Awaiting { ticket, .. } = pending.state {
+                self.awaiting.remove(&ticket);
+            }
             let _ = self.poll.registry().deregister(&mut pending.stream);
         }
     }
@@ -432,7 +652,15 @@ impl Acceptor {
                 return;
             }
             self.deadlines.pop_front();
-            if self.pending.get(slot).is_some_and(|p| p.generation == generation) {
+            let Some(pending) = self.pending.get(slot).filter(|p| p.generation == generation) else { continue };
+            if let PendingState::Awaiting { ticket, .. } = pending.state {
+                // A shard did not answer in time: say so, with a fresh deadline for the write.
+                self.awaiting.remove(&ticket);
+                let timeout = Duration::from_millis(u64::from(self.config.limits.handshake_timeout_ms));
+                self.deadlines.push_back((now + timeout, slot, generation));
+                let late = ApiError::new(503, "timeout", "a shard did not answer in time");
+                self.respond_api_error(slot, &late);
+            } else {
                 self.metrics.handshake_timeouts += 1;
                 self.metrics.count_status(408);
                 self.close_pending(slot);
@@ -447,6 +675,10 @@ impl Acceptor {
             }
         }
     }
+}
+
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// RFC 6455 §4.2.1 checks; `Some` is the refusal to send.

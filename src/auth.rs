@@ -328,18 +328,24 @@ impl Identity {
     /// personal room (`user:{sub}`) only its own, a group room (`group:{g}`)
     /// only its groups, any other room as the `room` claim allows.
     pub fn may_join(&self, room: &str) -> bool {
-        if let Some(user) = room.strip_prefix(crate::ids::PERSONAL_PREFIX) {
-            user == self.user
-        } else if let Some(group) = room.strip_prefix(crate::ids::GROUP_PREFIX) {
-            self.groups.iter().any(|g| g == group)
-        } else {
-            self.may_enter(room)
-        }
+        may_join(&self.user, &self.groups, self.room_scope.as_ref(), room)
     }
 
     /// Whether the token's `room` claim allows entering `room`.
     pub fn may_enter(&self, room: &str) -> bool {
         self.room_scope.as_ref().is_none_or(|scope| scope.allows(room))
+    }
+}
+
+/// The rule of [`Identity::may_join`], for callers that keep only the
+/// identity's grants.
+pub fn may_join(user: &str, groups: &[impl AsRef<str>], scope: Option<&RoomScope>, room: &str) -> bool {
+    if let Some(personal) = room.strip_prefix(crate::ids::PERSONAL_PREFIX) {
+        personal == user
+    } else if let Some(group) = room.strip_prefix(crate::ids::GROUP_PREFIX) {
+        groups.iter().any(|g| g.as_ref() == group)
+    } else {
+        scope.is_none_or(|scope| scope.allows(room))
     }
 }
 

@@ -74,6 +74,12 @@ pub struct ServeArgs {
     /// New rooms start with a lobby (rooms.lobby = true).
     #[arg(long)]
     pub lobby: bool,
+    /// Bearer key of the admin HTTP API, at least 16 bytes (admin_key).
+    #[arg(long, value_name = "K")]
+    pub admin_key: Option<String>,
+    /// Separate address for the admin API and /metrics, "" = off (admin_listen).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
     /// Set any key, e.g. --set limits.room_members_max=500; repeatable,
     /// applied after the flags above, later ones win.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
@@ -173,6 +179,12 @@ pub fn serve_overrides(args: &ServeArgs) -> Vec<(String, Value)> {
     }
     if let Some(level) = &args.log_level {
         put("log_level", Value::String(level.clone()));
+    }
+    if let Some(key) = &args.admin_key {
+        put("admin_key", Value::String(key.clone()));
+    }
+    if let Some(admin) = &args.admin_listen {
+        put("admin_listen", Value::String(admin.clone()));
     }
     overrides.extend(args.set.iter().cloned());
     overrides

@@ -1,18 +1,17 @@
 //! One client connection on its shard: socket, lifecycle, inbound remainder,
 //! outbound queue of shared frames and rate bucket.
 //!
-//! Idle connections hold no buffers: `pending_in` is empty unless a frame was
+//! Idle connections hold no buffers: `inbound` is `None` unless a frame was
 //! cut by a read, `fragments` is `None` unless a fragmented message is in
 //! flight, and the outbound queue gives its memory back once it drains.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
-use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::auth::Identity;
+use crate::auth::{Identity, RoomScope};
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::room::{Membership, Peer};
 use crate::ws::frame::{Fragments, Frame};
@@ -42,7 +41,8 @@ pub enum Role {
 /// The room side of a connection.
 #[derive(Debug)]
 pub struct Member {
-    pub identity: Identity,
+    /// What the token grants; the user id and name are in `peer`.
+    pub grants: Grants,
     pub peer: Arc<Peer>,
     /// Every room the connection is in: the home room first, then its
     /// personal and group rooms, then rooms it joined. Emptied when the
@@ -60,6 +60,30 @@ impl Member {
 
     pub fn room_mut(&mut self, key: &RoomKey) -> Option<&mut JoinedRoom> {
         self.rooms.iter_mut().find(|joined| &joined.key == key)
+    }
+}
+
+/// The parts of a token a connection needs after its handshake, kept small:
+/// an idle connection's memory is the server's memory budget.
+#[derive(Debug)]
+pub struct Grants {
+    pub tenant: Box<str>,
+    pub groups: Box<[Box<str>]>,
+    pub room_scope: Option<RoomScope>,
+}
+
+impl Grants {
+    pub fn from_identity(identity: Identity) -> Grants {
+        Grants {
+            tenant: identity.tenant.into(),
+            groups: identity.groups.into_iter().map(Into::into).collect(),
+            room_scope: identity.room_scope,
+        }
+    }
+
+    /// Whether `user` with these grants may be in `room` (see `Identity::may_join`).
+    pub fn may_join(&self, user: &str, room: &str) -> bool {
+        crate::auth::may_join(user, &self.groups, self.room_scope.as_ref(), room)
     }
 }
 
@@ -92,10 +116,10 @@ pub struct Connection {
     pub role: Role,
     /// Unix seconds at which the token runs out (`u64::MAX` without a token).
     pub expires_at_s: u64,
-    pub last_rx: Instant,
-    /// Bytes of an incomplete frame left by the last read.
-    pub pending_in: Vec<u8>,
-    pub fragments: Option<Box<Fragments>>,
+    /// When the peer last sent anything, in ms since the shard started.
+    pub last_rx_ms: u64,
+    /// Inbound bytes kept between reads; `None` (one pointer) while idle.
+    pub inbound: Option<Box<Inbound>>,
     pub outbound: OutboundQueue,
     pub rate: RateBucket,
     /// Rate-limited messages so far; past `rate_strikes_max` the connection closes.
@@ -108,6 +132,14 @@ pub struct Connection {
     pub doomed: bool,
 }
 
+/// What a connection keeps between reads: the bytes of an incomplete frame,
+/// and a fragmented message in flight.
+#[derive(Debug, Default)]
+pub struct Inbound {
+    pub pending: Vec<u8>,
+    pub fragments: Option<Box<Fragments>>,
+}
+
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueFull;
@@ -117,16 +149,14 @@ pub struct QueueFull;
 pub struct OutboundQueue {
     frames: VecDeque<Frame>,
     /// Bytes of the head frame already written.
-    head_written: usize,
-    /// Bytes queued and not yet written.
-    bytes: usize,
+    head_written: u32,
+    /// Bytes queued and not yet written (at most the queue's cap, a `u32` key).
+    bytes: u32,
 }
 
 /// How many frames one write takes at most; 64 frames in one syscall is well
 /// past the point where the per-write cost dominates (~7 µs per write here).
 const WRITE_SLICES_MAX: usize = 64;
-/// Capacity (in frames) an empty queue may keep; more is given back.
-const IDLE_CAPACITY_MAX: usize = 8;
 
 /// What a flush achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,7 +171,7 @@ pub enum FlushOutcome {
 impl OutboundQueue {
     /// Queues `frame` unless that would pass `bytes_max`.
     pub fn push(&mut self, frame: Frame, bytes_max: usize) -> Result<(), QueueFull> {
-        if self.bytes + frame.len() > bytes_max {
+        if self.bytes as usize + frame.len() > bytes_max {
             return Err(QueueFull);
         }
         self.push_unbounded(frame);
@@ -151,7 +181,7 @@ impl OutboundQueue {
     /// Queues `frame` whatever the cap; only for the one Close frame and the
     /// handshake response, both bounded by construction.
     pub fn push_unbounded(&mut self, frame: Frame) {
-        self.bytes += frame.len();
+        self.bytes = self.bytes.saturating_add(frame.len() as u32);
         self.frames.push_back(frame);
     }
 
@@ -161,13 +191,13 @@ impl OutboundQueue {
         let keep = usize::from(self.head_written > 0);
         while self.frames.len() > keep {
             if let Some(frame) = self.frames.pop_back() {
-                self.bytes -= frame.len();
+                self.bytes -= frame.len() as u32;
             }
         }
     }
 
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -182,7 +212,7 @@ impl OutboundQueue {
             let mut slices = [IoSlice::new(&[]); WRITE_SLICES_MAX];
             let mut count = 0;
             for (i, frame) in self.frames.iter().take(WRITE_SLICES_MAX).enumerate() {
-                let start = if i == 0 { self.head_written } else { 0 };
+                let start = if i == 0 { self.head_written as usize } else { 0 };
                 slices[i] = IoSlice::new(&frame[start..]);
                 count += 1;
             }
@@ -197,19 +227,19 @@ impl OutboundQueue {
                 Err(e) => return (FlushOutcome::Failed(e.kind()), written_total),
             }
         }
-        if self.frames.capacity() > IDLE_CAPACITY_MAX {
-            self.frames = VecDeque::new();
-        }
+        // Idle connections hold no buffers: a drained queue gives its memory
+        // back (one small allocation per flush that drains, against a ~7 µs write).
+        self.frames = VecDeque::new();
         (FlushOutcome::Drained, written_total)
     }
 
     fn advance(&mut self, mut n: usize) {
-        self.bytes -= n;
+        self.bytes -= n as u32;
         while n > 0 {
             let Some(head) = self.frames.front() else { return };
-            let left = head.len() - self.head_written;
+            let left = head.len() - self.head_written as usize;
             if n < left {
-                self.head_written += n;
+                self.head_written += n as u32;
                 return;
             }
             n -= left;
@@ -323,5 +353,26 @@ mod tests {
         assert!(bucket.try_take(100, 10, 3));
         assert!((0..3).all(|_| bucket.try_take(10_000, 10, 3)), "refill stops at the burst");
         assert!(!bucket.try_take(10_000, 10, 3));
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Idle connections are the memory budget (≤ 1 KiB each, userspace);
+    /// these bound the structs every connection carries.
+    #[test]
+    fn per_connection_structs_stay_small() {
+        use std::mem::size_of;
+        println!(
+            "Connection {} Member {} Grants {} JoinedRoom {} OutboundQueue {} Peer {}",
+            size_of::<super::Connection>(),
+            size_of::<super::Member>(),
+            size_of::<super::Grants>(),
+            size_of::<super::JoinedRoom>(),
+            size_of::<super::OutboundQueue>(),
+            size_of::<crate::room::Peer>()
+        );
+        assert!(size_of::<super::Connection>() <= 192);
+        assert!(size_of::<super::Member>() <= 128);
     }
 }

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod http_api;
 pub mod ids;
 pub mod metrics;
 pub mod protocol;

@@ -89,6 +89,8 @@ pub struct AcceptorMetrics {
     pub handshakes: Vec<(u16, u64)>,
     pub accept_paused: u64,
     pub handshake_timeouts: u64,
+    /// Unix seconds of the last connection handed to a shard (0: none yet).
+    pub last_upgrade_unix_s: u64,
 }
 
 impl AcceptorMetrics {
@@ -103,8 +105,32 @@ impl AcceptorMetrics {
 /// A per-shard series: name, Prometheus type, and how to read it.
 type Series = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
 
+/// What `/metrics` shows beside the counters: read when it is rendered.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Messages waiting in each shard's inbox (handoffs, cross-shard batches).
+    pub inbox_depths: Vec<usize>,
+    pub uptime_s: u64,
+    pub draining: bool,
+}
+
+/// Resident set size of this process, from `/proc/self/statm`.
+pub fn process_rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// Open file descriptors of this process, counted in `/proc/self/fd`.
+pub fn process_open_fds() -> Option<u64> {
+    // The directory handle itself is one of the entries.
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count().saturating_sub(1) as u64)
+}
+
 /// Renders the latest snapshots in Prometheus text format.
-pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics) -> String {
+pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(4096);
     let per_shard: [Series; 11] = [
         ("roomcast_connections", "gauge", |m| m.connections),
@@ -138,5 +164,53 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics) ->
     let _ = writeln!(out, "roomcast_handshake_timeouts_total {}", acceptor.handshake_timeouts);
     let _ = writeln!(out, "# TYPE roomcast_accept_paused_total counter");
     let _ = writeln!(out, "roomcast_accept_paused_total {}", acceptor.accept_paused);
+    let _ = writeln!(out, "# TYPE roomcast_slow_consumers_closed_total counter");
+    for (shard, m) in shards.iter().enumerate() {
+        let n = m.limit_hits[LimitKind::SlowConsumer as usize];
+        let _ = writeln!(out, "roomcast_slow_consumers_closed_total{{shard=\"{shard}\"}} {n}");
+    }
+    let _ = writeln!(out, "# TYPE roomcast_shard_inbox_depth gauge");
+    for (shard, depth) in gauges.inbox_depths.iter().enumerate() {
+        let _ = writeln!(out, "roomcast_shard_inbox_depth{{shard=\"{shard}\"}} {depth}");
+    }
+    let _ = writeln!(out, "# TYPE roomcast_uptime_seconds gauge");
+    let _ = writeln!(out, "roomcast_uptime_seconds {}", gauges.uptime_s);
+    let _ = writeln!(out, "# TYPE roomcast_draining gauge");
+    let _ = writeln!(out, "roomcast_draining {}", u8::from(gauges.draining));
+    if let Some(rss) = process_rss_bytes() {
+        let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
+        let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+    }
+    if let Some(fds) = process_open_fds() {
+        let _ = writeln!(out, "# TYPE process_open_fds gauge");
+        let _ = writeln!(out, "process_open_fds {fds}");
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_process_gauges() {
+        let mut shard = ShardMetrics { connections: 3, ..ShardMetrics::default() };
+        shard.hit(LimitKind::SlowConsumer);
+        let mut acceptor = AcceptorMetrics::default();
+        acceptor.count_status(101);
+        let gauges = Gauges { inbox_depths: vec![0, 7], uptime_s: 5, draining: false };
+        let text = render_prometheus(&[shard, ShardMetrics::default()], &acceptor, &gauges);
+        for line in [
+            "roomcast_connections{shard=\"0\"} 3",
+            "roomcast_slow_consumers_closed_total{shard=\"0\"} 1",
+            "roomcast_limit_hits_total{kind=\"slow_consumer\"} 1",
+            "roomcast_handshakes_total{status=\"101\"} 1",
+            "roomcast_shard_inbox_depth{shard=\"1\"} 7",
+            "roomcast_uptime_seconds 5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        assert!(process_rss_bytes().is_some_and(|rss| rss > 0));
+        assert!(process_open_fds().is_some_and(|fds| fds >= 3));
+    }
 }

@@ -386,11 +386,11 @@ pub fn encode_pong(out: &mut Vec<u8>, reference: Option<&[u8]>) {
     out.push(b'}');
 }
 
-/// `{"type":"message","room":ROOM,"from":USER,"seq":N,"data":DATA}`; `room_json`
-/// and `from_json` are already JSON literals, `data` the publisher's bytes.
-pub fn encode_message(out: &mut Vec<u8>, room_json: &str, from_json: &str, seq: u64, data: &[u8]) {
+/// `{"type":"message","room":ROOM,"from":USER,"seq":N,"data":DATA}`;
+/// `from_json` is already a JSON literal, `data` the publisher's bytes.
+pub fn encode_message(out: &mut Vec<u8>, room: &str, from_json: &str, seq: u64, data: &[u8]) {
     out.extend_from_slice(b"{\"type\":\"message\",\"room\":");
-    out.extend_from_slice(room_json.as_bytes());
+    push_json_str(out, room);
     out.extend_from_slice(b",\"from\":");
     out.extend_from_slice(from_json.as_bytes());
     out.extend_from_slice(b",\"seq\":");
@@ -494,7 +494,7 @@ mod tests {
     #[test]
     fn encoders_produce_valid_json() {
         let mut out = Vec::new();
-        encode_message(&mut out, "\"demo\"", "\"al\\\"ice\"", 42, br#"{"t":1}"#);
+        encode_message(&mut out, "demo", "\"al\\\"ice\"", 42, br#"{"t":1}"#);
         let value: serde_json::Value = serde_json::from_slice(&out).expect("valid json");
         assert_eq!(value["from"], "al\"ice");
         assert_eq!(value["seq"], 42);

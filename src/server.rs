@@ -79,6 +79,19 @@ impl Server {
             None => None,
         };
         let echo_addr = echo.as_ref().map(|l| l.local_addr()).transpose()?;
+        let admin = match config.admin_listen {
+            Some(addr) => Some(
+                acceptor::bind(addr, config.net.backlog, false).with_context(|| format!("admin_listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        if let Some(admin) = &admin {
+            tracing::info!(addr = %admin.local_addr()?, "admin listener (HTTP API, /metrics) open");
+        }
+        let mint_secret = match config.auth.mode {
+            AuthMode::Jwt => Some(jwt_secret(&config)?),
+            AuthMode::None => None,
+        };
 
         let (metrics_tx, metrics_rx) = crossbeam_channel::bounded(config.shards * 4);
         let settings = Arc::new(ShardSettings {
@@ -117,8 +130,10 @@ impl Server {
         let (mut acceptor, acceptor_waker) = Acceptor::new(AcceptorParts {
             main,
             echo,
+            admin,
             config: Arc::clone(&config),
             verifier,
+            mint_secret,
             shards: shards.clone(),
             control: control_rx,
             metrics_in: metrics_rx,

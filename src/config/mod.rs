@@ -391,6 +391,7 @@ impl Config {
         if self.net.backlog <= 0 {
             return Err(ConfigError::invalid("net.backlog", "must be greater than 0"));
         }
+        self.validate_rooms()?;
         self.limits.validate()
     }
 
@@ -418,6 +419,20 @@ impl Config {
             return Err(ConfigError::invalid(
                 "api",
                 "api.body_bytes_max and api.token_ttl_max_s must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_rooms(&self) -> Result<(), ConfigError> {
+        let rooms = &self.rooms;
+        if rooms.chat_text_chars_max == 0 {
+            return Err(ConfigError::invalid("rooms.chat_text_chars_max", "must be greater than 0"));
+        }
+        if rooms.welcome_history_max > rooms.history_max {
+            return Err(ConfigError::invalid(
+                "rooms.welcome_history_max",
+                format!("{} is over rooms.history_max ({})", rooms.welcome_history_max, rooms.history_max),
             ));
         }
         Ok(())

@@ -20,6 +20,8 @@ use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 pub type Refusal = (&'static str, &'static str);
 
 pub const FORBIDDEN: Refusal = ("forbidden", "your role in this room may not make this request");
+/// Chat ids the server makes up start with this; client ids may not.
+const GENERATED_ID_PREFIX: &str = "srv-";
 const NOT_JOINED: Refusal = ("not_joined", "this connection is not in that room");
 
 /// A member's role in one room.
@@ -152,10 +154,32 @@ struct ChatEntry {
     json: Box<[u8]>,
 }
 
+/// The meeting state of one room, allocated on first use: most rooms (every
+/// personal room) never raise a hand or chat, and idle rooms cost memory.
+#[derive(Debug, Default)]
+pub(super) struct LazyMeeting(Option<Box<MeetingState>>);
+
+/// What a room without meeting state reads as.
+static NO_MEETING: MeetingState =
+    MeetingState { hands: Vec::new(), sharers: Vec::new(), share_requests: Vec::new(), history: VecDeque::new() };
+
+impl std::ops::Deref for LazyMeeting {
+    type Target = MeetingState;
+
+    fn deref(&self) -> &MeetingState {
+        self.0.as_deref().unwrap_or(&NO_MEETING)
+    }
+}
+
+impl std::ops::DerefMut for LazyMeeting {
+    fn deref_mut(&mut self) -> &mut MeetingState {
+        self.0.get_or_insert_with(Default::default)
+    }
+}
+
 /// The meeting state of one room.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct MeetingState {
-    pub(super) lobby: bool,
     /// Users with a raised hand, in raise order; each at most once.
     hands: Vec<Box<str>>,
     /// Users sharing a screen; at most `screenshare_max`.
@@ -167,16 +191,6 @@ pub(super) struct MeetingState {
 }
 
 impl MeetingState {
-    pub(super) fn new(lobby: bool) -> MeetingState {
-        MeetingState {
-            lobby,
-            hands: Vec::new(),
-            sharers: Vec::new(),
-            share_requests: Vec::new(),
-            history: VecDeque::new(),
-        }
-    }
-
     pub(super) fn check_invariants(&self, limits: &RoomLimits, admitted: usize) {
         assert!(self.history.len() <= limits.history_max as usize, "chat history over history_max");
         assert!(self.sharers.len() <= limits.screenshare_max as usize, "more sharers than screenshare_max");
@@ -205,7 +219,7 @@ impl Rooms {
             return Err(FORBIDDEN);
         }
         let slot = membership.room as usize;
-        let kind = self.kind_of(slot, &peer.user, request)?;
+        let kind = self.kind_of(slot, peer.user(), request)?;
         if !allowed(role, kind) {
             return Err(FORBIDDEN);
         }
@@ -215,13 +229,13 @@ impl Rooms {
             }
             MeetingRequest::ChatDelete { id } => self.chat_delete(slot, &peer, id),
             MeetingRequest::ChatHistory { limit } => self.chat_history(slot, conn, *limit),
-            MeetingRequest::HandRaise => self.set_hand(slot, &peer.user, true),
-            MeetingRequest::HandLower { user } => self.set_hand(slot, user.as_deref().unwrap_or(&peer.user), false),
+            MeetingRequest::HandRaise => self.set_hand(slot, peer.user(), true),
+            MeetingRequest::HandLower { user } => self.set_hand(slot, user.as_deref().unwrap_or(peer.user()), false),
             MeetingRequest::ScreenshareRequest => self.screenshare_request(slot, &peer),
             MeetingRequest::ScreenshareGrant { user } => self.screenshare_grant(slot, user)?,
             MeetingRequest::ScreenshareDeny { user } => self.screenshare_deny(slot, user)?,
             MeetingRequest::ScreenshareStop { user } => {
-                self.screenshare_stop(slot, user.as_deref().unwrap_or(&peer.user))?
+                self.screenshare_stop(slot, user.as_deref().unwrap_or(peer.user()))?
             }
             MeetingRequest::LobbyAdmit { user } => self.lobby_admit(slot, user)?,
             MeetingRequest::LobbyDeny { user } => {
@@ -229,7 +243,7 @@ impl Rooms {
             }
             MeetingRequest::LobbySet { enabled } => self.lobby_set(slot, *enabled),
             MeetingRequest::Kick { user } => {
-                if **user == *peer.user {
+                if **user == *peer.user() {
                     return Err(("bad_request", "a host cannot kick itself; close the connection instead"));
                 }
                 self.remove_user(slot, user, None, CloseCode::KICKED)?;
@@ -304,8 +318,8 @@ impl Rooms {
         }
         let room = &mut self.rooms[slot];
         if let Some(id) = id {
-            if id.is_empty() || id.len() > 64 {
-                return Err(("bad_request", "a chat id is 1-64 bytes"));
+            if id.is_empty() || id.len() > 64 || id.starts_with(GENERATED_ID_PREFIX) {
+                return Err(("bad_request", "a chat id is 1-64 bytes and does not start with \"srv-\""));
             }
             if room.meeting.history.iter().any(|e| *e.id == *id) {
                 return Err(("duplicate_id", "a chat message with that id is in the history"));
@@ -313,10 +327,12 @@ impl Rooms {
         }
         room.seq += 1;
         let seq = room.seq;
-        let id: Box<str> = id.map_or_else(|| format!("m{seq}").into(), Into::into);
+        // Generated ids live in a namespace clients may not use, so a
+        // generated id never equals one a client chose.
+        let id: Box<str> = id.map_or_else(|| format!("{GENERATED_ID_PREFIX}{seq}").into(), Into::into);
         let out = self.frames.begin();
         out.extend_from_slice(b"{\"type\":\"chat\",\"room\":");
-        out.extend_from_slice(room.room_json.as_bytes());
+        push_json_str(out, room.key.room());
         out.extend_from_slice(b",\"id\":");
         push_json_str(out, &id);
         out.extend_from_slice(b",\"from\":");
@@ -335,7 +351,7 @@ impl Rooms {
         let json: Box<[u8]> = out[crate::ws::frame::HEADER_ROOM..].into();
         let frame = self.frames.finish(Opcode::Text);
         let history = &mut room.meeting.history;
-        history.push_back(ChatEntry { id, author: peer.user.clone(), json });
+        history.push_back(ChatEntry { id, author: Box::<str>::from(peer.user()), json });
         while history.len() > self.limits.history_max as usize {
             history.pop_front();
         }
@@ -350,7 +366,7 @@ impl Rooms {
         room.meeting.history.retain(|e| *e.id != *id);
         let out = self.frames.begin();
         out.extend_from_slice(b"{\"type\":\"chat_deleted\",\"room\":");
-        out.extend_from_slice(room.room_json.as_bytes());
+        push_json_str(out, room.key.room());
         out.extend_from_slice(b",\"id\":");
         push_json_str(out, id);
         out.extend_from_slice(b",\"by\":");
@@ -365,7 +381,7 @@ impl Rooms {
         let limit = limit.unwrap_or(self.limits.history_max) as usize;
         let out = self.frames.begin();
         out.extend_from_slice(b"{\"type\":\"chat_history\",\"room\":");
-        out.extend_from_slice(room.room_json.as_bytes());
+        push_json_str(out, room.key.room());
         out.extend_from_slice(b",\"messages\":");
         push_history(out, &room.meeting.history, limit);
         out.push(b'}');
@@ -397,7 +413,7 @@ impl Rooms {
         let room = &self.rooms[slot];
         let out = self.frames.begin();
         out.extend_from_slice(b"{\"type\":\"hands\",\"room\":");
-        out.extend_from_slice(room.room_json.as_bytes());
+        push_json_str(out, room.key.room());
         out.extend_from_slice(b",\"queue\":");
         push_str_list(out, &room.meeting.hands);
         out.push(b'}');
@@ -407,18 +423,18 @@ impl Rooms {
 
     fn screenshare_request(&mut self, slot: usize, peer: &Peer) {
         let room = &mut self.rooms[slot];
-        if room.meeting.share_requests.contains(&peer.user) {
+        if room.meeting.share_requests.iter().any(|u| **u == *peer.user()) {
             return;
         }
-        room.meeting.share_requests.push(peer.user.clone());
-        let frame = encode_user_event(&mut self.frames, room, "screenshare", &peer.user, "requested");
+        room.meeting.share_requests.push(Box::<str>::from(peer.user()));
+        let frame = encode_user_event(&mut self.frames, room, "screenshare", peer.user(), "requested");
         self.broadcast(slot, Audience::Hosts, frame);
     }
 
     fn screenshare_grant(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
         let screenshare_max = self.limits.screenshare_max as usize;
         let room = &mut self.rooms[slot];
-        if !room.members.iter().any(|(_, m)| *m.peer.user == *user && m.role != Role::Waiting) {
+        if !room.members.iter().any(|(_, m)| *m.peer.user() == *user && m.role != Role::Waiting) {
             return Err(("not_found", "no admitted member with that user id"));
         }
         if room.meeting.sharers.iter().any(|u| **u == *user) {
@@ -443,8 +459,12 @@ impl Rooms {
             return Err(("not_found", "that user has not asked to share"));
         }
         let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "denied");
-        let targets: Vec<ConnId> =
-            room.members.iter().filter(|(_, m)| *m.peer.user == *user).map(|(_, m)| m.conn).collect();
+        let targets: Vec<ConnId> = room
+            .members
+            .iter()
+            .filter(|(_, m)| *m.peer.user() == *user && m.role != Role::Waiting)
+            .map(|(_, m)| m.conn)
+            .collect();
         for to in targets {
             self.outputs.push_back(Output::Deliver { to, frame: Arc::clone(&frame) });
         }
@@ -469,7 +489,7 @@ impl Rooms {
         let room = &mut self.rooms[slot];
         let mut changed = false;
         for (_, member) in room.members.iter_mut() {
-            if *member.peer.user == *user && member.role == from {
+            if *member.peer.user() == *user && member.role == from {
                 member.role = to;
                 changed = true;
             }
@@ -484,7 +504,7 @@ impl Rooms {
         let waiting: Vec<usize> = self.rooms[slot]
             .members
             .iter()
-            .filter(|(_, m)| *m.peer.user == *user && m.role == Role::Waiting)
+            .filter(|(_, m)| *m.peer.user() == *user && m.role == Role::Waiting)
             .map(|(at, _)| at)
             .collect();
         if waiting.is_empty() {
@@ -512,7 +532,7 @@ impl Rooms {
         let targets: Vec<(usize, ConnId)> = self.rooms[slot]
             .members
             .iter()
-            .filter(|(_, m)| *m.peer.user == *user && only.is_none_or(|role| m.role == role))
+            .filter(|(_, m)| *m.peer.user() == *user && only.is_none_or(|role| m.role == role))
             .map(|(at, m)| (at, m.conn))
             .collect();
         if targets.is_empty() {
@@ -528,10 +548,13 @@ impl Rooms {
 
     fn lobby_set(&mut self, slot: usize, enabled: bool) {
         let room = &mut self.rooms[slot];
-        room.meeting.lobby = enabled;
+        if room.lobby == enabled {
+            return;
+        }
+        room.lobby = enabled;
         let out = self.frames.begin();
         out.extend_from_slice(b"{\"type\":\"lobby_state\",\"room\":");
-        out.extend_from_slice(room.room_json.as_bytes());
+        push_json_str(out, room.key.room());
         out.extend_from_slice(if enabled { b",\"enabled\":true}" } else { b",\"enabled\":false}" });
         let frame = self.frames.finish(Opcode::Text);
         let waiting: Vec<usize> = if enabled {
@@ -552,7 +575,7 @@ impl Rooms {
         let targets: Vec<ConnId> = room
             .members
             .iter()
-            .filter(|(_, m)| *m.peer.user == *to && m.role != Role::Waiting && m.conn != from.conn)
+            .filter(|(_, m)| *m.peer.user() == *to && m.role != Role::Waiting && m.conn != from.conn)
             .map(|(_, m)| m.conn)
             .collect();
         if targets.is_empty() {
@@ -560,7 +583,7 @@ impl Rooms {
         }
         let out = self.frames.begin();
         out.extend_from_slice(b"{\"type\":\"signal\",\"room\":");
-        out.extend_from_slice(room.room_json.as_bytes());
+        push_json_str(out, room.key.room());
         out.extend_from_slice(b",\"from\":");
         out.extend_from_slice(from.user_json.as_bytes());
         out.extend_from_slice(b",\"data\":");
@@ -577,9 +600,11 @@ impl Rooms {
     /// its hand, share and share request go; a room without a host gets one.
     pub(super) fn after_departure(&mut self, slot: usize, user: &str) {
         let room = &mut self.rooms[slot];
-        let still_here = room.members.iter().any(|(_, m)| *m.peer.user == *user && m.role != Role::Waiting);
+        let still_here = room.members.iter().any(|(_, m)| *m.peer.user() == *user && m.role != Role::Waiting);
         if !still_here {
-            room.meeting.share_requests.retain(|u| **u != *user);
+            if room.meeting.share_requests.iter().any(|u| **u == *user) {
+                room.meeting.share_requests.retain(|u| **u != *user);
+            }
             if room.meeting.hands.iter().any(|h| **h == *user) {
                 self.set_hand(slot, user, false);
             }
@@ -590,22 +615,48 @@ impl Rooms {
         self.hand_over_host(slot);
     }
 
-    /// When no host is left, the longest-present admitted member becomes host.
+    /// When no host is left, the longest-present admitted member becomes
+    /// host and everyone admitted is told; the new host hears who waits in
+    /// the lobby. With nobody admitted, the longest-waiting member becomes
+    /// host (so a lobby never waits for a host that cannot come).
     fn hand_over_host(&mut self, slot: usize) {
         let room = &mut self.rooms[slot];
         if room.members.iter().any(|(_, m)| m.role == Role::Host) {
             return;
         }
-        let heir = room.members.iter().filter(|(_, m)| m.role != Role::Waiting).min_by_key(|(_, m)| m.arrival);
-        let Some((heir, _)) = heir else { return };
+        let admitted = room.members.iter().filter(|(_, m)| m.role != Role::Waiting).min_by_key(|(_, m)| m.arrival);
+        let Some(heir) = admitted.or_else(|| room.members.iter().min_by_key(|(_, m)| m.arrival)).map(|(at, _)| at)
+        else {
+            return;
+        };
+        if room.members[heir].role == Role::Waiting {
+            room.waiting -= 1;
+            room.members[heir].role = Role::Host;
+            self.admitted(slot, heir);
+            self.tell_lobby_to(slot, heir);
+            return;
+        }
         let member = &mut room.members[heir];
         member.role = Role::Host;
         if member.quiet {
             return; // personal and group rooms: roles exist, but nobody is told
         }
-        let user = member.peer.user.clone();
+        let user: Box<str> = member.peer.user().into();
         let frame = encode_user_event(&mut self.frames, room, "role", &user, Role::Host.as_str());
         self.broadcast(slot, Audience::Admitted, frame);
+        self.tell_lobby_to(slot, heir);
+    }
+
+    /// Sends a new host one `lobby` `waiting` event per member in the lobby.
+    fn tell_lobby_to(&mut self, slot: usize, host: usize) {
+        let room = &self.rooms[slot];
+        let to = room.members[host].conn;
+        let waiting: Vec<Arc<Peer>> =
+            room.members.iter().filter(|(_, m)| m.role == Role::Waiting).map(|(_, m)| Arc::clone(&m.peer)).collect();
+        for peer in waiting {
+            let event = encode_lobby_event(&mut self.frames, &self.rooms[slot], "waiting", &peer);
+            self.outputs.push_back(Output::Deliver { to, frame: event });
+        }
     }
 }
 
@@ -615,7 +666,7 @@ fn encode_user_event(frames: &mut FrameBuilder, room: &Room, kind: &str, user: &
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\",\"room\":");
-    out.extend_from_slice(room.room_json.as_bytes());
+    push_json_str(out, room.key.room());
     out.extend_from_slice(b",\"user\":");
     push_json_str(out, user);
     out.extend_from_slice(if kind == "role" { b",\"role\":" } else { b",\"state\":" });
@@ -628,7 +679,7 @@ fn encode_user_event(frames: &mut FrameBuilder, room: &Room, kind: &str, user: &
 pub(super) fn encode_lobby_event(frames: &mut FrameBuilder, room: &Room, event: &str, peer: &Peer) -> Frame {
     let out = frames.begin();
     out.extend_from_slice(b"{\"type\":\"lobby\",\"room\":");
-    out.extend_from_slice(room.room_json.as_bytes());
+    push_json_str(out, room.key.room());
     out.extend_from_slice(b",\"event\":\"");
     out.extend_from_slice(event.as_bytes());
     out.extend_from_slice(b"\",\"member\":");
@@ -643,7 +694,7 @@ pub(super) fn encode_waiting_welcome(frames: &mut FrameBuilder, room: &Room, pee
     out.extend_from_slice(b"{\"type\":\"welcome\",\"conn\":\"");
     out.extend_from_slice(peer.conn.to_string().as_bytes());
     out.extend_from_slice(b"\",\"room\":");
-    out.extend_from_slice(room.room_json.as_bytes());
+    push_json_str(out, room.key.room());
     out.extend_from_slice(b",\"shard\":");
     push_u64(out, u64::from(shard));
     out.extend_from_slice(b",\"user\":");
@@ -667,7 +718,7 @@ pub(super) fn encode_welcome(
     out.extend_from_slice(b"{\"type\":\"welcome\",\"conn\":\"");
     out.extend_from_slice(peer.conn.to_string().as_bytes());
     out.extend_from_slice(b"\",\"room\":");
-    out.extend_from_slice(room.room_json.as_bytes());
+    push_json_str(out, room.key.room());
     out.extend_from_slice(b",\"shard\":");
     push_u64(out, u64::from(shard));
     out.extend_from_slice(b",\"user\":");
@@ -688,7 +739,7 @@ pub(super) fn encode_welcome(
         push_member(out, other);
     }
     out.extend_from_slice(b"],\"lobby\":");
-    out.extend_from_slice(if room.meeting.lobby { b"true" } else { b"false" });
+    out.extend_from_slice(if room.lobby { b"true" } else { b"false" });
     out.extend_from_slice(b",\"hands\":");
     push_str_list(out, &room.meeting.hands);
     out.extend_from_slice(b",\"sharers\":");

@@ -328,3 +328,44 @@ fn switching_the_lobby_off_admits_everyone_waiting() {
     let events = meeting.events();
     assert_eq!(events[0].1["role"], "participant", "no lobby for newcomers either");
 }
+
+#[test]
+fn a_lobby_left_without_admitted_members_gets_a_host_from_the_lobby() {
+    let lim = RoomLimits { lobby_default: true, ..limits(10, 10, 10) };
+    let mut rooms = Rooms::new(0, 1, lim);
+    let key = RoomKey::new("", "lonely");
+    let host = rooms.join(&Peer::new(conn(1), "h", None), &key, false, None).expect("space");
+    rooms.join(&Peer::new(conn(2), "w1", None), &key, false, None).expect("space");
+    rooms.join(&Peer::new(conn(3), "w2", None), &key, false, None).expect("space");
+    drain(&mut rooms);
+    assert!(rooms.leave(host, conn(1), None));
+    let events = drain(&mut rooms);
+    let welcome = events.iter().find(|(to, v)| v["type"] == "welcome" && to == &[conn(2)]).expect("w1 is let in");
+    assert_eq!(welcome.1["role"], "host");
+    let lobby =
+        events.iter().find(|(to, v)| v["type"] == "lobby" && to == &[conn(2)]).expect("the new host hears the lobby");
+    assert_eq!(lobby.1["member"]["user"], "w2");
+}
+
+#[test]
+fn generated_chat_ids_never_collide_with_client_ids() {
+    let mut meeting = Meeting::new();
+    assert_eq!(
+        meeting.request("p", MeetingRequest::ChatSend { text: "x".into(), id: Some("srv-99".into()) }).map_err(|r| r.0),
+        Err("bad_request")
+    );
+    meeting.ok("p", MeetingRequest::ChatSend { text: "generated".into(), id: None });
+    let chat = meeting.events().into_iter().find(|(_, v)| v["type"] == "chat").expect("chat").1;
+    assert!(chat["id"].as_str().is_some_and(|id| id.starts_with("srv-")));
+}
+
+#[test]
+fn a_screen_share_denial_reaches_no_waiting_connection() {
+    let mut meeting = Meeting::new();
+    // A second connection of t waits in the lobby.
+    let t2 = Peer::new(conn(9), "t", None);
+    meeting.rooms.join(&t2, &RoomKey::new("", "m"), false, None).expect("space");
+    meeting.events();
+    meeting.ok("h", MeetingRequest::ScreenshareDeny { user: "t".into() });
+    assert_eq!(meeting.receivers("screenshare"), [meeting.conn("t")]);
+}

@@ -32,12 +32,14 @@ pub use meeting::{FORBIDDEN, MeetingRequest, Refusal, RequestKind, Role, allowed
 #[derive(Debug)]
 pub struct Peer {
     pub conn: ConnId,
-    pub user: Box<str>,
     pub name: Option<Box<str>>,
     /// The token says `role: host`: host on arrival, past any lobby.
     pub host: bool,
-    /// `user` as a JSON literal, encoded once at arrival (it goes in every message).
+    /// The user id as a JSON literal, encoded once at arrival (it goes in
+    /// every message); also the user id itself when it needed no escaping.
     user_json: Box<str>,
+    /// The user id when its JSON form is not just it in quotes.
+    user_escaped: Option<Box<str>>,
 }
 
 impl Peer {
@@ -46,13 +48,18 @@ impl Peer {
     }
 
     pub fn with_host(conn: ConnId, user: &str, name: Option<&str>, host: bool) -> Arc<Peer> {
-        Arc::new(Peer {
-            conn,
-            user: user.into(),
-            name: name.map(Into::into),
-            host,
-            user_json: protocol::json_str(user),
-        })
+        let user_json = protocol::json_str(user);
+        // Most ids need no escaping: then one allocation holds both forms.
+        let user_escaped = (user_json.len() != user.len() + 2).then(|| user.into());
+        Arc::new(Peer { conn, name: name.map(Into::into), host, user_json, user_escaped })
+    }
+
+    /// The user id (the token's `sub`).
+    pub fn user(&self) -> &str {
+        match &self.user_escaped {
+            Some(user) => user,
+            None => &self.user_json[1..self.user_json.len() - 1],
+        }
     }
 
     /// `{"conn":"…","user":"…","name":"…"}` (name only when set).
@@ -164,21 +171,22 @@ pub enum Output {
 #[derive(Debug)]
 struct Room {
     key: RoomKey,
-    /// The room id as a JSON literal, encoded once (it goes in every message).
-    room_json: Box<str>,
     /// Members with their `ConnId` inline, so a broadcast walk reads one
     /// contiguous array instead of chasing a pointer per member. Members on
     /// other shards are here too (their `ConnId.shard` says so).
     members: Slab<Member>,
-    /// Members per shard; a broadcast goes once to each other shard with any.
-    per_shard: Box<[u32]>,
+    /// Members per other shard (a broadcast goes once to each with any);
+    /// `None` while every member is local, as in most rooms.
+    per_shard: Option<Box<[u32]>>,
     /// Members in the lobby.
     waiting: u32,
     /// Messages and chat messages so far; the next one gets `seq + 1`.
     seq: u64,
     /// Arrivals so far, so "longest present" is a comparison.
     arrivals: u64,
-    meeting: meeting::MeetingState,
+    /// Non-hosts arrive in the lobby.
+    lobby: bool,
+    meeting: meeting::LazyMeeting,
 }
 
 #[derive(Debug)]
@@ -238,13 +246,14 @@ impl Rooms {
                 }
                 let slot = self.rooms.insert(Room {
                     key: key.clone(),
-                    room_json: protocol::json_str(key.room()),
-                    members: Slab::new(),
-                    per_shard: vec![0; self.shards].into_boxed_slice(),
+                    // Most rooms (every personal room) hold one member.
+                    members: Slab::with_capacity(1),
+                    per_shard: None,
                     waiting: 0,
                     seq: 0,
                     arrivals: 0,
-                    meeting: meeting::MeetingState::new(self.limits.lobby_default),
+                    lobby: self.limits.lobby_default,
+                    meeting: meeting::LazyMeeting::default(),
                 });
                 self.index.insert(key.clone(), slot);
                 slot
@@ -257,7 +266,7 @@ impl Rooms {
         }
         let role = if room.members.is_empty() || peer.host {
             Role::Host
-        } else if room.meeting.lobby && !quiet {
+        } else if room.lobby && !quiet {
             Role::Waiting
         } else {
             Role::Participant
@@ -265,7 +274,10 @@ impl Rooms {
         room.arrivals += 1;
         let arrival = room.arrivals;
         let member = room.members.insert(Member { conn: peer.conn, peer: Arc::clone(peer), quiet, role, arrival });
-        room.per_shard[peer.conn.shard as usize % self.shards] += 1;
+        if peer.conn.shard != self.shard {
+            let counts = room.per_shard.get_or_insert_with(|| vec![0; self.shards].into_boxed_slice());
+            counts[peer.conn.shard as usize % self.shards] += 1;
+        }
         if role == Role::Waiting {
             room.waiting += 1;
         }
@@ -343,7 +355,11 @@ impl Rooms {
     fn remove_member(&mut self, slot: usize, member: usize) {
         let room = &mut self.rooms[slot];
         let gone = room.members.remove(member);
-        room.per_shard[gone.conn.shard as usize % self.shards] -= 1;
+        if gone.conn.shard != self.shard
+            && let Some(counts) = room.per_shard.as_mut()
+        {
+            counts[gone.conn.shard as usize % self.shards] -= 1;
+        }
         if room.members.is_empty() {
             let room = self.rooms.remove(slot);
             self.index.remove(&room.key);
@@ -370,7 +386,7 @@ impl Rooms {
                 frame: left,
             });
         }
-        self.after_departure(slot, &gone.peer.user);
+        self.after_departure(slot, gone.peer.user());
     }
 
     /// Publishes `data` (the publisher's JSON, byte for byte) to every other
@@ -393,7 +409,7 @@ impl Rooms {
         room.seq += 1;
         let seq = room.seq;
         let out = self.frames.begin();
-        protocol::encode_message(out, &room.room_json, &publisher.user_json, seq, data);
+        protocol::encode_message(out, room.key.room(), &publisher.user_json, seq, data);
         let frame = self.frames.finish(Opcode::Text);
         if room.members.len() > 1 {
             self.outputs.push_back(Output::Broadcast {
@@ -487,6 +503,7 @@ impl Rooms {
         self.rooms.get(room).into_iter().flat_map(move |room| {
             room.per_shard
                 .iter()
+                .flat_map(|counts| counts.iter())
                 .enumerate()
                 .filter(move |&(s, &n)| n > 0 && s != shard as usize)
                 .map(|(s, _)| s as ShardId)
@@ -524,8 +541,9 @@ impl Rooms {
             assert_eq!(self.index.get(&room.key), Some(&slot), "room {:?} not indexed at its slot", room.key);
             assert!(!room.members.is_empty(), "empty room {:?} kept", room.key);
             assert!(room.members.len() <= self.limits.members_max as usize, "room {:?} over capacity", room.key);
-            let counted: u32 = room.per_shard.iter().sum();
-            assert_eq!(counted as usize, room.members.len(), "per-shard counts of {:?} disagree", room.key);
+            let counted: u32 = room.per_shard.iter().flat_map(|counts| counts.iter()).sum();
+            let remote = room.members.iter().filter(|(_, m)| m.conn.shard != self.shard).count();
+            assert_eq!(counted as usize, remote, "per-shard counts of {:?} disagree", room.key);
             let waiting = room.members.iter().filter(|(_, m)| m.role == Role::Waiting).count();
             assert_eq!(waiting, room.waiting as usize, "waiting count of {:?}", room.key);
             let admitted = room.members.len() - waiting;
@@ -542,7 +560,7 @@ fn encode_presence(frames: &mut FrameBuilder, kind: &str, room: &Room, peer: &Pe
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\",\"room\":");
-    out.extend_from_slice(room.room_json.as_bytes());
+    push_json_str(out, room.key.room());
     out.extend_from_slice(b",\"member\":");
     peer.push_json(out);
     out.extend_from_slice(b",\"member_count\":");

@@ -278,3 +278,30 @@ fn the_room_table_is_bounded() {
         Err(JoinRefused::TooManyRooms)
     );
 }
+
+#[test]
+fn per_room_structs_stay_small() {
+    use std::mem::size_of;
+    println!(
+        "Room {} Member {} MeetingState {}",
+        size_of::<Room>(),
+        size_of::<Member>(),
+        size_of::<meeting::MeetingState>()
+    );
+    // Every connection has a personal room: rooms must be cheap.
+    assert!(size_of::<Room>() <= 128);
+    assert!(size_of::<Member>() <= 48);
+}
+
+#[test]
+fn a_local_member_leaving_a_room_with_remote_members_keeps_the_counts() {
+    let mut rooms = rooms();
+    let key = RoomKey::new("", "mixed");
+    let local = rooms.join(&Peer::new(conn(1), "l", None), &key, false, None).expect("space");
+    let remote_conn = ConnId { shard: 1, slot: 3, generation: 1 };
+    rooms.join(&Peer::new(remote_conn, "r", None), &key, false, None).expect("space");
+    rooms.join(&Peer::new(conn(2), "l2", None), &key, false, None).expect("space");
+    assert!(rooms.leave(local, conn(1), None));
+    rooms.check_invariants();
+    assert_eq!(rooms.remote_shards(local.room_slot()).collect::<Vec<_>>(), [1]);
+}

@@ -14,9 +14,11 @@
 //! per such shard, batched once per iteration. Client requests are turned
 //! into room calls or remote messages in `requests.rs`.
 
+mod admin;
 mod remote;
 mod requests;
 
+pub use admin::{AdminAnswer, AdminQuery, AdminReply, AdminRequest, ConnInfo, SendTarget};
 pub use remote::RemoteMsg;
 
 use std::io::{self, Read};
@@ -30,7 +32,7 @@ use slab::Slab;
 
 use crate::auth::{Identity, Verifier};
 use crate::config::Limits;
-use crate::conn::{ConnState, Connection, FlushOutcome, Member, OutboundQueue, Place, RateBucket, Role};
+use crate::conn::{ConnState, Connection, FlushOutcome, Grants, Member, OutboundQueue, Place, RateBucket, Role};
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::{LimitKind, ShardMetrics};
 use crate::protocol::{self, RequestDecoder};
@@ -43,6 +45,8 @@ use crate::ws::frame::{self, Event, Flow, Frame, FrameBuilder, Opcode};
 const WAKER: Token = Token(usize::MAX);
 /// How often a shard sends its counters out.
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+/// Admin requests queued to one shard; the acceptor answers 503 past it.
+pub const ADMIN_INBOX_MAX: usize = 64;
 
 /// Messages a shard receives.
 #[derive(Debug)]
@@ -74,6 +78,9 @@ pub struct ShardHandle {
     inbox: Sender<ShardMsg>,
     /// Drain orders travel apart from the inbox, so a full inbox cannot lose one.
     drain: Sender<Instant>,
+    /// Admin API requests travel apart from the inbox too, so handoffs and
+    /// admin traffic cannot crowd each other out.
+    admin: Sender<AdminRequest>,
     waker: Arc<Waker>,
 }
 
@@ -90,6 +97,18 @@ impl ShardHandle {
         // Capacity 1: a second order while one is pending changes nothing.
         let _ = self.drain.try_send(deadline);
         self.wake();
+    }
+
+    /// Queues an admin request without blocking; the caller wakes the shard.
+    pub fn try_admin(&self, req: AdminRequest) -> Result<(), AdminRequest> {
+        self.admin.try_send(req).map_err(|e| match e {
+            TrySendError::Full(req) | TrySendError::Disconnected(req) => req,
+        })
+    }
+
+    /// Messages waiting in the shard's inbox (handoffs and cross-shard batches).
+    pub fn inbox_len(&self) -> usize {
+        self.inbox.len()
     }
 
     pub fn wake(&self) {
@@ -118,6 +137,7 @@ pub struct Shard {
     poll: Poll,
     inbox: Receiver<ShardMsg>,
     drain: Receiver<Instant>,
+    admin: Receiver<AdminRequest>,
     /// The one read buffer of the shard, lent to each connection as it reads.
     read_buf: Vec<u8>,
     core: ShardCore,
@@ -163,6 +183,7 @@ impl Shard {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = crossbeam_channel::bounded(settings.limits.shard_inbox_max);
         let (drain_tx, drain_rx) = crossbeam_channel::bounded(1);
+        let (admin_tx, admin_rx) = crossbeam_channel::bounded(ADMIN_INBOX_MAX);
         let limits = &settings.limits;
         let now = Instant::now();
         let connections_max = limits.connections_per_shard_max as usize;
@@ -208,8 +229,8 @@ impl Shard {
             settings,
         };
         let read_buf = vec![0; core.settings.limits.read_bytes_per_event_max.clamp(4096, 1 << 20)];
-        let shard = Shard { id, poll, inbox: rx, drain: drain_rx, read_buf, core };
-        Ok((shard, ShardHandle { inbox: tx, drain: drain_tx, waker }))
+        let shard = Shard { id, poll, inbox: rx, drain: drain_rx, admin: admin_rx, read_buf, core };
+        Ok((shard, ShardHandle { inbox: tx, drain: drain_tx, admin: admin_tx, waker }))
     }
 
     /// Gives the shard the handles of every shard (itself included), so it can
@@ -280,6 +301,12 @@ impl Shard {
                 Err(_) => break,
             }
         }
+        for _ in 0..self.admin.len() {
+            match self.admin.try_recv() {
+                Ok(req) => self.core.on_admin(req),
+                Err(_) => break,
+            }
+        }
     }
 
     fn on_event(&mut self, event: &mio::event::Event) {
@@ -326,7 +353,12 @@ impl Shard {
                 let peer = Peer::with_host(id, &identity.user, identity.name.as_deref(), identity.host);
                 let expires_at_s = identity.expires_at_s;
                 (
-                    Role::Member(Box::new(Member { identity: *identity, peer, rooms: Vec::new(), joins: 0 })),
+                    Role::Member(Box::new(Member {
+                        rooms: Vec::with_capacity(2 + identity.groups.len()),
+                        grants: Grants::from_identity(*identity),
+                        peer,
+                        joins: 0,
+                    })),
                     Some(key),
                     expires_at_s,
                 )
@@ -342,9 +374,8 @@ impl Shard {
             state: ConnState::Open,
             role,
             expires_at_s,
-            last_rx: core.now,
-            pending_in: Vec::new(),
-            fragments: None,
+            last_rx_ms: core.now_ms(),
+            inbound: None,
             outbound,
             rate,
             rate_strikes: 0,
@@ -370,6 +401,7 @@ impl Shard {
     fn read_from(&mut self, slot: usize, to_eof: bool) {
         let budget = self.core.settings.limits.read_bytes_per_event_max;
         let mut taken = 0;
+        let now_ms = self.core.now_ms();
         loop {
             let Some(conn) = self.core.conns.get_mut(slot) else { return };
             if conn.doomed {
@@ -381,7 +413,7 @@ impl Shard {
                     return;
                 }
                 Ok(n) => {
-                    conn.last_rx = self.core.now;
+                    conn.last_rx_ms = now_ms;
                     self.core.metrics.bytes_in += n as u64;
                     taken += n;
                     self.core.consume_bytes(slot, &mut self.read_buf[..n]);
@@ -492,33 +524,33 @@ impl ShardCore {
     /// previous read, and keeps what is left of an incomplete frame.
     fn consume_bytes(&mut self, slot: usize, bytes: &mut [u8]) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        let mut fragments = conn.fragments.take();
         let message_max = match conn.role {
             Role::Echo => self.settings.limits.echo_message_bytes_max,
             Role::Member(_) => self.settings.limits.message_inbound_bytes_max as usize,
         };
-        let result = if conn.pending_in.is_empty() {
+        let mut parked = conn.inbound.take();
+        let mut fragments = parked.as_mut().and_then(|inbound| inbound.fragments.take());
+        let pending = parked.as_mut().map(|inbound| std::mem::take(&mut inbound.pending)).unwrap_or_default();
+        let (result, rest) = if pending.is_empty() {
             let result =
                 frame::decode(bytes, &mut fragments, message_max, &mut |event| self.on_frame_event(slot, event));
-            if let (Ok(consumed), Some(conn)) = (result, self.conns.get_mut(slot)) {
-                conn.pending_in.extend_from_slice(&bytes[consumed..]);
-            }
-            result
+            let rest = result.map(|consumed| bytes[consumed..].to_vec()).unwrap_or_default();
+            (result, rest)
         } else {
-            let mut joined = std::mem::take(&mut conn.pending_in);
+            let mut joined = pending;
             joined.extend_from_slice(bytes);
             let result =
                 frame::decode(&mut joined, &mut fragments, message_max, &mut |event| self.on_frame_event(slot, event));
-            if let (Ok(consumed), Some(conn)) = (result, self.conns.get_mut(slot)) {
-                joined.drain(..consumed);
-                conn.pending_in = joined;
-            }
-            result
+            joined.drain(..*result.as_ref().unwrap_or(&joined.len()));
+            (result, joined)
         };
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        conn.fragments = fragments;
-        if conn.pending_in.is_empty() && conn.pending_in.capacity() > 0 {
-            conn.pending_in = Vec::new(); // idle connections hold no buffers
+        // Idle connections hold no buffers: the box goes when nothing is left.
+        if !rest.is_empty() || fragments.is_some() {
+            let mut inbound = parked.unwrap_or_default();
+            inbound.pending = rest;
+            inbound.fragments = fragments;
+            conn.inbound = Some(inbound);
         }
         if let Err(error) = result {
             let limit =
@@ -765,7 +797,7 @@ impl ShardCore {
                 }
                 let limits = &self.settings.limits;
                 let expires_at_s = conn.expires_at_s;
-                let last_rx = conn.last_rx;
+                let last_rx = self.origin + Duration::from_millis(conn.last_rx_ms);
                 let silent = self.now.saturating_duration_since(last_rx);
                 if expires_at_s.saturating_add(self.settings.token_leeway_s) <= self.now_unix_s {
                     self.begin_close(slot, CloseCode::TOKEN_EXPIRED, Some(LimitKind::TokenExpired));

@@ -127,7 +127,7 @@ impl ShardCore {
             if member.rooms.len() >= rooms_max {
                 return Err(("too_many_rooms", "this connection is in limits.rooms_per_connection_max rooms"));
             }
-            (Arc::clone(&member.peer), RoomKey::new(&member.identity.tenant, room))
+            (Arc::clone(&member.peer), RoomKey::new(&member.grants.tenant, room))
         };
         self.enter(slot, &peer, key, false, reference, shards)
     }
@@ -138,7 +138,7 @@ impl ShardCore {
         &mut self,
         slot: usize,
         peer: &Arc<crate::room::Peer>,
-        key: RoomKey,
+        mut key: RoomKey,
         quiet: bool,
         reference: Option<&[u8]>,
         shards: usize,
@@ -151,6 +151,8 @@ impl ShardCore {
         };
         let place = if owner == self.id {
             let membership = self.rooms.join(peer, &key, quiet, reference).map_err(|r| (r.code(), r.message()))?;
+            // Share the room's own key rather than keep a copy per member.
+            key = self.rooms.key(membership.room_slot()).cloned().unwrap_or(key);
             Place::Local(membership)
         } else {
             let reference = reference.map(Into::into);
@@ -172,10 +174,10 @@ impl ShardCore {
         let rooms_max = self.settings.limits.rooms_per_connection_max as usize;
         let Ok((_, member)) = self.member(slot) else { return };
         let peer = Arc::clone(&member.peer);
-        let identity = &member.identity;
+        let grants = &member.grants;
         // A URL room that is itself the personal or a group room is not joined twice.
-        let implicit: Vec<RoomKey> = std::iter::once(RoomKey::personal(&identity.tenant, &identity.user))
-            .chain(identity.groups.iter().map(|group| RoomKey::group(&identity.tenant, group)))
+        let implicit: Vec<RoomKey> = std::iter::once(RoomKey::personal(&grants.tenant, peer.user()))
+            .chain(grants.groups.iter().map(|group| RoomKey::group(&grants.tenant, group)))
             .filter(|key| *key != home)
             .take(rooms_max.saturating_sub(1))
             .collect();
@@ -232,7 +234,7 @@ impl ShardCore {
         let shards = self.settings.shards;
         let (peer, key) = {
             let (_, member) = self.member(slot)?;
-            (Arc::clone(&member.peer), RoomKey::personal(&member.identity.tenant, to))
+            (Arc::clone(&member.peer), RoomKey::personal(&member.grants.tenant, to))
         };
         let owner = key.shard(shards);
         if owner == self.id {
@@ -284,7 +286,11 @@ fn may_join(member: &Member, room: &str) -> Result<(), Refusal> {
     if !ids::is_valid_room_id(room) {
         return Err(("bad_room", "room ids are 1-128 bytes of [A-Za-z0-9._:-]"));
     }
-    if member.identity.may_join(room) { Ok(()) } else { Err(("forbidden", "the token does not allow this room")) }
+    if member.grants.may_join(member.peer.user(), room) {
+        Ok(())
+    } else {
+        Err(("forbidden", "the token does not allow this room"))
+    }
 }
 
 /// Checks a refresh token and returns its expiry.
@@ -293,8 +299,7 @@ fn check_refresh(verifier: Option<&Verifier>, member: &Member, token: &str) -> R
         return Err(("unsupported", "refresh needs auth.mode = jwt"));
     };
     let fresh = verifier.verify(token).map_err(|e| (e.code(), e.message()))?;
-    let current = &member.identity;
-    if fresh.user != current.user || fresh.tenant != current.tenant {
+    if *fresh.user != *member.peer.user() || *fresh.tenant != *member.grants.tenant {
         return Err(("forbidden", "a refresh token must be for the same user and tenant"));
     }
     let home = member.rooms.first().map(|joined| joined.key.room());

@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod cross_shard;
 mod handshake;
+mod http_api;
 mod limits;
 mod meeting;
 mod rooms;

@@ -1,0 +1,441 @@
+//! The HTTP API against the real server: health, metrics, stats, the admin
+//! endpoints (with what their sends and closes do to real connections),
+//! token minting with tenant keys, the separate admin listener, and the
+//! OpenAPI document.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+use super::harness::{Client, PATIENCE, Refused, Server, raw_http};
+
+const ADMIN_KEY: &str = "admin-key-0123456789";
+const TENANT_KEY: &str = "tenant-key-acme-0123456789";
+
+fn start() -> Server {
+    Server::start(&["--admin-key", ADMIN_KEY])
+}
+
+/// One request; the body as JSON (or `Value::String` when it is not JSON).
+fn call(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: Option<&str>) -> (u16, Value) {
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    let body = body.unwrap_or("");
+    let length = if method == "GET" { String::new() } else { format!("Content-Length: {}\r\n", body.len()) };
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}{length}\r\n{body}");
+    let (status, text) = raw_http(addr, request.as_bytes());
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn admin(server: &Server, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    call(server.addr, method, path, Some(ADMIN_KEY), body.map(|b| b.to_string()).as_deref())
+}
+
+fn assert_error(response: (u16, Value), status: u16, code: &str) -> Value {
+    assert_eq!(response.0, status, "{:?}", response.1);
+    assert_eq!(response.1["error"], code, "{:?}", response.1);
+    assert!(response.1["message"].is_string(), "{:?}", response.1);
+    response.1
+}
+
+/// `name{labels} value` summed over every series of `name` in `/metrics`.
+fn metric(server: &Server, name: &str) -> f64 {
+    let (status, text) = call(server.addr, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    let text = text.as_str().expect("metrics are text").to_string();
+    text.lines()
+        .filter(|line| line.split(['{', ' ']).next() == Some(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `/metrics` (shards send snapshots once a second) until `check` holds.
+fn wait_for_metric(server: &Server, name: &str, check: impl Fn(f64) -> bool) -> f64 {
+    let start = Instant::now();
+    loop {
+        let value = metric(server, name);
+        if check(value) {
+            return value;
+        }
+        assert!(start.elapsed() < PATIENCE, "{name} stayed at {value}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The `data` of the next `broadcast` frame, as raw text of the whole frame.
+fn next_broadcast(client: &mut Client) -> (Value, String) {
+    loop {
+        if let Message::Text(text) = client.next_message() {
+            let value: Value = serde_json::from_str(&text).expect("JSON frame");
+            if value["type"] == "broadcast" {
+                return (value, text.to_string());
+            }
+        }
+    }
+}
+
+#[test]
+fn health_ready_and_routing_errors() {
+    let server = start();
+    assert_eq!(call(server.addr, "GET", "/healthz", None, None), (200, json!({"status": "ok"})));
+    assert_eq!(call(server.addr, "GET", "/readyz", None, None), (200, json!({"status": "ready"})));
+    assert_error(call(server.addr, "GET", "/nope", None, None), 404, "not_found");
+    assert_error(call(server.addr, "GET", "/api/v1/nope", Some(ADMIN_KEY), None), 404, "not_found");
+    assert_error(call(server.addr, "POST", "/healthz", None, Some("")), 405, "method_not_allowed");
+    assert_error(call(server.addr, "GET", "/api/v1/send", Some(ADMIN_KEY), None), 405, "method_not_allowed");
+    assert_error(
+        call(server.addr, "PUT", "/api/v1/live/rooms/x", Some(ADMIN_KEY), Some("")),
+        405,
+        "method_not_allowed",
+    );
+}
+
+#[test]
+fn admin_keys_are_checked_with_one_answer_for_missing_and_wrong() {
+    let server = start();
+    let missing = assert_error(call(server.addr, "GET", "/api/v1/stats", None, None), 401, "unauthorized");
+    let wrong = assert_error(
+        call(server.addr, "GET", "/api/v1/stats", Some("admin-key-0123456788"), None),
+        401,
+        "unauthorized",
+    );
+    let short = assert_error(call(server.addr, "GET", "/api/v1/live/rooms", Some("a"), None), 401, "unauthorized");
+    assert_eq!(missing, wrong);
+    assert_eq!(missing, short);
+    // A tenant key is not an admin key, and the admin key is not a tenant key.
+    let body = Some(r#"{"user":"u"}"#);
+    assert_error(call(server.addr, "POST", "/api/v1/tokens", Some(ADMIN_KEY), body), 401, "unauthorized");
+    // Without an admin key configured, every admin request is refused.
+    let keyless = Server::start(&[]);
+    assert_error(call(keyless.addr, "POST", "/api/v1/drain", Some(""), Some("")), 401, "unauthorized");
+}
+
+#[test]
+fn bad_bodies_are_400_naming_the_field_and_oversized_are_413() {
+    let server = Server::start(&["--admin-key", ADMIN_KEY, "--set", "api.body_bytes_max=1024"]);
+    let send = |body: &str| call(server.addr, "POST", "/api/v1/send", Some(ADMIN_KEY), Some(body));
+    let e = assert_error(send("{\"room\":"), 400, "bad_request");
+    assert!(e["message"].as_str().unwrap().starts_with("body:"), "{e}");
+    assert_error(send("[1]"), 400, "bad_request");
+    let e = assert_error(send(r#"{"room":"r"}"#), 400, "bad_request");
+    assert!(e["message"].as_str().unwrap().starts_with("data:"), "{e}");
+    let e = assert_error(send(r#"{"room":"r","user":"u","data":1}"#), 400, "bad_request");
+    assert!(e["message"].as_str().unwrap().contains("exactly one"), "{e}");
+    let e = assert_error(send(r#"{"room":"bad room","data":1}"#), 400, "bad_request");
+    assert!(e["message"].as_str().unwrap().starts_with("room:"), "{e}");
+    let e = assert_error(send(r#"{"connection":"x","data":1}"#), 400, "bad_request");
+    assert!(e["message"].as_str().unwrap().starts_with("connection:"), "{e}");
+    let e = assert_error(send(r#"{"all":false,"data":1}"#), 400, "bad_request");
+    assert!(e["message"].as_str().unwrap().starts_with("all:"), "{e}");
+    let kick = call(server.addr, "POST", "/api/v1/kick", Some(ADMIN_KEY), Some(r#"{"user":5}"#));
+    let e = assert_error(kick, 400, "bad_request");
+    assert!(e["message"].as_str().unwrap().starts_with("user:"), "{e}");
+    let e = assert_error(admin(&server, "GET", "/api/v1/live/rooms?limit=0", None), 400, "bad_request");
+    assert!(e["message"].as_str().unwrap().starts_with("limit:"), "{e}");
+
+    // Over the cap: refused from Content-Length, before the body is read.
+    let big = format!(r#"{{"all":true,"data":"{}"}}"#, "x".repeat(2000));
+    assert_error(send(&big), 413, "body_too_large");
+    // A body that arrives in pieces is read to its Content-Length.
+    let body = r#"{"all":true,"data":{"late":true}}"#;
+    let head = format!(
+        "POST /api/v1/send HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {ADMIN_KEY}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    use std::io::{Read, Write};
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body.as_bytes()[..5]).unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    stream.write_all(&body.as_bytes()[5..]).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with(r#"{"delivered":0}"#), "{response}");
+}
+
+#[test]
+fn stats_and_metrics_move_with_connections_and_messages() {
+    let server = start();
+    let (status, stats) = admin(&server, "GET", "/api/v1/stats", None);
+    assert_eq!(status, 200);
+    for field in ["total_connections", "active_connections", "total_rooms", "messages_processed", "uptime_s"] {
+        assert!(stats[field].is_u64(), "{field} in {stats}");
+    }
+    assert!(metric(&server, "process_resident_memory_bytes") > 0.0);
+    assert!(metric(&server, "process_open_fds") > 0.0);
+    let published = metric(&server, "roomcast_messages_published_total");
+
+    let (mut a, _) = server.join("m", "alice");
+    let (mut b, _) = server.join("m", "bob");
+    wait_for_metric(&server, "roomcast_connections", |n| n == 2.0);
+    a.send(json!({"type": "publish", "data": {"hi": 1}}));
+    assert_eq!(b.next_of_type("message")["data"], json!({"hi": 1}));
+    wait_for_metric(&server, "roomcast_messages_published_total", |n| n == published + 1.0);
+    assert!(metric(&server, "roomcast_deliveries_total") >= 1.0);
+    assert!(metric(&server, "roomcast_frames_in_total") >= 1.0);
+    assert!(metric(&server, "roomcast_handshakes_total") >= 2.0);
+    let start = Instant::now();
+    let stats = loop {
+        let (_, stats) = admin(&server, "GET", "/api/v1/stats", None);
+        if stats["active_connections"] == 2 || start.elapsed() > PATIENCE {
+            break stats;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(stats["active_connections"], 2, "{stats}");
+    assert!(stats["total_rooms"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["last_connection_time"].is_u64(), "{stats}");
+
+    drop(a);
+    b.ws.close(None).unwrap();
+    let _ = b.ws.flush();
+    wait_for_metric(&server, "roomcast_connections", |n| n == 0.0);
+    assert!(metric(&server, "roomcast_connections_closed_total") >= 2.0);
+}
+
+#[test]
+fn admin_send_reaches_exactly_the_named_connections() {
+    let server = start();
+    let (mut alice1, _) = server.join("r1", "alice");
+    let (mut alice2, _) = server.join("r2", "alice");
+    let (mut bob, _) = server.join("r1", "bob");
+    let (mut carol, welcome) = server.join("r2", "carol");
+    let carol_id = welcome["conn"].as_str().expect("conn id").to_string();
+
+    let send = |body: &str| call(server.addr, "POST", "/api/v1/send", Some(ADMIN_KEY), Some(body));
+    assert_eq!(send(r#"{"room":"r1","data":{"n": 1,  "s" : "x"}}"#), (200, json!({"delivered": 2})));
+    assert_eq!(send(r#"{"user":"alice","data":[2]}"#), (200, json!({"delivered": 2})));
+    let to_carol = format!(r#"{{"connection":"{carol_id}","data":3}}"#);
+    assert_eq!(send(&to_carol), (200, json!({"delivered": 1})));
+    assert_eq!(send(r#"{"all":true,"data":"4"}"#), (200, json!({"delivered": 4})));
+    assert_error(send(r#"{"connection":"0.999999.1","data":3}"#), 404, "not_found");
+    assert_eq!(send(r#"{"room":"empty","data":0}"#), (200, json!({"delivered": 0})));
+
+    // Each connection's broadcasts up to the one to everyone ("4"), in order.
+    let received = |client: &mut Client| {
+        let mut seen = Vec::new();
+        loop {
+            let (frame, text) = next_broadcast(client);
+            seen.push((frame["to"].as_str().unwrap().to_string(), frame["data"].clone(), text));
+            if frame["data"] == "4" {
+                return seen;
+            }
+        }
+    };
+    let a1 = received(&mut alice1);
+    let a2 = received(&mut alice2);
+    let b = received(&mut bob);
+    let c = received(&mut carol);
+    let data = |seen: &[(String, Value, String)]| seen.iter().map(|(_, d, _)| d.clone()).collect::<Vec<_>>();
+    assert_eq!(data(&a1), vec![json!({"n": 1, "s": "x"}), json!([2]), json!("4")]);
+    assert_eq!(data(&a2), vec![json!([2]), json!("4")]);
+    assert_eq!(data(&b), vec![json!({"n": 1, "s": "x"}), json!("4")]);
+    assert_eq!(data(&c), vec![json!(3), json!("4")]);
+    // The frame carries `data` byte for byte.
+    assert_eq!(b[0].2, r#"{"type":"broadcast","to":"room","room":"r1","data":{"n": 1,  "s" : "x"}}"#);
+    assert_eq!(a2[0].2, r#"{"type":"broadcast","to":"user","data":[2]}"#);
+    assert_eq!(c[0].2, r#"{"type":"broadcast","to":"connection","data":3}"#);
+    assert_eq!(c[1].2, r#"{"type":"broadcast","to":"all","data":"4"}"#);
+}
+
+#[test]
+fn live_listings_kick_close_room_and_drain() {
+    let server = start();
+    let (mut a, _) = server.join("lobby.1", "alice");
+    let (_b, _) = server.join("lobby.1", "bob");
+    let (mut c, _) = server.join("lobby.2", "carol");
+    let (mut d, _) = server.join("other", "dave");
+
+    let (status, page) = admin(&server, "GET", "/api/v1/live/rooms?prefix=lobby.&limit=1", None);
+    assert_eq!(status, 200);
+    assert_eq!(page, json!({"rooms": [{"room": "lobby.1", "members": 2}], "next_cursor": "lobby.1"}));
+    let (_, page) = admin(&server, "GET", "/api/v1/live/rooms?prefix=lobby.&limit=1&cursor=lobby.1", None);
+    assert_eq!(page, json!({"rooms": [{"room": "lobby.2", "members": 1}], "next_cursor": null}));
+    let (_, all) = admin(&server, "GET", "/api/v1/live/rooms", None);
+    let names: Vec<&str> = all["rooms"].as_array().unwrap().iter().map(|r| r["room"].as_str().unwrap()).collect();
+    // Personal rooms (user:{sub}) are rooms too.
+    assert!(names.contains(&"other") && names.contains(&"user:alice"), "{all}");
+
+    let (status, room) = admin(&server, "GET", "/api/v1/live/rooms/lobby.1", None);
+    assert_eq!(status, 200);
+    assert_eq!(room["member_count"], 2);
+    let mut users: Vec<&str> =
+        room["members"].as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap()).collect();
+    users.sort();
+    assert_eq!(users, ["alice", "bob"]);
+    assert_eq!(room["members"][0]["role"], "member");
+    assert_error(admin(&server, "GET", "/api/v1/live/rooms/nobody-here", None), 404, "not_found");
+    assert_error(admin(&server, "GET", "/api/v1/live/rooms/bad%20room", None), 400, "bad_request");
+
+    let (_, conns) = admin(&server, "GET", "/api/v1/live/connections?user=carol", None);
+    let conns = conns["connections"].as_array().unwrap().clone();
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0]["room"], "lobby.2");
+    let (_, conns) = admin(&server, "GET", "/api/v1/live/connections?room=lobby.1", None);
+    assert_eq!(conns["connections"].as_array().unwrap().len(), 2);
+    let (_, conns) = admin(&server, "GET", "/api/v1/live/connections", None);
+    assert_eq!(conns["connections"].as_array().unwrap().len(), 4);
+
+    // Kick: only in the named room, then everywhere.
+    assert_eq!(
+        admin(&server, "POST", "/api/v1/kick", Some(json!({"user": "carol", "room": "lobby.1"}))).1["kicked"],
+        0
+    );
+    assert_eq!(admin(&server, "POST", "/api/v1/kick", Some(json!({"user": "carol"}))), (200, json!({"kicked": 1})));
+    assert_eq!(c.expect_close().0, 4003);
+
+    // Closing a room closes its members.
+    assert_eq!(admin(&server, "DELETE", "/api/v1/live/rooms/lobby.1", None), (200, json!({"closed": 2})));
+    assert_eq!(a.expect_close().0, 4004);
+    assert_error(admin(&server, "DELETE", "/api/v1/live/rooms/lobby.1", None), 404, "not_found");
+
+    // Drain: not ready, connections told to go, no new ones.
+    assert_eq!(admin(&server, "POST", "/api/v1/drain", None), (202, json!({"draining": true, "closing": 1})));
+    assert_eq!(d.expect_close().0, 1001);
+    assert_error(call(server.addr, "GET", "/readyz", None, None), 503, "draining");
+    assert_eq!(call(server.addr, "GET", "/healthz", None, None).0, 200);
+    let token = super::harness::token(&super::harness::Claims { sub: "late", ..Default::default() });
+    match Client::connect(&server.url("other", &format!("token={token}"))) {
+        Err(Refused::Status(503, body)) => assert!(body.contains("draining"), "{body}"),
+        Err(other) => panic!("expected 503, got {other:?}"),
+        Ok(_) => panic!("expected 503, got a connection"),
+    }
+}
+
+#[test]
+fn tenant_tokens_connect_and_are_limited_to_their_room() {
+    let tenants = format!("tenants=acme:{TENANT_KEY}");
+    let server = Server::start(&["--set", &tenants, "--set", "api.token_ttl_max_s=600"]);
+    let mint = |key: &str, body: &str| call(server.addr, "POST", "/api/v1/tokens", Some(key), Some(body));
+    assert_error(mint("tenant-key-acme-0123456780", r#"{"user":"u"}"#), 401, "unauthorized");
+    let e = assert_error(mint(TENANT_KEY, r#"{"room":"demo"}"#), 400, "bad_request");
+    assert!(e["message"].as_str().unwrap().starts_with("user:"), "{e}");
+    let e = assert_error(mint(TENANT_KEY, r#"{"user":"u","ttl":-1}"#), 400, "bad_request");
+    assert!(e["message"].as_str().unwrap().starts_with("ttl:"), "{e}");
+    let e = assert_error(mint(TENANT_KEY, r#"{"user":"u","role":"king"}"#), 400, "bad_request");
+    assert!(e["message"].as_str().unwrap().starts_with("role:"), "{e}");
+
+    let now = super::harness::unix_now();
+    let (status, minted) =
+        mint(TENANT_KEY, r#"{"user":"ann","name":"Ann","room":"demo","ttl":999999,"role":"host","perms":["publish"]}"#);
+    assert_eq!(status, 200, "{minted}");
+    let expires_at = minted["expires_at"].as_u64().unwrap();
+    assert!(expires_at >= now + 600 && expires_at <= now + 601, "ttl capped: {minted}");
+    let token = minted["token"].as_str().unwrap();
+
+    let mut client = Client::connect(&server.url("demo", &format!("token={token}"))).expect("token connects");
+    let welcome = client.next_of_type("welcome");
+    assert_eq!(welcome["user"], "ann");
+    match Client::connect(&server.url("elsewhere", &format!("token={token}"))) {
+        Err(Refused::Status(403, _)) => {}
+        Err(other) => panic!("expected 403, got {other:?}"),
+        Ok(_) => panic!("the token's room claim was not enforced"),
+    }
+    // The token's tenant is the key's: bob (no tenant) in "demo" is in another room.
+    let (status, cat) = mint(TENANT_KEY, r#"{"user":"cat","room":"demo"}"#);
+    assert_eq!(status, 200);
+    let mut cat = Client::connect(&server.url("demo", &format!("token={}", cat["token"].as_str().unwrap()))).unwrap();
+    cat.next_of_type("welcome");
+    let (mut bob, _) = server.join("demo", "bob");
+    bob.send(json!({"type": "publish", "ref": 1, "data": "from bob"}));
+    bob.next_of_type("ack");
+    cat.send(json!({"type": "publish", "data": "from cat"}));
+    assert_eq!(client.next_of_type("message")["data"], "from cat");
+}
+
+#[test]
+fn a_separate_admin_listener_takes_the_admin_api_and_metrics() {
+    // A free port for the admin listener (the server logs only its main address).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let admin_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = Server::start(&["--admin-key", ADMIN_KEY, "--admin-listen", &admin_addr.to_string()]);
+    assert_error(call(server.addr, "GET", "/metrics", None, None), 404, "not_found");
+    assert_error(call(server.addr, "GET", "/api/v1/stats", Some(ADMIN_KEY), None), 404, "not_found");
+    assert_eq!(call(server.addr, "GET", "/healthz", None, None).0, 200);
+    assert_eq!(call(server.addr, "GET", "/api/v1/openapi.json", None, None).0, 200);
+    assert_eq!(call(admin_addr, "GET", "/metrics", None, None).0, 200);
+    assert_eq!(call(admin_addr, "GET", "/api/v1/stats", Some(ADMIN_KEY), None).0, 200);
+    assert_eq!(call(admin_addr, "GET", "/readyz", None, None).0, 200);
+    assert_error(call(admin_addr, "GET", "/ws/room", None, None), 404, "not_found");
+    let (_client, _) = server.join("x", "alice");
+}
+
+#[test]
+fn the_openapi_document_lists_every_endpoint() {
+    let server = start();
+    let (status, doc) = call(server.addr, "GET", "/api/v1/openapi.json", None, None);
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{doc}");
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/api/v1/openapi.json", "get"),
+        ("/api/v1/stats", "get"),
+        ("/api/v1/tokens", "post"),
+        ("/api/v1/send", "post"),
+        ("/api/v1/kick", "post"),
+        ("/api/v1/drain", "post"),
+        ("/api/v1/live/rooms", "get"),
+        ("/api/v1/live/rooms/{room}", "get"),
+        ("/api/v1/live/rooms/{room}", "delete"),
+        ("/api/v1/live/connections", "get"),
+    ] {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
+    }
+    assert_eq!(paths.len(), 12, "documented paths: {:?}", paths.keys().collect::<Vec<_>>());
+}
+
+/// Pinned: a newer schemathesis may add checks.
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// schemathesis (PyPI) generates requests from the served OpenAPI document
+/// and checks every response against it (`--checks all`). Like the Autobahn
+/// test it makes its own venv under `target/` on the first run, so it needs
+/// `python3` with `venv` and PyPI access once. `/api/v1/drain` is left out:
+/// it would stop the server taking connections for the rest of the run.
+#[test]
+fn schemathesis_finds_the_api_matches_its_openapi_document() {
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").to_path_buf();
+    let venv = target.join("schemathesis-venv");
+    let lock = std::fs::File::create(target.join("schemathesis-venv.lock")).expect("lock file");
+    lock.lock().expect("lock venv");
+    let st = venv.join("bin").join("st");
+    let pip_show = std::process::Command::new(venv.join("bin").join("python"))
+        .args(["-m", "pip", "show", "schemathesis"])
+        .output();
+    let installed = pip_show
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(&format!("Version: {SCHEMATHESIS_VERSION}")));
+    if !installed || !st.is_file() {
+        let made = std::process::Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv).status();
+        assert!(made.is_ok_and(|s| s.success()), "python3 -m venv failed (Debian: apt-get install python3-venv)");
+        let pip = std::process::Command::new("timeout")
+            .arg("300")
+            .arg(venv.join("bin").join("python"))
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input"])
+            .arg(format!("schemathesis=={SCHEMATHESIS_VERSION}"))
+            .status();
+        assert!(pip.is_ok_and(|s| s.success()), "cannot install schemathesis from PyPI");
+    }
+    drop(lock);
+
+    let server = start();
+    let (_client, _) = server.join("st-room", "alice");
+    let url = format!("http://{}/api/v1/openapi.json", server.addr);
+    let output = std::process::Command::new("timeout")
+        .arg("300")
+        .arg(&st)
+        .args(["run", &url, "-H", &format!("Authorization: Bearer {ADMIN_KEY}"), "--checks", "all"])
+        .args(["--exclude-path", "/api/v1/drain", "--max-examples", "30", "--seed", "1"])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .expect("run schemathesis");
+    let text = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "schemathesis found problems:\n{text}");
+    assert!(text.contains("passed"), "schemathesis ran no test:\n{text}");
+}
