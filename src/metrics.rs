@@ -74,6 +74,58 @@ pub struct ShardMetrics {
     pub deliveries: u64,
     pub limit_hits: [u64; LimitKind::ALL.len()],
     pub loop_iterations: u64,
+    /// Messages sent to and received from other shards (each counts once,
+    /// however many members it serves).
+    pub remote_sent: u64,
+    pub remote_received: u64,
+    /// Busy time of one loop iteration (poll return to end of iteration), µs.
+    pub loop_us: LatencyHistogram,
+    /// From the start of an iteration that published to the end of its
+    /// flush (the write of every frame it queued), µs.
+    pub publish_flush_us: LatencyHistogram,
+}
+
+/// An HDR histogram of microseconds, 1 µs to 60 s at 2 significant digits
+/// (a few KiB, fixed at creation: recording never allocates).
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram(pub hdrhistogram::Histogram<u64>);
+
+/// Bucket bounds (µs) of the Prometheus histograms.
+const BUCKETS_US: [u64; 12] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000];
+const HISTOGRAM_MAX_US: u64 = 60_000_000;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        // Bounds are constants within what hdrhistogram accepts, so this cannot fail.
+        let histogram = hdrhistogram::Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 2)
+            .unwrap_or_else(|_| hdrhistogram::Histogram::new(2).unwrap_or_else(|_| unreachable!()));
+        LatencyHistogram(histogram)
+    }
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, us: u64) {
+        self.0.saturating_record(us.clamp(1, HISTOGRAM_MAX_US));
+    }
+}
+
+/// Writes one Prometheus histogram family summed over `shards`.
+fn render_histogram(
+    out: &mut String,
+    name: &str,
+    shards: &[ShardMetrics],
+    get: fn(&ShardMetrics) -> &LatencyHistogram,
+) {
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for le in BUCKETS_US {
+        let count: u64 = shards.iter().map(|m| get(m).0.count_between(0, le)).sum();
+        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {count}", le as f64 / 1e6);
+    }
+    let total: u64 = shards.iter().map(|m| get(m).0.len()).sum();
+    let sum_us: f64 = shards.iter().map(|m| get(m).0.mean() * get(m).0.len() as f64).sum();
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+    let _ = writeln!(out, "{name}_sum {}", sum_us / 1e6);
+    let _ = writeln!(out, "{name}_count {total}");
 }
 
 impl ShardMetrics {
@@ -132,7 +184,7 @@ pub fn process_open_fds() -> Option<u64> {
 /// Renders the latest snapshots in Prometheus text format.
 pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(4096);
-    let per_shard: [Series; 11] = [
+    let per_shard: [Series; 13] = [
         ("roomcast_connections", "gauge", |m| m.connections),
         ("roomcast_rooms", "gauge", |m| m.rooms),
         ("roomcast_connections_opened_total", "counter", |m| m.connections_opened),
@@ -144,6 +196,8 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
         ("roomcast_messages_published_total", "counter", |m| m.messages_published),
         ("roomcast_deliveries_total", "counter", |m| m.deliveries),
         ("roomcast_loop_iterations_total", "counter", |m| m.loop_iterations),
+        ("roomcast_cross_shard_sent_total", "counter", |m| m.remote_sent),
+        ("roomcast_cross_shard_received_total", "counter", |m| m.remote_received),
     ];
     for (name, kind, get) in per_shard {
         let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -151,6 +205,8 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", get(m));
         }
     }
+    render_histogram(&mut out, "roomcast_loop_iteration_seconds", shards, |m| &m.loop_us);
+    render_histogram(&mut out, "roomcast_publish_flush_seconds", shards, |m| &m.publish_flush_us);
     let _ = writeln!(out, "# TYPE roomcast_limit_hits_total counter");
     for kind in LimitKind::ALL {
         let total: u64 = shards.iter().map(|m| m.limit_hits[kind as usize]).sum();
@@ -191,6 +247,20 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_histograms_render_as_cumulative_buckets() {
+        let mut shard = ShardMetrics::default();
+        for us in [40, 400, 4_000, 40_000] {
+            shard.loop_us.record(us);
+        }
+        let text = render_prometheus(&[shard], &AcceptorMetrics::default(), &Gauges::default());
+        assert!(text.contains("roomcast_loop_iteration_seconds_bucket{le=\"0.00005\"} 1\n"), "{text}");
+        assert!(text.contains("roomcast_loop_iteration_seconds_bucket{le=\"0.005\"} 3\n"));
+        assert!(text.contains("roomcast_loop_iteration_seconds_bucket{le=\"+Inf\"} 4\n"));
+        assert!(text.contains("roomcast_loop_iteration_seconds_count 4\n"));
+        assert!(text.contains("roomcast_publish_flush_seconds_count 0\n"));
+    }
 
     #[test]
     fn renders_every_family_with_process_gauges() {

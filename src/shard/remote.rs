@@ -208,8 +208,12 @@ impl ShardCore {
                 continue;
             }
             let Some(peer) = self.remote.peers.get(shard) else { continue };
+            let sent = batch.len() as u64;
             match peer.try_send(ShardMsg::Remote(self.id, std::mem::take(batch))) {
-                Ok(()) => peer.wake(),
+                Ok(()) => {
+                    self.metrics.remote_sent += sent;
+                    peer.wake();
+                }
                 Err(ShardMsg::Remote(_, unsent)) => *batch = unsent,
                 Err(ShardMsg::Handoff(_)) => {}
             }
