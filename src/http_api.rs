@@ -394,7 +394,7 @@ fn send(head: &RequestHead, body: &[u8], shards: usize) -> Result<Outcome, ApiEr
     if named.len() != 1 {
         return Err(ApiError::bad_field("room|user|connection|all", "give exactly one target"));
     }
-    let data = top_level_span(body, b"data").ok_or_else(|| ApiError::bad_field("data", "required"))?;
+    let data = crate::protocol::top_level_span(body, b"data").ok_or_else(|| ApiError::bad_field("data", "required"))?;
     let data = &body[data];
     let tenant = tenant_of(&doc, head)?;
     let (target, targets, scope, room) = match named[0] {
@@ -576,91 +576,6 @@ fn parse_conn_id(text: &str) -> Option<ConnId> {
     parts.next().is_none().then_some(id)
 }
 
-/// The byte range of the top-level value of `key` in a JSON object that
-/// serde_json has already accepted (so the scan cannot run off structure).
-/// Keys written with escapes are not matched.
-fn top_level_span(doc: &[u8], key: &[u8]) -> Option<std::ops::Range<usize>> {
-    let mut found = None;
-    let mut pos = skip_ws(doc, 0);
-    if doc.get(pos) != Some(&b'{') {
-        return None;
-    }
-    pos += 1;
-    loop {
-        pos = skip_ws(doc, pos);
-        if doc.get(pos) != Some(&b'"') {
-            return found;
-        }
-        let key_end = skip_string(doc, pos);
-        let this = &doc[pos + 1..key_end - 1];
-        pos = skip_ws(doc, key_end) + 1;
-        let start = skip_ws(doc, pos);
-        let end = skip_value(doc, start);
-        if this == key {
-            found = Some(start..end); // the last one wins, as in serde_json
-        }
-        pos = skip_ws(doc, end);
-        if doc.get(pos) != Some(&b',') {
-            return found;
-        }
-        pos += 1;
-    }
-}
-
-fn skip_ws(doc: &[u8], mut pos: usize) -> usize {
-    while matches!(doc.get(pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-        pos += 1;
-    }
-    pos
-}
-
-fn skip_string(doc: &[u8], mut pos: usize) -> usize {
-    pos += 1;
-    while pos < doc.len() {
-        match doc[pos] {
-            b'\\' => pos += 2,
-            b'"' => return pos + 1,
-            _ => pos += 1,
-        }
-    }
-    doc.len()
-}
-
-fn skip_value(doc: &[u8], pos: usize) -> usize {
-    match doc.get(pos) {
-        Some(b'"') => skip_string(doc, pos),
-        Some(b'{' | b'[') => {
-            let mut depth = 0usize;
-            let mut at = pos;
-            while at < doc.len() {
-                match doc[at] {
-                    b'"' => {
-                        at = skip_string(doc, at);
-                        continue;
-                    }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            return at + 1;
-                        }
-                    }
-                    _ => {}
-                }
-                at += 1;
-            }
-            doc.len()
-        }
-        _ => {
-            let mut at = pos;
-            while at < doc.len() && !matches!(doc[at], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
-                at += 1;
-            }
-            at
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -687,11 +602,11 @@ mod tests {
     #[test]
     fn data_span_is_byte_for_byte() {
         let body = br#"{ "room":"r", "data" : {"a": [1, "x}"] , "b":null} ,"x":1}"#;
-        let span = top_level_span(body, b"data").unwrap();
+        let span = crate::protocol::top_level_span(body, b"data").unwrap();
         assert_eq!(&body[span], br#"{"a": [1, "x}"] , "b":null}"#);
         let number = br#"{"data":12.5e3}"#;
-        assert_eq!(&number[top_level_span(number, b"data").unwrap()], b"12.5e3");
-        assert_eq!(top_level_span(br#"{"nested":{"data":1}}"#, b"data"), None);
+        assert_eq!(&number[crate::protocol::top_level_span(number, b"data").unwrap()], b"12.5e3");
+        assert_eq!(crate::protocol::top_level_span(br#"{"nested":{"data":1}}"#, b"data"), None);
     }
 
     #[test]

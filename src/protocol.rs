@@ -213,29 +213,50 @@ struct Spans {
 /// reads as missing, which the caller reports as a bad request.
 fn scan_top_level(doc: &[u8]) -> Spans {
     let mut spans = Spans::default();
+    for_each_top_level(doc, |key, span| match key {
+        b"data" => spans.data = Some(span),
+        b"ref" => spans.reference = Some(span),
+        _ => {}
+    });
+    spans
+}
+
+/// The byte range of the top-level value of `key` in a JSON object that a
+/// parser has already accepted; the last one wins, as in serde_json. Keys
+/// written with escapes are not matched.
+pub fn top_level_span(doc: &[u8], key: &[u8]) -> Option<Range<usize>> {
+    let mut found = None;
+    for_each_top_level(doc, |this, span| {
+        if this == key {
+            found = Some(span);
+        }
+    });
+    found
+}
+
+/// Calls `visit(raw key, value span)` for each member of the top-level
+/// object of a validated document, in order. The scan trusts the document's
+/// structure, so it has no error paths.
+fn for_each_top_level(doc: &[u8], mut visit: impl FnMut(&[u8], Range<usize>)) {
     let mut pos = skip_ws(doc, 0);
     if doc.get(pos) != Some(&b'{') {
-        return spans;
+        return;
     }
     pos += 1;
     loop {
         pos = skip_ws(doc, pos);
         if doc.get(pos) != Some(&b'"') {
-            return spans; // '}' of an empty object
+            return; // '}' of an empty object
         }
         let key_end = skip_string(doc, pos);
         let key = &doc[pos + 1..key_end - 1];
         pos = skip_ws(doc, key_end) + 1; // the ':'
         let value_start = skip_ws(doc, pos);
         let value_end = skip_value(doc, value_start);
-        match key {
-            b"data" => spans.data = Some(value_start..value_end),
-            b"ref" => spans.reference = Some(value_start..value_end),
-            _ => {}
-        }
+        visit(key, value_start..value_end);
         pos = skip_ws(doc, value_end);
         if doc.get(pos) != Some(&b',') {
-            return spans;
+            return;
         }
         pos += 1;
     }

@@ -453,9 +453,7 @@ impl Rooms {
 
     fn screenshare_deny(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
         let room = &mut self.rooms[slot];
-        let before = room.meeting.share_requests.len();
-        room.meeting.share_requests.retain(|u| **u != *user);
-        if room.meeting.share_requests.len() == before {
+        if !take_user(&mut room.meeting.share_requests, user) {
             return Err(("not_found", "that user has not asked to share"));
         }
         let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "denied");
@@ -473,9 +471,7 @@ impl Rooms {
 
     fn screenshare_stop(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
         let room = &mut self.rooms[slot];
-        let before = room.meeting.sharers.len();
-        room.meeting.sharers.retain(|u| **u != *user);
-        if room.meeting.sharers.len() == before {
+        if !take_user(&mut room.meeting.sharers, user) {
             return Err(("not_found", "that user is not sharing"));
         }
         let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "stopped");
@@ -660,6 +656,13 @@ impl Rooms {
     }
 }
 
+/// Removes `user` from a list of users; false when it was not there.
+fn take_user(users: &mut Vec<Box<str>>, user: &str) -> bool {
+    let before = users.len();
+    users.retain(|u| **u != *user);
+    users.len() != before
+}
+
 /// `{"type":KIND,"room":R,"user":U,"state"|"role":V}`
 fn encode_user_event(frames: &mut FrameBuilder, room: &Room, kind: &str, user: &str, value: &str) -> Frame {
     let out = frames.begin();
@@ -691,15 +694,8 @@ pub(super) fn encode_lobby_event(frames: &mut FrameBuilder, room: &Room, event: 
 /// The welcome of a lobby member: its own admission state and nothing else.
 pub(super) fn encode_waiting_welcome(frames: &mut FrameBuilder, room: &Room, peer: &Peer, shard: ShardId) -> Frame {
     let out = frames.begin();
-    out.extend_from_slice(b"{\"type\":\"welcome\",\"conn\":\"");
-    out.extend_from_slice(peer.conn.to_string().as_bytes());
-    out.extend_from_slice(b"\",\"room\":");
-    push_json_str(out, room.key.room());
-    out.extend_from_slice(b",\"shard\":");
-    push_u64(out, u64::from(shard));
-    out.extend_from_slice(b",\"user\":");
-    out.extend_from_slice(peer.user_json.as_bytes());
-    out.extend_from_slice(b",\"role\":\"waiting\",\"lobby\":true}");
+    push_welcome_head(out, room, peer, shard, Role::Waiting);
+    out.extend_from_slice(b",\"lobby\":true}");
     frames.finish(Opcode::Text)
 }
 
@@ -715,17 +711,8 @@ pub(super) fn encode_welcome(
 ) -> Frame {
     let peer = &member.peer;
     let out = frames.begin();
-    out.extend_from_slice(b"{\"type\":\"welcome\",\"conn\":\"");
-    out.extend_from_slice(peer.conn.to_string().as_bytes());
-    out.extend_from_slice(b"\",\"room\":");
-    push_json_str(out, room.key.room());
-    out.extend_from_slice(b",\"shard\":");
-    push_u64(out, u64::from(shard));
-    out.extend_from_slice(b",\"user\":");
-    out.extend_from_slice(peer.user_json.as_bytes());
-    out.extend_from_slice(b",\"role\":\"");
-    out.extend_from_slice(member.role.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"seq\":");
+    push_welcome_head(out, room, peer, shard, member.role);
+    out.extend_from_slice(b",\"seq\":");
     push_u64(out, room.seq);
     out.extend_from_slice(b",\"member_count\":");
     push_u64(out, (room.members.len() - room.waiting as usize) as u64);
@@ -759,6 +746,21 @@ pub(super) fn encode_welcome(
     }
     out.push(b'}');
     frames.finish(Opcode::Text)
+}
+
+/// `{"type":"welcome","conn":C,"room":R,"shard":S,"user":U,"role":ROLE` (open).
+fn push_welcome_head(out: &mut Vec<u8>, room: &Room, peer: &Peer, shard: ShardId, role: Role) {
+    out.extend_from_slice(b"{\"type\":\"welcome\",\"conn\":\"");
+    out.extend_from_slice(peer.conn.to_string().as_bytes());
+    out.extend_from_slice(b"\",\"room\":");
+    push_json_str(out, room.key.room());
+    out.extend_from_slice(b",\"shard\":");
+    push_u64(out, u64::from(shard));
+    out.extend_from_slice(b",\"user\":");
+    out.extend_from_slice(peer.user_json.as_bytes());
+    out.extend_from_slice(b",\"role\":\"");
+    out.extend_from_slice(role.as_str().as_bytes());
+    out.push(b'"');
 }
 
 /// `{"conn":…,"user":…,"name":…,"role":…}`
