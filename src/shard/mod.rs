@@ -387,6 +387,7 @@ impl Shard {
             doomed: false,
         });
         core.metrics.connections_opened += 1;
+        tracing::debug!(conn = %id, room = home.as_ref().map(RoomKey::room), "connection opened");
         core.mark_dirty(slot);
         let first_check = core.next_heartbeat(core.now, expires_at_s);
         core.schedule(id, first_check, TimerKind::Heartbeat);
