@@ -56,7 +56,7 @@ pub struct ServeArgs {
     /// HS256 secret, at least 32 bytes (auth.jwt_secret).
     #[arg(long, value_name = "S")]
     pub jwt_secret: Option<String>,
-    /// Directory for roomcast's files (data_dir).
+    /// Directory for roomcast's files, the store's roomcast.db among them (data_dir).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// jwt, or none for loopback-only dev mode (auth.mode).
@@ -74,6 +74,9 @@ pub struct ServeArgs {
     /// New rooms start with a lobby (rooms.lobby = true).
     #[arg(long)]
     pub lobby: bool,
+    /// Run without persistence: chat history in memory only (store.enabled = false).
+    #[arg(long)]
+    pub no_store: bool,
     /// Bearer key of the admin HTTP API, at least 16 bytes (admin_key).
     #[arg(long, value_name = "K")]
     pub admin_key: Option<String>,
@@ -176,6 +179,9 @@ pub fn serve_overrides(args: &ServeArgs) -> Vec<(String, Value)> {
     }
     if args.lobby {
         put("rooms.lobby", Value::Boolean(true));
+    }
+    if args.no_store {
+        put("store.enabled", Value::Boolean(false));
     }
     if let Some(level) = &args.log_level {
         put("log_level", Value::String(level.clone()));
@@ -292,6 +298,11 @@ mod tests {
             ("shards".into(), Value::Integer(2)),
         ];
         assert_eq!(serve_overrides(&args), expected);
+    }
+
+    #[test]
+    fn no_store_turns_the_store_off() {
+        assert_eq!(serve_overrides(&serve(&["--no-store"])), vec![("store.enabled".into(), Value::Boolean(false))]);
     }
 
     #[test]

@@ -450,10 +450,26 @@ pub fn broadcast_json(scope: &str, room: Option<&str>, data: &[u8]) -> Vec<u8> {
 pub fn finish(gather: &Gather, answers: Vec<AdminAnswer>) -> (u16, Vec<u8>) {
     let count = || answers.iter().map(|a| if let AdminAnswer::Count(n) = a { *n } else { 0 }).sum::<u64>();
     let connections = || {
-        let mut all: Vec<&ConnInfo> =
-            answers.iter().flat_map(|a| if let AdminAnswer::Connections(c) = a { c.as_slice() } else { &[] }).collect();
+        let mut all: Vec<&ConnInfo> = answers
+            .iter()
+            .flat_map(|a| if let AdminAnswer::Connections(c, _) = a { c.as_slice() } else { &[] })
+            .collect();
         all.sort_by(|a, b| a.conn.cmp(&b.conn));
-        all.into_iter().map(conn_json).collect::<Vec<_>>()
+        // In a room listing, the owner's live roles replace the tokens' roles.
+        let roles: BTreeMap<&str, &str> = answers
+            .iter()
+            .flat_map(|a| if let AdminAnswer::Connections(_, r) = a { r.as_slice() } else { &[] })
+            .map(|(conn, role)| (conn.as_str(), *role))
+            .collect();
+        all.into_iter()
+            .map(|info| {
+                let mut value = conn_json(info);
+                if let Some(role) = roles.get(info.conn.as_str()) {
+                    value["role"] = json!(role);
+                }
+                value
+            })
+            .collect::<Vec<_>>()
     };
     let (status, value) = match gather {
         Gather::Rooms { limit } => {

@@ -12,6 +12,8 @@
 //! connections ([`conn`]), decodes frames in place ([`ws`]), turns text frames
 //! into requests ([`protocol`]) and lets the sans-IO room logic ([`room`])
 //! decide who receives what. Broadcast frames are encoded once and shared.
+//! The store thread ([`store`]) writes chat history to SQLite in batched
+//! transactions; shards reach it by bounded channel and never wait for it.
 //! docs/architecture.md tells the whole story.
 
 pub mod acceptor;
@@ -27,5 +29,6 @@ pub mod protocol;
 pub mod room;
 pub mod server;
 pub mod shard;
+pub mod store;
 pub mod timer;
 pub mod ws;

@@ -18,10 +18,14 @@ pub enum LimitKind {
     ProtocolError,
     TokenExpired,
     InboxFull,
+    /// The store queue was full: a chat message went out live but not durable.
+    StoreOverloaded,
+    /// The store's transaction failed (disk full, read-only, I/O error).
+    StoreFailed,
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 11] = [
+    pub const ALL: [LimitKind; 13] = [
         LimitKind::MessageTooBig,
         LimitKind::RateLimited,
         LimitKind::RateAbuse,
@@ -33,6 +37,8 @@ impl LimitKind {
         LimitKind::ProtocolError,
         LimitKind::TokenExpired,
         LimitKind::InboxFull,
+        LimitKind::StoreOverloaded,
+        LimitKind::StoreFailed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +54,8 @@ impl LimitKind {
             LimitKind::ProtocolError => "protocol_error",
             LimitKind::TokenExpired => "token_expired",
             LimitKind::InboxFull => "inbox_full",
+            LimitKind::StoreOverloaded => "store_overloaded",
+            LimitKind::StoreFailed => "store_failed",
         }
     }
 

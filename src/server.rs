@@ -1,5 +1,11 @@
 //! Starting and stopping the threads of one roomcast process: N shards, the
-//! acceptor, and the channels and wakers between them.
+//! acceptor, the store thread, and the channels and wakers between them.
+//!
+//! The store opens (and migrates) before any shard starts, so a database
+//! that cannot be opened stops startup; later write failures only make chat
+//! non-durable. On shutdown the store thread outlives the shards: it exits
+//! once every shard has stopped (its queue then disconnects) and it has
+//! written everything they queued.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +21,7 @@ use crate::auth::{self, AuthSettings, Verifier};
 use crate::config::{AuthMode, Config};
 use crate::ids::ShardId;
 use crate::shard::{Shard, ShardHandle, ShardSettings};
+use crate::store::{Database, Store, StoreStats};
 
 /// A running server.
 pub struct Server {
@@ -25,6 +32,7 @@ pub struct Server {
     acceptor_thread: JoinHandle<()>,
     acceptor_control: Sender<AcceptorMsg>,
     acceptor_waker: Arc<Waker>,
+    store_thread: Option<JoinHandle<StoreStats>>,
 }
 
 /// Builds the token verifier from `[auth]`; `None` in dev mode.
@@ -93,6 +101,21 @@ impl Server {
             AuthMode::None => None,
         };
 
+        let database = match config.store.enabled {
+            true => {
+                let db = Database::open(&config.data_dir, config.store.synchronous)
+                    .with_context(|| format!("store in {}", config.data_dir.display()))?;
+                let path = config.data_dir.join(crate::store::DB_FILE);
+                tracing::info!(path = %path.display(), boot = db.boot, "store open");
+                Some(db)
+            }
+            false => {
+                tracing::info!("store off (--no-store): chat history is kept in memory only");
+                None
+            }
+        };
+        let boot = database.as_ref().map_or_else(unix_now_ms, |db| db.boot);
+        let (store_tx, store_rx) = crossbeam_channel::bounded(config.store.queue_max);
         let (metrics_tx, metrics_rx) = crossbeam_channel::bounded(config.shards * 4);
         let settings = Arc::new(ShardSettings {
             limits: config.limits.clone(),
@@ -101,6 +124,8 @@ impl Server {
             token_leeway_s: config.auth.leeway_s,
             verifier: verifier.clone(),
             metrics_out: metrics_tx,
+            store: database.is_some().then_some(store_tx),
+            boot,
         });
         let cores = core_count();
         let mut built = Vec::with_capacity(config.shards);
@@ -110,6 +135,13 @@ impl Server {
             built.push(shard);
             shards.push(handle);
         }
+        let store_thread = match database {
+            Some(db) => {
+                let store = Store::new(db, store_rx, shards.clone(), config.store.batch_max);
+                Some(std::thread::Builder::new().name("store".into()).spawn(move || store.run())?)
+            }
+            None => None,
+        };
         let mut shard_threads = Vec::with_capacity(config.shards);
         for (id, mut shard) in built.into_iter().enumerate() {
             shard.connect_peers(shards.clone());
@@ -151,6 +183,7 @@ impl Server {
             acceptor_thread,
             acceptor_control: control_tx,
             acceptor_waker,
+            store_thread,
         })
     }
 
@@ -175,7 +208,16 @@ impl Server {
         for thread in self.shard_threads {
             let _ = thread.join();
         }
+        // The shards held the store's only senders: it now writes what is
+        // left in its queue and returns.
+        if let Some(store) = self.store_thread {
+            let _ = store.join();
+        }
     }
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn core_count() -> usize {

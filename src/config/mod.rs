@@ -140,6 +140,7 @@ pub struct Config {
     pub limits: Limits,
     pub api: ApiConfig,
     pub rooms: RoomsConfig,
+    pub store: StoreConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -276,6 +277,20 @@ pub struct RoomsConfig {
     pub screenshare_max: u32,
 }
 
+/// `[store]`: the embedded SQLite store (`<data_dir>/roomcast.db`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Persist chat history; `false` (`--no-store`) keeps it in memory only.
+    pub enabled: bool,
+    /// Events queued from the shards to the store thread; past it chat gets `store_overloaded`.
+    pub queue_max: usize,
+    /// Events written in one transaction at most.
+    pub batch_max: usize,
+    /// `full`: every commit synced; `normal`: durable across a process crash only.
+    pub synchronous: crate::store::Synchronous,
+}
+
 /// `[shutdown]`: how SIGTERM/SIGINT drains.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -375,6 +390,7 @@ impl Config {
             limits: raw.limits,
             api: raw.api,
             rooms: raw.rooms,
+            store: raw.store,
             shutdown: raw.shutdown,
         })
     }
@@ -392,6 +408,11 @@ impl Config {
             return Err(ConfigError::invalid("net.backlog", "must be greater than 0"));
         }
         self.validate_rooms()?;
+        for (key, value) in [("store.queue_max", self.store.queue_max), ("store.batch_max", self.store.batch_max)] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
         self.limits.validate()
     }
 
@@ -871,6 +892,21 @@ mod tests {
         }
         assert_names(load_set("auth.token_bytes_max", int(0)), "auth.token_bytes_max");
         assert_names(load_set("net.backlog", int(0)), "net.backlog");
+    }
+
+    #[test]
+    fn store_section_loads_and_is_checked() {
+        let config = Config::load(Sources::default()).unwrap();
+        assert!(config.store.enabled);
+        assert_eq!((config.store.queue_max, config.store.batch_max), (65536, 1024));
+        assert_eq!(config.store.synchronous, crate::store::Synchronous::Full);
+        let config =
+            load_env(&[("ROOMCAST_STORE_ENABLED", "false"), ("ROOMCAST_STORE_SYNCHRONOUS", "normal")]).unwrap();
+        assert!(!config.store.enabled);
+        assert_eq!(config.store.synchronous, crate::store::Synchronous::Normal);
+        assert_names(load_set("store.queue_max", int(0)), "store.queue_max");
+        assert_names(load_set("store.batch_max", int(0)), "store.batch_max");
+        assert_names(load_set("store.synchronous", Value::String("off".into())), "store.synchronous");
     }
 
     #[test]

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use super::{
-    ApiConfig, ConfigError, ENV_PREFIX, Limits, LogFormat, NetConfig, RoomsConfig, ShutdownConfig, TenantConfig,
+    ApiConfig, ConfigError, ENV_PREFIX, Limits, LogFormat, NetConfig, RoomsConfig, ShutdownConfig, StoreConfig,
+    TenantConfig,
 };
 
 /// Env alias for `auth.jwt_secret`, the one setting people pass most.
@@ -39,6 +40,7 @@ pub(super) struct RawConfig {
     pub limits: Limits,
     pub api: ApiConfig,
     pub rooms: RoomsConfig,
+    pub store: StoreConfig,
     pub shutdown: ShutdownConfig,
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::{Audience, Member, Membership, Output, Peer, Room, RoomLimits, Rooms};
 use crate::ids::{ConnId, ShardId};
 use crate::protocol::{self, push_json_str, push_u64};
+use crate::store::{ChatRecord, StoreEvent, StoredChat};
 use crate::ws::CloseCode;
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
@@ -300,7 +301,9 @@ impl Rooms {
     }
 
     /// `chat.send`: a `chat` event to every admitted member (the sender too),
-    /// kept in the room's history; the ack carries its `seq`.
+    /// kept in the room's history; the ack carries its `seq`. With the store
+    /// on, the message also goes out as `Output::Persist` carrying the ack:
+    /// the broadcast does not wait for the disk, the ack does.
     fn chat_send(
         &mut self,
         slot: usize,
@@ -327,9 +330,12 @@ impl Rooms {
         }
         room.seq += 1;
         let seq = room.seq;
+        let epoch = self.epoch(slot);
+        let room = &mut self.rooms[slot];
         // Generated ids live in a namespace clients may not use, so a
-        // generated id never equals one a client chose.
-        let id: Box<str> = id.map_or_else(|| format!("{GENERATED_ID_PREFIX}{seq}").into(), Into::into);
+        // generated id never equals one a client chose; the epoch keeps
+        // them unique across restarts, where `seq` starts again.
+        let id: Box<str> = id.map_or_else(|| format!("{GENERATED_ID_PREFIX}{epoch}-{seq}").into(), Into::into);
         let out = self.frames.begin();
         out.extend_from_slice(b"{\"type\":\"chat\",\"room\":");
         push_json_str(out, room.key.room());
@@ -347,16 +353,33 @@ impl Rooms {
         push_u64(out, now_unix_ms);
         out.extend_from_slice(b",\"seq\":");
         push_u64(out, seq);
+        out.extend_from_slice(b",\"epoch\":");
+        push_json_str(out, &epoch);
         out.push(b'}');
         let json: Box<[u8]> = out[crate::ws::frame::HEADER_ROOM..].into();
         let frame = self.frames.finish(Opcode::Text);
+        let author: Box<str> = peer.user().into();
+        let record = self.durable.then(|| ChatRecord {
+            key: room.key.clone(),
+            epoch: epoch.into(),
+            seq,
+            id: id.clone(),
+            author: author.clone(),
+            ts_ms: now_unix_ms,
+            json: json.clone(),
+            sender: peer.conn,
+            reference: reference.map(Into::into),
+        });
         let history = &mut room.meeting.history;
-        history.push_back(ChatEntry { id, author: Box::<str>::from(peer.user()), json });
+        history.push_back(ChatEntry { id, author, json });
         while history.len() > self.limits.history_max as usize {
             history.pop_front();
         }
         self.broadcast(slot, Audience::Admitted, frame);
-        self.ack(peer.conn, reference, Some(seq));
+        match record {
+            Some(record) => self.outputs.push_back(Output::Persist(StoreEvent::Chat(Box::new(record)))),
+            None => self.ack(peer.conn, reference, Some(seq)),
+        }
         self.debug_check_invariants();
         Ok(())
     }
@@ -364,6 +387,9 @@ impl Rooms {
     fn chat_delete(&mut self, slot: usize, peer: &Peer, id: &str) {
         let room = &mut self.rooms[slot];
         room.meeting.history.retain(|e| *e.id != *id);
+        if self.durable {
+            self.outputs.push_back(Output::Persist(StoreEvent::ChatDelete { key: room.key.clone(), id: id.into() }));
+        }
         let out = self.frames.begin();
         out.extend_from_slice(b"{\"type\":\"chat_deleted\",\"room\":");
         push_json_str(out, room.key.room());
@@ -377,16 +403,25 @@ impl Rooms {
     }
 
     fn chat_history(&mut self, slot: usize, to: ConnId, limit: Option<u32>) {
-        let room = &self.rooms[slot];
         let limit = limit.unwrap_or(self.limits.history_max) as usize;
-        let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"chat_history\",\"room\":");
-        push_json_str(out, room.key.room());
-        out.extend_from_slice(b",\"messages\":");
-        push_history(out, &room.meeting.history, limit);
-        out.push(b'}');
-        let frame = self.frames.finish(Opcode::Text);
+        let frame = encode_history(&mut self.frames, &self.rooms[slot], limit);
         self.outputs.push_back(Output::Deliver { to, frame });
+    }
+
+    /// Puts the stored history of room `slot` before the messages it holds
+    /// (sent since it was created), keeping the newest `history_max`.
+    pub(super) fn merge_history(&mut self, slot: usize, stored: Vec<StoredChat>) {
+        let history = &mut self.rooms[slot].meeting.history;
+        let sent_since = std::mem::take(history);
+        for entry in stored {
+            if !sent_since.iter().any(|e| e.id == entry.id) {
+                history.push_back(ChatEntry { id: entry.id, author: entry.author, json: entry.json });
+            }
+        }
+        history.extend(sent_since);
+        while history.len() > self.limits.history_max as usize {
+            history.pop_front();
+        }
     }
 
     /// Raises or lowers `user`'s hand; admitted members get the new queue.
@@ -707,6 +742,7 @@ pub(super) fn encode_welcome(
     room: &Room,
     member: &Member,
     shard: ShardId,
+    epoch: &str,
     limits: &RoomLimits,
 ) -> Frame {
     let peer = &member.peer;
@@ -714,6 +750,8 @@ pub(super) fn encode_welcome(
     push_welcome_head(out, room, peer, shard, member.role);
     out.extend_from_slice(b",\"seq\":");
     push_u64(out, room.seq);
+    out.extend_from_slice(b",\"epoch\":");
+    push_json_str(out, epoch);
     out.extend_from_slice(b",\"member_count\":");
     push_u64(out, (room.members.len() - room.waiting as usize) as u64);
     out.extend_from_slice(b",\"members\":[");
@@ -733,6 +771,9 @@ pub(super) fn encode_welcome(
     push_str_list(out, &room.meeting.sharers);
     out.extend_from_slice(b",\"history\":");
     push_history(out, &room.meeting.history, limits.welcome_history_max as usize);
+    if room.loading {
+        out.extend_from_slice(b",\"history_loading\":true");
+    }
     if member.role == Role::Host {
         out.extend_from_slice(b",\"waiting\":[");
         let waiting = room.members.iter().filter(|(_, m)| m.role == Role::Waiting).map(|(_, m)| m);
@@ -781,6 +822,21 @@ fn push_str_list(out: &mut Vec<u8>, items: &[Box<str>]) {
         push_json_str(out, item);
     }
     out.push(b']');
+}
+
+/// `{"type":"chat_history","room":R,"messages":[…]}` with the last `limit`
+/// messages, plus `"loading":true` while the stored history is on its way.
+pub(super) fn encode_history(frames: &mut FrameBuilder, room: &Room, limit: usize) -> Frame {
+    let out = frames.begin();
+    out.extend_from_slice(b"{\"type\":\"chat_history\",\"room\":");
+    push_json_str(out, room.key.room());
+    out.extend_from_slice(b",\"messages\":");
+    push_history(out, &room.meeting.history, limit);
+    if room.loading {
+        out.extend_from_slice(b",\"loading\":true");
+    }
+    out.push(b'}');
+    frames.finish(Opcode::Text)
 }
 
 /// The last `limit` chat messages, oldest first, as a JSON array.

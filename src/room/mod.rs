@@ -18,6 +18,7 @@ use slab::Slab;
 
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::protocol::{self, push_json_str, push_u64};
+use crate::store::{StoreEvent, StoredChat};
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
 mod meeting;
@@ -166,6 +167,11 @@ pub enum Output {
     /// Close a connection (it was kicked or denied); it has already been
     /// removed from the room.
     Close { conn: ConnId, code: crate::ws::CloseCode },
+    /// Hand an event to the store thread (only with the store on). A
+    /// `StoreEvent::Chat` carries the sender's ack, which the store sends
+    /// after its commit; if the store cannot take it, the shard answers the
+    /// sender `store_overloaded`.
+    Persist(StoreEvent),
 }
 
 #[derive(Debug)]
@@ -182,6 +188,12 @@ struct Room {
     waiting: u32,
     /// Messages and chat messages so far; the next one gets `seq + 1`.
     seq: u64,
+    /// Which creation of the room on this shard this is (unique per
+    /// `Rooms`); with the boot number it makes the room's epoch, and it
+    /// names the history load in flight.
+    incarnation: u64,
+    /// The stored chat history was asked for and has not arrived yet.
+    loading: bool,
     /// Arrivals so far, so "longest present" is a comparison.
     arrivals: u64,
     /// Non-hosts arrive in the lobby.
@@ -210,6 +222,14 @@ pub struct Rooms {
     index: HashMap<RoomKey, usize>,
     outputs: VecDeque<Output>,
     frames: FrameBuilder,
+    /// Boot number of the process (the store's, or the start time in ms
+    /// without a store): the first part of every epoch.
+    boot: u64,
+    /// Rooms created so far; the next gets `incarnations + 1`.
+    incarnations: u64,
+    /// Chat is persisted: `chat.send` acks after the commit, rooms load
+    /// their stored history when created.
+    durable: bool,
 }
 
 impl Rooms {
@@ -222,7 +242,18 @@ impl Rooms {
             index: HashMap::new(),
             outputs: VecDeque::new(),
             frames: FrameBuilder::default(),
+            boot: 0,
+            incarnations: 0,
+            durable: false,
         }
+    }
+
+    /// Sets the boot number epochs start with, and whether chat is
+    /// persisted (the store is on).
+    pub fn with_store(mut self, boot: u64, durable: bool) -> Rooms {
+        self.boot = boot;
+        self.durable = durable;
+        self
     }
 
     /// Adds `peer` (local or on another shard) to the room `key`, created if
@@ -244,6 +275,11 @@ impl Rooms {
                 if self.index.len() >= self.limits.rooms_max as usize {
                     return Err(JoinRefused::TooManyRooms);
                 }
+                self.incarnations += 1;
+                let incarnation = self.incarnations;
+                // Rooms made by quiet joins (personal and group rooms at
+                // admit, one per connection) do not read the disk.
+                let loading = self.durable && !quiet;
                 let slot = self.rooms.insert(Room {
                     key: key.clone(),
                     // Most rooms (every personal room) hold one member.
@@ -251,11 +287,21 @@ impl Rooms {
                     per_shard: None,
                     waiting: 0,
                     seq: 0,
+                    incarnation,
+                    loading,
                     arrivals: 0,
                     lobby: self.limits.lobby_default,
                     meeting: meeting::LazyMeeting::default(),
                 });
                 self.index.insert(key.clone(), slot);
+                if loading {
+                    self.outputs.push_back(Output::Persist(StoreEvent::LoadHistory {
+                        key: key.clone(),
+                        load: incarnation,
+                        shard: self.shard,
+                        limit: self.limits.history_max,
+                    }));
+                }
                 slot
             }
         };
@@ -308,7 +354,9 @@ impl Rooms {
     fn admitted(&mut self, slot: usize, member: usize) {
         let room = &self.rooms[slot];
         let peer = Arc::clone(&room.members[member].peer);
-        let welcome = meeting::encode_welcome(&mut self.frames, room, &room.members[member], self.shard, &self.limits);
+        let epoch = self.epoch(slot);
+        let welcome =
+            meeting::encode_welcome(&mut self.frames, room, &room.members[member], self.shard, &epoch, &self.limits);
         self.outputs.push_back(Output::Deliver { to: peer.conn, frame: welcome });
         let admitted = room.members.len() - room.waiting as usize;
         if admitted > 1 && admitted <= self.limits.presence_members_max as usize {
@@ -464,6 +512,35 @@ impl Rooms {
         }
     }
 
+    /// The stored history of room `key` arrived (for its incarnation
+    /// `load`): it goes before the messages sent since the room was
+    /// created (a stored message whose id one of those took is dropped),
+    /// the oldest beyond `history_max` go, and every admitted member gets
+    /// the result as one `chat_history`: their welcomes said
+    /// `history_loading`. An answer for a room since freed is ignored.
+    pub fn history_loaded(&mut self, key: &RoomKey, load: u64, stored: Vec<StoredChat>) {
+        let Some(&slot) = self.index.get(key) else { return };
+        let room = &mut self.rooms[slot];
+        if room.incarnation != load || !room.loading {
+            return;
+        }
+        room.loading = false;
+        self.merge_history(slot, stored);
+        let room = &self.rooms[slot];
+        if room.members.iter().any(|(_, m)| m.role != Role::Waiting && !m.quiet) {
+            let frame = meeting::encode_history(&mut self.frames, room, self.limits.history_max as usize);
+            self.outputs.push_back(Output::Broadcast { room: slot, audience: Audience::Admitted, skip: None, frame });
+        }
+        self.debug_check_invariants();
+    }
+
+    /// `welcome.epoch`: `{boot}.{shard}.{incarnation}`, different for every
+    /// creation of a room, across restarts too. A room's `seq` counts from
+    /// 0 within one epoch.
+    fn epoch(&self, slot: usize) -> String {
+        format!("{}.{}.{}", self.boot, self.shard, self.rooms[slot].incarnation)
+    }
+
     /// The room id of a membership (without tenant).
     pub fn room_id(&self, membership: Membership) -> Option<&str> {
         self.rooms.get(membership.room as usize).map(|room| room.key.room())
@@ -508,6 +585,12 @@ impl Rooms {
                 .filter(move |&(s, &n)| n > 0 && s != shard as usize)
                 .map(|(s, _)| s as ShardId)
         })
+    }
+
+    /// Every member of room `key` with its role (admin listings).
+    pub fn roles(&self, key: &RoomKey) -> Vec<(ConnId, Role)> {
+        let Some(&slot) = self.index.get(key) else { return Vec::new() };
+        self.rooms[slot].members.iter().map(|(_, m)| (m.conn, m.role)).collect()
     }
 
     /// The key of the room in slot `room`.

@@ -1,6 +1,7 @@
 //! Unit tests of the room state machine: plain values in, outputs out.
 
 use super::*;
+use crate::store::StoredChat;
 
 pub(super) fn conn(slot: u32) -> ConnId {
     ConnId { shard: 0, slot, generation: 1 }
@@ -34,6 +35,10 @@ pub(super) fn drain(rooms: &mut Rooms) -> Vec<(Vec<ConnId>, serde_json::Value)> 
             Output::Deliver { to, frame } => (vec![to], frame),
             Output::Close { conn, code } => {
                 seen.push((vec![conn], serde_json::json!({ "close": code.code })));
+                continue;
+            }
+            Output::Persist(event) => {
+                seen.push((Vec::new(), serde_json::json!({ "persist": format!("{event:?}") })));
                 continue;
             }
             Output::Broadcast { room, audience, skip, frame } => {
@@ -304,4 +309,109 @@ fn a_local_member_leaving_a_room_with_remote_members_keeps_the_counts() {
     assert!(rooms.leave(local, conn(1), None));
     rooms.check_invariants();
     assert_eq!(rooms.remote_shards(local.room_slot()).collect::<Vec<_>>(), [1]);
+}
+
+/// Every output, in order, without expanding broadcasts.
+fn outputs(rooms: &mut Rooms) -> Vec<Output> {
+    std::iter::from_fn(|| rooms.poll_output()).collect()
+}
+
+fn frame_json(frame: &Frame) -> serde_json::Value {
+    let header = if frame[1] < 126 { 2 } else { 4 };
+    serde_json::from_slice(&frame[header..]).expect("server frames are JSON")
+}
+
+fn stored(id: &str) -> StoredChat {
+    StoredChat { id: id.into(), author: "old".into(), json: format!("{{\"id\":\"{id}\"}}").into_bytes().into() }
+}
+
+fn send_chat(rooms: &mut Rooms, membership: Membership, from: ConnId, text: &str, reference: &[u8]) {
+    let request = MeetingRequest::ChatSend { text: text.into(), id: None };
+    rooms.request(membership, from, &request, Some(reference), 1_700_000_000_000).expect("allowed");
+}
+
+#[test]
+fn issue_7_durable_chat_acks_through_the_store_and_history_loads_once() {
+    let mut rooms = Rooms::new(0, 2, limits(3, 10, 100)).with_store(7, true);
+    let key = RoomKey::new("", "durable");
+    let alice = rooms.join(&Peer::new(conn(1), "alice", None), &key, false, None).expect("space");
+    let out = outputs(&mut rooms);
+    let load = match &out[0] {
+        Output::Persist(StoreEvent::LoadHistory { key: asked, load, shard: 0, limit: 3 }) if *asked == key => *load,
+        other => panic!("expected a history load first, got {other:?}"),
+    };
+    let Output::Deliver { frame, .. } = &out[1] else { panic!("expected the welcome") };
+    let welcome = frame_json(frame);
+    assert_eq!(welcome["history_loading"], true);
+    assert_eq!(welcome["epoch"], "7.0.1");
+
+    send_chat(&mut rooms, alice, conn(1), "hi", b"\"r1\"");
+    let out = outputs(&mut rooms);
+    assert_eq!(out.len(), 2, "broadcast and persist, no ack: {out:?}");
+    let Output::Broadcast { frame, .. } = &out[0] else { panic!("expected the chat broadcast") };
+    let chat = frame_json(frame);
+    assert_eq!((chat["seq"].as_u64(), chat["epoch"].as_str()), (Some(1), Some("7.0.1")));
+    assert_eq!(chat["id"], "srv-7.0.1-1");
+    match &out[1] {
+        Output::Persist(StoreEvent::Chat(record)) => {
+            assert_eq!((record.seq, record.sender, record.reference.as_deref()), (1, conn(1), Some(&b"\"r1\""[..])));
+            assert_eq!(serde_json::from_slice::<serde_json::Value>(&record.json).unwrap(), chat, "stored as sent");
+        }
+        other => panic!("expected the chat to persist, got {other:?}"),
+    }
+
+    // Stored a, b, c plus "hi" sent meanwhile: the newest history_max (3) stay.
+    rooms.history_loaded(&key, load, vec![stored("a"), stored("b"), stored("c")]);
+    let out = outputs(&mut rooms);
+    let [Output::Broadcast { frame, audience: Audience::Admitted, .. }] = &out[..] else {
+        panic!("expected one chat_history to the room, got {out:?}")
+    };
+    let history = frame_json(frame);
+    assert_eq!(history["type"], "chat_history");
+    assert_eq!(history.get("loading"), None);
+    let ids: Vec<&str> = history["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["b", "c", "srv-7.0.1-1"]);
+    rooms.history_loaded(&key, load, vec![stored("x")]);
+    assert!(outputs(&mut rooms).is_empty(), "a second answer changes nothing");
+
+    rooms.join(&Peer::new(conn(2), "bob", None), &key, false, None).expect("space");
+    let welcome = drain(&mut rooms).into_iter().find(|(_, v)| v["type"] == "welcome").expect("welcome").1;
+    assert_eq!(welcome.get("history_loading"), None);
+    assert_eq!(welcome["history"].as_array().map(Vec::len), Some(2), "welcome_history_max");
+
+    let delete = MeetingRequest::ChatDelete { id: "b".into() };
+    rooms.request(alice, conn(1), &delete, None, 0).expect("a host may delete");
+    let deleted = outputs(&mut rooms)
+        .into_iter()
+        .any(|o| matches!(o, Output::Persist(StoreEvent::ChatDelete { ref id, .. }) if &**id == "b"));
+    assert!(deleted, "the deletion is persisted");
+}
+
+#[test]
+fn issue_7_an_answer_for_a_freed_room_is_ignored_and_quiet_rooms_do_not_load() {
+    let mut rooms = Rooms::new(0, 2, limits(3, 10, 100)).with_store(7, true);
+    let key = RoomKey::new("", "gone");
+    let first = rooms.join(&Peer::new(conn(1), "a", None), &key, false, None).expect("space");
+    assert!(rooms.leave(first, conn(1), None));
+    rooms.join(&Peer::new(conn(2), "b", None), &key, false, None).expect("space");
+    let welcome = drain(&mut rooms).into_iter().rfind(|(_, v)| v["type"] == "welcome").expect("welcome").1;
+    assert_eq!(welcome["epoch"], "7.0.2", "a new incarnation, a new epoch");
+    rooms.history_loaded(&key, 1, vec![stored("old")]);
+    assert!(outputs(&mut rooms).is_empty());
+
+    rooms.join(&Peer::new(conn(3), "c", None), &RoomKey::personal("", "c"), true, None).expect("space");
+    assert!(outputs(&mut rooms).is_empty(), "a quiet room reads nothing");
+}
+
+#[test]
+fn issue_7_without_the_store_chat_acks_at_once() {
+    let mut rooms = Rooms::new(0, 2, limits(3, 10, 100)).with_store(7, false);
+    let key = RoomKey::new("", "memory");
+    let alice = rooms.join(&Peer::new(conn(1), "alice", None), &key, false, None).expect("space");
+    let welcome = drain(&mut rooms).remove(0).1;
+    assert_eq!(welcome.get("history_loading"), None);
+    send_chat(&mut rooms, alice, conn(1), "hi", b"1");
+    let seen = drain(&mut rooms);
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].1, serde_json::json!({"type": "ack", "ref": 1, "seq": 1}));
 }

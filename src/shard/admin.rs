@@ -75,7 +75,9 @@ pub struct AdminReply {
 pub enum AdminAnswer {
     /// `(room id, members on this shard)`, sorted by room id.
     Rooms(Vec<(String, u64)>),
-    Connections(Vec<ConnInfo>),
+    /// This shard's connections, and, from the shard that owns the room
+    /// asked about, every member's live role in it (`(conn id, role)`).
+    Connections(Vec<ConnInfo>, Vec<(String, &'static str)>),
     /// Connections reached, kicked or closed.
     Count(u64),
 }
@@ -87,7 +89,8 @@ pub struct ConnInfo {
     pub user: String,
     pub name: Option<String>,
     pub tenant: String,
-    /// The token's role: `host` or `member`.
+    /// The token's role: `host` or `member` (for a room listing, replaced by
+    /// the live meeting role the room's owner reports).
     pub role: &'static str,
     /// The room of its URL.
     pub home: String,
@@ -104,7 +107,11 @@ impl ShardCore {
                 AdminAnswer::Rooms(self.admin_rooms(tenant, prefix, after.as_deref(), *limit))
             }
             AdminQuery::Connections { tenant, room, user, limit } => {
-                AdminAnswer::Connections(self.admin_connections(tenant, room.as_deref(), user.as_deref(), *limit))
+                let roles = room.as_deref().map(|room| self.admin_room_roles(tenant, room)).unwrap_or_default();
+                AdminAnswer::Connections(
+                    self.admin_connections(tenant, room.as_deref(), user.as_deref(), *limit),
+                    roles,
+                )
             }
             AdminQuery::Send { target, frame } => AdminAnswer::Count(self.admin_send(target, frame)),
             AdminQuery::Kick { tenant, user, room } => {
@@ -145,6 +152,15 @@ impl ShardCore {
         // The first `limit` by id suffice: every room in the merged first
         // `limit` is among the first `limit` of each shard that has it.
         counts.into_iter().take(limit).map(|(room, n)| (room.to_string(), n)).collect()
+    }
+
+    /// Every member's meeting role in `room`, if this shard owns it.
+    fn admin_room_roles(&self, tenant: &str, room: &str) -> Vec<(String, &'static str)> {
+        let key = RoomKey::new(tenant, room);
+        if key.shard(self.settings.shards) != self.id {
+            return Vec::new();
+        }
+        self.rooms.roles(&key).into_iter().map(|(conn, role)| (conn.to_string(), role.as_str())).collect()
     }
 
     fn admin_connections(&self, tenant: &str, room: Option<&str>, user: Option<&str>, limit: usize) -> Vec<ConnInfo> {

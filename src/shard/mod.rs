@@ -17,6 +17,7 @@
 mod admin;
 mod remote;
 mod requests;
+mod store_link;
 
 pub use admin::{AdminAnswer, AdminQuery, AdminReply, AdminRequest, ConnInfo, SendTarget};
 pub use remote::RemoteMsg;
@@ -37,6 +38,7 @@ use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::{LimitKind, ShardMetrics};
 use crate::protocol::{self, RequestDecoder};
 use crate::room::{Output, Peer, RoomLimits, Rooms};
+use crate::store::{StoreEvent, StoreReply};
 use crate::timer::{TimerKind, TimerWheel};
 use crate::ws::CloseCode;
 use crate::ws::frame::{self, Event, Flow, Frame, FrameBuilder, Opcode};
@@ -81,6 +83,8 @@ pub struct ShardHandle {
     /// Admin API requests travel apart from the inbox too, so handoffs and
     /// admin traffic cannot crowd each other out.
     admin: Sender<AdminRequest>,
+    /// Answers of the store thread (acks after commit, loaded histories).
+    store_replies: Sender<Vec<StoreReply>>,
     waker: Arc<Waker>,
 }
 
@@ -103,6 +107,16 @@ impl ShardHandle {
     pub fn try_admin(&self, req: AdminRequest) -> Result<(), AdminRequest> {
         self.admin.try_send(req).map_err(|e| match e {
             TrySendError::Full(req) | TrySendError::Disconnected(req) => req,
+        })
+    }
+
+    /// Queues a batch of store answers without blocking; the caller wakes
+    /// the shard. `Err(Some(batch))`: the channel is full, try again later;
+    /// `Err(None)`: the shard has stopped.
+    pub fn try_store_replies(&self, batch: Vec<StoreReply>) -> Result<(), Option<Vec<StoreReply>>> {
+        self.store_replies.try_send(batch).map_err(|e| match e {
+            TrySendError::Full(batch) => Some(batch),
+            TrySendError::Disconnected(_) => None,
         })
     }
 
@@ -130,6 +144,11 @@ pub struct ShardSettings {
     /// `None` in dev mode (`auth.mode = none`): `refresh` is then refused.
     pub verifier: Option<Arc<Verifier>>,
     pub metrics_out: Sender<(ShardId, ShardMetrics)>,
+    /// The store thread's queue; `None` runs without persistence.
+    pub store: Option<Sender<StoreEvent>>,
+    /// This process's boot number (the store's, else the start time in ms),
+    /// the first part of every room epoch.
+    pub boot: u64,
 }
 
 pub struct Shard {
@@ -138,6 +157,7 @@ pub struct Shard {
     inbox: Receiver<ShardMsg>,
     drain: Receiver<Instant>,
     admin: Receiver<AdminRequest>,
+    store_replies: Receiver<Vec<StoreReply>>,
     /// The one read buffer of the shard, lent to each connection as it reads.
     read_buf: Vec<u8>,
     core: ShardCore,
@@ -172,6 +192,9 @@ struct ShardCore {
     now_unix_s: u64,
     now_unix_ms: u64,
     draining: Option<Instant>,
+    /// The store queue refused an event and no event was taken since
+    /// (logged once per such episode).
+    store_refusing: bool,
     metrics: ShardMetrics,
     metrics_sent_at: Instant,
 }
@@ -184,6 +207,7 @@ impl Shard {
         let (tx, rx) = crossbeam_channel::bounded(settings.limits.shard_inbox_max);
         let (drain_tx, drain_rx) = crossbeam_channel::bounded(1);
         let (admin_tx, admin_rx) = crossbeam_channel::bounded(ADMIN_INBOX_MAX);
+        let (store_tx, store_rx) = crossbeam_channel::bounded(crate::store::REPLY_CHANNEL_MAX);
         let limits = &settings.limits;
         let now = Instant::now();
         let connections_max = limits.connections_per_shard_max as usize;
@@ -201,7 +225,8 @@ impl Shard {
                 welcome_members_max: limits.welcome_members_max,
                 presence_members_max: limits.presence_members_max,
             },
-        );
+        )
+        .with_store(settings.boot, settings.store.is_some());
         let core = ShardCore {
             id,
             conns: Slab::with_capacity(connections_max.min(1 << 16)),
@@ -224,13 +249,16 @@ impl Shard {
             now_unix_s: unix_now_ms() / 1000,
             now_unix_ms: unix_now_ms(),
             draining: None,
+            store_refusing: false,
             metrics: ShardMetrics::default(),
             metrics_sent_at: now,
             settings,
         };
         let read_buf = vec![0; core.settings.limits.read_bytes_per_event_max.clamp(4096, 1 << 20)];
-        let shard = Shard { id, poll, inbox: rx, drain: drain_rx, admin: admin_rx, read_buf, core };
-        Ok((shard, ShardHandle { inbox: tx, drain: drain_tx, admin: admin_tx, waker }))
+        let shard =
+            Shard { id, poll, inbox: rx, drain: drain_rx, admin: admin_rx, store_replies: store_rx, read_buf, core };
+        let handle = ShardHandle { inbox: tx, drain: drain_tx, admin: admin_tx, store_replies: store_tx, waker };
+        Ok((shard, handle))
     }
 
     /// Gives the shard the handles of every shard (itself included), so it can
@@ -307,6 +335,12 @@ impl Shard {
         for _ in 0..self.admin.len() {
             match self.admin.try_recv() {
                 Ok(req) => self.core.on_admin(req),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..self.store_replies.len() {
+            match self.store_replies.try_recv() {
+                Ok(batch) => self.core.on_store_replies(batch),
                 Err(_) => break,
             }
         }
@@ -667,6 +701,7 @@ impl ShardCore {
                     }
                 }
                 Output::Close { conn, code } => self.remote.send_control(conn.shard, RemoteMsg::Close { conn, code }),
+                Output::Persist(event) => self.persist(event),
             }
         }
     }

@@ -344,7 +344,7 @@ impl ShardCore {
     }
 
     /// An `error` frame for a connection on any shard.
-    fn deliver_error(&mut self, to: ConnId, reference: Option<&[u8]>, code: &str, message: &str) {
+    pub(super) fn deliver_error(&mut self, to: ConnId, reference: Option<&[u8]>, code: &str, message: &str) {
         protocol::encode_error(self.frames.begin(), reference, code, message);
         let frame = self.frames.finish(Opcode::Text);
         if to.shard == self.id {

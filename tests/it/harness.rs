@@ -26,14 +26,18 @@ pub struct Server {
     pub addr: SocketAddr,
     pub echo_addr: Option<SocketAddr>,
     log: Receiver<String>,
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
 }
 
 impl Server {
     /// `roomcast serve` on an ephemeral port with the test secret, 2 shards
     /// unless `extra` says otherwise.
     pub fn start(extra: &[&str]) -> Server {
-        let data_dir = tempfile::tempdir().expect("temp dir");
+        Server::start_in(tempfile::tempdir().expect("temp dir"), extra)
+    }
+
+    /// As `start`, on an existing data directory (one `kill` or `stop` gave back).
+    pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> Server {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--no-pin", "--log-level", "info"];
         if !extra.contains(&"--shards") {
             args.extend(["--shards", "2"]);
@@ -71,8 +75,7 @@ impl Server {
                 }
             }
         });
-        let mut server =
-            Server { child, addr: "0.0.0.0:0".parse().expect("addr"), echo_addr: None, log, _data_dir: data_dir };
+        let mut server = Server { child, addr: "0.0.0.0:0".parse().expect("addr"), echo_addr: None, log, data_dir };
         let listening = server.wait_for_log("roomcast listening");
         server.addr = field(&listening, "addr").parse().expect("listening addr");
         if args.iter().any(|a| a == "--echo-listen") {
@@ -109,6 +112,33 @@ impl Server {
     pub fn terminate(mut self) -> ExitStatus {
         signal(&self.child, libc_sigterm());
         self.child.wait().expect("wait for roomcast")
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
+    /// Sends SIGKILL now, without waiting: the process gets no chance to
+    /// write anything more. `kill` then reaps it.
+    pub fn sigkill(&self) {
+        signal(&self.child, 9);
+    }
+
+    /// SIGKILL (if not sent already), waits for the exit, and gives back the
+    /// data directory for `start_in`.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// SIGTERM, waits for a clean exit, and gives back the data directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        signal(&self.child, libc_sigterm());
+        let status = self.child.wait().expect("wait for roomcast");
+        assert!(status.success(), "exit status {status:?}");
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"))
     }
 }
 

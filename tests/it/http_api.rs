@@ -267,7 +267,10 @@ fn live_listings_kick_close_room_and_drain() {
         room["members"].as_array().unwrap().iter().map(|m| m["user"].as_str().unwrap()).collect();
     users.sort();
     assert_eq!(users, ["alice", "bob"]);
-    assert_eq!(room["members"][0]["role"], "member");
+    // Live meeting roles from the room's owner: alice arrived first, so she is host.
+    let role_of =
+        |user: &str| room["members"].as_array().unwrap().iter().find(|m| m["user"] == user).map(|m| m["role"].clone());
+    assert_eq!((role_of("alice"), role_of("bob")), (Some(json!("host")), Some(json!("participant"))));
     assert_error(admin(&server, "GET", "/api/v1/live/rooms/nobody-here", None), 404, "not_found");
     assert_error(admin(&server, "GET", "/api/v1/live/rooms/bad%20room", None), 400, "bad_request");
 

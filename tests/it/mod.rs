@@ -10,3 +10,4 @@ mod limits;
 mod meeting;
 mod rooms;
 mod shutdown;
+mod store;

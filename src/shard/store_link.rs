@@ -1,0 +1,76 @@
+//! The shard's side of the store thread. Room outputs `Persist(event)` go
+//! to the store's bounded queue with `try_send`: a shard never waits for the
+//! disk. When the queue is full the event is refused here, counted
+//! (`store_overloaded`) and answered: a chat message has already been
+//! broadcast, so it is live but not durable, and its sender gets `error`
+//! `store_overloaded` instead of an ack. A history request that cannot be
+//! queued is answered as an empty history, so the room stops waiting.
+//!
+//! The store answers over the shard's store-reply channel: acks after the
+//! commit (to the sender's home shard, which may not own the room), failed
+//! writes (`store_failed`), and loaded histories (to the owner).
+
+use crossbeam_channel::TrySendError;
+
+use super::ShardCore;
+use crate::metrics::LimitKind;
+use crate::protocol;
+use crate::store::{StoreEvent, StoreReply};
+use crate::ws::frame::Opcode;
+
+impl ShardCore {
+    /// Hands `event` to the store thread, or refuses it when its queue is full.
+    pub(super) fn persist(&mut self, event: StoreEvent) {
+        let Some(store) = &self.settings.store else { return };
+        match store.try_send(event) {
+            Ok(()) => self.store_refusing = false,
+            Err(TrySendError::Full(event) | TrySendError::Disconnected(event)) => self.store_refused(event),
+        }
+    }
+
+    fn store_refused(&mut self, event: StoreEvent) {
+        self.metrics.hit(LimitKind::StoreOverloaded);
+        if !self.store_refusing {
+            // Once per episode: the next accepted event ends it.
+            self.store_refusing = true;
+            tracing::warn!(shard = self.id, "store queue full (store.queue_max): chat is not durable meanwhile");
+        }
+        match event {
+            StoreEvent::Chat(record) => self.deliver_error(
+                record.sender,
+                record.reference.as_deref(),
+                "store_overloaded",
+                "the message was delivered but not stored: the store is behind; it is not acknowledged",
+            ),
+            StoreEvent::ChatDelete { .. } => {}
+            // Called while room outputs are applied: the caller's loop takes
+            // the outputs this makes.
+            StoreEvent::LoadHistory { key, load, .. } => self.rooms.history_loaded(&key, load, Vec::new()),
+        }
+    }
+
+    /// Carries out a batch of the store's answers.
+    pub(super) fn on_store_replies(&mut self, batch: Vec<StoreReply>) {
+        for reply in batch {
+            match reply {
+                StoreReply::Committed { to, reference, seq } => {
+                    if self.is_live(to) {
+                        protocol::encode_ack(self.frames.begin(), Some(&reference), Some(seq));
+                        let ack = self.frames.finish(Opcode::Text);
+                        self.queue(to.slot as usize, ack);
+                    }
+                }
+                StoreReply::Failed { to, reference } => {
+                    self.metrics.hit(LimitKind::StoreFailed);
+                    if self.is_live(to) {
+                        let message =
+                            "the message was delivered but the store could not write it; it is not acknowledged";
+                        self.send_error(to.slot as usize, reference.as_deref(), "store_failed", message);
+                    }
+                }
+                StoreReply::History { key, load, entries } => self.rooms.history_loaded(&key, load, entries),
+            }
+        }
+        self.apply_room_outputs();
+    }
+}

@@ -1,0 +1,536 @@
+//! The store thread: one thread owns the SQLite connection (`<data_dir>/roomcast.db`,
+//! WAL mode) and writes what the shards send it in batched transactions.
+//! Shards never block on it: they `try_send` [`StoreEvent`]s over one bounded
+//! channel (`store.queue_max`) and get [`StoreReply`]s back over each shard's
+//! bounded store-reply channel plus its waker.
+//!
+//! A batch is everything queued when the thread wakes, up to `store.batch_max`
+//! events, in one transaction; so under a chat stream one commit (one fsync)
+//! covers many messages. Only after the commit are the senders' acks sent
+//! (`StoreReply::Committed`), so an acknowledged chat message is on disk.
+//! History queries (`LoadHistory`) are answered in the order they were queued
+//! relative to the writes of the same shard, so an answer holds every message
+//! the owner sent before asking and none after.
+//!
+//! Failures (disk full, read-only file system, I/O errors) do not stop the
+//! server: the batch is rolled back, every chat message in it is answered
+//! `StoreReply::Failed` (the shard sends `error` `store_failed` and counts it),
+//! and each distinct cause is logged once at `error` (then at `debug`).
+//!
+//! Schema migrations are versioned (`schema_version`) and run once, in order,
+//! when the store opens; a database written by a newer roomcast is refused.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::ids::{ConnId, RoomKey, ShardId};
+use crate::shard::ShardHandle;
+
+/// The database file inside `data_dir`.
+pub const DB_FILE: &str = "roomcast.db";
+/// Reply batches that may wait for one shard's store-reply channel.
+pub const REPLY_CHANNEL_MAX: usize = 1024;
+/// How often replies held back by a full shard channel are retried.
+const REPLY_RETRY: Duration = Duration::from_millis(1);
+/// How long SQLite waits on a lock held by another process before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, one migration per version: `MIGRATIONS[i]` takes the
+/// database from version `i` to `i + 1`. Append only; never edit a released one.
+const MIGRATIONS: &[&str] = &[
+    // 1: chat history and the boot counter (epochs).
+    "CREATE TABLE chat (
+        tenant TEXT NOT NULL,
+        room TEXT NOT NULL,
+        epoch TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        msg_id TEXT NOT NULL,
+        author TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        json BLOB NOT NULL
+    );
+    CREATE INDEX chat_by_room ON chat (tenant, room);
+    CREATE INDEX chat_by_id ON chat (tenant, room, msg_id);
+    CREATE TABLE boots (id INTEGER PRIMARY KEY AUTOINCREMENT, started_ms INTEGER NOT NULL);",
+];
+
+/// What shards send the store.
+#[derive(Debug)]
+pub enum StoreEvent {
+    /// A chat message to append; its sender is answered after the commit.
+    Chat(Box<ChatRecord>),
+    /// `chat.delete`: the newest stored message of the room with this id goes.
+    ChatDelete { key: RoomKey, id: Box<str> },
+    /// The last `limit` stored messages of `key`, for room incarnation `load`
+    /// on `shard` (answered with `StoreReply::History`).
+    LoadHistory { key: RoomKey, load: u64, shard: ShardId, limit: u32 },
+}
+
+/// One chat message as stored, and who waits for its ack.
+#[derive(Debug)]
+pub struct ChatRecord {
+    pub key: RoomKey,
+    /// The room incarnation (`welcome.epoch`) the `seq` belongs to.
+    pub epoch: Box<str>,
+    pub seq: u64,
+    pub id: Box<str>,
+    pub author: Box<str>,
+    pub ts_ms: u64,
+    /// The `chat` event as broadcast, reused verbatim in histories.
+    pub json: Box<[u8]>,
+    /// The sending connection (its home shard gets the answer).
+    pub sender: ConnId,
+    /// The request's `ref`: acked after the commit when present.
+    pub reference: Option<Box<[u8]>>,
+}
+
+/// A stored chat message, oldest first in a history answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChat {
+    pub id: Box<str>,
+    pub author: Box<str>,
+    pub json: Box<[u8]>,
+}
+
+/// What the store sends back to a shard.
+#[derive(Debug)]
+pub enum StoreReply {
+    /// The message is committed: ack `reference` with `seq` to `to`.
+    Committed { to: ConnId, reference: Box<[u8]>, seq: u64 },
+    /// The batch holding the message failed: the message is live but not durable.
+    Failed { to: ConnId, reference: Option<Box<[u8]>> },
+    /// The stored history of a room, oldest first (empty when the query failed).
+    History { key: RoomKey, load: u64, entries: Vec<StoredChat> },
+}
+
+/// `store.synchronous`: `full` syncs the WAL at every commit (an ack survives
+/// power loss); `normal` only survives a crash of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{}: schema version {found} is newer than this roomcast knows ({known})", path.display())]
+    TooNew { path: PathBuf, found: usize, known: usize },
+}
+
+/// An open database: the connection, migrated, and this process's boot number.
+pub struct Database {
+    conn: Connection,
+    /// Increases by one each time the database is opened; part of every room epoch.
+    pub boot: u64,
+}
+
+impl Database {
+    /// Opens (creating if needed) `<dir>/roomcast.db` in WAL mode, runs the
+    /// missing migrations and records a new boot.
+    pub fn open(dir: &Path, synchronous: Synchronous) -> Result<Database, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { dir: dir.to_path_buf(), source })?;
+        let path = dir.join(DB_FILE);
+        let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
+        let mut conn = Connection::open(&path).map_err(sqlite)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+        let sync = match synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync).map_err(sqlite)?;
+        migrate(&mut conn, &path)?;
+        conn.execute("INSERT INTO boots (started_ms) VALUES (?1)", params![unix_now_ms() as i64]).map_err(sqlite)?;
+        let boot = conn.last_insert_rowid() as u64;
+        Ok(Database { conn, boot })
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> rusqlite::Result<usize> {
+        current_version(&self.conn)
+    }
+}
+
+/// Brings the schema to `MIGRATIONS.len()`, one transaction per version.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let sqlite = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)", []).map_err(sqlite)?;
+    let found = current_version(conn).map_err(sqlite)?;
+    if found > MIGRATIONS.len() {
+        return Err(StoreError::TooNew { path: path.to_path_buf(), found, known: MIGRATIONS.len() });
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found) {
+        let tx = conn.transaction().map_err(sqlite)?;
+        tx.execute_batch(sql).map_err(sqlite)?;
+        tx.execute("DELETE FROM schema_version", []).map_err(sqlite)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", params![(version + 1) as i64])
+            .map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+        tracing::info!(version = version + 1, "store schema migrated");
+    }
+    Ok(())
+}
+
+fn current_version(conn: &Connection) -> rusqlite::Result<usize> {
+    let version: Option<i64> =
+        conn.query_row("SELECT max(version) FROM schema_version", [], |row| row.get(0)).optional()?.flatten();
+    Ok(version.unwrap_or(0) as usize)
+}
+
+/// Counters of the store thread (logged at exit; batch sizes feed tuning).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    pub batches: u64,
+    pub events: u64,
+    pub chats: u64,
+    pub largest_batch: u64,
+    pub failed_batches: u64,
+}
+
+/// The store thread's state.
+pub struct Store {
+    db: Database,
+    events: Receiver<StoreEvent>,
+    shards: Vec<ShardHandle>,
+    batch_max: usize,
+    /// Replies per shard not yet handed over (that shard's channel was full).
+    outbox: Vec<Vec<StoreReply>>,
+    /// Failure causes already logged at `error`.
+    logged_causes: HashSet<String>,
+    pub stats: StoreStats,
+}
+
+impl Store {
+    pub fn new(db: Database, events: Receiver<StoreEvent>, shards: Vec<ShardHandle>, batch_max: usize) -> Store {
+        let outbox = (0..shards.len()).map(|_| Vec::new()).collect();
+        Store {
+            db,
+            events,
+            shards,
+            batch_max: batch_max.max(1),
+            outbox,
+            logged_causes: HashSet::new(),
+            stats: StoreStats::default(),
+        }
+    }
+
+    /// Runs until every sender (the shards) is gone and the queue is empty.
+    pub fn run(mut self) -> StoreStats {
+        let mut batch = Vec::with_capacity(self.batch_max);
+        loop {
+            let first = if self.outbox.iter().any(|replies| !replies.is_empty()) {
+                match self.events.recv_timeout(REPLY_RETRY) {
+                    Ok(event) => Some(event),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match self.events.recv() {
+                    Ok(event) => Some(event),
+                    Err(_) => break,
+                }
+            };
+            if let Some(event) = first {
+                batch.push(event);
+                while batch.len() < self.batch_max {
+                    match self.events.try_recv() {
+                        Ok(event) => batch.push(event),
+                        Err(_) => break,
+                    }
+                }
+                self.apply(&mut batch);
+            }
+            self.send_replies();
+        }
+        tracing::info!(
+            batches = self.stats.batches,
+            chats = self.stats.chats,
+            largest_batch = self.stats.largest_batch,
+            failed_batches = self.stats.failed_batches,
+            "store stopped"
+        );
+        self.stats
+    }
+
+    /// Writes `batch` in one transaction and queues the answers.
+    pub fn apply(&mut self, batch: &mut Vec<StoreEvent>) {
+        let mut answers = Vec::new();
+        let result = write_batch(&mut self.db.conn, batch, &mut answers);
+        let mut answers = answers.into_iter();
+        self.stats.batches += 1;
+        self.stats.events += batch.len() as u64;
+        self.stats.largest_batch = self.stats.largest_batch.max(batch.len() as u64);
+        let committed = match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.report(&e);
+                self.stats.failed_batches += 1;
+                false
+            }
+        };
+        for event in batch.drain(..) {
+            match event {
+                StoreEvent::Chat(record) => {
+                    self.stats.chats += 1;
+                    let ChatRecord { sender, reference, seq, .. } = *record;
+                    let reply = match (committed, reference) {
+                        (true, Some(reference)) => StoreReply::Committed { to: sender, reference, seq },
+                        (true, None) => continue,
+                        (false, reference) => StoreReply::Failed { to: sender, reference },
+                    };
+                    self.push_reply(sender.shard, reply);
+                }
+                StoreEvent::ChatDelete { .. } => {}
+                StoreEvent::LoadHistory { key, load, shard, .. } => {
+                    let entries = if committed { answers.next().unwrap_or_default() } else { Vec::new() };
+                    self.push_reply(shard, StoreReply::History { key, load, entries });
+                }
+            }
+        }
+    }
+
+    /// Logs a failure once per cause; later ones of the same cause at debug.
+    fn report(&mut self, error: &rusqlite::Error) {
+        let cause = match error.sqlite_error_code() {
+            Some(code) => format!("{code:?}"),
+            None => error.to_string(),
+        };
+        if self.logged_causes.insert(cause.clone()) {
+            tracing::error!(
+                cause,
+                error = %error,
+                "store write failed; chat stays live but is not durable until the store recovers"
+            );
+        } else {
+            tracing::debug!(cause, error = %error, "store write failed");
+        }
+    }
+
+    fn push_reply(&mut self, shard: ShardId, reply: StoreReply) {
+        if let Some(replies) = self.outbox.get_mut(shard as usize) {
+            replies.push(reply);
+        }
+    }
+
+    /// Hands each shard its replies in one batch and one wake; a full
+    /// channel keeps them for the next try, a stopped shard drops them.
+    fn send_replies(&mut self) {
+        for (shard, replies) in self.outbox.iter_mut().enumerate() {
+            if replies.is_empty() {
+                continue;
+            }
+            let Some(handle) = self.shards.get(shard) else {
+                replies.clear();
+                continue;
+            };
+            match handle.try_store_replies(std::mem::take(replies)) {
+                Ok(()) => handle.wake(),
+                Err(Some(kept)) => *replies = kept,
+                Err(None) => {}
+            }
+        }
+    }
+
+    /// The stored history of `key` (for tests and tools).
+    pub fn history(&self, key: &RoomKey, limit: u32) -> rusqlite::Result<Vec<StoredChat>> {
+        query_history(&self.db.conn, key, limit)
+    }
+}
+
+/// One transaction for the whole batch; history answers in queue order.
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[StoreEvent],
+    histories: &mut Vec<Vec<StoredChat>>,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for event in batch {
+        match event {
+            StoreEvent::Chat(record) => {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO chat (tenant, room, epoch, seq, msg_id, author, ts_ms, json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?;
+                insert.execute(params![
+                    record.key.tenant(),
+                    record.key.room(),
+                    &*record.epoch,
+                    record.seq as i64,
+                    &*record.id,
+                    &*record.author,
+                    record.ts_ms as i64,
+                    &*record.json,
+                ])?;
+            }
+            StoreEvent::ChatDelete { key, id } => {
+                let mut delete = tx.prepare_cached(
+                    "DELETE FROM chat WHERE rowid = (SELECT max(rowid) FROM chat
+                     WHERE tenant = ?1 AND room = ?2 AND msg_id = ?3)",
+                )?;
+                delete.execute(params![key.tenant(), key.room(), &**id])?;
+            }
+            StoreEvent::LoadHistory { key, limit, .. } => histories.push(query_history(&tx, key, *limit)?),
+        }
+    }
+    tx.commit()
+}
+
+/// The last `limit` messages of `key`, oldest first.
+fn query_history(conn: &Connection, key: &RoomKey, limit: u32) -> rusqlite::Result<Vec<StoredChat>> {
+    let mut select = conn.prepare_cached(
+        "SELECT msg_id, author, json FROM chat WHERE tenant = ?1 AND room = ?2 ORDER BY rowid DESC LIMIT ?3",
+    )?;
+    let rows = select.query_map(params![key.tenant(), key.room(), i64::from(limit)], |row| {
+        Ok(StoredChat {
+            id: row.get::<_, String>(0)?.into(),
+            author: row.get::<_, String>(1)?.into(),
+            json: row.get::<_, Vec<u8>>(2)?.into(),
+        })
+    })?;
+    let mut entries = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    entries.reverse();
+    Ok(entries)
+}
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(slot: u32) -> ConnId {
+        ConnId { shard: 0, slot, generation: 1 }
+    }
+
+    fn chat(key: &RoomKey, seq: u64, reference: Option<&str>) -> StoreEvent {
+        StoreEvent::Chat(Box::new(ChatRecord {
+            key: key.clone(),
+            epoch: "1.0.1".into(),
+            seq,
+            id: format!("m{seq}").into(),
+            author: "alice".into(),
+            ts_ms: 1_700_000_000_000 + seq,
+            json: format!("{{\"type\":\"chat\",\"seq\":{seq}}}").into_bytes().into(),
+            sender: conn(1),
+            reference: reference.map(|r| r.as_bytes().into()),
+        }))
+    }
+
+    fn store(dir: &Path) -> Store {
+        let db = Database::open(dir, Synchronous::Full).unwrap();
+        let (_tx, rx) = crossbeam_channel::bounded(16);
+        let mut store = Store::new(db, rx, Vec::new(), 8);
+        // One shard's replies, kept for the test to read (there is no shard to send them to).
+        store.outbox = vec![Vec::new()];
+        store
+    }
+
+    #[test]
+    fn migrations_run_once_and_boots_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Database::open(dir.path(), Synchronous::Full).unwrap();
+        assert_eq!(first.schema_version().unwrap(), MIGRATIONS.len());
+        assert_eq!(first.boot, 1);
+        let mode: String = first.conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        drop(first);
+        let second = Database::open(dir.path(), Synchronous::Normal).unwrap();
+        assert_eq!(second.schema_version().unwrap(), MIGRATIONS.len());
+        assert_eq!(second.boot, 2, "a new boot per open");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), Synchronous::Full).unwrap();
+        db.conn.execute("UPDATE schema_version SET version = 99", []).unwrap();
+        drop(db);
+        let err = Database::open(dir.path(), Synchronous::Full).err().expect("refused");
+        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_batch_commits_once_and_acks_only_refs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(dir.path());
+        let key = RoomKey::new("t", "r");
+        let mut batch = vec![chat(&key, 1, Some("a")), chat(&key, 2, None), chat(&key, 3, Some("c"))];
+        store.apply(&mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(store.stats.batches, 1);
+        assert_eq!(store.stats.largest_batch, 3);
+        let acks: Vec<(u64, Box<[u8]>)> = store.outbox[0]
+            .iter()
+            .map(|reply| match reply {
+                StoreReply::Committed { seq, reference, .. } => (*seq, reference.clone()),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(acks, vec![(1, b"a".to_vec().into()), (3, b"c".to_vec().into())]);
+        let history = store.history(&key, 10).unwrap();
+        assert_eq!(history.iter().map(|e| &*e.id).collect::<Vec<_>>(), ["m1", "m2", "m3"]);
+    }
+
+    #[test]
+    fn history_is_the_newest_oldest_first_per_room_and_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(dir.path());
+        let key = RoomKey::new("t", "r");
+        let other_tenant = RoomKey::new("u", "r");
+        let mut batch: Vec<StoreEvent> = (1..=5).map(|seq| chat(&key, seq, None)).collect();
+        batch.push(chat(&other_tenant, 9, None));
+        batch.push(StoreEvent::ChatDelete { key: key.clone(), id: "m4".into() });
+        batch.push(StoreEvent::LoadHistory { key: key.clone(), load: 7, shard: 0, limit: 3 });
+        store.apply(&mut batch);
+        match store.outbox[0].pop() {
+            Some(StoreReply::History { load: 7, entries, .. }) => {
+                assert_eq!(entries.iter().map(|e| &*e.id).collect::<Vec<_>>(), ["m2", "m3", "m5"]);
+                assert_eq!(&*entries[0].json, br#"{"type":"chat","seq":2}"#);
+            }
+            other => panic!("expected a history, got {other:?}"),
+        }
+        assert_eq!(store.history(&other_tenant, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_failed_batch_answers_failed_and_the_store_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(dir.path());
+        let key = RoomKey::new("", "r");
+        // Simulates a read-only database: every write fails.
+        store.db.conn.pragma_update(None, "query_only", true).unwrap();
+        let mut batch =
+            vec![chat(&key, 1, Some("a")), StoreEvent::LoadHistory { key: key.clone(), load: 1, shard: 0, limit: 5 }];
+        store.apply(&mut batch);
+        assert_eq!(store.stats.failed_batches, 1);
+        assert!(matches!(store.outbox[0][0], StoreReply::Failed { .. }));
+        assert!(matches!(&store.outbox[0][1], StoreReply::History { entries, .. } if entries.is_empty()));
+        assert_eq!(store.logged_causes.len(), 1);
+        store.apply(&mut vec![chat(&key, 2, None)]);
+        assert_eq!(store.logged_causes.len(), 1, "one log line per cause");
+        store.db.conn.pragma_update(None, "query_only", false).unwrap();
+        store.apply(&mut vec![chat(&key, 3, None)]);
+        assert_eq!(store.stats.failed_batches, 2);
+        assert_eq!(store.history(&key, 5).unwrap().len(), 1);
+    }
+}
