@@ -205,9 +205,9 @@ impl OutboundQueue {
     }
 
     /// Writes as much as the socket takes, many frames per `writev`.
-    /// Returns the outcome and the bytes written.
-    pub fn flush(&mut self, stream: &mut impl Write) -> (FlushOutcome, usize) {
-        let mut written_total = 0;
+    /// Returns the outcome and what was written.
+    pub fn flush(&mut self, stream: &mut impl Write) -> (FlushOutcome, Written) {
+        let mut written = Written::default();
         while !self.frames.is_empty() {
             let mut slices = [IoSlice::new(&[]); WRITE_SLICES_MAX];
             let mut count = 0;
@@ -217,36 +217,48 @@ impl OutboundQueue {
                 count += 1;
             }
             match stream.write_vectored(&slices[..count]) {
-                Ok(0) => return (FlushOutcome::Failed(io::ErrorKind::WriteZero), written_total),
+                Ok(0) => return (FlushOutcome::Failed(io::ErrorKind::WriteZero), written),
                 Ok(n) => {
-                    written_total += n;
-                    self.advance(n);
+                    written.bytes += n;
+                    written.frames += self.advance(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (FlushOutcome::WouldBlock, written_total),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (FlushOutcome::WouldBlock, written),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (FlushOutcome::Failed(e.kind()), written_total),
+                Err(e) => return (FlushOutcome::Failed(e.kind()), written),
             }
         }
         // Idle connections hold no buffers: a drained queue gives its memory
         // back (one small allocation per flush that drains, against a ~7 µs write).
         self.frames = VecDeque::new();
-        (FlushOutcome::Drained, written_total)
+        (FlushOutcome::Drained, written)
     }
 
-    fn advance(&mut self, mut n: usize) {
+    /// Drops `n` written bytes from the front; returns the frames completed.
+    fn advance(&mut self, mut n: usize) -> usize {
         self.bytes -= n as u32;
+        let mut completed = 0;
         while n > 0 {
-            let Some(head) = self.frames.front() else { return };
+            let Some(head) = self.frames.front() else { break };
             let left = head.len() - self.head_written as usize;
             if n < left {
                 self.head_written += n as u32;
-                return;
+                break;
             }
             n -= left;
             self.head_written = 0;
             self.frames.pop_front();
+            completed += 1;
         }
+        completed
     }
+}
+
+/// What one flush wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub bytes: usize,
+    /// Frames written completely.
+    pub frames: usize,
 }
 
 /// A token bucket in thousandths of a message, refilled from the shard's
@@ -320,10 +332,10 @@ mod tests {
             queue.push(frame(chunk), 100).expect("room");
         }
         let mut sink = Trickle { out: Vec::new(), accept: 4, calls_left: 1 };
-        assert_eq!(queue.flush(&mut sink), (FlushOutcome::WouldBlock, 4));
+        assert_eq!(queue.flush(&mut sink), (FlushOutcome::WouldBlock, Written { bytes: 4, frames: 1 }));
         assert_eq!(queue.bytes(), 5);
         sink.calls_left = 10;
-        assert_eq!(queue.flush(&mut sink), (FlushOutcome::Drained, 5));
+        assert_eq!(queue.flush(&mut sink), (FlushOutcome::Drained, Written { bytes: 5, frames: 2 }));
         assert_eq!(sink.out, b"abcdefghi");
         assert!(queue.is_empty());
     }

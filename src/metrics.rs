@@ -74,6 +74,8 @@ pub struct ShardMetrics {
     pub connections_opened: u64,
     pub connections_closed: u64,
     pub frames_in: u64,
+    /// Frames written to sockets completely.
+    pub frames_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub writes: u64,
@@ -192,12 +194,13 @@ pub fn process_open_fds() -> Option<u64> {
 /// Renders the latest snapshots in Prometheus text format.
 pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(4096);
-    let per_shard: [Series; 13] = [
+    let per_shard: [Series; 14] = [
         ("roomcast_connections", "gauge", |m| m.connections),
         ("roomcast_rooms", "gauge", |m| m.rooms),
         ("roomcast_connections_opened_total", "counter", |m| m.connections_opened),
         ("roomcast_connections_closed_total", "counter", |m| m.connections_closed),
         ("roomcast_frames_in_total", "counter", |m| m.frames_in),
+        ("roomcast_frames_out_total", "counter", |m| m.frames_out),
         ("roomcast_bytes_in_total", "counter", |m| m.bytes_in),
         ("roomcast_bytes_out_total", "counter", |m| m.bytes_out),
         ("roomcast_writes_total", "counter", |m| m.writes),

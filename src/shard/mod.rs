@@ -876,7 +876,8 @@ impl ShardCore {
                 continue;
             }
             let (outcome, written) = conn.outbound.flush(&mut conn.stream);
-            self.metrics.bytes_out += written as u64;
+            self.metrics.frames_out += written.frames as u64;
+            self.metrics.bytes_out += written.bytes as u64;
             self.metrics.writes += 1;
             match outcome {
                 FlushOutcome::Drained => {
