@@ -56,6 +56,43 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX chat_by_room ON chat (tenant, room);
     CREATE INDEX chat_by_id ON chat (tenant, room, msg_id);
     CREATE TABLE boots (id INTEGER PRIMARY KEY AUTOINCREMENT, started_ms INTEGER NOT NULL);",
+    // 2: session audit (one row per connection) and the room registry.
+    "CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        boot INTEGER NOT NULL,
+        conn TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        room TEXT NOT NULL,
+        user TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        connected_ms INTEGER NOT NULL,
+        disconnected_ms INTEGER,
+        close_code INTEGER
+    );
+    CREATE INDEX sessions_by_room ON sessions (tenant, room, connected_ms);
+    CREATE INDEX sessions_by_time ON sessions (connected_ms);
+    CREATE UNIQUE INDEX sessions_by_conn ON sessions (boot, conn);
+    CREATE TABLE rooms (
+        tenant TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT,
+        description TEXT,
+        capacity INTEGER,
+        lobby INTEGER,
+        private INTEGER NOT NULL DEFAULT 0,
+        history_max INTEGER,
+        metadata TEXT,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant, id)
+    );",
+    // 3: revoked and used single-use tokens, by jti, kept until they expire.
+    "CREATE TABLE revoked_tokens (
+        jti TEXT PRIMARY KEY,
+        expires_s INTEGER NOT NULL,
+        revoked_ms INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );",
 ];
 
 /// What shards send the store.
