@@ -27,7 +27,10 @@ use crate::http::{self, HeadError, RequestHead};
 use crate::http_api::{self, ApiError, Endpoint, Gather, Outcome, Targets};
 use crate::ids::{self, RoomKey, ShardId};
 use crate::metrics::{AcceptorMetrics, Gauges, ShardMetrics};
+use crate::revocation::{Reason, RevokedTokens};
+use crate::room::Since;
 use crate::shard::{AdminAnswer, AdminQuery, AdminReply, AdminRequest, Handoff, HandoffKind, ShardHandle, ShardMsg};
+use crate::store::{QueryRequest, StoreEvent, StoreQuery};
 
 const MAIN_LISTENER: Token = Token(usize::MAX - 1);
 const ECHO_LISTENER: Token = Token(usize::MAX - 2);
@@ -52,6 +55,8 @@ enum Listener {
 struct Pending {
     stream: TcpStream,
     listener: Listener,
+    /// The address `accept` gave (handed to the shard for the session audit).
+    peer: Option<SocketAddr>,
     /// Request head bytes so far; never more than `handshake_head_bytes_max`.
     head: Vec<u8>,
     state: PendingState,
@@ -119,6 +124,10 @@ pub struct Acceptor {
     started: Instant,
     /// Set by `POST /api/v1/drain`: /readyz says 503, upgrades are refused.
     draining: bool,
+    /// The store thread's queue, for HTTP API reads; `None` with `--no-store`.
+    store: Option<Sender<StoreEvent>>,
+    /// Revoked and spent single-use tokens, checked at every handshake.
+    revoked: RevokedTokens,
 }
 
 /// Binds a listener with socket2 so that backlog and SO_REUSEPORT are ours to set.
@@ -146,6 +155,10 @@ pub struct AcceptorParts {
     pub shards: Vec<ShardHandle>,
     pub control: Receiver<AcceptorMsg>,
     pub metrics_in: Receiver<(ShardId, ShardMetrics)>,
+    /// The store thread's queue (usage reads); `None` runs without a store.
+    pub store: Option<Sender<StoreEvent>>,
+    /// Revoked tokens loaded from the store, persisting new ones when it is on.
+    pub revoked: RevokedTokens,
 }
 
 impl Acceptor {
@@ -199,6 +212,8 @@ impl Acceptor {
             waker: Arc::clone(&waker),
             started: Instant::now(),
             draining: false,
+            store: parts.store,
+            revoked: parts.revoked,
         };
         Ok((acceptor, waker))
     }
@@ -270,7 +285,7 @@ impl Acceptor {
                 (Listener::Echo | Listener::Admin, _, _) => return,
             };
             match accepted {
-                Ok((stream, _peer)) => self.start_pending(stream, listener),
+                Ok((stream, peer)) => self.start_pending(stream, listener, Some(peer)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -282,7 +297,7 @@ impl Acceptor {
         }
     }
 
-    fn start_pending(&mut self, mut stream: TcpStream, listener: Listener) {
+    fn start_pending(&mut self, mut stream: TcpStream, listener: Listener, peer: Option<SocketAddr>) {
         if self.config.net.nodelay {
             let _ = stream.set_nodelay(true);
         }
@@ -297,6 +312,7 @@ impl Acceptor {
         self.pending.insert(Pending {
             stream,
             listener,
+            peer,
             head: Vec::new(),
             state: PendingState::ReadingHead,
             generation,
@@ -331,6 +347,11 @@ impl Acceptor {
                 break;
             }
             if room == 0 {
+                // A complete head followed by body bytes filled the buffer:
+                // the rest of the body is read in `ReadingBody`.
+                if matches!(http::parse_head(&pending.head), Ok(Some(_))) {
+                    break;
+                }
                 self.respond_error(slot, 431, "headers_too_large", "request head over handshake_head_bytes_max", "");
                 return;
             }
@@ -413,10 +434,12 @@ impl Acceptor {
         if leftover.len() >= len {
             return self.api_dispatch(slot, &endpoint, tenant, &head, &leftover[..len]);
         }
-        // The read loop ran to WouldBlock, so the rest comes with a later event.
         leftover.reserve_exact(len - leftover.len());
         pending.head = leftover;
         pending.state = PendingState::ReadingBody { request: Box::new(head), endpoint, tenant, len };
+        // The head read may have stopped at its cap rather than at WouldBlock:
+        // read on now, as no new readiness edge may come for bytes already here.
+        self.read_head(slot);
     }
 
     /// Answers an API request, or scatters it to the shards.
@@ -448,6 +471,12 @@ impl Acceptor {
             Err(e) => self.respond_api_error(slot, &e),
             Ok(Outcome::Respond(status, response)) => self.respond(slot, status, response),
             Ok(Outcome::Scatter { query, targets, gather }) => self.scatter(slot, query, targets, gather),
+            Ok(Outcome::Store { request, gather }) => self.store_query(slot, request, gather),
+            Ok(Outcome::Revoke { jti, expires_s, response }) => {
+                self.revoked.add(&jti, expires_s, Reason::Revoked, unix_now_s().saturating_mul(1000));
+                tracing::info!(jti, expires_s, "token revoked through the HTTP API");
+                self.respond(slot, 200, response);
+            }
             Ok(Outcome::StartDrain) => {
                 if !self.draining {
                     tracing::info!("drain requested through the HTTP API");
@@ -498,6 +527,31 @@ impl Acceptor {
             let answers = Vec::with_capacity(sent);
             pending.state = PendingState::Awaiting { ticket, gather, remaining: sent, answers, incomplete };
         }
+    }
+
+    /// Sends an HTTP API read to the store thread and waits for its one reply
+    /// in `Awaiting`, like a scatter to one shard (same cap, same deadline):
+    /// the store answers on the API reply channel and wakes this loop.
+    fn store_query(&mut self, slot: usize, request: QueryRequest, gather: Gather) {
+        let Some(store) = &self.store else {
+            let off = ApiError::new(501, "not_implemented", "this needs the store; the server runs with --no-store");
+            return self.respond_api_error(slot, &off);
+        };
+        if self.awaiting.len() >= API_AWAITING_MAX {
+            let busy = ApiError::new(503, "busy", "too many API requests in flight; try again");
+            return self.respond_api_error(slot, &busy);
+        }
+        let Some(pending) = self.pending.get_mut(slot) else { return };
+        let ticket = pending.generation;
+        let query = StoreQuery { ticket, request, reply: self.api_reply_tx.clone(), waker: Arc::clone(&self.waker) };
+        if store.try_send(StoreEvent::Query(Box::new(query))).is_err() {
+            let busy = ApiError::new(503, "busy", "the store's queue is full; try again");
+            return self.respond_api_error(slot, &busy);
+        }
+        pending.head = Vec::new();
+        pending.state =
+            PendingState::Awaiting { ticket, gather, remaining: 1, answers: Vec::with_capacity(1), incomplete: false };
+        self.awaiting.insert(ticket, slot);
     }
 
     /// Collects the shards' replies; a request answered by every shard it
@@ -558,9 +612,19 @@ impl Acceptor {
                 "",
             );
         }
+        let since = match head.query_param("since").map(|seq| seq.parse::<u64>()) {
+            None => None,
+            Some(Ok(seq)) => Some(Box::new(Since { seq, epoch: head.query_param("epoch").map(Into::into) })),
+            Some(Err(_)) => return self.respond_error(slot, 400, "bad_since", "since must be a message seq (u64)", ""),
+        };
+        let now_s = unix_now_s();
+        self.revoked.purge(now_s);
+        if let Err((code, message)) = self.revoked.admit(&identity, now_s, now_s.saturating_mul(1000)) {
+            return self.respond_error(slot, 401, code, message, "");
+        }
         let key = RoomKey::new(&identity.tenant, room);
         let shard = key.shard(self.shards.len());
-        self.upgrade(slot, head, leftover, HandoffKind::Room { identity: Box::new(identity), key }, shard);
+        self.upgrade(slot, head, leftover, HandoffKind::Room { identity: Box::new(identity), key, since }, shard);
     }
 
     fn authenticate(&self, head: &RequestHead) -> Result<Identity, (&'static str, &'static str)> {
@@ -585,7 +649,7 @@ impl Acceptor {
         let response = http::switching_protocols(ws_key);
         let Some(mut pending) = self.pending.try_remove(slot) else { return };
         let _ = self.poll.registry().deregister(&mut pending.stream);
-        let handoff = Box::new(Handoff { stream: pending.stream, response, leftover, kind });
+        let handoff = Box::new(Handoff { stream: pending.stream, response, leftover, kind, peer: pending.peer });
         let target = shard as usize;
         match self.shards[target].try_send(ShardMsg::Handoff(handoff)) {
             Ok(()) => {

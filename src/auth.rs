@@ -305,6 +305,9 @@ pub struct Identity {
     pub expires_at_s: u64,
     /// `jti`.
     pub jti: Option<String>,
+    /// `"use": "once"`: a single-use token (it then has a `jti`); the
+    /// acceptor accepts it for one handshake.
+    pub once: bool,
 }
 
 impl Identity {
@@ -321,6 +324,7 @@ impl Identity {
             perms: None,
             expires_at_s: u64::MAX,
             jti: None,
+            once: false,
         }
     }
 
@@ -735,6 +739,12 @@ fn identity_from_claims(claims: &Map<String, Value>) -> Result<Identity, AuthErr
     if [&user, &tenant].into_iter().chain(&groups).any(|id| id.chars().any(char::is_control)) {
         return Err(AuthError::BadClaim);
     }
+    let jti = opt_str(claims, "jti")?.map(str::to_owned);
+    // A single-use token is remembered by its `jti`, so it needs one.
+    let once = opt_str(claims, "use")? == Some("once");
+    if once && jti.as_deref().is_none_or(str::is_empty) {
+        return Err(AuthError::BadClaim);
+    }
     Ok(Identity {
         user,
         name: opt_str(claims, "name")?.map(str::to_owned),
@@ -744,7 +754,8 @@ fn identity_from_claims(claims: &Map<String, Value>) -> Result<Identity, AuthErr
         room_scope,
         perms: opt_str_list(claims, "perms")?,
         expires_at_s,
-        jti: opt_str(claims, "jti")?.map(str::to_owned),
+        jti,
+        once,
     })
 }
 
@@ -804,6 +815,14 @@ pub struct MintRequest<'a> {
     pub jti: Option<&'a str>,
     /// `perms`.
     pub perms: Option<&'a [String]>,
+    /// Sets `"use": "once"` (single-use; needs `jti`).
+    pub once: bool,
+}
+
+/// A fresh random `jti`: 128 bits, hex.
+pub fn random_jti() -> String {
+    let (a, b) = (getrandom::u64().unwrap_or_default(), getrandom::u64().unwrap_or_default());
+    format!("{a:016x}{b:016x}")
 }
 
 /// Why a token could not be minted.
@@ -817,6 +836,8 @@ pub enum MintError {
     BadTtl,
     #[error("room {0:?} is neither a room id nor a room-id prefix ending in '*'")]
     BadRoom(String),
+    #[error("a single-use token needs a jti")]
+    OnceWithoutJti,
     #[error("signing failed: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
 }
@@ -844,6 +865,8 @@ struct MintClaims<'a> {
     jti: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     perms: Option<&'a [String]>,
+    #[serde(rename = "use", skip_serializing_if = "Option::is_none")]
+    use_: Option<&'static str>,
 }
 
 /// Mints an HS256 token (`iat = now_unix_s`, `exp = now_unix_s + ttl_s`, no `nbf`).
@@ -864,6 +887,9 @@ pub fn mint_hs256(secret: &[u8], req: &MintRequest<'_>, now_unix_s: u64) -> Resu
     {
         return Err(MintError::BadRoom(room.to_owned()));
     }
+    if req.once && req.jti.is_none_or(str::is_empty) {
+        return Err(MintError::OnceWithoutJti);
+    }
     let claims = MintClaims {
         sub: req.sub,
         name: req.name,
@@ -877,6 +903,7 @@ pub fn mint_hs256(secret: &[u8], req: &MintRequest<'_>, now_unix_s: u64) -> Resu
         iss: req.iss,
         jti: req.jti,
         perms: req.perms,
+        use_: req.once.then_some("once"),
     };
     Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))?)
 }
@@ -1426,6 +1453,21 @@ mod tests {
     }
 
     #[test]
+    fn use_once_marks_a_single_use_token_and_needs_a_jti() {
+        let once = with(with(base_claims(), "use", json!("once")), "jti", json!("j"));
+        let id = hs_verifier().verify(&hs(&once)).expect("valid");
+        assert!(id.once && id.jti.as_deref() == Some("j"));
+        let no_jti = with(base_claims(), "use", json!("once"));
+        assert_eq!(hs_verifier().verify(&hs(&no_jti)), Err(AuthError::BadClaim));
+        let other = with(base_claims(), "use", json!("many"));
+        assert!(!hs_verifier().verify(&hs(&other)).expect("valid").once);
+        let req = MintRequest { sub: "s", ttl_s: 60, once: true, ..Default::default() };
+        assert!(matches!(mint_hs256(SECRET, &req, 1_000), Err(MintError::OnceWithoutJti)));
+        let token = mint_hs256(SECRET, &MintRequest { jti: Some("k"), ..req }, unix_now()).expect("mint");
+        assert!(hs_verifier().verify(&token).expect("valid").once);
+    }
+
+    #[test]
     fn claims_map_to_identity() {
         let exp = now() + 600;
         let claims = json!({
@@ -1446,6 +1488,7 @@ mod tests {
                 perms: Some(vec!["publish".to_owned()]),
                 expires_at_s: exp,
                 jti: Some("abc".to_owned()),
+                once: false,
             }
         );
         let minimal = hs_verifier().verify(&hs(&base_claims())).expect("valid");
@@ -1689,6 +1732,7 @@ mod tests {
             iss: Some("roomcast-cli"),
             jti: Some("j-1"),
             perms: Some(&perms),
+            once: false,
         };
         let token = mint_hs256(SECRET, &req, now).expect("mint");
         let v = verifier(AuthSettings {
@@ -1709,6 +1753,7 @@ mod tests {
                 perms: Some(perms),
                 expires_at_s: now + 300,
                 jti: Some("j-1".to_owned()),
+                once: false,
             }
         );
         let header = jsonwebtoken::decode_header(&token).expect("header");

@@ -128,6 +128,9 @@ pub struct TokenArgs {
     /// Issuer (`iss`).
     #[arg(long, value_name = "I")]
     pub iss: Option<String>,
+    /// Single-use token (`"use": "once"` with a random `jti`): accepted for one handshake.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// Parses the process arguments; prints help or an error and exits on failure.

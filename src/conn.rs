@@ -130,6 +130,9 @@ pub struct Connection {
     pub dirty: bool,
     /// On the shard's reap list: nothing more is done with it.
     pub doomed: bool,
+    /// The first Close code sent: the server's (when it closed first) or
+    /// the peer's echoed; `None` until then (the audit row then says 1006).
+    pub close_code: Option<u16>,
 }
 
 /// What a connection keeps between reads: the bytes of an incomplete frame,

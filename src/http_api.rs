@@ -20,6 +20,7 @@ use crate::http::{self, RequestHead};
 use crate::ids::{self, ConnId, RoomKey, ShardId};
 use crate::metrics::{self, AcceptorMetrics, Gauges, ShardMetrics};
 use crate::shard::{AdminAnswer, AdminQuery, ConnInfo, SendTarget};
+use crate::store::{QueryRequest, RoomRecord, StoreAnswer};
 use crate::ws::frame::{self, Opcode};
 
 /// The OpenAPI document, served as is.
@@ -29,6 +30,8 @@ const LIST_LIMIT_DEFAULT: usize = 100;
 const LIST_LIMIT_MAX: usize = 1000;
 /// Lifetime of a minted token when the request gives no `ttl`.
 const TOKEN_TTL_DEFAULT_S: u64 = 3600;
+/// Days a usage report covers when `from` is not given (ending with `to`).
+const USAGE_DAYS_DEFAULT: i64 = 30;
 
 /// Every endpoint of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +49,18 @@ pub enum Endpoint {
     LiveRoom(String),
     CloseRoom(String),
     LiveConnections,
+    /// `DELETE /api/v1/tokens/{jti}`: refuse that token from now on.
+    RevokeToken(String),
+    /// `GET /api/v1/usage`: the tenant's sessions per day.
+    Usage,
+    /// `GET /api/v1/rooms/{room}/usage`: one room's sessions per day.
+    RoomUsage(String),
+    /// The room registry: `GET`/`POST /api/v1/rooms`, `GET`/`PUT`/`DELETE /api/v1/rooms/{room}`.
+    ListRooms,
+    CreateRoom,
+    GetRoom(String),
+    PutRoom(String),
+    DeleteRoom(String),
 }
 
 /// Who may call an endpoint.
@@ -56,6 +71,8 @@ pub enum Access {
     Tenant,
     /// `admin_key` as `Authorization: Bearer`.
     Admin,
+    /// Either: the admin key (any tenant, `?tenant=`) or a tenant's key (that tenant only).
+    AdminOrTenant,
 }
 
 impl Endpoint {
@@ -63,6 +80,13 @@ impl Endpoint {
         match self {
             Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics | Endpoint::OpenApi => Access::Public,
             Endpoint::Tokens => Access::Tenant,
+            Endpoint::Usage
+            | Endpoint::RoomUsage(_)
+            | Endpoint::ListRooms
+            | Endpoint::CreateRoom
+            | Endpoint::GetRoom(_)
+            | Endpoint::PutRoom(_)
+            | Endpoint::DeleteRoom(_) => Access::AdminOrTenant,
             _ => Access::Admin,
         }
     }
@@ -74,7 +98,15 @@ impl Endpoint {
 
     /// Whether the request carries a JSON body the handler reads.
     pub fn takes_body(&self) -> bool {
-        matches!(self, Endpoint::Tokens | Endpoint::Send | Endpoint::Kick | Endpoint::Drain)
+        matches!(
+            self,
+            Endpoint::Tokens
+                | Endpoint::Send
+                | Endpoint::Kick
+                | Endpoint::Drain
+                | Endpoint::CreateRoom
+                | Endpoint::PutRoom(_)
+        )
     }
 }
 
@@ -128,6 +160,32 @@ pub fn route(method: &str, path: &str) -> Result<Endpoint, ApiError> {
         "/api/v1/drain" => (Endpoint::Drain, POST),
         "/api/v1/live/rooms" => (Endpoint::LiveRooms, GET),
         "/api/v1/live/connections" => (Endpoint::LiveConnections, GET),
+        "/api/v1/usage" => (Endpoint::Usage, GET),
+        _ if let Some(jti) = path.strip_prefix("/api/v1/tokens/") => {
+            return match method {
+                "DELETE" => Ok(Endpoint::RevokeToken(http::percent_decode(jti))),
+                _ => Err(ApiError::method("Allow: DELETE\r\n")),
+            };
+        }
+        _ if let Some(room) = path.strip_prefix("/api/v1/rooms/").and_then(|r| r.strip_suffix("/usage")) => {
+            (Endpoint::RoomUsage(http::percent_decode(room)), GET)
+        }
+        "/api/v1/rooms" => {
+            return match method {
+                "GET" => Ok(Endpoint::ListRooms),
+                "POST" => Ok(Endpoint::CreateRoom),
+                _ => Err(ApiError::method("Allow: GET, POST\r\n")),
+            };
+        }
+        _ if let Some(room) = path.strip_prefix("/api/v1/rooms/") => {
+            let room = http::percent_decode(room);
+            return match method {
+                "GET" => Ok(Endpoint::GetRoom(room)),
+                "PUT" => Ok(Endpoint::PutRoom(room)),
+                "DELETE" => Ok(Endpoint::DeleteRoom(room)),
+                _ => Err(ApiError::method("Allow: GET, PUT, DELETE\r\n")),
+            };
+        }
         _ => match path.strip_prefix("/api/v1/live/rooms/") {
             Some(room) => {
                 let room = http::percent_decode(room);
@@ -180,6 +238,10 @@ pub fn authorize(config: &Config, access: Access, head: &RequestHead) -> Result<
             }
             found.map(Some).ok_or_else(ApiError::unauthorized)
         }
+        Access::AdminOrTenant => match authorize(config, Access::Admin, head) {
+            Ok(None) => Ok(None),
+            _ => authorize(config, Access::Tenant, head),
+        },
     }
 }
 
@@ -226,6 +288,20 @@ pub enum Gather {
     Kicked,
     Closed,
     Drained,
+    Usage { tenant: String, room: Option<String>, from_day: i64, to_day: i64 },
+    Registry(RegistryOp),
+}
+
+/// Which room registry answer to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryOp {
+    Create,
+    /// `GET` or `PUT` of one room.
+    Get,
+    Delete,
+    List {
+        limit: usize,
+    },
 }
 
 /// What to do with a request.
@@ -239,6 +315,17 @@ pub enum Outcome {
     },
     /// Stop taking WebSocket connections, then scatter `Drain`.
     StartDrain,
+    /// Ask the store thread; its one reply is gathered like a shard's.
+    Store {
+        request: QueryRequest,
+        gather: Gather,
+    },
+    /// Add `jti` to the acceptor's revoked set until `expires_s`, then send `response`.
+    Revoke {
+        jti: String,
+        expires_s: u64,
+        response: Vec<u8>,
+    },
 }
 
 fn json_ok(status: u16, value: &Value) -> Outcome {
@@ -261,6 +348,7 @@ pub fn handle(ctx: &Context<'_>, endpoint: &Endpoint, head: &RequestHead, body: 
         }
         Endpoint::Stats => Ok(json_ok(200, &stats(ctx))),
         Endpoint::Tokens => mint(ctx, body),
+        Endpoint::RevokeToken(jti) => revoke(ctx, head, jti),
         Endpoint::Send => send(head, body, shards),
         Endpoint::Kick => {
             let doc = parse_object(body)?;
@@ -316,7 +404,196 @@ pub fn handle(ctx: &Context<'_>, endpoint: &Endpoint, head: &RequestHead, body: 
             };
             Ok(Outcome::Scatter { query, targets: Targets::All, gather: Gather::Connections })
         }
+        Endpoint::Usage => usage(ctx, head, None),
+        Endpoint::RoomUsage(room) => usage(ctx, head, Some(room)),
+        Endpoint::ListRooms => {
+            let limit = limit_param(head)?;
+            let after = head.query_param("cursor").filter(|c| !c.is_empty());
+            // One more than asked tells whether there is a next page.
+            let request = QueryRequest::RoomList { tenant: scoped_tenant(ctx, head)?, after, limit: limit + 1 };
+            Ok(Outcome::Store { request, gather: Gather::Registry(RegistryOp::List { limit }) })
+        }
+        Endpoint::CreateRoom => {
+            let doc = parse_object(body)?;
+            let id = optional_room(&doc, "id")?.ok_or_else(|| ApiError::bad_field("id", "required"))?;
+            let room = room_record(&doc, scoped_tenant(ctx, head)?, id)?;
+            let request = QueryRequest::RoomCreate(Box::new(room));
+            Ok(Outcome::Store { request, gather: Gather::Registry(RegistryOp::Create) })
+        }
+        Endpoint::PutRoom(id) => {
+            let id = registry_id(id)?;
+            let doc = parse_object(body)?;
+            // An `id` in the body is ignored: the path names the room.
+            let room = room_record(&doc, scoped_tenant(ctx, head)?, id)?;
+            let request = QueryRequest::RoomReplace(Box::new(room));
+            Ok(Outcome::Store { request, gather: Gather::Registry(RegistryOp::Get) })
+        }
+        Endpoint::GetRoom(id) => {
+            let request = QueryRequest::RoomGet { tenant: scoped_tenant(ctx, head)?, id: registry_id(id)? };
+            Ok(Outcome::Store { request, gather: Gather::Registry(RegistryOp::Get) })
+        }
+        Endpoint::DeleteRoom(id) => {
+            let request = QueryRequest::RoomDelete { tenant: scoped_tenant(ctx, head)?, id: registry_id(id)? };
+            Ok(Outcome::Store { request, gather: Gather::Registry(RegistryOp::Delete) })
+        }
     }
+}
+
+/// `GET /api/v1/usage` and `GET /api/v1/rooms/{room}/usage`: validates the
+/// range (`from`/`to`, `YYYY-MM-DD`, inclusive, UTC; `to` defaults to today,
+/// `from` to 29 days before `to`; `from` after `to` is an empty range) and
+/// the tenant (a tenant key reads its own; the admin key names one with
+/// `?tenant=`, default ""). Only days with sessions are listed, so a long
+/// range costs the rows it holds, not its length.
+fn usage(ctx: &Context<'_>, head: &RequestHead, room: Option<&String>) -> Result<Outcome, ApiError> {
+    if room.is_some_and(|r| !ids::is_valid_room_id(r)) {
+        return Err(ApiError::bad_field("room", "room ids are 1-128 bytes of [A-Za-z0-9._:-]"));
+    }
+    let day = |field: &str| -> Result<Option<i64>, ApiError> {
+        match head.query_param(field) {
+            None => Ok(None),
+            Some(text) => parse_day(&text).map(Some).ok_or_else(|| ApiError::bad_field(field, "a date YYYY-MM-DD")),
+        }
+    };
+    let to_day = day("to")?.unwrap_or((ctx.now_unix_s / 86_400) as i64);
+    let from_day = day("from")?.unwrap_or(to_day - (USAGE_DAYS_DEFAULT - 1));
+    let tenant = scoped_tenant(ctx, head)?;
+    let room = room.cloned();
+    let request = QueryRequest::Usage { tenant: tenant.clone(), room: room.clone(), from_day, to_day };
+    Ok(Outcome::Store { request, gather: Gather::Usage { tenant, room, from_day, to_day } })
+}
+
+/// The tenant a request acts on: with the admin key `?tenant=` (default
+/// ""); with a tenant key its own, and `?tenant=` naming another is 403.
+fn scoped_tenant(ctx: &Context<'_>, head: &RequestHead) -> Result<String, ApiError> {
+    let asked = tenant_param(head)?;
+    match &ctx.tenant {
+        None => Ok(asked),
+        Some(own) if head.query_param("tenant").is_none() || &asked == own => Ok(own.clone()),
+        Some(_) => Err(ApiError::new(403, "forbidden", "a tenant API key acts on its own tenant only")),
+    }
+}
+
+fn registry_id(id: &str) -> Result<String, ApiError> {
+    if !ids::is_valid_room_id(id) {
+        return Err(ApiError::bad_field("room", "room ids are 1-128 bytes of [A-Za-z0-9._:-]"));
+    }
+    Ok(id.to_string())
+}
+
+/// Longest registry `name` and `description`, in characters.
+const ROOM_NAME_CHARS_MAX: usize = 256;
+const ROOM_DESCRIPTION_CHARS_MAX: usize = 4096;
+/// Largest registry `history_max`.
+const ROOM_HISTORY_MAX: u64 = 100_000;
+
+/// A registry room from a request body (fields absent or null: server defaults).
+fn room_record(doc: &serde_json::Map<String, Value>, tenant: String, id: String) -> Result<RoomRecord, ApiError> {
+    let text = |field: &str, max: usize| -> Result<Option<String>, ApiError> {
+        match optional_str(doc, field)? {
+            Some(text) if text.chars().count() > max => {
+                Err(ApiError::bad_field(field, &format!("at most {max} characters")))
+            }
+            text => Ok(text),
+        }
+    };
+    let number = |field: &str, min: u64, max: u64| -> Result<Option<u32>, ApiError> {
+        match doc.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            // JSON Schema's "integer" includes 12.0.
+            Some(value) => match value.as_u64().or_else(|| {
+                value.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= max as f64).map(|f| f as u64)
+            }) {
+                Some(n) if (min..=max).contains(&n) => Ok(Some(n as u32)),
+                _ => Err(ApiError::bad_field(field, &format!("an integer from {min} to {max}, or null"))),
+            },
+        }
+    };
+    let flag = |field: &str| -> Result<Option<bool>, ApiError> {
+        match doc.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ApiError::bad_field(field, "true, false or null")),
+        }
+    };
+    let metadata = match doc.get("metadata") {
+        None | Some(Value::Null) => None,
+        Some(value @ Value::Object(_)) => Some(value.to_string()),
+        Some(_) => return Err(ApiError::bad_field("metadata", "a JSON object, or null")),
+    };
+    Ok(RoomRecord {
+        tenant,
+        id,
+        name: text("name", ROOM_NAME_CHARS_MAX)?,
+        description: text("description", ROOM_DESCRIPTION_CHARS_MAX)?,
+        capacity: number("capacity", 1, u64::from(u32::MAX))?,
+        lobby: flag("lobby")?,
+        private: flag("private")?.unwrap_or(false),
+        history_max: number("history_max", 0, ROOM_HISTORY_MAX)?,
+        metadata,
+        created_ms: 0,
+        updated_ms: 0,
+    })
+}
+
+fn room_json(room: &RoomRecord) -> Value {
+    let metadata = room.metadata.as_deref().and_then(|text| serde_json::from_str::<Value>(text).ok());
+    json!({
+        "id": room.id,
+        "tenant": room.tenant,
+        "name": room.name,
+        "description": room.description,
+        "capacity": room.capacity,
+        "lobby": room.lobby,
+        "private": room.private,
+        "history_max": room.history_max,
+        "metadata": metadata,
+        "created_at_ms": room.created_ms,
+        "updated_at_ms": room.updated_ms,
+    })
+}
+
+/// `YYYY-MM-DD` (years 0001-9999) as days since 1970-01-01.
+pub fn parse_day(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = &text[range];
+        part.bytes().all(|b| b.is_ascii_digit()).then(|| part.parse().ok())?
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if year < 1 || !(1..=12).contains(&month) || day < 1 || day > month_days[(month - 1) as usize] {
+        return None;
+    }
+    Some(days_from_civil(year, month, day))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DD` of days since 1970-01-01.
+pub fn format_day(days: i64) -> String {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// Seed 003's `WebSocketStats`, from the shards' latest snapshots (at most
@@ -334,6 +611,21 @@ fn stats(ctx: &Context<'_>) -> Value {
         "shards": ctx.shards.len(),
         "draining": ctx.gauges.draining,
     })
+}
+
+/// `DELETE /api/v1/tokens/{jti}`: kept until `?exp=` (the token's `exp`,
+/// Unix seconds) or, without it, `api.token_ttl_max_s` from now.
+fn revoke(ctx: &Context<'_>, head: &RequestHead, jti: &str) -> Result<Outcome, ApiError> {
+    if jti.is_empty() || jti.chars().count() > 256 || jti.chars().any(char::is_control) {
+        return Err(ApiError::bad_field("jti", "1-256 characters without control characters"));
+    }
+    let expires_s = match head.query_param("exp") {
+        None => ctx.now_unix_s.saturating_add(ctx.config.api.token_ttl_max_s),
+        Some(exp) => exp.parse().map_err(|_| ApiError::bad_field("exp", "Unix seconds, an integer"))?,
+    };
+    let value = json!({ "jti": jti, "revoked": true, "expires_s": expires_s });
+    let response = http::response(200, "application/json", "", value.to_string().as_bytes());
+    Ok(Outcome::Revoke { jti: jti.to_owned(), expires_s, response })
 }
 
 fn mint(ctx: &Context<'_>, body: &[u8]) -> Result<Outcome, ApiError> {
@@ -365,6 +657,13 @@ fn mint(ctx: &Context<'_>, body: &[u8]) -> Result<Outcome, ApiError> {
         }
         Some(_) => return Err(ApiError::bad_field("perms", "a list of strings")),
     };
+    let once = match doc.get("once") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(once)) => *once,
+        Some(_) => return Err(ApiError::bad_field("once", "a boolean")),
+    };
+    // Every minted token gets a jti, so that it can be revoked.
+    let jti = crate::auth::random_jti();
     let Some(secret) = ctx.mint_secret else {
         return Err(ApiError::new(501, "not_implemented", "token minting needs auth.mode = jwt"));
     };
@@ -378,11 +677,13 @@ fn mint(ctx: &Context<'_>, body: &[u8]) -> Result<Outcome, ApiError> {
         aud: ctx.config.auth.audience.as_deref(),
         iss: ctx.config.auth.issuer.as_deref(),
         perms: perms.as_deref(),
+        jti: Some(&jti),
+        once,
         ..MintRequest::default()
     };
     let token =
         mint_hs256(secret, &request, ctx.now_unix_s).map_err(|e| ApiError::new(500, "internal", e.to_string()))?;
-    Ok(json_ok(200, &json!({ "token": token, "expires_at": ctx.now_unix_s + ttl })))
+    Ok(json_ok(200, &json!({ "token": token, "expires_at": ctx.now_unix_s + ttl, "jti": jti })))
 }
 
 fn send(head: &RequestHead, body: &[u8], shards: usize) -> Result<Outcome, ApiError> {
@@ -505,6 +806,52 @@ pub fn finish(gather: &Gather, answers: Vec<AdminAnswer>) -> (u16, Vec<u8>) {
         }
         Gather::Closed => (200, json!({ "closed": count() })),
         Gather::Drained => (202, json!({ "draining": true, "closing": count() })),
+        Gather::Registry(op) => {
+            let answer =
+                answers.iter().find_map(|a| if let AdminAnswer::Store(answer) = a { Some(answer) } else { None });
+            let not_found = || (404, http::error_response(404, "not_found", "no such room in the registry", ""));
+            match (op, answer) {
+                (RegistryOp::Create, Some(StoreAnswer::Room(Some(room)))) => (201, room_json(room)),
+                (RegistryOp::Create, Some(StoreAnswer::Room(None))) => {
+                    let body = http::error_response(409, "exists", "a room with that id is registered already", "");
+                    return (409, body);
+                }
+                (RegistryOp::Get, Some(StoreAnswer::Room(Some(room)))) => (200, room_json(room)),
+                (RegistryOp::Get, Some(StoreAnswer::Room(None))) => return not_found(),
+                (RegistryOp::Delete, Some(StoreAnswer::Deleted(true))) => (200, json!({ "deleted": true })),
+                (RegistryOp::Delete, Some(StoreAnswer::Deleted(false))) => return not_found(),
+                (RegistryOp::List { limit }, Some(StoreAnswer::Rooms(rooms))) => {
+                    let page: Vec<&RoomRecord> = rooms.iter().take(*limit).collect();
+                    let next = if rooms.len() > *limit { page.last().map(|room| room.id.clone()) } else { None };
+                    let rooms: Vec<Value> = page.into_iter().map(room_json).collect();
+                    (200, json!({ "rooms": rooms, "next_cursor": next }))
+                }
+                _ => return (500, http::error_response(500, "store_failed", "the store could not do that", "")),
+            }
+        }
+        Gather::Usage { tenant, room, from_day, to_day } => {
+            let days = answers.iter().find_map(|a| match a {
+                AdminAnswer::Store(StoreAnswer::Usage(days)) => Some(days),
+                _ => None,
+            });
+            let Some(days) = days else {
+                return (500, http::error_response(500, "store_failed", "the store could not read the sessions", ""));
+            };
+            let days: Vec<Value> = days
+                .iter()
+                .map(|d| {
+                    json!({
+                        "date": format_day(d.day),
+                        "unique_users": d.unique_users,
+                        "sessions": d.sessions,
+                        "avg_duration_s": d.avg_duration_s,
+                        "p95_duration_s": d.p95_duration_s,
+                    })
+                })
+                .collect();
+            let (from, to) = (format_day(*from_day), format_day(*to_day));
+            (200, json!({ "tenant": tenant, "room": room, "from": from, "to": to, "days": days }))
+        }
     };
     (status, http::response(status, "application/json", "", value.to_string().as_bytes()))
 }
@@ -630,6 +977,29 @@ mod tests {
         let json = broadcast_json("room", Some("demo"), br#"{"k": 1}"#);
         assert_eq!(json, br#"{"type":"broadcast","to":"room","room":"demo","data":{"k": 1}}"#);
         assert_eq!(broadcast_json("all", None, b"1"), br#"{"type":"broadcast","to":"all","data":1}"#);
+    }
+
+    #[test]
+    fn days_parse_and_format() {
+        assert_eq!(parse_day("1970-01-01"), Some(0));
+        assert_eq!(parse_day("2024-02-29"), Some(19_782));
+        assert_eq!(format_day(19_782), "2024-02-29");
+        assert_eq!(parse_day("2023-02-29"), None);
+        assert_eq!(parse_day("2024-13-01"), None);
+        assert_eq!(parse_day("2024-1-01"), None);
+        assert_eq!(parse_day("+024-01-01"), None);
+        assert_eq!(parse_day("0000-12-31"), None);
+        assert_eq!(parse_day("1969-12-31"), Some(-1));
+        for days in [-719_162, -1, 0, 59, 365, 10_957, 20_000, 2_932_896] {
+            assert_eq!(parse_day(&format_day(days)), Some(days));
+        }
+        assert_eq!(route("GET", "/api/v1/rooms/a%2Eb/usage"), Ok(Endpoint::RoomUsage("a.b".into())));
+        assert_eq!(route("POST", "/api/v1/usage").unwrap_err().status, 405);
+        assert_eq!(route("GET", "/api/v1/rooms/usage"), Ok(Endpoint::GetRoom("usage".into())));
+        assert_eq!(route("PUT", "/api/v1/rooms/a"), Ok(Endpoint::PutRoom("a".into())));
+        assert_eq!(route("PATCH", "/api/v1/rooms/a").unwrap_err().extra_headers, "Allow: GET, PUT, DELETE\r\n");
+        assert_eq!(route("POST", "/api/v1/rooms"), Ok(Endpoint::CreateRoom));
+        assert_eq!(route("DELETE", "/api/v1/rooms").unwrap_err().status, 405);
     }
 
     #[test]

@@ -32,12 +32,15 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     }
     let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
     let (shards, auth_mode) = (config.shards, config.auth.mode);
+    // Installed before "listening" is logged, so a SIGTERM right after it
+    // (tests, supervisors) drains instead of killing the process.
+    let signals = stop_signals()?;
     let server = Server::start(config)?;
     tracing::info!(addr = %server.local_addr(), shards, auth = ?auth_mode, "roomcast listening");
     if let Some(echo) = server.echo_addr() {
         tracing::info!(addr = %echo, "echo listener (no auth) open");
     }
-    wait_for_stop_signal()?;
+    wait_for_stop_signal(signals);
     tracing::info!(drain_ms = drain.as_millis() as u64, "stop signal: draining");
     server.shutdown(drain);
     tracing::info!("stopped");
@@ -45,17 +48,20 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Blocks until SIGTERM or SIGINT.
-fn wait_for_stop_signal() -> anyhow::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .context("install signal handlers")?;
+fn stop_signals() -> anyhow::Result<signal_hook::iterator::Signals> {
+    signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .context("install signal handlers")
+}
+
+fn wait_for_stop_signal(mut signals: signal_hook::iterator::Signals) {
     let _ = signals.forever().next();
-    Ok(())
 }
 
 fn token(args: &TokenArgs) -> anyhow::Result<()> {
     let config = Config::load(Sources::from_process_env(args.config.clone(), cli::token_overrides(args)))?;
     let secret = server::jwt_secret(&config)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let jti = args.once.then(auth::random_jti);
     let request = MintRequest {
         sub: &args.sub,
         name: args.name.as_deref(),
@@ -66,8 +72,9 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
         groups: &args.groups,
         aud: args.aud.as_deref(),
         iss: args.iss.as_deref(),
-        jti: None,
+        jti: jti.as_deref(),
         perms: None,
+        once: args.once,
     };
     let token = auth::mint_hs256(&secret, &request, now).context("mint token")?;
     println!("{token}");

@@ -22,10 +22,12 @@ pub enum LimitKind {
     StoreOverloaded,
     /// The store's transaction failed (disk full, read-only, I/O error).
     StoreFailed,
+    /// The store queue was full: a session audit event (admit or close) was dropped.
+    AuditDropped,
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 13] = [
+    pub const ALL: [LimitKind; 14] = [
         LimitKind::MessageTooBig,
         LimitKind::RateLimited,
         LimitKind::RateAbuse,
@@ -39,6 +41,7 @@ impl LimitKind {
         LimitKind::InboxFull,
         LimitKind::StoreOverloaded,
         LimitKind::StoreFailed,
+        LimitKind::AuditDropped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +59,7 @@ impl LimitKind {
             LimitKind::InboxFull => "inbox_full",
             LimitKind::StoreOverloaded => "store_overloaded",
             LimitKind::StoreFailed => "store_failed",
+            LimitKind::AuditDropped => "audit_dropped",
         }
     }
 

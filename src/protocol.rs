@@ -17,7 +17,7 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
-use crate::room::MeetingRequest;
+use crate::room::{MeetingRequest, Since};
 
 /// The fields roomcast reads from any client request. Unknown fields are
 /// ignored so that clients may carry their own.
@@ -40,6 +40,10 @@ struct ClientFields<'a> {
     user: Option<Cow<'a, str>>,
     limit: Option<u32>,
     enabled: Option<bool>,
+    // `join` with recovery.
+    since: Option<u64>,
+    #[serde(borrow)]
+    epoch: Option<Cow<'a, str>>,
 }
 
 /// A decoded client request. Raw spans (`data`, `ref`) borrow the frame's
@@ -52,6 +56,8 @@ pub enum Request<'a> {
     },
     Join {
         room: &'a str,
+        /// `since` (with `epoch`): recover the messages after it.
+        since: Option<Since>,
     },
     Leave {
         room: &'a str,
@@ -142,7 +148,10 @@ impl RequestDecoder {
                 Some(span) => Ok(Request::Publish { room: fields.room, data: &frame[span] }),
                 None => Err(RequestError::MissingField("data")),
             },
-            Some("join") => fields.room.map(|room| Request::Join { room }).ok_or(RequestError::MissingField("room")),
+            Some("join") => {
+                let since = fields.since.map(|seq| Since { seq, epoch: fields.epoch.as_deref().map(Into::into) });
+                fields.room.map(|room| Request::Join { room, since }).ok_or(RequestError::MissingField("room"))
+            }
             Some("leave") => fields.room.map(|room| Request::Leave { room }).ok_or(RequestError::MissingField("room")),
             Some("direct") => match (fields.to, spans.data) {
                 (Some(to), Some(span)) => Ok(Request::Direct { to, data: &frame[span] }),
@@ -433,7 +442,7 @@ mod tests {
             Request::Publish { room, data } => format!("publish {room:?} {}", String::from_utf8_lossy(data)),
             Request::Ping => "ping".into(),
             Request::Refresh { token } => format!("refresh {token}"),
-            Request::Join { room } => format!("join {room}"),
+            Request::Join { room, .. } => format!("join {room}"),
             Request::Leave { room } => format!("leave {room}"),
             Request::Direct { to, data } => format!("direct {to} {}", String::from_utf8_lossy(data)),
             Request::Meeting { room, request } => format!("meeting {room:?} {request:?}"),

@@ -116,6 +116,15 @@ impl Server {
         };
         let boot = database.as_ref().map_or_else(unix_now_ms, |db| db.boot);
         let (store_tx, store_rx) = crossbeam_channel::bounded(config.store.queue_max);
+        // The acceptor's clone (HTTP API reads) is dropped when its thread
+        // ends, before the shards stop, so the store still sees its queue close.
+        let acceptor_store = database.is_some().then(|| store_tx.clone());
+        // Revoked and spent single-use tokens: loaded once here, then kept by the acceptor.
+        let revoked = match &database {
+            Some(db) => db.revoked_tokens(unix_now_ms() / 1000).context("load revoked tokens")?,
+            None => Vec::new(),
+        };
+        let revoked = crate::revocation::RevokedTokens::new(revoked, acceptor_store.clone());
         let (metrics_tx, metrics_rx) = crossbeam_channel::bounded(config.shards * 4);
         let settings = Arc::new(ShardSettings {
             limits: config.limits.clone(),
@@ -137,7 +146,8 @@ impl Server {
         }
         let store_thread = match database {
             Some(db) => {
-                let store = Store::new(db, store_rx, shards.clone(), config.store.batch_max);
+                let store = Store::new(db, store_rx, shards.clone(), config.store.batch_max)
+                    .with_audit_retention(config.store.audit_retention_days);
                 Some(std::thread::Builder::new().name("store".into()).spawn(move || store.run())?)
             }
             None => None,
@@ -169,6 +179,8 @@ impl Server {
             shards: shards.clone(),
             control: control_rx,
             metrics_in: metrics_rx,
+            store: acceptor_store,
+            revoked,
         })?;
         let acceptor_thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || {
             if let Err(e) = acceptor.run() {

@@ -275,6 +275,10 @@ pub struct RoomsConfig {
     pub chat_text_chars_max: u32,
     /// Members sharing a screen at once.
     pub screenshare_max: u32,
+    /// `publish` messages a room keeps for recovery with `since` (0: none).
+    pub recovery_messages_max: u32,
+    /// Longest a `publish` message is kept for recovery, in ms.
+    pub recovery_age_ms: u64,
 }
 
 /// `[store]`: the embedded SQLite store (`<data_dir>/roomcast.db`).
@@ -289,6 +293,8 @@ pub struct StoreConfig {
     pub batch_max: usize,
     /// `full`: every commit synced; `normal`: durable across a process crash only.
     pub synchronous: crate::store::Synchronous,
+    /// Days session audit rows are kept (by connect time); 0 keeps them forever.
+    pub audit_retention_days: u32,
 }
 
 /// `[shutdown]`: how SIGTERM/SIGINT drains.

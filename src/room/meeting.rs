@@ -743,6 +743,7 @@ pub(super) fn encode_welcome(
     member: &Member,
     shard: ShardId,
     epoch: &str,
+    recovered: Option<bool>,
     limits: &RoomLimits,
 ) -> Frame {
     let peer = &member.peer;
@@ -773,6 +774,9 @@ pub(super) fn encode_welcome(
     push_history(out, &room.meeting.history, limits.welcome_history_max as usize);
     if room.loading {
         out.extend_from_slice(b",\"history_loading\":true");
+    }
+    if let Some(recovered) = recovered {
+        out.extend_from_slice(if recovered { b",\"recovered\":true" } else { b",\"recovered\":false" });
     }
     if member.role == Role::Host {
         out.extend_from_slice(b",\"waiting\":[");

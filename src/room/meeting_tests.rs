@@ -117,7 +117,7 @@ fn every_request_from_every_role_follows_the_matrix() {
             let before = format!("{:?}", meeting.rooms);
             let result = match request_of(kind, actor) {
                 Some(request) => meeting.rooms.request(membership, conn, &request, Some(b"1"), NOW_MS),
-                None => match meeting.rooms.publish(membership, conn, Some(b"1"), b"1") {
+                None => match meeting.rooms.publish(membership, conn, Some(b"1"), b"1", 0) {
                     Some(Ok(_)) => Ok(()),
                     Some(Err(refusal)) => Err(refusal),
                     None => panic!("publish by a member"),
@@ -150,7 +150,7 @@ fn the_lobby_sees_only_its_own_admission_state() {
     meeting.ok("p", MeetingRequest::ChatSend { text: "secret".into(), id: None });
     assert!(!meeting.receivers("chat").contains(&w), "waiting members never see chat");
     let (conn, membership) = meeting.members["p"];
-    meeting.rooms.publish(membership, conn, None, b"1");
+    meeting.rooms.publish(membership, conn, None, b"1", 0);
     assert!(!meeting.receivers("message").contains(&w));
     meeting.ok("p", MeetingRequest::HandRaise);
     assert!(!meeting.receivers("hands").contains(&w));

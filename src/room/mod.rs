@@ -94,6 +94,46 @@ pub struct RoomLimits {
     pub screenshare_max: u32,
     /// New rooms start with a lobby.
     pub lobby_default: bool,
+    /// `publish` messages a room keeps for recovery (`since`); 0: none.
+    pub recovery_messages_max: u32,
+    /// Longest a `publish` message is kept for recovery, in ms.
+    pub recovery_age_ms: u64,
+}
+
+/// Where a reconnecting client stopped: the last `seq` it saw in the room's
+/// `epoch` (`?since=SEQ&epoch=E`, or `join` with `since` and `epoch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    pub seq: u64,
+    /// `None` when the client sent no epoch: then nothing is recovered.
+    pub epoch: Option<Box<str>>,
+}
+
+/// A room's recent `publish` messages, for recovery. Exists only once the
+/// room had a publish, so idle rooms (every personal room) hold none.
+#[derive(Debug, Default)]
+struct Recent {
+    /// `(seq, published at in Unix ms, the broadcast frame)`, oldest first.
+    held: VecDeque<(u64, u64, Frame)>,
+    /// The newest `seq` dropped from `held` (by count or age): a `since`
+    /// below it cannot be recovered.
+    dropped: u64,
+}
+
+impl Recent {
+    /// Drops what is older than `age_ms` at `now_ms`.
+    fn expire(&mut self, now_ms: u64, age_ms: u64) {
+        while let Some(&(seq, at, _)) = self.held.front() {
+            if now_ms.saturating_sub(at) <= age_ms {
+                break;
+            }
+            self.dropped = seq;
+            self.held.pop_front();
+        }
+        if self.held.is_empty() && self.held.capacity() > 0 {
+            self.held = VecDeque::new();
+        }
+    }
 }
 
 /// Where a connection sits in a room; returned by `join`, given back to
@@ -199,6 +239,8 @@ struct Room {
     /// Non-hosts arrive in the lobby.
     lobby: bool,
     meeting: meeting::LazyMeeting,
+    /// Recent `publish` messages (recovery); `None` until the first publish.
+    recent: Option<Box<Recent>>,
 }
 
 #[derive(Debug)]
@@ -269,6 +311,24 @@ impl Rooms {
         quiet: bool,
         reference: Option<&[u8]>,
     ) -> Result<Membership, JoinRefused> {
+        self.join_since(peer, key, quiet, reference, None, 0)
+    }
+
+    /// `join` with recovery: when `since` is given and the joiner is
+    /// admitted at once (not quiet, not waiting in a lobby), its `welcome`
+    /// says `recovered` and, when true, is followed by every held `message`
+    /// with a `seq` after `since.seq`, in order. Recovered means the epoch is
+    /// the room's and no message after `since.seq` was dropped from the ring
+    /// (by count, or by age at `now_ms`).
+    pub fn join_since(
+        &mut self,
+        peer: &Arc<Peer>,
+        key: &RoomKey,
+        quiet: bool,
+        reference: Option<&[u8]>,
+        since: Option<&Since>,
+        now_ms: u64,
+    ) -> Result<Membership, JoinRefused> {
         let slot = match self.index.get(key) {
             Some(&slot) => slot,
             None => {
@@ -292,6 +352,7 @@ impl Rooms {
                     arrivals: 0,
                     lobby: self.limits.lobby_default,
                     meeting: meeting::LazyMeeting::default(),
+                    recent: None,
                 });
                 self.index.insert(key.clone(), slot);
                 if loading {
@@ -338,7 +399,10 @@ impl Rooms {
                 frame: event,
             });
         } else if !quiet {
-            self.admitted(slot, member);
+            match since {
+                Some(since) => self.admitted_since(slot, member, since, now_ms),
+                None => self.admitted(slot, member),
+            }
         }
         // After the welcome, which carries the state the ack refers to.
         if reference.is_some() {
@@ -352,12 +416,47 @@ impl Rooms {
 
     /// A member becomes visible: its full `welcome`, and `member_joined` for the others.
     fn admitted(&mut self, slot: usize, member: usize) {
+        self.admitted_with(slot, member, None, Vec::new());
+    }
+
+    /// `admitted` for a reconnecting member: `recovered` in the welcome,
+    /// then the held messages after `since.seq` (when recovered).
+    fn admitted_since(&mut self, slot: usize, member: usize, since: &Since, now_ms: u64) {
+        let age_ms = self.limits.recovery_age_ms;
+        let epoch = self.epoch(slot);
+        let room = &mut self.rooms[slot];
+        if let Some(recent) = room.recent.as_mut() {
+            recent.expire(now_ms, age_ms);
+        }
+        let dropped = room.recent.as_ref().map_or(0, |recent| recent.dropped);
+        let recovered = since.epoch.as_deref() == Some(epoch.as_str()) && since.seq <= room.seq && since.seq >= dropped;
+        let replay: Vec<Frame> = match (&room.recent, recovered) {
+            (Some(recent), true) => {
+                recent.held.iter().filter(|(seq, ..)| *seq > since.seq).map(|(.., frame)| Arc::clone(frame)).collect()
+            }
+            _ => Vec::new(),
+        };
+        self.admitted_with(slot, member, Some(recovered), replay);
+    }
+
+    fn admitted_with(&mut self, slot: usize, member: usize, recovered: Option<bool>, replay: Vec<Frame>) {
         let room = &self.rooms[slot];
         let peer = Arc::clone(&room.members[member].peer);
         let epoch = self.epoch(slot);
-        let welcome =
-            meeting::encode_welcome(&mut self.frames, room, &room.members[member], self.shard, &epoch, &self.limits);
+        let welcome = meeting::encode_welcome(
+            &mut self.frames,
+            room,
+            &room.members[member],
+            self.shard,
+            &epoch,
+            recovered,
+            &self.limits,
+        );
         self.outputs.push_back(Output::Deliver { to: peer.conn, frame: welcome });
+        // Right after the welcome, before anything else for this member.
+        for frame in replay {
+            self.outputs.push_back(Output::Deliver { to: peer.conn, frame });
+        }
         let admitted = room.members.len() - room.waiting as usize;
         if admitted > 1 && admitted <= self.limits.presence_members_max as usize {
             let joined = encode_presence(&mut self.frames, "member_joined", room, &peer);
@@ -446,6 +545,7 @@ impl Rooms {
         conn: ConnId,
         reference: Option<&[u8]>,
         data: &[u8],
+        now_ms: u64,
     ) -> Option<Result<u64, Refusal>> {
         let member = self.member_of(membership, conn)?;
         if !allowed(member.role, RequestKind::Publish) {
@@ -459,6 +559,20 @@ impl Rooms {
         let out = self.frames.begin();
         protocol::encode_message(out, room.key.room(), &publisher.user_json, seq, data);
         let frame = self.frames.finish(Opcode::Text);
+        // Kept for recovery: the same shared bytes, no second encoding.
+        let recent = room.recent.get_or_insert_default();
+        let held_max = self.limits.recovery_messages_max as usize;
+        recent.expire(now_ms, self.limits.recovery_age_ms);
+        if held_max == 0 {
+            recent.dropped = seq;
+        } else {
+            if recent.held.len() >= held_max
+                && let Some((old, ..)) = recent.held.pop_front()
+            {
+                recent.dropped = old;
+            }
+            recent.held.push_back((seq, now_ms, Arc::clone(&frame)));
+        }
         if room.members.len() > 1 {
             self.outputs.push_back(Output::Broadcast {
                 room: slot,
@@ -633,6 +747,15 @@ impl Rooms {
             let hosts = room.members.iter().filter(|(_, m)| m.role == Role::Host).count();
             assert!(admitted == 0 || hosts > 0, "room {:?} has admitted members and no host", room.key);
             room.meeting.check_invariants(&self.limits, admitted);
+            if let Some(recent) = &room.recent {
+                let max = self.limits.recovery_messages_max as usize;
+                assert!(recent.held.len() <= max, "recovery ring of {:?} over its bound", room.key);
+                let mut last = recent.dropped;
+                for &(seq, ..) in &recent.held {
+                    assert!(seq > last && seq <= room.seq, "recovery ring of {:?} out of order", room.key);
+                    last = seq;
+                }
+            }
         }
     }
 }

@@ -19,6 +19,8 @@ pub(super) fn limits(members_max: u32, welcome_members_max: u32, presence_member
         chat_text_chars_max: 10,
         screenshare_max: 1,
         lobby_default: false,
+        recovery_messages_max: 3,
+        recovery_age_ms: 1_000,
     }
 }
 
@@ -89,8 +91,8 @@ fn publish_goes_to_everyone_else_with_increasing_seq_and_acks_the_publisher() {
     let memberships: Vec<_> = members.iter().map(|p| rooms.join(p, &key, false, None).expect("space")).collect();
     drain(&mut rooms);
 
-    assert_eq!(rooms.publish(memberships[0], conn(1), None, br#"{"n":1}"#), Some(Ok(1)));
-    assert_eq!(rooms.publish(memberships[1], conn(2), Some(b"\"r\""), br#"[1, 2]"#), Some(Ok(2)));
+    assert_eq!(rooms.publish(memberships[0], conn(1), None, br#"{"n":1}"#, 0), Some(Ok(1)));
+    assert_eq!(rooms.publish(memberships[1], conn(2), Some(b"\"r\""), br#"[1, 2]"#, 0), Some(Ok(2)));
     let seen = drain(&mut rooms);
     assert_eq!(seen[0].0, [conn(2), conn(3)]);
     assert_eq!(seen[0].1, serde_json::json!({"type":"message","room":"demo","from":"u1","seq":1,"data":{"n":1}}));
@@ -105,7 +107,7 @@ fn a_lone_publisher_is_acked_and_nobody_else_is_sent_anything() {
     let mut rooms = rooms();
     let alone = rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("", "solo"), false, None).expect("space");
     drain(&mut rooms);
-    rooms.publish(alone, conn(1), Some(b"1"), b"0");
+    rooms.publish(alone, conn(1), Some(b"1"), b"0", 0);
     let seen = drain(&mut rooms);
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].1["type"], "ack");
@@ -147,7 +149,7 @@ fn a_new_room_after_a_freed_one_starts_at_seq_zero() {
     let mut rooms = rooms();
     let key = RoomKey::new("", "demo");
     let a = rooms.join(&Peer::new(conn(1), "a", None), &key, false, None).expect("space");
-    rooms.publish(a, conn(1), None, b"1");
+    rooms.publish(a, conn(1), None, b"1", 0);
     rooms.leave(a, conn(1), None);
     rooms.join(&Peer::new(conn(2), "b", None), &key, false, None).expect("space");
     assert_eq!(drain(&mut rooms).last().map(|(_, v)| v["seq"].clone()), Some(serde_json::json!(0)));
@@ -159,7 +161,7 @@ fn tenants_never_share_a_room() {
     let a = rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("acme", "demo"), false, None).expect("space");
     rooms.join(&Peer::new(conn(2), "b", None), &RoomKey::new("globex", "demo"), false, None).expect("space");
     drain(&mut rooms);
-    rooms.publish(a, conn(1), None, b"1");
+    rooms.publish(a, conn(1), None, b"1", 0);
     assert!(drain(&mut rooms).is_empty(), "the other tenant's demo room got a message");
     assert_eq!(rooms.len(), 2);
 }
@@ -225,7 +227,7 @@ fn stale_memberships_change_nothing() {
     drain(&mut rooms);
     let impostor = ConnId { shard: 0, slot: 1, generation: 99 };
     assert!(!rooms.leave(a, impostor, None), "a reused slot's old membership is refused");
-    assert_eq!(rooms.publish(a, impostor, None, b"1"), None);
+    assert_eq!(rooms.publish(a, impostor, None, b"1", 0), None);
     assert!(drain(&mut rooms).is_empty());
     assert!(rooms.leave(a, conn(1), None));
     assert!(!rooms.leave(a, conn(1), None), "a second leave is refused");
@@ -262,9 +264,9 @@ fn join_and_leave_acks_carry_the_room_seq() {
     let mut rooms = rooms();
     let key = RoomKey::new("", "acks");
     let a = rooms.join(&Peer::new(conn(1), "a", None), &key, false, None).expect("space");
-    rooms.publish(a, conn(1), None, b"1");
+    rooms.publish(a, conn(1), None, b"1", 0);
     let b = rooms.join(&Peer::new(conn(2), "b", None), &key, false, Some(b"\"j\"")).expect("space");
-    rooms.publish(a, conn(1), None, b"2");
+    rooms.publish(a, conn(1), None, b"2", 0);
     rooms.leave(b, conn(2), Some(b"\"l\""));
     let acks: Vec<_> = drain(&mut rooms).into_iter().filter(|(_, v)| v["type"] == "ack").map(|(_, v)| v).collect();
     assert_eq!(
@@ -414,4 +416,95 @@ fn issue_7_without_the_store_chat_acks_at_once() {
     let seen = drain(&mut rooms);
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].1, serde_json::json!({"type": "ack", "ref": 1, "seq": 1}));
+}
+
+/// Room "r" with a publisher `conn(1)` and `count` publishes at `at(i)` ms.
+fn room_with_publishes(count: u64, at: impl Fn(u64) -> u64) -> (Rooms, RoomKey, String) {
+    let mut rooms = rooms();
+    let key = RoomKey::new("", "r");
+    let publisher = rooms.join(&Peer::new(conn(1), "pub", None), &key, false, None).expect("space");
+    let welcome = drain(&mut rooms).remove(0).1;
+    for i in 1..=count {
+        rooms.publish(publisher, conn(1), None, format!("{i}").as_bytes(), at(i));
+    }
+    drain(&mut rooms);
+    (rooms, key, welcome["epoch"].as_str().expect("epoch").to_owned())
+}
+
+fn since(seq: u64, epoch: &str) -> Since {
+    Since { seq, epoch: Some(epoch.into()) }
+}
+
+#[test]
+fn since_replays_the_held_messages_right_after_the_welcome_then_the_ack() {
+    let (mut rooms, key, epoch) = room_with_publishes(3, |i| i);
+    let peer = Peer::new(conn(2), "late", None);
+    rooms.join_since(&peer, &key, false, Some(b"9"), Some(&since(1, &epoch)), 10).expect("space");
+    let seen = drain(&mut rooms);
+    assert_eq!(seen[0].0, [conn(2)]);
+    assert_eq!((seen[0].1["type"].as_str(), seen[0].1["recovered"].as_bool()), (Some("welcome"), Some(true)));
+    assert_eq!(seen[0].1["seq"], 3);
+    let replayed: Vec<_> = seen[1..3].iter().map(|(to, frame)| (to.clone(), frame["seq"].clone())).collect();
+    assert_eq!(replayed, [(vec![conn(2)], 2.into()), (vec![conn(2)], 3.into())]);
+    assert_eq!(seen[1].1, serde_json::json!({"type":"message","room":"r","from":"pub","seq":2,"data":2}));
+    assert_eq!(seen[3].1["type"], "member_joined");
+    assert_eq!(seen[4].1, serde_json::json!({"type":"ack","ref":9,"seq":3}), "the ack after the welcome");
+}
+
+#[test]
+fn since_at_the_current_seq_recovers_nothing_to_send() {
+    let (mut rooms, key, epoch) = room_with_publishes(2, |i| i);
+    rooms.join_since(&Peer::new(conn(2), "b", None), &key, false, None, Some(&since(2, &epoch)), 5).expect("space");
+    let seen = drain(&mut rooms);
+    assert_eq!(seen[0].1["recovered"], true);
+    assert_eq!(seen[1].1["type"], "member_joined");
+}
+
+#[test]
+fn since_older_than_the_ring_or_another_epoch_is_not_recovered() {
+    // The ring holds 3 (test limits): messages 3..=5 of 5.
+    let (mut rooms, key, epoch) = room_with_publishes(5, |i| i);
+    let cases = [
+        (since(1, &epoch), false),
+        (since(2, &epoch), true),
+        (since(3, "0.0.99"), false),
+        (Since { seq: 3, epoch: None }, false),
+        (since(6, &epoch), false),
+    ];
+    for (i, (point, recovered)) in cases.into_iter().enumerate() {
+        let peer = Peer::new(conn(10 + i as u32), "b", None);
+        let membership = rooms.join_since(&peer, &key, false, None, Some(&point), 5).expect("space");
+        let seen = drain(&mut rooms);
+        assert_eq!(seen[0].1["recovered"], recovered, "{point:?}");
+        let messages = seen.iter().filter(|(to, f)| f["type"] == "message" && to == &[peer.conn]).count();
+        assert_eq!(messages, if recovered { 3 } else { 0 }, "{point:?}");
+        rooms.leave(membership, peer.conn, None);
+        drain(&mut rooms);
+    }
+}
+
+#[test]
+fn messages_older_than_the_age_limit_are_dropped_at_the_join() {
+    // Published at 100 and 2_000 ms; the age limit is 1_000 ms.
+    let (mut rooms, key, epoch) = room_with_publishes(2, |i| if i == 1 { 100 } else { 2_000 });
+    rooms.join_since(&Peer::new(conn(2), "b", None), &key, false, None, Some(&since(0, &epoch)), 2_500).expect("space");
+    assert_eq!(drain(&mut rooms)[0].1["recovered"], false, "message 1 expired");
+    rooms.join_since(&Peer::new(conn(3), "c", None), &key, false, None, Some(&since(1, &epoch)), 2_500).expect("space");
+    let seen = drain(&mut rooms);
+    assert_eq!(seen[0].1["recovered"], true);
+    assert_eq!(seen[1].1["seq"], 2);
+}
+
+#[test]
+fn a_room_without_publishes_holds_no_ring_and_a_plain_join_has_no_recovered_field() {
+    let mut rooms = rooms();
+    let key = RoomKey::new("", "idle");
+    rooms.join(&Peer::new(conn(1), "a", None), &key, false, None).expect("space");
+    assert!(drain(&mut rooms)[0].1.get("recovered").is_none());
+    let slot = rooms.index[&key];
+    assert!(rooms.rooms[slot].recent.is_none(), "no allocation for an idle room");
+    let epoch = rooms.epoch(slot);
+    rooms.join_since(&Peer::new(conn(2), "b", None), &key, false, None, Some(&since(0, &epoch)), 0).expect("space");
+    assert_eq!(drain(&mut rooms)[0].1["recovered"], true);
+    assert!(rooms.rooms[slot].recent.is_none());
 }

@@ -80,6 +80,8 @@ pub enum AdminAnswer {
     Connections(Vec<ConnInfo>, Vec<(String, &'static str)>),
     /// Connections reached, kicked or closed.
     Count(u64),
+    /// The store thread's answer to an HTTP API read (`StoreEvent::Query`).
+    Store(crate::store::StoreAnswer),
 }
 
 /// A connection as the admin API lists it.

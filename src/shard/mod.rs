@@ -66,11 +66,18 @@ pub struct Handoff {
     /// Bytes the client sent after its request head.
     pub leftover: Vec<u8>,
     pub kind: HandoffKind,
+    /// The peer's address as accepted (for the session audit row).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug)]
 pub enum HandoffKind {
-    Room { identity: Box<Identity>, key: RoomKey },
+    /// `since`: the client asked to recover the URL room's messages (`?since=&epoch=`).
+    Room {
+        identity: Box<Identity>,
+        key: RoomKey,
+        since: Option<Box<crate::room::Since>>,
+    },
     Echo,
 }
 
@@ -222,6 +229,8 @@ impl Shard {
                 chat_text_chars_max: settings.rooms.chat_text_chars_max,
                 screenshare_max: settings.rooms.screenshare_max,
                 lobby_default: settings.rooms.lobby,
+                recovery_messages_max: settings.rooms.recovery_messages_max,
+                recovery_age_ms: settings.rooms.recovery_age_ms,
                 welcome_members_max: limits.welcome_members_max,
                 presence_members_max: limits.presence_members_max,
             },
@@ -370,7 +379,7 @@ impl Shard {
     /// Takes a connection in from the acceptor: registers it, queues the 101
     /// response, joins its room and processes bytes that came with the request.
     fn admit(&mut self, handoff: Handoff) {
-        let Handoff { mut stream, response, leftover, kind } = handoff;
+        let Handoff { mut stream, response, leftover, kind, peer: peer_addr } = handoff;
         let core = &mut self.core;
         if core.draining.is_some() || core.conns.len() >= core.settings.limits.connections_per_shard_max as usize {
             core.metrics.hit(LimitKind::ShardFull);
@@ -385,8 +394,10 @@ impl Shard {
         }
         core.generation = core.generation.wrapping_add(1);
         let id = ConnId { shard: self.id, slot: slot as u32, generation: core.generation };
+        let mut home_since = None;
         let (role, home, expires_at_s) = match kind {
-            HandoffKind::Room { identity, key } => {
+            HandoffKind::Room { identity, key, since } => {
+                home_since = since;
                 let peer = Peer::with_host(id, &identity.user, identity.name.as_deref(), identity.host);
                 let expires_at_s = identity.expires_at_s;
                 (
@@ -419,14 +430,16 @@ impl Shard {
             limits_logged: 0,
             dirty: false,
             doomed: false,
+            close_code: None,
         });
         core.metrics.connections_opened += 1;
+        core.audit_open(slot, home.as_ref(), peer_addr);
         tracing::debug!(conn = %id, room = home.as_ref().map(RoomKey::room), "connection opened");
         core.mark_dirty(slot);
         let first_check = core.next_heartbeat(core.now, expires_at_s);
         core.schedule(id, first_check, TimerKind::Heartbeat);
         if let Some(key) = home {
-            core.join_initial_rooms(slot, key);
+            core.join_initial_rooms(slot, key, home_since.as_deref());
         }
         if !leftover.is_empty() {
             let mut bytes = leftover;
@@ -779,6 +792,7 @@ impl ShardCore {
             return;
         }
         conn.state = ConnState::Closing { peer_closed: false };
+        conn.close_code.get_or_insert(code.code);
         conn.outbound.push_unbounded(frame::close_frame(code));
         let id = conn.id;
         if let Some(limit) = limit {
@@ -794,6 +808,7 @@ impl ShardCore {
     fn answer_close(&mut self, slot: usize, code: CloseCode) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         conn.state = ConnState::Closing { peer_closed: true };
+        conn.close_code.get_or_insert(code.code);
         conn.outbound.discard_unstarted();
         conn.outbound.push_unbounded(frame::close_frame(code));
         let id = conn.id;
@@ -898,13 +913,16 @@ impl ShardCore {
     }
 
     fn reap_doomed(&mut self, registry: &mio::Registry) {
-        for slot in self.doomed.drain(..) {
+        let mut doomed = std::mem::take(&mut self.doomed);
+        for slot in doomed.drain(..) {
             if let Some(mut conn) = self.conns.try_remove(slot) {
                 let _ = registry.deregister(&mut conn.stream);
                 self.metrics.connections_closed += 1;
                 tracing::debug!(conn = %conn.id, "connection closed");
+                self.audit_close(&conn);
             }
         }
+        self.doomed = doomed; // keep the allocation
     }
 
     fn start_drain(&mut self, deadline: Instant) {

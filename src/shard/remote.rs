@@ -26,7 +26,7 @@ use crate::conn::{Place, Role};
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::LimitKind;
 use crate::protocol;
-use crate::room::{Audience, JoinRefused, MeetingRequest, Membership, Peer};
+use crate::room::{Audience, JoinRefused, MeetingRequest, Membership, Peer, Since};
 use crate::ws::CloseCode;
 use crate::ws::frame::{Frame, Opcode};
 
@@ -39,6 +39,8 @@ pub enum RemoteMsg {
         tag: u32,
         quiet: bool,
         reference: Option<Box<[u8]>>,
+        /// Recover the messages after this point (`Rooms::join_since`).
+        since: Option<Box<Since>>,
     },
     Leave {
         key: RoomKey,
@@ -223,9 +225,10 @@ impl ShardCore {
     /// Handles one message from shard `from`.
     pub(super) fn on_remote(&mut self, from: ShardId, msg: RemoteMsg) {
         match msg {
-            RemoteMsg::Join { peer, key, tag, quiet, reference } => {
+            RemoteMsg::Join { peer, key, tag, quiet, reference, since } => {
                 let home = peer.conn.shard;
-                match self.rooms.join(&peer, &key, quiet, reference.as_deref()) {
+                let now_ms = self.now_unix_ms();
+                match self.rooms.join_since(&peer, &key, quiet, reference.as_deref(), since.as_deref(), now_ms) {
                     Ok(membership) => {
                         // Before the welcome and any broadcast: the home adds its mirror entry first.
                         self.remote.send_control(home, RemoteMsg::Joined { conn: peer.conn, key, tag, membership });
@@ -244,7 +247,8 @@ impl ShardCore {
                 self.apply_room_outputs();
             }
             RemoteMsg::Publish { membership, conn, reference, data, .. } => {
-                match self.rooms.publish(membership, conn, reference.as_deref(), &data) {
+                let now_ms = self.now_unix_ms();
+                match self.rooms.publish(membership, conn, reference.as_deref(), &data, now_ms) {
                     Some(Ok(_)) => self.metrics.messages_published += 1,
                     Some(Err((code, message))) => self.deliver_error(conn, reference.as_deref(), code, message),
                     None => self.deliver_error(conn, reference.as_deref(), "not_joined", "not a member of that room"),

@@ -10,7 +10,7 @@ use crate::auth::Verifier;
 use crate::conn::{JoinedRoom, Member, Place, Role};
 use crate::ids::{self, RoomKey};
 use crate::protocol::{self, Request};
-use crate::room::{MeetingRequest, Refusal};
+use crate::room::{MeetingRequest, Refusal, Since};
 use crate::ws::CloseCode;
 use crate::ws::frame::Opcode;
 
@@ -21,7 +21,7 @@ impl ShardCore {
         let (reference, request) = decoder.decode(payload);
         let outcome = match request {
             Ok(Request::Publish { room, data }) => self.publish(slot, room, reference, data),
-            Ok(Request::Join { room }) => self.join(slot, room, reference),
+            Ok(Request::Join { room, since }) => self.join(slot, room, since, reference),
             Ok(Request::Leave { room }) => self.leave(slot, room, reference),
             Ok(Request::Direct { to, data }) => self.direct(slot, to, reference, data),
             Ok(Request::Meeting { room, request }) => self.meeting(slot, room, request, reference),
@@ -59,7 +59,8 @@ impl ShardCore {
         };
         match place {
             Place::Local(membership) => {
-                self.rooms.publish(membership, conn, reference, data).ok_or(NOT_JOINED)??;
+                let now_ms = self.now_unix_ms();
+                self.rooms.publish(membership, conn, reference, data, now_ms).ok_or(NOT_JOINED)??;
                 self.metrics.messages_published += 1;
                 self.apply_room_outputs();
             }
@@ -115,7 +116,7 @@ impl ShardCore {
 
     /// `join`: the same checks as the URL room (room claim, tenant), plus
     /// personal and group rooms only for their own user and groups.
-    fn join(&mut self, slot: usize, room: &str, reference: Option<&[u8]>) -> Result<(), Refusal> {
+    fn join(&mut self, slot: usize, room: &str, since: Option<Since>, reference: Option<&[u8]>) -> Result<(), Refusal> {
         let rooms_max = self.settings.limits.rooms_per_connection_max as usize;
         let shards = self.settings.shards;
         let (peer, key) = {
@@ -129,11 +130,13 @@ impl ShardCore {
             }
             (Arc::clone(&member.peer), RoomKey::new(&member.grants.tenant, room))
         };
-        self.enter(slot, &peer, key, false, reference, shards)
+        self.enter(slot, &peer, key, false, reference, since.as_ref(), shards)
     }
 
     /// Puts connection `slot` in room `key`: directly when this shard owns
-    /// it, else by a `Join` to the owner (the room is then pending).
+    /// it, else by a `Join` to the owner (the room is then pending). With
+    /// `since`, the owner recovers the messages after it (`Rooms::join_since`).
+    #[allow(clippy::too_many_arguments)]
     fn enter(
         &mut self,
         slot: usize,
@@ -141,6 +144,7 @@ impl ShardCore {
         mut key: RoomKey,
         quiet: bool,
         reference: Option<&[u8]>,
+        since: Option<&Since>,
         shards: usize,
     ) -> Result<(), Refusal> {
         let owner = key.shard(shards);
@@ -150,13 +154,18 @@ impl ShardCore {
             member.joins
         };
         let place = if owner == self.id {
-            let membership = self.rooms.join(peer, &key, quiet, reference).map_err(|r| (r.code(), r.message()))?;
+            let now_ms = self.now_unix_ms();
+            let membership = self
+                .rooms
+                .join_since(peer, &key, quiet, reference, since, now_ms)
+                .map_err(|r| (r.code(), r.message()))?;
             // Share the room's own key rather than keep a copy per member.
             key = self.rooms.key(membership.room_slot()).cloned().unwrap_or(key);
             Place::Local(membership)
         } else {
             let reference = reference.map(Into::into);
-            let msg = RemoteMsg::Join { peer: Arc::clone(peer), key: key.clone(), tag, quiet, reference };
+            let since = since.map(|since| Box::new(since.clone()));
+            let msg = RemoteMsg::Join { peer: Arc::clone(peer), key: key.clone(), tag, quiet, reference, since };
             self.try_send_remote(owner, msg).map_err(|_| OVERLOADED)?;
             Place::Remote { owner, membership: None }
         };
@@ -169,7 +178,7 @@ impl ShardCore {
 
     /// The home room, personal room and group rooms of a new connection. A
     /// home room that is full closes the connection (1013).
-    pub(super) fn join_initial_rooms(&mut self, slot: usize, home: RoomKey) {
+    pub(super) fn join_initial_rooms(&mut self, slot: usize, home: RoomKey, since: Option<&Since>) {
         let shards = self.settings.shards;
         let rooms_max = self.settings.limits.rooms_per_connection_max as usize;
         let Ok((_, member)) = self.member(slot) else { return };
@@ -181,7 +190,7 @@ impl ShardCore {
             .filter(|key| *key != home)
             .take(rooms_max.saturating_sub(1))
             .collect();
-        if let Err((code, message)) = self.enter(slot, &peer, home, false, None, shards) {
+        if let Err((code, message)) = self.enter(slot, &peer, home, false, None, since, shards) {
             self.send_error(slot, None, code, message);
             let (close, limit) = match code {
                 "room_full" => (CloseCode::ROOM_FULL, Some(crate::metrics::LimitKind::RoomFull)),
@@ -191,7 +200,7 @@ impl ShardCore {
             return;
         }
         for key in implicit {
-            if let Err((code, message)) = self.enter(slot, &peer, key, true, None, shards) {
+            if let Err((code, message)) = self.enter(slot, &peer, key, true, None, None, shards) {
                 self.send_error(slot, None, code, message);
             }
         }
@@ -299,6 +308,10 @@ fn check_refresh(verifier: Option<&Verifier>, member: &Member, token: &str) -> R
         return Err(("unsupported", "refresh needs auth.mode = jwt"));
     };
     let fresh = verifier.verify(token).map_err(|e| (e.code(), e.message()))?;
+    // The shards do not see the acceptor's revoked set, so a single-use token could be replayed here.
+    if fresh.once {
+        return Err(("forbidden", "a single-use token cannot refresh a connection"));
+    }
     if *fresh.user != *member.peer.user() || *fresh.tenant != *member.grants.tenant {
         return Err(("forbidden", "a refresh token must be for the same user and tenant"));
     }

@@ -13,9 +13,11 @@
 use crossbeam_channel::TrySendError;
 
 use super::ShardCore;
+use crate::conn::{Connection, Role};
+use crate::ids::RoomKey;
 use crate::metrics::LimitKind;
 use crate::protocol;
-use crate::store::{StoreEvent, StoreReply};
+use crate::store::{CLOSE_ABNORMAL, SessionOpen, StoreEvent, StoreReply};
 use crate::ws::frame::Opcode;
 
 impl ShardCore {
@@ -46,6 +48,47 @@ impl ShardCore {
             // Called while room outputs are applied: the caller's loop takes
             // the outputs this makes.
             StoreEvent::LoadHistory { key, load, .. } => self.rooms.history_loaded(&key, load, Vec::new()),
+            // Shards send neither through `persist`; dropping is all there is to do.
+            StoreEvent::SessionOpen(_)
+            | StoreEvent::SessionClose { .. }
+            | StoreEvent::Query(_)
+            | StoreEvent::Revoke { .. } => {}
+        }
+    }
+
+    /// Hands a session audit event to the store. Audit never holds anything
+    /// up: when the queue is full the event is dropped and counted
+    /// (`audit_dropped`), without the `store_overloaded` warning of chat. A
+    /// dropped open leaves no row (its close then matches none); a dropped
+    /// close leaves the row open, and the next start marks it 1006.
+    pub(super) fn audit(&mut self, event: StoreEvent) {
+        let Some(store) = &self.settings.store else { return };
+        if store.try_send(event).is_err() {
+            self.metrics.hit(LimitKind::AuditDropped);
+        }
+    }
+
+    /// Starts the audit row of a room connection just admitted in `slot`.
+    pub(super) fn audit_open(&mut self, slot: usize, home: Option<&RoomKey>, peer: Option<std::net::SocketAddr>) {
+        let (Some(key), Some(conn)) = (home, self.conns.get(slot)) else { return };
+        let Role::Member(member) = &conn.role else { return };
+        let open = SessionOpen {
+            conn: conn.id,
+            tenant: key.tenant().into(),
+            room: key.room().into(),
+            user: member.peer.user().into(),
+            peer: peer.map(|p| p.to_string()).unwrap_or_default().into(),
+            connected_ms: self.now_unix_ms(),
+        };
+        self.audit(StoreEvent::SessionOpen(Box::new(open)));
+    }
+
+    /// Ends the audit row of a room connection being freed: the Close code
+    /// sent (the server's, or the peer's echoed), else 1006 (dropped without one).
+    pub(super) fn audit_close(&mut self, conn: &Connection) {
+        if let Role::Member(_) = conn.role {
+            let close_code = conn.close_code.unwrap_or(CLOSE_ABNORMAL);
+            self.audit(StoreEvent::SessionClose { conn: conn.id, disconnected_ms: self.now_unix_ms(), close_code });
         }
     }
 

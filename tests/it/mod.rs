@@ -1,5 +1,6 @@
 pub mod harness;
 
+mod audit;
 mod auth;
 mod cli;
 mod conformance;
@@ -8,6 +9,8 @@ mod handshake;
 mod http_api;
 mod limits;
 mod meeting;
+mod recovery;
 mod rooms;
 mod shutdown;
 mod store;
+mod tokens;
