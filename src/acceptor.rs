@@ -27,6 +27,7 @@ use crate::http::{self, HeadError, RequestHead};
 use crate::http_api::{self, ApiError, Endpoint, Gather, Outcome, Targets};
 use crate::ids::{self, RoomKey, ShardId};
 use crate::metrics::{AcceptorMetrics, Gauges, ShardMetrics};
+use crate::registry::{self, Admission, Registry, RoomPolicy};
 use crate::revocation::{Reason, RevokedTokens};
 use crate::room::Since;
 use crate::shard::{AdminAnswer, AdminQuery, AdminReply, AdminRequest, Handoff, HandoffKind, ShardHandle, ShardMsg};
@@ -40,6 +41,13 @@ const ADMIN_LISTENER: Token = Token(usize::MAX - 4);
 const API_AWAITING_MAX: usize = 64;
 /// Longest the acceptor sleeps; it takes metrics snapshots at least this often.
 const METRICS_TICK: Duration = Duration::from_secs(1);
+/// Committed registry changes waiting for a shard whose admin inbox was full;
+/// while this many wait, registry writes get 503 `busy` before the store.
+const REGISTRY_BACKLOG_MAX: usize = 256;
+/// Ticket of a registry change sent from the backlog: nobody waits for it.
+const NO_TICKET: u64 = u64::MAX;
+/// How soon a registry backlog is retried.
+const REGISTRY_RETRY: Duration = Duration::from_millis(1);
 
 /// Which listener a connection came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +136,11 @@ pub struct Acceptor {
     store: Option<Sender<StoreEvent>>,
     /// Revoked and spent single-use tokens, checked at every handshake.
     revoked: RevokedTokens,
+    /// Registered rooms (private, registration), checked at every handshake.
+    registry: Registry,
+    /// Per shard, committed registry changes its full admin inbox refused,
+    /// oldest first; sent before any newer change to that shard.
+    registry_backlog: Vec<VecDeque<AdminRequest>>,
 }
 
 /// Binds a listener with socket2 so that backlog and SO_REUSEPORT are ours to set.
@@ -159,6 +172,8 @@ pub struct AcceptorParts {
     pub store: Option<Sender<StoreEvent>>,
     /// Revoked tokens loaded from the store, persisting new ones when it is on.
     pub revoked: RevokedTokens,
+    /// The room registry loaded from the store (empty without one).
+    pub registry: Registry,
 }
 
 impl Acceptor {
@@ -214,6 +229,8 @@ impl Acceptor {
             draining: false,
             store: parts.store,
             revoked: parts.revoked,
+            registry: parts.registry,
+            registry_backlog: (0..shard_count).map(|_| VecDeque::new()).collect(),
         };
         Ok((acceptor, waker))
     }
@@ -228,6 +245,7 @@ impl Acceptor {
                 .deadlines
                 .front()
                 .map_or(METRICS_TICK, |(at, _, _)| at.saturating_duration_since(Instant::now()).min(METRICS_TICK));
+            let timeout = if self.registry_behind() { timeout.min(REGISTRY_RETRY) } else { timeout };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -247,6 +265,7 @@ impl Acceptor {
                 }
             }
             self.take_api_replies();
+            self.retry_registry_backlog();
             self.expire_deadlines(Instant::now());
             self.wake_shards();
             if self.accept_paused && self.pending.len() < self.config.limits.handshakes_pending_max as usize {
@@ -453,6 +472,7 @@ impl Acceptor {
     ) {
         if matches!(endpoint, Endpoint::Metrics | Endpoint::Stats) {
             self.take_metrics();
+            self.metrics.registry_rooms = self.registry.len() as u64;
         }
         let ctx = http_api::Context {
             config: &self.config,
@@ -466,9 +486,16 @@ impl Acceptor {
             },
             tenant,
             now_unix_s: unix_now_s(),
+            registry_full: !self.registry.has_room_for_one_more(),
+            registry_behind: self.registry_backlog.iter().map(VecDeque::len).sum::<usize>() >= REGISTRY_BACKLOG_MAX,
         };
         match http_api::handle(&ctx, endpoint, head, body) {
-            Err(e) => self.respond_api_error(slot, &e),
+            Err(e) => {
+                if e.code == "registry_full" {
+                    self.metrics.registry_full += 1;
+                }
+                self.respond_api_error(slot, &e)
+            }
             Ok(Outcome::Respond(status, response)) => self.respond(slot, status, response),
             Ok(Outcome::Scatter { query, targets, gather }) => self.scatter(slot, query, targets, gather),
             Ok(Outcome::Store { request, gather }) => self.store_query(slot, request, gather),
@@ -574,8 +601,90 @@ impl Acceptor {
                 self.respond_api_error(slot, &busy);
                 continue;
             }
+            let change = match &gather {
+                Gather::Registry(op) => http_api::registry_change(op, &answers),
+                _ => None,
+            };
             let (status, response) = http_api::finish(&gather, answers);
-            self.respond(slot, status, response);
+            match change {
+                Some((key, policy)) => self.apply_registry_change(slot, key, policy, status, response),
+                None => self.respond(slot, status, response),
+            }
+        }
+    }
+
+    /// A registry change the store committed: the acceptor's copy takes it,
+    /// then the owning shard (every shard, for a delete: they close the
+    /// room's members), and the response waits for them, so that when it
+    /// arrives the live room has the change. A shard whose admin inbox is
+    /// full gets it from the backlog as soon as there is room, in order.
+    fn apply_registry_change(
+        &mut self,
+        slot: usize,
+        key: RoomKey,
+        policy: Option<RoomPolicy>,
+        status: u16,
+        response: Vec<u8>,
+    ) {
+        let shards: Vec<usize> = match policy {
+            Some(_) => vec![key.shard(self.shards.len()) as usize],
+            None => (0..self.shards.len()).collect(),
+        };
+        tracing::info!(tenant = key.tenant(), room = key.room(), deleted = policy.is_none(), "registry changed");
+        self.registry.apply(key.clone(), policy);
+        let Some(ticket) = self.pending.get(slot).map(|p| p.generation) else { return };
+        let query = Arc::new(AdminQuery::Registry { key, policy });
+        let mut sent = 0;
+        for shard in shards {
+            let request = AdminRequest {
+                ticket,
+                query: Arc::clone(&query),
+                reply: self.api_reply_tx.clone(),
+                waker: Arc::clone(&self.waker),
+            };
+            if !self.registry_backlog[shard].is_empty() {
+                self.registry_backlog[shard].push_back(AdminRequest { ticket: NO_TICKET, ..request });
+                continue;
+            }
+            match self.shards[shard].try_admin(request) {
+                Ok(()) => {
+                    sent += 1;
+                    self.shards_to_wake[shard] = true;
+                }
+                Err(request) => {
+                    tracing::warn!(shard, "admin inbox full; registry change queued for the shard");
+                    self.metrics.registry_deferred += 1;
+                    self.registry_backlog[shard].push_back(AdminRequest { ticket: NO_TICKET, ..request });
+                }
+            }
+        }
+        if sent == 0 {
+            return self.respond(slot, status, response);
+        }
+        self.awaiting.insert(ticket, slot);
+        if let Some(pending) = self.pending.get_mut(slot) {
+            let gather = Gather::RegistryApplied { status, response };
+            let answers = Vec::with_capacity(sent);
+            pending.state = PendingState::Awaiting { ticket, gather, remaining: sent, answers, incomplete: false };
+        }
+    }
+
+    fn registry_behind(&self) -> bool {
+        self.registry_backlog.iter().any(|backlog| !backlog.is_empty())
+    }
+
+    /// Sends what the registry backlog holds, oldest first, while the shards take it.
+    fn retry_registry_backlog(&mut self) {
+        for (shard, backlog) in self.registry_backlog.iter_mut().enumerate() {
+            while let Some(request) = backlog.pop_front() {
+                match self.shards[shard].try_admin(request) {
+                    Ok(()) => self.shards_to_wake[shard] = true,
+                    Err(request) => {
+                        backlog.push_front(request);
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -612,6 +721,18 @@ impl Acceptor {
                 "",
             );
         }
+        let key = RoomKey::new(&identity.tenant, room);
+        let names_room = matches!(&identity.room_scope, Some(auth::RoomScope::Exact(named)) if named == room);
+        match registry::admission(self.registry.get(&key), self.config.rooms.require_registration, room, names_room) {
+            Some(Admission::NotRegistered) => {
+                return self.respond_error(slot, 404, "room_not_registered", "the room is not in the registry", "");
+            }
+            Some(Admission::Private) => {
+                let message = "the room is private: only a token whose room claim names it may enter";
+                return self.respond_error(slot, 403, "room_private", message, "");
+            }
+            None => {}
+        }
         let since = match head.query_param("since").map(|seq| seq.parse::<u64>()) {
             None => None,
             Some(Ok(seq)) => Some(Box::new(Since { seq, epoch: head.query_param("epoch").map(Into::into) })),
@@ -622,7 +743,6 @@ impl Acceptor {
         if let Err((code, message)) = self.revoked.admit(&identity, now_s, now_s.saturating_mul(1000)) {
             return self.respond_error(slot, 401, code, message, "");
         }
-        let key = RoomKey::new(&identity.tenant, room);
         let shard = key.shard(self.shards.len());
         self.upgrade(slot, head, leftover, HandoffKind::Room { identity: Box::new(identity), key, since }, shard);
     }

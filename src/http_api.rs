@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::http::{self, RequestHead};
 use crate::ids::{self, ConnId, RoomKey, ShardId};
 use crate::metrics::{self, AcceptorMetrics, Gauges, ShardMetrics};
+use crate::registry::RoomPolicy;
 use crate::shard::{AdminAnswer, AdminQuery, ConnInfo, SendTarget};
 use crate::store::{QueryRequest, RoomRecord, StoreAnswer};
 use crate::ws::frame::{self, Opcode};
@@ -269,6 +270,10 @@ pub struct Context<'a> {
     /// `Some(tenant)` when a tenant key was checked.
     pub tenant: Option<String>,
     pub now_unix_s: u64,
+    /// The registry holds `rooms.registry_max` rooms: a create gets 507.
+    pub registry_full: bool,
+    /// Registry changes wait for a shard that is behind: writes get 503.
+    pub registry_behind: bool,
 }
 
 /// Which shards a scatter goes to.
@@ -281,27 +286,61 @@ pub enum Targets {
 /// How the replies of a scatter become a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gather {
-    Rooms { limit: usize },
-    Room { room: String },
+    Rooms {
+        limit: usize,
+    },
+    Room {
+        room: String,
+    },
     Connections,
-    Sent { connection: bool },
+    Sent {
+        connection: bool,
+    },
     Kicked,
     Closed,
     Drained,
-    Usage { tenant: String, room: Option<String>, from_day: i64, to_day: i64 },
+    Usage {
+        tenant: String,
+        room: Option<String>,
+        from_day: i64,
+        to_day: i64,
+    },
     Registry(RegistryOp),
+    /// A committed registry change went to the shards (`AdminQuery::Registry`):
+    /// once they applied it, `response` (made from the store's answer) goes out.
+    RegistryApplied {
+        status: u16,
+        response: Vec<u8>,
+    },
 }
 
 /// Which room registry answer to make.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegistryOp {
     Create,
-    /// `GET` or `PUT` of one room.
     Get,
-    Delete,
+    /// `PUT` of one room.
+    Replace,
+    Delete {
+        key: RoomKey,
+    },
     List {
         limit: usize,
     },
+}
+
+/// The change a registry answer of the store commits, which the live server
+/// must apply: `(room, Some(policy))` for a create or replace, `(room, None)`
+/// for a delete; `None` when the store changed nothing.
+pub fn registry_change(op: &RegistryOp, answers: &[AdminAnswer]) -> Option<(RoomKey, Option<RoomPolicy>)> {
+    let answer = answers.iter().find_map(|a| if let AdminAnswer::Store(answer) = a { Some(answer) } else { None });
+    match (op, answer?) {
+        (RegistryOp::Create | RegistryOp::Replace, StoreAnswer::Room(Some(room))) => {
+            Some((RoomKey::new(&room.tenant, &room.id), Some(RoomPolicy::of(room))))
+        }
+        (RegistryOp::Delete { key }, StoreAnswer::Deleted(true)) => Some((key.clone(), None)),
+        _ => None,
+    }
 }
 
 /// What to do with a request.
@@ -413,6 +452,12 @@ pub fn handle(ctx: &Context<'_>, endpoint: &Endpoint, head: &RequestHead, body: 
             let request = QueryRequest::RoomList { tenant: scoped_tenant(ctx, head)?, after, limit: limit + 1 };
             Ok(Outcome::Store { request, gather: Gather::Registry(RegistryOp::List { limit }) })
         }
+        Endpoint::CreateRoom | Endpoint::PutRoom(_) | Endpoint::DeleteRoom(_) if ctx.registry_behind => {
+            Err(ApiError::new(503, "busy", "a shard has not yet taken earlier registry changes; try again"))
+        }
+        Endpoint::CreateRoom if ctx.registry_full => {
+            Err(ApiError::new(507, "registry_full", "the registry holds rooms.registry_max rooms"))
+        }
         Endpoint::CreateRoom => {
             let doc = parse_object(body)?;
             let id = optional_room(&doc, "id")?.ok_or_else(|| ApiError::bad_field("id", "required"))?;
@@ -426,15 +471,17 @@ pub fn handle(ctx: &Context<'_>, endpoint: &Endpoint, head: &RequestHead, body: 
             // An `id` in the body is ignored: the path names the room.
             let room = room_record(&doc, scoped_tenant(ctx, head)?, id)?;
             let request = QueryRequest::RoomReplace(Box::new(room));
-            Ok(Outcome::Store { request, gather: Gather::Registry(RegistryOp::Get) })
+            Ok(Outcome::Store { request, gather: Gather::Registry(RegistryOp::Replace) })
         }
         Endpoint::GetRoom(id) => {
             let request = QueryRequest::RoomGet { tenant: scoped_tenant(ctx, head)?, id: registry_id(id)? };
             Ok(Outcome::Store { request, gather: Gather::Registry(RegistryOp::Get) })
         }
         Endpoint::DeleteRoom(id) => {
-            let request = QueryRequest::RoomDelete { tenant: scoped_tenant(ctx, head)?, id: registry_id(id)? };
-            Ok(Outcome::Store { request, gather: Gather::Registry(RegistryOp::Delete) })
+            let (tenant, id) = (scoped_tenant(ctx, head)?, registry_id(id)?);
+            let key = RoomKey::new(&tenant, &id);
+            let request = QueryRequest::RoomDelete { tenant, id };
+            Ok(Outcome::Store { request, gather: Gather::Registry(RegistryOp::Delete { key }) })
         }
     }
 }
@@ -806,6 +853,7 @@ pub fn finish(gather: &Gather, answers: Vec<AdminAnswer>) -> (u16, Vec<u8>) {
         }
         Gather::Closed => (200, json!({ "closed": count() })),
         Gather::Drained => (202, json!({ "draining": true, "closing": count() })),
+        Gather::RegistryApplied { status, response } => return (*status, response.clone()),
         Gather::Registry(op) => {
             let answer =
                 answers.iter().find_map(|a| if let AdminAnswer::Store(answer) = a { Some(answer) } else { None });
@@ -816,10 +864,10 @@ pub fn finish(gather: &Gather, answers: Vec<AdminAnswer>) -> (u16, Vec<u8>) {
                     let body = http::error_response(409, "exists", "a room with that id is registered already", "");
                     return (409, body);
                 }
-                (RegistryOp::Get, Some(StoreAnswer::Room(Some(room)))) => (200, room_json(room)),
-                (RegistryOp::Get, Some(StoreAnswer::Room(None))) => return not_found(),
-                (RegistryOp::Delete, Some(StoreAnswer::Deleted(true))) => (200, json!({ "deleted": true })),
-                (RegistryOp::Delete, Some(StoreAnswer::Deleted(false))) => return not_found(),
+                (RegistryOp::Get | RegistryOp::Replace, Some(StoreAnswer::Room(Some(room)))) => (200, room_json(room)),
+                (RegistryOp::Get | RegistryOp::Replace, Some(StoreAnswer::Room(None))) => return not_found(),
+                (RegistryOp::Delete { .. }, Some(StoreAnswer::Deleted(true))) => (200, json!({ "deleted": true })),
+                (RegistryOp::Delete { .. }, Some(StoreAnswer::Deleted(false))) => return not_found(),
                 (RegistryOp::List { limit }, Some(StoreAnswer::Rooms(rooms))) => {
                     let page: Vec<&RoomRecord> = rooms.iter().take(*limit).collect();
                     let next = if rooms.len() > *limit { page.last().map(|room| room.id.clone()) } else { None };

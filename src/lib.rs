@@ -26,6 +26,7 @@ pub mod http_api;
 pub mod ids;
 pub mod metrics;
 pub mod protocol;
+pub mod registry;
 pub mod revocation;
 pub mod room;
 pub mod server;

@@ -157,6 +157,12 @@ pub struct AcceptorMetrics {
     pub handshake_timeouts: u64,
     /// Unix seconds of the last connection handed to a shard (0: none yet).
     pub last_upgrade_unix_s: u64,
+    /// `POST /api/v1/rooms` refused: the registry holds `rooms.registry_max` rooms.
+    pub registry_full: u64,
+    /// Committed registry changes a shard's full admin inbox deferred (sent later, in order).
+    pub registry_deferred: u64,
+    /// Rooms in the registry (the acceptor's copy).
+    pub registry_rooms: u64,
 }
 
 impl AcceptorMetrics {
@@ -235,6 +241,12 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
     let _ = writeln!(out, "roomcast_handshake_timeouts_total {}", acceptor.handshake_timeouts);
     let _ = writeln!(out, "# TYPE roomcast_accept_paused_total counter");
     let _ = writeln!(out, "roomcast_accept_paused_total {}", acceptor.accept_paused);
+    let _ = writeln!(out, "# TYPE roomcast_registry_rooms gauge");
+    let _ = writeln!(out, "roomcast_registry_rooms {}", acceptor.registry_rooms);
+    let _ = writeln!(out, "# TYPE roomcast_registry_full_total counter");
+    let _ = writeln!(out, "roomcast_registry_full_total {}", acceptor.registry_full);
+    let _ = writeln!(out, "# TYPE roomcast_registry_deferred_total counter");
+    let _ = writeln!(out, "roomcast_registry_deferred_total {}", acceptor.registry_deferred);
     let _ = writeln!(out, "# TYPE roomcast_slow_consumers_closed_total counter");
     for (shard, m) in shards.iter().enumerate() {
         let n = m.limit_hits[LimitKind::SlowConsumer as usize];

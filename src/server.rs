@@ -19,7 +19,8 @@ use mio::Waker;
 use crate::acceptor::{self, Acceptor, AcceptorMsg, AcceptorParts};
 use crate::auth::{self, AuthSettings, Verifier};
 use crate::config::{AuthMode, Config};
-use crate::ids::ShardId;
+use crate::ids::{RoomKey, ShardId};
+use crate::registry::{Registry, RoomPolicy};
 use crate::shard::{Shard, ShardHandle, ShardSettings};
 use crate::store::{Database, Store, StoreStats};
 
@@ -125,6 +126,21 @@ impl Server {
             None => Vec::new(),
         };
         let revoked = crate::revocation::RevokedTokens::new(revoked, acceptor_store.clone());
+        // The room registry: loaded once here; the acceptor keeps it current.
+        let registered: Vec<(RoomKey, RoomPolicy)> = match &database {
+            Some(db) => db.registry().context("load the room registry")?,
+            None => Vec::new(),
+        }
+        .iter()
+        .map(|room| (RoomKey::new(&room.tenant, &room.id), RoomPolicy::of(room)))
+        .collect();
+        let registry = Registry::new(registered.clone(), config.rooms.registry_max).map_err(|_| {
+            anyhow::anyhow!(
+                "the registry holds {} rooms, more than rooms.registry_max ({})",
+                registered.len(),
+                config.rooms.registry_max
+            )
+        })?;
         let (metrics_tx, metrics_rx) = crossbeam_channel::bounded(config.shards * 4);
         let settings = Arc::new(ShardSettings {
             limits: config.limits.clone(),
@@ -140,7 +156,9 @@ impl Server {
         let mut built = Vec::with_capacity(config.shards);
         let mut shards = Vec::with_capacity(config.shards);
         for id in 0..config.shards {
-            let (shard, handle) = Shard::new(id as ShardId, Arc::clone(&settings)).context("create shard")?;
+            let (mut shard, handle) = Shard::new(id as ShardId, Arc::clone(&settings)).context("create shard")?;
+            let owned = registered.iter().filter(|(key, _)| key.shard(config.shards) as usize == id);
+            shard.load_registry(owned.cloned().collect());
             built.push(shard);
             shards.push(handle);
         }
@@ -181,6 +199,7 @@ impl Server {
             metrics_in: metrics_rx,
             store: acceptor_store,
             revoked,
+            registry,
         })?;
         let acceptor_thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || {
             if let Err(e) = acceptor.run() {

@@ -332,6 +332,13 @@ impl Database {
         let rows = select.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?;
         rows.collect()
     }
+
+    /// Every registered room (all tenants), as the live server applies it.
+    pub fn registry(&self) -> rusqlite::Result<Vec<RoomRecord>> {
+        let mut select = self.conn.prepare(&format!("SELECT {ROOM_COLUMNS} FROM rooms"))?;
+        let rows = select.query_map([], room_row)?;
+        rows.collect()
+    }
 }
 
 /// Brings the schema to `MIGRATIONS.len()`, one transaction per version.

@@ -28,6 +28,8 @@ pub const HANDSHAKE_HEAD_BYTES_MIN: usize = 1024;
 pub const JWT_SECRET_BYTES_MIN: usize = 32;
 /// Shortest `admin_key` and tenant `api_key` accepted, in bytes.
 pub const API_KEY_BYTES_MIN: usize = 16;
+/// Largest `rooms.registry_max`: registered rooms held in memory.
+pub const REGISTRY_MAX_LIMIT: usize = 10_000_000;
 
 /// What a configuration is built from. Tests fill `env` explicitly; `main`
 /// uses [`Sources::from_process_env`].
@@ -279,6 +281,10 @@ pub struct RoomsConfig {
     pub recovery_messages_max: u32,
     /// Longest a `publish` message is kept for recovery, in ms.
     pub recovery_age_ms: u64,
+    /// Only registered rooms can be entered (personal and group rooms aside).
+    pub require_registration: bool,
+    /// Registered rooms held in memory at most.
+    pub registry_max: usize,
 }
 
 /// `[store]`: the embedded SQLite store (`<data_dir>/roomcast.db`).
@@ -461,6 +467,10 @@ impl Config {
                 "rooms.welcome_history_max",
                 format!("{} is over rooms.history_max ({})", rooms.welcome_history_max, rooms.history_max),
             ));
+        }
+        // Both copies of the registry are in memory: keep them within reason.
+        if rooms.registry_max > REGISTRY_MAX_LIMIT {
+            return Err(ConfigError::invalid("rooms.registry_max", format!("at most {REGISTRY_MAX_LIMIT}")));
         }
         Ok(())
     }

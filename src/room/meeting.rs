@@ -191,9 +191,22 @@ pub(super) struct MeetingState {
     history: VecDeque<ChatEntry>,
 }
 
+impl LazyMeeting {
+    /// Drops the oldest chat beyond `history_max` (a registry change);
+    /// a room without meeting state stays without.
+    pub(super) fn trim_history(&mut self, history_max: u32) {
+        if let Some(state) = self.0.as_deref_mut() {
+            while state.history.len() > history_max as usize {
+                state.history.pop_front();
+            }
+        }
+    }
+}
+
 impl MeetingState {
-    pub(super) fn check_invariants(&self, limits: &RoomLimits, admitted: usize) {
-        assert!(self.history.len() <= limits.history_max as usize, "chat history over history_max");
+    /// `history_max`: the room's own limit (`Rooms::history_max`).
+    pub(super) fn check_invariants(&self, limits: &RoomLimits, history_max: u32, admitted: usize) {
+        assert!(self.history.len() <= history_max as usize, "chat history over history_max");
         assert!(self.sharers.len() <= limits.screenshare_max as usize, "more sharers than screenshare_max");
         assert!(self.hands.len() <= admitted, "more raised hands than admitted members");
         let mut hands = self.hands.clone();
@@ -331,6 +344,7 @@ impl Rooms {
         room.seq += 1;
         let seq = room.seq;
         let epoch = self.epoch(slot);
+        let history_max = self.history_max(&self.rooms[slot].key);
         let room = &mut self.rooms[slot];
         // Generated ids live in a namespace clients may not use, so a
         // generated id never equals one a client chose; the epoch keeps
@@ -372,7 +386,7 @@ impl Rooms {
         });
         let history = &mut room.meeting.history;
         history.push_back(ChatEntry { id, author, json });
-        while history.len() > self.limits.history_max as usize {
+        while history.len() > history_max as usize {
             history.pop_front();
         }
         self.broadcast(slot, Audience::Admitted, frame);
@@ -403,7 +417,7 @@ impl Rooms {
     }
 
     fn chat_history(&mut self, slot: usize, to: ConnId, limit: Option<u32>) {
-        let limit = limit.unwrap_or(self.limits.history_max) as usize;
+        let limit = limit.unwrap_or(self.history_max(&self.rooms[slot].key)) as usize;
         let frame = encode_history(&mut self.frames, &self.rooms[slot], limit);
         self.outputs.push_back(Output::Deliver { to, frame });
     }
@@ -411,6 +425,7 @@ impl Rooms {
     /// Puts the stored history of room `slot` before the messages it holds
     /// (sent since it was created), keeping the newest `history_max`.
     pub(super) fn merge_history(&mut self, slot: usize, stored: Vec<StoredChat>) {
+        let history_max = self.history_max(&self.rooms[slot].key);
         let history = &mut self.rooms[slot].meeting.history;
         let sent_since = std::mem::take(history);
         for entry in stored {
@@ -419,7 +434,7 @@ impl Rooms {
             }
         }
         history.extend(sent_since);
-        while history.len() > self.limits.history_max as usize {
+        while history.len() > history_max as usize {
             history.pop_front();
         }
     }
@@ -577,7 +592,7 @@ impl Rooms {
         Ok(())
     }
 
-    fn lobby_set(&mut self, slot: usize, enabled: bool) {
+    pub(super) fn lobby_set(&mut self, slot: usize, enabled: bool) {
         let room = &mut self.rooms[slot];
         if room.lobby == enabled {
             return;

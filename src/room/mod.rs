@@ -18,12 +18,15 @@ use slab::Slab;
 
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::protocol::{self, push_json_str, push_u64};
+use crate::registry::{self, Admission, RoomPolicy};
 use crate::store::{StoreEvent, StoredChat};
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
 mod meeting;
 #[cfg(test)]
 mod meeting_tests;
+#[cfg(test)]
+mod registry_tests;
 #[cfg(test)]
 mod tests;
 
@@ -41,6 +44,9 @@ pub struct Peer {
     user_json: Box<str>,
     /// The user id when its JSON form is not just it in quotes.
     user_escaped: Option<Box<str>>,
+    /// The token's `room` claim when it names one room exactly: the one
+    /// private registry room this connection may be in (`registry::admission`).
+    named_room: Option<Box<str>>,
 }
 
 impl Peer {
@@ -49,10 +55,27 @@ impl Peer {
     }
 
     pub fn with_host(conn: ConnId, user: &str, name: Option<&str>, host: bool) -> Arc<Peer> {
+        Peer::with_claims(conn, user, name, host, None)
+    }
+
+    /// `named_room`: the token's `room` claim when it is an exact room id.
+    pub fn with_claims(
+        conn: ConnId,
+        user: &str,
+        name: Option<&str>,
+        host: bool,
+        named_room: Option<&str>,
+    ) -> Arc<Peer> {
         let user_json = protocol::json_str(user);
         // Most ids need no escaping: then one allocation holds both forms.
         let user_escaped = (user_json.len() != user.len() + 2).then(|| user.into());
-        Arc::new(Peer { conn, name: name.map(Into::into), host, user_json, user_escaped })
+        let named_room = named_room.map(Into::into);
+        Arc::new(Peer { conn, name: name.map(Into::into), host, user_json, user_escaped, named_room })
+    }
+
+    /// Whether the token's `room` claim names `room` exactly.
+    pub fn names_room(&self, room: &str) -> bool {
+        self.named_room.as_deref() == Some(room)
     }
 
     /// The user id (the token's `sub`).
@@ -98,6 +121,8 @@ pub struct RoomLimits {
     pub recovery_messages_max: u32,
     /// Longest a `publish` message is kept for recovery, in ms.
     pub recovery_age_ms: u64,
+    /// Only registry rooms admit anyone (`rooms.require_registration`).
+    pub require_registration: bool,
 }
 
 /// Where a reconnecting client stopped: the last `seq` it saw in the room's
@@ -157,6 +182,10 @@ pub enum JoinRefused {
     RoomFull,
     /// The shard holds `rooms_max` rooms already.
     TooManyRooms,
+    /// `rooms.require_registration` and the room is not in the registry.
+    NotRegistered,
+    /// A private registry room and the token's `room` claim does not name it.
+    Private,
 }
 
 impl JoinRefused {
@@ -164,6 +193,8 @@ impl JoinRefused {
         match self {
             JoinRefused::RoomFull => "room_full",
             JoinRefused::TooManyRooms => "too_many_rooms",
+            JoinRefused::NotRegistered => "room_not_registered",
+            JoinRefused::Private => "room_private",
         }
     }
 
@@ -171,6 +202,8 @@ impl JoinRefused {
         match self {
             JoinRefused::RoomFull => "the room is at its member limit",
             JoinRefused::TooManyRooms => "the shard owning this room holds limits.rooms_per_shard_max rooms",
+            JoinRefused::NotRegistered => "the room is not in the registry (rooms.require_registration)",
+            JoinRefused::Private => "the room is private: only a token whose room claim names it may enter",
         }
     }
 }
@@ -272,6 +305,9 @@ pub struct Rooms {
     /// Chat is persisted: `chat.send` acks after the commit, rooms load
     /// their stored history when created.
     durable: bool,
+    /// Registry settings of the rooms this shard owns, live or not (at most
+    /// `rooms.registry_max` over all shards; `registry::Registry` checks).
+    policies: HashMap<RoomKey, RoomPolicy>,
 }
 
 impl Rooms {
@@ -287,7 +323,50 @@ impl Rooms {
             boot: 0,
             incarnations: 0,
             durable: false,
+            policies: HashMap::new(),
         }
+    }
+
+    /// The registry settings of the rooms this shard owns, at start.
+    pub fn load_policies(&mut self, policies: impl IntoIterator<Item = (RoomKey, RoomPolicy)>) {
+        self.policies = policies.into_iter().collect();
+    }
+
+    /// A registry change (`Some`: created or replaced, `None`: deleted) of
+    /// a room this shard owns. A live room takes it at once: a lower
+    /// capacity admits nobody new (members present stay), a changed `lobby`
+    /// acts as a host's `lobby.set` (turning it off admits the waiting), a
+    /// lower history limit drops the oldest chat. Privacy and registration
+    /// apply to arrivals from now on. Closing the members of a deleted room
+    /// is the shard's part (`AdminQuery::Registry`).
+    pub fn set_policy(&mut self, key: &RoomKey, policy: Option<RoomPolicy>) {
+        let old = match policy {
+            Some(policy) => self.policies.insert(key.clone(), policy),
+            None => self.policies.remove(key),
+        };
+        let Some(&slot) = self.index.get(key) else { return };
+        let lobby = |p: Option<RoomPolicy>| p.and_then(|p| p.lobby).unwrap_or(self.limits.lobby_default);
+        if lobby(old) != lobby(policy) {
+            self.lobby_set(slot, lobby(policy));
+        }
+        let history_max = self.history_max(key);
+        self.rooms[slot].meeting.trim_history(history_max);
+        self.debug_check_invariants();
+    }
+
+    fn policy(&self, key: &RoomKey) -> Option<&RoomPolicy> {
+        // Most servers register nothing: then no hashing on the join path.
+        if self.policies.is_empty() { None } else { self.policies.get(key) }
+    }
+
+    /// Members room `key` admits at most.
+    fn capacity(&self, key: &RoomKey) -> usize {
+        self.policy(key).and_then(|p| p.capacity).unwrap_or(self.limits.members_max) as usize
+    }
+
+    /// Chat messages room `key` keeps.
+    pub(super) fn history_max(&self, key: &RoomKey) -> u32 {
+        self.policy(key).and_then(|p| p.history_max).unwrap_or(self.limits.history_max)
     }
 
     /// Sets the boot number epochs start with, and whether chat is
@@ -329,6 +408,17 @@ impl Rooms {
         since: Option<&Since>,
         now_ms: u64,
     ) -> Result<Membership, JoinRefused> {
+        let admission = registry::admission(
+            self.policy(key),
+            self.limits.require_registration,
+            key.room(),
+            peer.names_room(key.room()),
+        );
+        match admission {
+            Some(Admission::NotRegistered) => return Err(JoinRefused::NotRegistered),
+            Some(Admission::Private) => return Err(JoinRefused::Private),
+            None => {}
+        }
         let slot = match self.index.get(key) {
             Some(&slot) => slot,
             None => {
@@ -350,7 +440,7 @@ impl Rooms {
                     incarnation,
                     loading,
                     arrivals: 0,
-                    lobby: self.limits.lobby_default,
+                    lobby: self.policy(key).and_then(|p| p.lobby).unwrap_or(self.limits.lobby_default),
                     meeting: meeting::LazyMeeting::default(),
                     recent: None,
                 });
@@ -360,14 +450,15 @@ impl Rooms {
                         key: key.clone(),
                         load: incarnation,
                         shard: self.shard,
-                        limit: self.limits.history_max,
+                        limit: self.history_max(key),
                     }));
                 }
                 slot
             }
         };
+        let capacity = self.capacity(key);
         let room = &mut self.rooms[slot];
-        if room.members.len() >= self.limits.members_max as usize {
+        if room.members.len() >= capacity {
             self.debug_check_invariants();
             return Err(JoinRefused::RoomFull);
         }
@@ -642,7 +733,8 @@ impl Rooms {
         self.merge_history(slot, stored);
         let room = &self.rooms[slot];
         if room.members.iter().any(|(_, m)| m.role != Role::Waiting && !m.quiet) {
-            let frame = meeting::encode_history(&mut self.frames, room, self.limits.history_max as usize);
+            let history_max = self.history_max(&room.key) as usize;
+            let frame = meeting::encode_history(&mut self.frames, room, history_max);
             self.outputs.push_back(Output::Broadcast { room: slot, audience: Audience::Admitted, skip: None, frame });
         }
         self.debug_check_invariants();
@@ -737,7 +829,11 @@ impl Rooms {
         for (slot, room) in &self.rooms {
             assert_eq!(self.index.get(&room.key), Some(&slot), "room {:?} not indexed at its slot", room.key);
             assert!(!room.members.is_empty(), "empty room {:?} kept", room.key);
-            assert!(room.members.len() <= self.limits.members_max as usize, "room {:?} over capacity", room.key);
+            // A registry capacity may be above the server's, or lowered
+            // below the members present (who stay): then no bound to check.
+            if self.policy(&room.key).is_none_or(|p| p.capacity.is_none()) {
+                assert!(room.members.len() <= self.limits.members_max as usize, "room {:?} over capacity", room.key);
+            }
             let counted: u32 = room.per_shard.iter().flat_map(|counts| counts.iter()).sum();
             let remote = room.members.iter().filter(|(_, m)| m.conn.shard != self.shard).count();
             assert_eq!(counted as usize, remote, "per-shard counts of {:?} disagree", room.key);
@@ -746,7 +842,7 @@ impl Rooms {
             let admitted = room.members.len() - waiting;
             let hosts = room.members.iter().filter(|(_, m)| m.role == Role::Host).count();
             assert!(admitted == 0 || hosts > 0, "room {:?} has admitted members and no host", room.key);
-            room.meeting.check_invariants(&self.limits, admitted);
+            room.meeting.check_invariants(&self.limits, self.history_max(&room.key), admitted);
             if let Some(recent) = &room.recent {
                 let max = self.limits.recovery_messages_max as usize;
                 assert!(recent.held.len() <= max, "recovery ring of {:?} over its bound", room.key);

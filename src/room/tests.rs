@@ -21,6 +21,7 @@ pub(super) fn limits(members_max: u32, welcome_members_max: u32, presence_member
         lobby_default: false,
         recovery_messages_max: 3,
         recovery_age_ms: 1_000,
+        require_registration: false,
     }
 }
 

@@ -17,6 +17,7 @@ use mio::Waker;
 use super::ShardCore;
 use crate::conn::{ConnState, Place, Role};
 use crate::ids::{ConnId, RoomKey, ShardId};
+use crate::registry::RoomPolicy;
 use crate::ws::CloseCode;
 use crate::ws::frame::Frame;
 
@@ -24,6 +25,8 @@ use crate::ws::frame::Frame;
 pub const KICKED: CloseCode = CloseCode { code: 4003, reason: "kicked by an administrator" };
 /// Close code of the members of a room closed by `DELETE /api/v1/live/rooms/{room}`.
 pub const ROOM_CLOSED: CloseCode = CloseCode { code: 4004, reason: "room closed by an administrator" };
+/// Close code of the members of a room deleted from the registry (`DELETE /api/v1/rooms/{id}`).
+pub const ROOM_DELETED: CloseCode = CloseCode { code: 4005, reason: "room deleted from the registry" };
 
 /// One admin request to one shard.
 #[derive(Debug)]
@@ -50,6 +53,10 @@ pub enum AdminQuery {
     Kick { tenant: String, user: String, room: Option<String> },
     /// Close (4004) every connection in `room`.
     CloseRoom { key: RoomKey },
+    /// A committed registry change of room `key`: the owner applies the
+    /// policy (`Rooms::set_policy`); when deleted (`None`), every shard
+    /// closes (4005) its connections in the room. Answers the closed count.
+    Registry { key: RoomKey, policy: Option<RoomPolicy> },
     /// Close every open connection with 1001 (the shard keeps running).
     Drain,
 }
@@ -127,6 +134,20 @@ impl ShardCore {
             AdminQuery::CloseRoom { key } => {
                 let slots = self.admin_select(|_, rooms| rooms.contains(&key));
                 AdminAnswer::Count(self.admin_close(slots, ROOM_CLOSED))
+            }
+            AdminQuery::Registry { key, policy } => {
+                if key.shard(self.settings.shards) == self.id {
+                    self.rooms.set_policy(key, *policy);
+                    self.apply_room_outputs();
+                }
+                let closed = match policy {
+                    Some(_) => 0,
+                    None => {
+                        let slots = self.admin_select(|_, rooms| rooms.contains(&key));
+                        self.admin_close(slots, ROOM_DELETED)
+                    }
+                };
+                AdminAnswer::Count(closed)
             }
             AdminQuery::Drain => {
                 let slots = self.admin_select(|_, _| true);

@@ -37,6 +37,7 @@ use crate::conn::{ConnState, Connection, FlushOutcome, Grants, Member, OutboundQ
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::{LimitKind, ShardMetrics};
 use crate::protocol::{self, RequestDecoder};
+use crate::registry::RoomPolicy;
 use crate::room::{Output, Peer, RoomLimits, Rooms};
 use crate::store::{StoreEvent, StoreReply};
 use crate::timer::{TimerKind, TimerWheel};
@@ -231,6 +232,7 @@ impl Shard {
                 lobby_default: settings.rooms.lobby,
                 recovery_messages_max: settings.rooms.recovery_messages_max,
                 recovery_age_ms: settings.rooms.recovery_age_ms,
+                require_registration: settings.rooms.require_registration,
                 welcome_members_max: limits.welcome_members_max,
                 presence_members_max: limits.presence_members_max,
             },
@@ -277,6 +279,11 @@ impl Shard {
     }
 
     /// Runs until a drain completes.
+    /// The registry settings of the rooms this shard owns, before `run`.
+    pub fn load_registry(&mut self, policies: Vec<(RoomKey, RoomPolicy)>) {
+        self.core.rooms.load_policies(policies);
+    }
+
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(self.core.settings.limits.poll_events_max);
         loop {
@@ -398,7 +405,11 @@ impl Shard {
         let (role, home, expires_at_s) = match kind {
             HandoffKind::Room { identity, key, since } => {
                 home_since = since;
-                let peer = Peer::with_host(id, &identity.user, identity.name.as_deref(), identity.host);
+                let named_room = match &identity.room_scope {
+                    Some(crate::auth::RoomScope::Exact(room)) => Some(room.as_str()),
+                    _ => None,
+                };
+                let peer = Peer::with_claims(id, &identity.user, identity.name.as_deref(), identity.host, named_room);
                 let expires_at_s = identity.expires_at_s;
                 (
                     Role::Member(Box::new(Member {

@@ -194,6 +194,8 @@ impl ShardCore {
             self.send_error(slot, None, code, message);
             let (close, limit) = match code {
                 "room_full" => (CloseCode::ROOM_FULL, Some(crate::metrics::LimitKind::RoomFull)),
+                "room_private" => (CloseCode::ROOM_PRIVATE, None),
+                "room_not_registered" => (CloseCode::ROOM_NOT_REGISTERED, None),
                 _ => (CloseCode::SHARD_FULL, None),
             };
             self.begin_close(slot, close, limit);

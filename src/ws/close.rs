@@ -20,6 +20,10 @@ impl CloseCode {
     pub const SLOW_CONSUMER: CloseCode = CloseCode { code: 1013, reason: "slow consumer: outbound queue full" };
     pub const SHARD_FULL: CloseCode = CloseCode { code: 1013, reason: "server full" };
     pub const ROOM_FULL: CloseCode = CloseCode { code: 1013, reason: "room full" };
+    /// The URL room became private or unregistered after the acceptor let the
+    /// connection in (a registry change racing the handshake).
+    pub const ROOM_PRIVATE: CloseCode = CloseCode { code: 1008, reason: "room is private" };
+    pub const ROOM_NOT_REGISTERED: CloseCode = CloseCode { code: 1008, reason: "room not registered" };
     pub const TOKEN_EXPIRED: CloseCode = CloseCode { code: 4001, reason: "token expired" };
     pub const KICKED: CloseCode = CloseCode { code: 4003, reason: "kicked by a host" };
     pub const DENIED: CloseCode = CloseCode { code: 4004, reason: "denied entry by a host" };

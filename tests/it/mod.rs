@@ -10,6 +10,7 @@ mod http_api;
 mod limits;
 mod meeting;
 mod recovery;
+mod registry;
 mod rooms;
 mod shutdown;
 mod store;
