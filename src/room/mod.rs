@@ -44,9 +44,12 @@ pub struct Peer {
     user_json: Box<str>,
     /// The user id when its JSON form is not just it in quotes.
     user_escaped: Option<Box<str>>,
-    /// The token's `room` claim when it names one room exactly: the one
-    /// private registry room this connection may be in (`registry::admission`).
-    named_room: Option<Box<str>>,
+    /// The token's `room` claim names one room exactly. Such a token may
+    /// be in no other room (personal and group rooms aside, which are never
+    /// private), and every join was checked against the claim before it
+    /// reached a room (`auth::may_join`), so this bit is all a private
+    /// registry room needs to know (`registry::admission`).
+    exact_room_claim: bool,
 }
 
 impl Peer {
@@ -55,27 +58,22 @@ impl Peer {
     }
 
     pub fn with_host(conn: ConnId, user: &str, name: Option<&str>, host: bool) -> Arc<Peer> {
-        Peer::with_claims(conn, user, name, host, None)
+        Peer::with_claims(conn, user, name, host, false)
     }
 
-    /// `named_room`: the token's `room` claim when it is an exact room id.
-    pub fn with_claims(
-        conn: ConnId,
-        user: &str,
-        name: Option<&str>,
-        host: bool,
-        named_room: Option<&str>,
-    ) -> Arc<Peer> {
+    /// `exact_room_claim`: the token's `room` claim is one room id (not a
+    /// `prefix*`, not absent).
+    pub fn with_claims(conn: ConnId, user: &str, name: Option<&str>, host: bool, exact_room_claim: bool) -> Arc<Peer> {
         let user_json = protocol::json_str(user);
         // Most ids need no escaping: then one allocation holds both forms.
         let user_escaped = (user_json.len() != user.len() + 2).then(|| user.into());
-        let named_room = named_room.map(Into::into);
-        Arc::new(Peer { conn, name: name.map(Into::into), host, user_json, user_escaped, named_room })
+        Arc::new(Peer { conn, name: name.map(Into::into), host, user_json, user_escaped, exact_room_claim })
     }
 
-    /// Whether the token's `room` claim names `room` exactly.
-    pub fn names_room(&self, room: &str) -> bool {
-        self.named_room.as_deref() == Some(room)
+    /// Whether the token's `room` claim names the room this peer is joining
+    /// (see `exact_room_claim`: the claim was already checked to allow it).
+    pub fn names_room(&self) -> bool {
+        self.exact_room_claim
     }
 
     /// The user id (the token's `sub`).
@@ -408,12 +406,8 @@ impl Rooms {
         since: Option<&Since>,
         now_ms: u64,
     ) -> Result<Membership, JoinRefused> {
-        let admission = registry::admission(
-            self.policy(key),
-            self.limits.require_registration,
-            key.room(),
-            peer.names_room(key.room()),
-        );
+        let admission =
+            registry::admission(self.policy(key), self.limits.require_registration, key.room(), peer.names_room());
         match admission {
             Some(Admission::NotRegistered) => return Err(JoinRefused::NotRegistered),
             Some(Admission::Private) => return Err(JoinRefused::Private),

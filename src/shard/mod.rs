@@ -405,11 +405,8 @@ impl Shard {
         let (role, home, expires_at_s) = match kind {
             HandoffKind::Room { identity, key, since } => {
                 home_since = since;
-                let named_room = match &identity.room_scope {
-                    Some(crate::auth::RoomScope::Exact(room)) => Some(room.as_str()),
-                    _ => None,
-                };
-                let peer = Peer::with_claims(id, &identity.user, identity.name.as_deref(), identity.host, named_room);
+                let exact_claim = matches!(identity.room_scope, Some(crate::auth::RoomScope::Exact(_)));
+                let peer = Peer::with_claims(id, &identity.user, identity.name.as_deref(), identity.host, exact_claim);
                 let expires_at_s = identity.expires_at_s;
                 (
                     Role::Member(Box::new(Member {
