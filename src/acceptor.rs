@@ -530,12 +530,7 @@ impl Acceptor {
         let mut sent = 0;
         let mut incomplete = false;
         for shard in shards {
-            let request = AdminRequest {
-                ticket,
-                query: Arc::clone(&query),
-                reply: self.api_reply_tx.clone(),
-                waker: Arc::clone(&self.waker),
-            };
+            let request = self.admin_request(ticket, &query);
             match self.shards.get(shard).map(|handle| handle.try_admin(request)) {
                 Some(Ok(())) => {
                     sent += 1;
@@ -636,12 +631,7 @@ impl Acceptor {
         let query = Arc::new(AdminQuery::Registry { key, policy });
         let mut sent = 0;
         for shard in shards {
-            let request = AdminRequest {
-                ticket,
-                query: Arc::clone(&query),
-                reply: self.api_reply_tx.clone(),
-                waker: Arc::clone(&self.waker),
-            };
+            let request = self.admin_request(ticket, &query);
             if !self.registry_backlog[shard].is_empty() {
                 self.registry_backlog[shard].push_back(AdminRequest { ticket: NO_TICKET, ..request });
                 continue;
@@ -666,6 +656,16 @@ impl Acceptor {
             let gather = Gather::RegistryApplied { status, response };
             let answers = Vec::with_capacity(sent);
             pending.state = PendingState::Awaiting { ticket, gather, remaining: sent, answers, incomplete: false };
+        }
+    }
+
+    /// One shard's copy of an admin query, answered to this loop.
+    fn admin_request(&self, ticket: u64, query: &Arc<AdminQuery>) -> AdminRequest {
+        AdminRequest {
+            ticket,
+            query: Arc::clone(query),
+            reply: self.api_reply_tx.clone(),
+            waker: Arc::clone(&self.waker),
         }
     }
 
