@@ -334,6 +334,7 @@ impl ShardCore {
                 self.remote.mirrors.entry(key).or_default().push((conn, role));
             }
             None => {
+                tracing::debug!(conn = %conn, room = key.room(), "join undone: the connection closed or left while it was in flight");
                 let undo = RemoteMsg::Leave { key, membership, conn, reference: None };
                 self.remote.send_control(owner, undo);
             }
