@@ -6,7 +6,12 @@
 //! byte spans of `data` and `ref` in the *original* bytes, because DESIGN §2
 //! fixes that `data` reaches members byte-for-byte as the publisher sent it
 //! and `ref` is echoed as it came. The scanner only ever walks documents that
-//! simd-json has already accepted, so it needs no error handling of its own.
+//! a parser has already accepted, so it needs no error handling of its own.
+//!
+//! A frame simd-json refuses takes a slower path (`diagnose`), never taken
+//! by a good frame: a lenient parse that does not decode strings tells
+//! whether it is a JSON object at all; if so its `ref` is echoed and the
+//! error names the field that is not of its type.
 //!
 //! Encoders write server messages straight into a `FrameBuilder`, once per
 //! message, whatever the number of recipients.
@@ -16,6 +21,7 @@ use std::ops::Range;
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::room::{MeetingRequest, Since};
 
@@ -80,17 +86,27 @@ pub enum Request<'a> {
 /// Why a text frame is not a request; each has a wire `code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestError {
+    /// Not a JSON object (not JSON, or another kind of value).
     BadJson,
     MissingType,
     UnknownType,
     MissingField(&'static str),
+    /// A JSON object with a field of the wrong type, a string that is not
+    /// valid Unicode, or a field twice; the message names the field.
+    BadField(&'static str),
+    /// A JSON object that cannot be read for another reason (a lone
+    /// surrogate in a field roomcast does not read, such as `data`).
+    Unreadable,
 }
 
 impl RequestError {
     pub fn code(self) -> &'static str {
         match self {
             RequestError::BadJson => "bad_json",
-            RequestError::MissingType | RequestError::MissingField(_) => "bad_request",
+            RequestError::MissingType
+            | RequestError::MissingField(_)
+            | RequestError::BadField(_)
+            | RequestError::Unreadable => "bad_request",
             RequestError::UnknownType => "unknown_type",
         }
     }
@@ -98,6 +114,10 @@ impl RequestError {
     pub fn message(self) -> &'static str {
         match self {
             RequestError::BadJson => "the frame is not a JSON object",
+            RequestError::BadField(message) => message,
+            RequestError::Unreadable => {
+                "the request cannot be read: a string holds an escape that is not valid Unicode (a lone surrogate)"
+            }
             RequestError::MissingType => "the request has no string field \"type\"",
             RequestError::UnknownType => "unknown request type",
             RequestError::MissingField("data") => "publish and direct need a \"data\" field",
@@ -129,14 +149,18 @@ impl std::fmt::Debug for RequestDecoder {
 
 impl RequestDecoder {
     /// Decodes one text frame. On error, `reference` of the failure is
-    /// returned where it could be found, so the error frame can carry it.
+    /// returned whenever the frame is a JSON object, so the error frame can
+    /// carry it.
     pub fn decode<'a>(&'a mut self, frame: &'a [u8]) -> (Option<&'a [u8]>, Result<Request<'a>, RequestError>) {
         self.copy.clear();
         self.copy.extend_from_slice(frame);
         let fields: ClientFields<'a> =
             match simd_json::serde::from_slice_with_buffers(&mut self.copy, &mut self.buffers) {
                 Ok(fields) => fields,
-                Err(_) => return (None, Err(RequestError::BadJson)),
+                Err(_) => {
+                    let (reference, error) = diagnose(frame);
+                    return (reference.map(|span| &frame[span]), Err(error));
+                }
             };
         // `data` and `ref` may be JSON null, which serde reads as absent, so
         // presence is the scanner's word, not the typed struct's.
@@ -168,6 +192,109 @@ impl RequestDecoder {
         };
         (reference, request)
     }
+}
+
+/// What a field roomcast reads must hold (`null` always reads as absent).
+#[derive(Debug, Clone, Copy)]
+enum FieldKind {
+    Str,
+    U32,
+    U64,
+    Bool,
+}
+
+/// A field of `ClientFields` with the messages that name it.
+struct FieldRule {
+    name: &'static str,
+    kind: FieldKind,
+    wrong_type: &'static str,
+    /// For strings: an escape that is not valid Unicode (a lone surrogate).
+    bad_string: &'static str,
+    twice: &'static str,
+}
+
+macro_rules! field_rule {
+    ($name:literal, Str) => {
+        field_rule!($name, Str, "must be a string")
+    };
+    ($name:literal, $kind:ident, $must:literal) => {
+        FieldRule {
+            name: $name,
+            kind: FieldKind::$kind,
+            wrong_type: concat!("field \"", $name, "\" ", $must),
+            bad_string: concat!(
+                "field \"",
+                $name,
+                "\" must be a string of valid Unicode (it holds a lone surrogate escape)"
+            ),
+            twice: concat!("field \"", $name, "\" appears more than once"),
+        }
+    };
+}
+
+/// Every field `ClientFields` reads, as typed there.
+const FIELD_RULES: [FieldRule; 11] = [
+    field_rule!("type", Str),
+    field_rule!("room", Str),
+    field_rule!("token", Str),
+    field_rule!("to", Str),
+    field_rule!("text", Str),
+    field_rule!("id", Str),
+    field_rule!("user", Str),
+    field_rule!("epoch", Str),
+    field_rule!("limit", U32, "must be an integer from 0 to 4294967295"),
+    field_rule!("since", U64, "must be an integer from 0 to 18446744073709551615"),
+    field_rule!("enabled", Bool, "must be true or false"),
+];
+
+impl FieldRule {
+    /// Whether `raw`, a JSON value a parser accepted, reads as this field.
+    fn check(&self, raw: &[u8]) -> Result<(), RequestError> {
+        if raw == b"null" {
+            return Ok(());
+        }
+        let fits = match self.kind {
+            FieldKind::Str if raw.first() != Some(&b'"') => false,
+            FieldKind::Str => {
+                return serde_json::from_slice::<Cow<'_, str>>(raw)
+                    .map(drop)
+                    .map_err(|_| RequestError::BadField(self.bad_string));
+            }
+            FieldKind::U32 => serde_json::from_slice::<u32>(raw).is_ok(),
+            FieldKind::U64 => serde_json::from_slice::<u64>(raw).is_ok(),
+            FieldKind::Bool => raw == b"true" || raw == b"false",
+        };
+        if fits { Ok(()) } else { Err(RequestError::BadField(self.wrong_type)) }
+    }
+}
+
+/// Why simd-json refused `frame`, and the span of its `ref`; only errors
+/// come here. serde_json, skipping every value without decoding strings,
+/// says whether the frame is a JSON object at all (`BadJson` if not); then
+/// the first field read by `ClientFields` that is not of its type, or that
+/// appears twice, is named. A JSON object failing for another reason (a
+/// lone surrogate in `data`, say) is `Unreadable`. Keys are matched as
+/// written, as for `ref` and `data`.
+fn diagnose(frame: &[u8]) -> (Option<Range<usize>>, RequestError) {
+    if frame.get(skip_ws(frame, 0)) != Some(&b'{') || serde_json::from_slice::<IgnoredAny>(frame).is_err() {
+        return (None, RequestError::BadJson);
+    }
+    let mut reference = None;
+    let mut error = None;
+    let mut seen = [false; FIELD_RULES.len()];
+    for_each_top_level(frame, |key, span| {
+        if key == b"ref" {
+            reference = Some(span.clone());
+        }
+        let Some(at) = FIELD_RULES.iter().position(|rule| rule.name.as_bytes() == key) else { return };
+        let rule = &FIELD_RULES[at];
+        let verdict = if seen[at] { Err(RequestError::BadField(rule.twice)) } else { rule.check(&frame[span]) };
+        seen[at] = true;
+        if error.is_none() {
+            error = verdict.err();
+        }
+    });
+    (reference, error.unwrap_or(RequestError::Unreadable))
 }
 
 fn is_meeting_type(kind: &str) -> bool {
@@ -473,10 +600,53 @@ mod tests {
         assert_eq!(decode(r#"{"type":"dance","ref":"r"}"#), (Some("\"r\"".into()), Err(RequestError::UnknownType)));
         assert_eq!(decode(r#"{"type":"publish"}"#).1, Err(RequestError::MissingField("data")));
         assert_eq!(decode(r#"{"type":"refresh"}"#).1, Err(RequestError::MissingField("token")));
-        assert_eq!(decode(r#"{"type":5}"#).1, Err(RequestError::BadJson));
+        assert_eq!(decode(r#"{"type":5}"#).1, Err(RequestError::BadField("field \"type\" must be a string")));
         assert_eq!(decode(r#"{"type":"join"}"#).1, Err(RequestError::MissingField("room")));
         assert_eq!(decode(r#"{"type":"direct","data":1}"#).1, Err(RequestError::MissingField("to")));
         assert_eq!(decode(r#"{"type":"direct","to":"bob"}"#).1, Err(RequestError::MissingField("data")));
+    }
+
+    #[test]
+    fn a_json_object_with_a_wrongly_typed_field_keeps_its_ref_and_names_the_field() {
+        let cases = [
+            (r#"{"type":"chat.send","text":5,"ref":"r1"}"#, r#""r1""#, r#"field "text" must be a string"#),
+            (
+                r#"{"type":"chat.history","limit":-1,"ref":2}"#,
+                "2",
+                r#"field "limit" must be an integer from 0 to 4294967295"#,
+            ),
+            (
+                r#"{"ref":{"n": [1]},"type":"chat.send","text":"\ud800"}"#,
+                r#"{"n": [1]}"#,
+                r#"field "text" must be a string of valid Unicode (it holds a lone surrogate escape)"#,
+            ),
+            (r#"{"type":"lobby.set","enabled":"yes","ref":3}"#, "3", r#"field "enabled" must be true or false"#),
+            (
+                r#"{"type":"join","room":"r","since":1.5,"ref":4}"#,
+                "4",
+                r#"field "since" must be an integer from 0 to 18446744073709551615"#,
+            ),
+            (r#"{"type":"direct","to":["bob"],"data":1,"ref":5}"#, "5", r#"field "to" must be a string"#),
+            (r#"{"type":"refresh","token":{},"ref":6}"#, "6", r#"field "token" must be a string"#),
+            (r#"{"type":"kick","user":"a","user":"b","ref":7}"#, "7", r#"field "user" appears more than once"#),
+            (r#"{"type":"join","room":4294967296,"ref":8}"#, "8", r#"field "room" must be a string"#),
+        ];
+        for (frame, reference, message) in cases {
+            let (got_ref, got) = decode(frame);
+            assert_eq!(got_ref.as_deref(), Some(reference), "{frame}");
+            let error = got.expect_err(frame);
+            assert_eq!((error.code(), error.message()), ("bad_request", message), "{frame}");
+        }
+        // A lone surrogate where roomcast reads no field: still an object, still its ref.
+        let (reference, error) = decode(r#"{"type":"publish","data":"\udc00","ref":9}"#);
+        assert_eq!((reference.as_deref(), error), (Some("9"), Err(RequestError::Unreadable)));
+        assert_eq!(RequestError::Unreadable.code(), "bad_request");
+        // Not an object, or not JSON: no ref to be had.
+        for frame in [r#"[{"ref":1}]"#, r#"{"ref":1,"type":"ping""#, r#""ref""#, r#"{"ref":1} x"#] {
+            assert_eq!(decode(frame), (None, Err(RequestError::BadJson)), "{frame}");
+        }
+        // Escapes in borrowed strings still decode on the fast path.
+        assert_eq!(decode(r#"{"type":"join","room":"a\u0062"}"#).1, Ok("join ab".into()));
     }
 
     #[test]

@@ -148,9 +148,9 @@ pub enum MeetingRequest {
 
 /// A chat message kept for `chat.history` and `welcome`.
 #[derive(Debug)]
-struct ChatEntry {
-    id: Box<str>,
-    author: Box<str>,
+pub(super) struct ChatEntry {
+    pub(super) id: Box<str>,
+    pub(super) author: Box<str>,
     /// The `chat` event as sent, reused verbatim in histories.
     json: Box<[u8]>,
 }
@@ -182,13 +182,13 @@ impl std::ops::DerefMut for LazyMeeting {
 #[derive(Debug, Default)]
 pub(super) struct MeetingState {
     /// Users with a raised hand, in raise order; each at most once.
-    hands: Vec<Box<str>>,
+    pub(super) hands: Vec<Box<str>>,
     /// Users sharing a screen; at most `screenshare_max`.
-    sharers: Vec<Box<str>>,
+    pub(super) sharers: Vec<Box<str>>,
     /// Users who asked to share and wait for a host; each at most once.
-    share_requests: Vec<Box<str>>,
+    pub(super) share_requests: Vec<Box<str>>,
     /// The last `history_max` chat messages, oldest first.
-    history: VecDeque<ChatEntry>,
+    pub(super) history: VecDeque<ChatEntry>,
 }
 
 impl LazyMeeting {
@@ -226,6 +226,7 @@ impl Rooms {
         reference: Option<&[u8]>,
         now_unix_ms: u64,
     ) -> Result<(), Refusal> {
+        self.begin_call();
         let member = self.member_of(membership, conn).ok_or(NOT_JOINED)?;
         let (role, peer) = (member.role, Arc::clone(&member.peer));
         // The lobby may do nothing; say so before looking anything up for it.
@@ -310,7 +311,7 @@ impl Rooms {
     }
 
     fn broadcast(&mut self, slot: usize, audience: Audience, frame: Frame) {
-        self.outputs.push_back(Output::Broadcast { room: slot, audience, skip: None, frame });
+        self.push_broadcast(slot, audience, None, frame);
     }
 
     /// `chat.send`: a `chat` event to every admitted member (the sender too),
@@ -532,18 +533,20 @@ impl Rooms {
 
     /// Moves `user`'s members with role `from` to `to`, telling admitted members.
     fn set_role_of_user(&mut self, slot: usize, user: &str, from: Role, to: Role) {
-        let room = &mut self.rooms[slot];
-        let mut changed = false;
-        for (_, member) in room.members.iter_mut() {
-            if *member.peer.user() == *user && member.role == from {
-                member.role = to;
-                changed = true;
-            }
+        let moving: Vec<usize> = self.rooms[slot]
+            .members
+            .iter()
+            .filter(|(_, m)| *m.peer.user() == *user && m.role == from)
+            .map(|(at, _)| at)
+            .collect();
+        if moving.is_empty() {
+            return;
         }
-        if changed {
-            let frame = encode_user_event(&mut self.frames, room, "role", user, to.as_str());
-            self.broadcast(slot, Audience::Admitted, frame);
+        for member in moving {
+            self.set_role(slot, member, to);
         }
+        let frame = encode_user_event(&mut self.frames, &self.rooms[slot], "role", user, to.as_str());
+        self.broadcast(slot, Audience::Admitted, frame);
     }
 
     fn lobby_admit(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
@@ -563,8 +566,8 @@ impl Rooms {
     }
 
     fn admit_member(&mut self, slot: usize, member: usize) {
+        self.set_role(slot, member, Role::Participant);
         let room = &mut self.rooms[slot];
-        room.members[member].role = Role::Participant;
         room.waiting -= 1;
         let peer = Arc::clone(&room.members[member].peer);
         let event = encode_lobby_event(&mut self.frames, room, "admitted", &peer);
@@ -592,27 +595,32 @@ impl Rooms {
         Ok(())
     }
 
+    /// `lobby.set` (and a registry change of `lobby`): a change is told to
+    /// admitted members (`lobby_state`); a setting that is already so is
+    /// acked with no event.
     pub(super) fn lobby_set(&mut self, slot: usize, enabled: bool) {
         let room = &mut self.rooms[slot];
         if room.lobby == enabled {
             return;
         }
         room.lobby = enabled;
+        // Turning the lobby off admits everyone in it, before `lobby_state`
+        // goes out: a broadcast reaches the audience as it is when queued
+        // (`push_broadcast`), so the newly admitted get it too, after their
+        // welcome, on every shard alike.
+        if !enabled {
+            let waiting: Vec<usize> =
+                room.members.iter().filter(|(_, m)| m.role == Role::Waiting).map(|(at, _)| at).collect();
+            for member in waiting {
+                self.admit_member(slot, member);
+            }
+        }
         let out = self.frames.begin();
         out.extend_from_slice(b"{\"type\":\"lobby_state\",\"room\":");
-        push_json_str(out, room.key.room());
+        push_json_str(out, self.rooms[slot].key.room());
         out.extend_from_slice(if enabled { b",\"enabled\":true}" } else { b",\"enabled\":false}" });
         let frame = self.frames.finish(Opcode::Text);
-        let waiting: Vec<usize> = if enabled {
-            Vec::new()
-        } else {
-            room.members.iter().filter(|(_, m)| m.role == Role::Waiting).map(|(at, _)| at).collect()
-        };
         self.broadcast(slot, Audience::Admitted, frame);
-        // Turning the lobby off admits everyone in it.
-        for member in waiting {
-            self.admit_member(slot, member);
-        }
     }
 
     /// `signal`: relayed to every admitted connection of `to` in this room.
@@ -664,7 +672,8 @@ impl Rooms {
     /// When no host is left, the longest-present admitted member becomes
     /// host and everyone admitted is told; the new host hears who waits in
     /// the lobby. With nobody admitted, the longest-waiting member becomes
-    /// host (so a lobby never waits for a host that cannot come).
+    /// host (so a lobby never waits for a host that cannot come) and gets
+    /// its full welcome, whose `waiting` lists the rest of the lobby.
     fn hand_over_host(&mut self, slot: usize) {
         let room = &mut self.rooms[slot];
         if room.members.iter().any(|(_, m)| m.role == Role::Host) {
@@ -677,28 +686,34 @@ impl Rooms {
         };
         if room.members[heir].role == Role::Waiting {
             room.waiting -= 1;
-            room.members[heir].role = Role::Host;
+            self.set_role(slot, heir, Role::Host);
             self.admitted(slot, heir);
-            self.tell_lobby_to(slot, heir);
             return;
         }
-        let member = &mut room.members[heir];
-        member.role = Role::Host;
+        self.set_role(slot, heir, Role::Host);
+        let member = &self.rooms[slot].members[heir];
         if member.quiet {
             return; // personal and group rooms: roles exist, but nobody is told
         }
         let user: Box<str> = member.peer.user().into();
-        let frame = encode_user_event(&mut self.frames, room, "role", &user, Role::Host.as_str());
+        let frame = encode_user_event(&mut self.frames, &self.rooms[slot], "role", &user, Role::Host.as_str());
         self.broadcast(slot, Audience::Admitted, frame);
         self.tell_lobby_to(slot, heir);
     }
 
-    /// Sends a new host one `lobby` `waiting` event per member in the lobby.
+    /// Sends a new host one `lobby` `waiting` event per member in the lobby,
+    /// at most `welcome_members_max` (as a welcome's `waiting` list), so a
+    /// big lobby does not flood one connection.
     fn tell_lobby_to(&mut self, slot: usize, host: usize) {
         let room = &self.rooms[slot];
         let to = room.members[host].conn;
-        let waiting: Vec<Arc<Peer>> =
-            room.members.iter().filter(|(_, m)| m.role == Role::Waiting).map(|(_, m)| Arc::clone(&m.peer)).collect();
+        let waiting: Vec<Arc<Peer>> = room
+            .members
+            .iter()
+            .filter(|(_, m)| m.role == Role::Waiting)
+            .take(self.limits.welcome_members_max as usize)
+            .map(|(_, m)| Arc::clone(&m.peer))
+            .collect();
         for peer in waiting {
             let event = encode_lobby_event(&mut self.frames, &self.rooms[slot], "waiting", &peer);
             self.outputs.push_back(Output::Deliver { to, frame: event });

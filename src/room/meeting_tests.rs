@@ -71,6 +71,37 @@ impl Meeting {
         drain(&mut self.rooms)
     }
 
+    fn user_of(&self, conn: ConnId) -> &'static str {
+        self.members.iter().find(|(_, (c, _))| *c == conn).map_or("?", |(user, _)| *user)
+    }
+
+    /// Outputs since the last call, each as (recipients by user, sorted;
+    /// a label naming the event and what in it matters), in order.
+    fn summary(&mut self) -> Vec<(Vec<&'static str>, String)> {
+        self.events()
+            .into_iter()
+            .map(|(to, v)| {
+                let mut users: Vec<&'static str> = to.iter().map(|c| self.user_of(*c)).collect();
+                users.sort_unstable();
+                (users, label(&v))
+            })
+            .collect()
+    }
+
+    fn role(&self, user: &str) -> Option<Role> {
+        let (conn, membership) = self.members[user];
+        self.rooms.role_of(membership, conn)
+    }
+
+    fn state(&self) -> &Room {
+        let (_, membership) = self.members["h"];
+        &self.rooms.rooms[membership.room_slot()]
+    }
+
+    fn history_ids(&self) -> Vec<String> {
+        self.state().meeting.history.iter().map(|e| e.id.to_string()).collect()
+    }
+
     /// Who received events of `kind`.
     fn receivers(&mut self, kind: &str) -> Vec<ConnId> {
         let mut to: Vec<ConnId> =
@@ -78,6 +109,25 @@ impl Meeting {
         to.sort();
         to.dedup();
         to
+    }
+}
+
+/// An event as a short label: its type and the parts the tests look at.
+fn label(v: &Value) -> String {
+    let text = |key: &str| v[key].as_str().unwrap_or_default().to_string();
+    match v["type"].as_str() {
+        Some("screenshare") => format!("screenshare {} {}", text("user"), text("state")),
+        Some("lobby") => format!("lobby {} {}", text("event"), v["member"]["user"].as_str().unwrap_or_default()),
+        Some("role") => format!("role {} {}", text("user"), text("role")),
+        Some("hands") => {
+            let queue: Vec<&str> = v["queue"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            format!("hands [{}]", queue.join(","))
+        }
+        Some("welcome") => format!("welcome {}", text("role")),
+        Some("ack") => format!("ack {}", v["ref"]),
+        Some(kind) => kind.to_string(),
+        None if v.get("close").is_some() => format!("close {}", v["close"]),
+        None => v.to_string(),
     }
 }
 
@@ -106,6 +156,125 @@ fn request_of(kind: RequestKind, actor: &str) -> Option<MeetingRequest> {
     })
 }
 
+/// Admitted members of the fixture, as `summary` lists them.
+const ADMITTED: [&str; 5] = ["h", "p", "s", "t", "x"];
+
+fn admitted_but(user: &str) -> Vec<&'static str> {
+    ADMITTED.iter().copied().filter(|u| *u != user).collect()
+}
+
+fn event(to: &[&'static str], label: &str) -> (Vec<&'static str>, String) {
+    (to.to_vec(), label.to_string())
+}
+
+/// An allowed request, in a state where it does something: what must be
+/// done first (drained before the request), and the exact outputs it
+/// gives, in order, ending with the ack to `actor`.
+fn allowed_case(kind: RequestKind, actor: &'static str) -> (Vec<MeetingRequest>, Vec<(Vec<&'static str>, String)>) {
+    use RequestKind as K;
+    let all = ADMITTED.to_vec();
+    let ack = event(&[actor], "ack 1");
+    let (prepare, mut events) = match kind {
+        K::Publish => (vec![], vec![event(&admitted_but(actor), "message")]),
+        K::ChatSend => (vec![], vec![event(&all, "chat")]),
+        K::ChatDeleteOwn | K::ChatDeleteOther => (vec![], vec![event(&all, "chat_deleted")]),
+        K::ChatHistory => (vec![], vec![event(&[actor], "chat_history")]),
+        K::HandRaise => (vec![], vec![event(&all, &format!("hands [t,{actor}]"))]),
+        K::HandLowerOwn => (vec![MeetingRequest::HandRaise], vec![event(&all, "hands [t]")]),
+        K::HandLowerOther => (vec![], vec![event(&all, "hands []")]),
+        K::ScreenshareRequest => (vec![], vec![event(&["h"], &format!("screenshare {actor} requested"))]),
+        K::ScreenshareGrant => (vec![], vec![event(&all, "screenshare t started"), event(&all, "role t screenshare")]),
+        K::ScreenshareDeny => (vec![], vec![event(&["t"], "screenshare t denied")]),
+        // A host shares as host: no role change.
+        K::ScreenshareStopOwn if actor == "h" => {
+            (vec![MeetingRequest::ScreenshareGrant { user: "h".into() }], vec![event(&all, "screenshare h stopped")])
+        }
+        K::ScreenshareStopOwn => (
+            vec![],
+            vec![
+                event(&all, &format!("screenshare {actor} stopped")),
+                event(&all, &format!("role {actor} participant")),
+            ],
+        ),
+        K::ScreenshareStopOther => {
+            (vec![], vec![event(&all, "screenshare x stopped"), event(&all, "role x participant")])
+        }
+        K::LobbyAdmit => (
+            vec![],
+            vec![event(&["h"], "lobby admitted w"), event(&["w"], "welcome participant"), event(&all, "member_joined")],
+        ),
+        K::LobbyDeny => (vec![], vec![event(&["w"], "close 4004"), event(&["h"], "lobby left w")]),
+        // The lobby is admitted first; `lobby_state` then reaches w too, after its welcome.
+        K::LobbySet => (
+            vec![],
+            vec![
+                event(&["h"], "lobby admitted w"),
+                event(&["w"], "welcome participant"),
+                event(&all, "member_joined"),
+                event(&["h", "p", "s", "t", "w", "x"], "lobby_state"),
+            ],
+        ),
+        K::Kick => (
+            vec![],
+            vec![
+                event(&["t"], "close 4003"),
+                event(&admitted_but("t"), "member_left"),
+                event(&admitted_but("t"), "hands []"),
+            ],
+        ),
+        K::Signal => (vec![], vec![event(&["t"], "signal")]),
+    };
+    events.push(ack);
+    (prepare, events)
+}
+
+/// What an allowed request must have changed, beyond its events.
+fn assert_effect(meeting: &Meeting, kind: RequestKind, actor: &str, seq_before: u64) {
+    use RequestKind as K;
+    let room = meeting.state();
+    let hands: Vec<&str> = room.meeting.hands.iter().map(|h| &**h).collect();
+    let sharers: Vec<&str> = room.meeting.sharers.iter().map(|h| &**h).collect();
+    let requests: Vec<&str> = room.meeting.share_requests.iter().map(|h| &**h).collect();
+    let history = meeting.history_ids();
+    match kind {
+        K::Publish => assert_eq!(room.seq, seq_before + 1),
+        K::ChatSend => {
+            assert_eq!(room.seq, seq_before + 1);
+            let last = room.meeting.history.back().expect("kept");
+            assert_eq!(&*last.author, actor);
+        }
+        K::ChatDeleteOwn => assert!(!history.contains(&format!("own-{actor}")), "{history:?}"),
+        K::ChatDeleteOther => assert!(!history.contains(&"t1".to_string()), "{history:?}"),
+        K::ChatHistory => assert_eq!(history, ["t1", "own-h", "own-p", "own-s"]),
+        K::HandRaise => assert_eq!(hands, ["t", actor]),
+        K::HandLowerOwn => assert_eq!(hands, ["t"]),
+        K::HandLowerOther => assert!(hands.is_empty()),
+        K::ScreenshareRequest => assert_eq!(requests, ["t", actor]),
+        K::ScreenshareGrant => {
+            assert_eq!((sharers.as_slice(), requests.is_empty()), (["s", "x", "t"].as_slice(), true));
+            assert_eq!(meeting.role("t"), Some(Role::Screenshare));
+        }
+        K::ScreenshareDeny => assert!(requests.is_empty()),
+        K::ScreenshareStopOwn => {
+            assert_eq!(sharers, if actor == "h" { vec!["s", "x"] } else { vec!["x"] });
+            let back = if actor == "h" { Role::Host } else { Role::Participant };
+            assert_eq!(meeting.role(actor), Some(back));
+        }
+        K::ScreenshareStopOther => {
+            assert_eq!(sharers, ["s"]);
+            assert_eq!(meeting.role("x"), Some(Role::Participant));
+        }
+        K::LobbyAdmit => assert_eq!((meeting.role("w"), room.waiting), (Some(Role::Participant), 0)),
+        K::LobbyDeny => assert_eq!((meeting.role("w"), room.waiting, room.members.len()), (None, 0, 5)),
+        K::LobbySet => assert_eq!((room.lobby, meeting.role("w")), (false, Some(Role::Participant))),
+        K::Kick => {
+            assert_eq!((meeting.role("t"), room.members.len()), (None, 5));
+            assert!(hands.is_empty() && requests.is_empty(), "t's hand and request go with t");
+        }
+        K::Signal => assert_eq!(room.seq, seq_before, "signals take no seq"),
+    }
+}
+
 #[test]
 fn every_request_from_every_role_follows_the_matrix() {
     let actors = [(Role::Waiting, "w"), (Role::Participant, "p"), (Role::Screenshare, "s"), (Role::Host, "h")];
@@ -114,7 +283,13 @@ fn every_request_from_every_role_follows_the_matrix() {
         for kind in RequestKind::ALL {
             let mut meeting = Meeting::new();
             let (conn, membership) = meeting.members[actor];
+            let (prepare, expected) = if allowed(role, kind) { allowed_case(kind, actor) } else { (vec![], vec![]) };
+            for request in prepare {
+                meeting.ok(actor, request);
+            }
+            meeting.events();
             let before = format!("{:?}", meeting.rooms);
+            let seq_before = meeting.state().seq;
             let result = match request_of(kind, actor) {
                 Some(request) => meeting.rooms.request(membership, conn, &request, Some(b"1"), NOW_MS),
                 None => match meeting.rooms.publish(membership, conn, Some(b"1"), b"1", 0) {
@@ -125,10 +300,13 @@ fn every_request_from_every_role_follows_the_matrix() {
             };
             if allowed(role, kind) {
                 allowed_count += 1;
-                assert_ne!(result, Err(FORBIDDEN), "{role:?} may {kind:?}");
+                assert_eq!(result, Ok(()), "{role:?} may {kind:?}");
+                assert_eq!(meeting.summary(), expected, "{role:?} {kind:?}: the events and their audiences");
+                assert_effect(&meeting, kind, actor, seq_before);
             } else {
                 assert_eq!(result, Err(FORBIDDEN), "{role:?} may not {kind:?}");
                 assert_eq!(format!("{:?}", meeting.rooms), before, "a refused {kind:?} by {role:?} changed something");
+                assert!(meeting.events().is_empty(), "a refused {kind:?} by {role:?} sent something");
             }
         }
     }
@@ -141,6 +319,18 @@ fn every_request_from_every_role_follows_the_matrix() {
     assert!(!allowed(Role::Screenshare, RequestKind::ScreenshareStopOther));
     assert!(allowed(Role::Host, RequestKind::Kick));
     assert_eq!(allowed_count, 8 + 8 + 17);
+}
+
+#[test]
+fn acks_of_chat_and_publish_carry_the_seq_of_their_event() {
+    let mut meeting = Meeting::new();
+    meeting.ok("p", MeetingRequest::ChatSend { text: "hello".into(), id: None });
+    let events = meeting.events();
+    assert_eq!(events[1].1, json!({"type": "ack", "ref": 1, "seq": events[0].1["seq"]}));
+    let (conn, membership) = meeting.members["s"];
+    meeting.rooms.publish(membership, conn, Some(b"1"), b"{}", 0);
+    let events = meeting.events();
+    assert_eq!(events[1].1, json!({"type": "ack", "ref": 1, "seq": events[0].1["seq"]}));
 }
 
 #[test]
@@ -191,7 +381,8 @@ fn admitting_sends_the_full_welcome_and_presence() {
     assert_eq!(welcome.1["history"].as_array().map(Vec::len), Some(2), "welcome_history_max of the history");
     assert!(welcome.1.get("waiting").is_none(), "only hosts see the lobby");
     let joined = events.iter().find(|(_, v)| v["type"] == "member_joined").expect("presence");
-    assert_eq!(joined.0.len(), 5, "h, p, s, x and t are told");
+    let told: Vec<ConnId> = ["h", "p", "s", "t", "x"].iter().map(|u| meeting.conn(u)).collect();
+    assert_eq!(joined.0, told, "h, p, s, t and x are told, not w itself");
     assert_eq!(
         meeting.request("h", MeetingRequest::LobbyAdmit { user: "w".into() }).map_err(|r| r.0),
         Err("not_found")
@@ -337,14 +528,176 @@ fn a_lobby_left_without_admitted_members_gets_a_host_from_the_lobby() {
     let host = rooms.join(&Peer::new(conn(1), "h", None), &key, false, None).expect("space");
     rooms.join(&Peer::new(conn(2), "w1", None), &key, false, None).expect("space");
     rooms.join(&Peer::new(conn(3), "w2", None), &key, false, None).expect("space");
+    // The host's raised hand goes with it: to nobody, since nobody is admitted.
+    rooms.request(host, conn(1), &MeetingRequest::HandRaise, None, NOW_MS).expect("a host may");
     drain(&mut rooms);
     assert!(rooms.leave(host, conn(1), None));
     let events = drain(&mut rooms);
-    let welcome = events.iter().find(|(to, v)| v["type"] == "welcome" && to == &[conn(2)]).expect("w1 is let in");
-    assert_eq!(welcome.1["role"], "host");
-    let lobby =
-        events.iter().find(|(to, v)| v["type"] == "lobby" && to == &[conn(2)]).expect("the new host hears the lobby");
-    assert_eq!(lobby.1["member"]["user"], "w2");
+    // w1, the longest waiting, is let in as host: its full welcome lists the
+    // rest of the lobby, and nothing reaches it before that welcome.
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (to, welcome) = &events[0];
+    assert_eq!(
+        (to.as_slice(), welcome["type"].as_str(), welcome["role"].as_str()),
+        (&[conn(2)][..], Some("welcome"), Some("host"))
+    );
+    assert_eq!(welcome["hands"], json!([]));
+    assert_eq!(welcome["waiting"], json!([{"conn": "0.3.1", "user": "w2"}]));
+}
+
+#[test]
+fn an_admitted_heir_hears_the_lobby_bounded_by_welcome_members_max() {
+    let lim = RoomLimits { lobby_default: true, ..limits(10, 2, 10) };
+    let mut rooms = Rooms::new(0, 1, lim);
+    let key = RoomKey::new("", "heir");
+    let host = rooms.join(&Peer::new(conn(1), "h", None), &key, false, None).expect("space");
+    rooms.join(&Peer::new(conn(2), "p", None), &key, false, None).expect("space");
+    rooms.request(host, conn(1), &MeetingRequest::LobbyAdmit { user: "p".into() }, None, NOW_MS).expect("admit");
+    for slot in 3..6 {
+        rooms.join(&Peer::new(conn(slot), &format!("w{slot}"), None), &key, false, None).expect("space");
+    }
+    drain(&mut rooms);
+    assert!(rooms.leave(host, conn(1), None));
+    let events = drain(&mut rooms);
+    let labels: Vec<(Vec<ConnId>, String)> = events.iter().map(|(to, v)| (to.clone(), label(v))).collect();
+    assert_eq!(
+        labels,
+        [
+            (vec![conn(2)], "member_left".to_string()),
+            (vec![conn(2)], "role p host".to_string()),
+            (vec![conn(2)], "lobby waiting w3".to_string()),
+            (vec![conn(2)], "lobby waiting w4".to_string()),
+        ],
+        "two of the three waiting: welcome_members_max"
+    );
+}
+
+#[test]
+fn a_token_host_arrives_as_host_past_the_lobby() {
+    let mut meeting = Meeting::new();
+    let ana = Peer::with_host(conn(9), "ana", None, true);
+    let membership = meeting.rooms.join(&ana, &RoomKey::new("", "m"), false, Some(b"1")).expect("space");
+    meeting.members.insert("ana", (conn(9), membership));
+    let events = meeting.events();
+    let welcome = &events[0].1;
+    assert_eq!((events[0].0.as_slice(), welcome["role"].as_str()), (&[conn(9)][..], Some("host")));
+    assert_eq!(welcome["member_count"], 6, "admitted at once: five before it and itself");
+    assert_eq!(welcome["waiting"], json!([{"conn": "0.5.1", "user": "w"}]), "hosts see the lobby");
+    let labels: Vec<(Vec<&str>, String)> = events[1..]
+        .iter()
+        .map(|(to, v)| {
+            let mut users: Vec<&str> = to.iter().map(|c| meeting.user_of(*c)).collect();
+            users.sort_unstable();
+            (users, label(v))
+        })
+        .collect();
+    assert_eq!(labels, [(ADMITTED.to_vec(), "member_joined".into()), (vec!["ana"], "ack 1".into())], "no lobby event");
+    assert_eq!(meeting.role("ana"), Some(Role::Host));
+    meeting.ok("ana", MeetingRequest::LobbyAdmit { user: "w".into() });
+}
+
+#[test]
+fn only_hosts_get_the_waiting_list_in_their_welcome() {
+    let mut meeting = Meeting::new();
+    meeting.ok("h", MeetingRequest::LobbyAdmit { user: "w".into() });
+    let late = Peer::new(conn(9), "late", None);
+    meeting.rooms.join(&late, &RoomKey::new("", "m"), false, None).expect("space");
+    let second_host = Peer::with_host(conn(10), "h2", None, true);
+    meeting.rooms.join(&second_host, &RoomKey::new("", "m"), false, None).expect("space");
+    let welcomes: Vec<(Vec<ConnId>, Value)> =
+        meeting.events().into_iter().filter(|(_, v)| v["type"] == "welcome").collect();
+    assert_eq!(welcomes.len(), 3, "w's full welcome, late's waiting one, h2's");
+    assert_eq!(welcomes[0].0, [conn(5)]);
+    assert_eq!(welcomes[0].1.get("waiting"), None, "a participant does not see the lobby");
+    assert_eq!(welcomes[1].0, [conn(9)]);
+    assert_eq!(welcomes[1].1.get("waiting"), None, "nor does a waiting connection");
+    assert_eq!(welcomes[2].0, [conn(10)]);
+    assert_eq!(welcomes[2].1["waiting"], json!([{"conn": "0.9.1", "user": "late"}]));
+}
+
+#[test]
+fn binary_frames_skip_the_sender_and_the_lobby() {
+    let mut meeting = Meeting::new();
+    let (conn, membership) = meeting.members["p"];
+    meeting.rooms.relay_binary(membership, conn, &[1, 2, 3]);
+    match meeting.rooms.poll_output() {
+        Some(Output::Broadcast { room, audience, skip, frame }) => {
+            let mut to: Vec<ConnId> = meeting.rooms.audience(room, audience).filter(|c| Some(*c) != skip).collect();
+            to.sort();
+            let expected: Vec<ConnId> = ["h", "s", "t", "x"].iter().map(|u| meeting.conn(u)).collect();
+            assert_eq!(to, expected, "every admitted member but the sender; not w");
+            assert_eq!(&frame[..], &[0x82, 3, 1, 2, 3]);
+        }
+        other => panic!("expected a broadcast, got {other:?}"),
+    }
+    assert!(meeting.rooms.poll_output().is_none());
+    let (conn, membership) = meeting.members["w"];
+    meeting.rooms.relay_binary(membership, conn, &[4]);
+    assert!(meeting.rooms.poll_output().is_none(), "a waiting sender's binary goes nowhere");
+}
+
+#[test]
+fn members_on_other_shards_have_their_role_changes_sent_before_the_broadcasts_that_see_them() {
+    let lim = RoomLimits { lobby_default: true, ..limits(10, 10, 10) };
+    let mut rooms = Rooms::new(0, 2, lim);
+    let key = RoomKey::new("", "wide");
+    let remote = ConnId { shard: 1, slot: 7, generation: 3 };
+    let host = rooms.join(&Peer::new(conn(1), "h", None), &key, false, None).expect("space");
+    let guest = rooms.join(&Peer::new(remote, "r", None), &key, false, None).expect("space");
+    assert_eq!(rooms.role_of(guest, remote), Some(Role::Waiting), "what the owner tells the home in `Joined`");
+    drain(&mut rooms);
+    rooms.request(host, conn(1), &MeetingRequest::LobbySet { enabled: false }, None, NOW_MS).expect("a host may");
+    let labels: Vec<(Vec<ConnId>, String)> = drain(&mut rooms)
+        .into_iter()
+        .map(|(to, v)| (to, v.get("role_changed").map_or_else(|| label(&v), |role| format!("role_changed {role}"))))
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            (vec![remote], "role_changed \"participant\"".to_string()),
+            (vec![conn(1)], "lobby admitted r".to_string()),
+            (vec![remote], "welcome participant".to_string()),
+            (vec![conn(1)], "member_joined".to_string()),
+            (vec![conn(1), remote], "lobby_state".to_string()),
+        ]
+    );
+    // Host by hand-over: the home is told before the `role` event.
+    assert!(rooms.leave(host, conn(1), None));
+    let roles: Vec<String> = drain(&mut rooms)
+        .into_iter()
+        .filter_map(|(_, v)| {
+            v.get("role_changed").map(|r| format!("changed {r}")).or(v["role"].as_str().map(|r| format!("event {r}")))
+        })
+        .collect();
+    assert_eq!(roles, ["changed \"host\"", "event host"]);
+}
+
+#[test]
+fn a_membership_of_a_freed_room_is_refused_after_its_slot_is_reused() {
+    let mut rooms = Rooms::new(0, 1, limits(10, 10, 10));
+    let a = conn(1);
+    let stale = rooms.join(&Peer::new(a, "a", None), &RoomKey::new("", "old"), false, None).expect("space");
+    // a is kicked (or leaves); the room is freed with its last member.
+    assert!(rooms.leave(stale, a, None));
+    assert!(rooms.is_empty());
+    // The same connection is now in a new room that took the same slots.
+    let fresh = rooms.join(&Peer::new(a, "a", None), &RoomKey::new("", "new"), false, None).expect("space");
+    assert_eq!(fresh.room_slot(), stale.room_slot());
+    assert_ne!(fresh, stale, "the incarnation tells them apart");
+    rooms.join(&Peer::new(conn(2), "b", None), &RoomKey::new("", "new"), false, None).expect("space");
+    drain(&mut rooms);
+    // A request that was in flight under the old membership acts on nothing.
+    assert_eq!(rooms.publish(stale, a, Some(b"1"), b"1", 0), None);
+    let chat = MeetingRequest::ChatSend { text: "hi".into(), id: None };
+    assert_eq!(rooms.request(stale, a, &chat, Some(b"1"), NOW_MS).map_err(|r| r.0), Err("not_joined"));
+    let kick = MeetingRequest::Kick { user: "b".into() };
+    assert_eq!(rooms.request(stale, a, &kick, Some(b"1"), NOW_MS).map_err(|r| r.0), Err("not_joined"));
+    rooms.relay_binary(stale, a, &[1]);
+    assert_eq!(rooms.role_of(stale, a), None);
+    assert!(!rooms.leave(stale, a, Some(b"1")));
+    assert!(drain(&mut rooms).is_empty(), "nothing reached the new room");
+    assert_eq!(rooms.roles(&RoomKey::new("", "new")).len(), 2, "both members still in");
+    assert_eq!(rooms.publish(fresh, a, None, b"1", 0), Some(Ok(1)), "the current membership works");
 }
 
 #[test]

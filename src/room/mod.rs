@@ -160,11 +160,18 @@ impl Recent {
 }
 
 /// Where a connection sits in a room; returned by `join`, given back to
-/// `leave` and `publish`. Valid until `leave`.
+/// `leave`, `publish` and `request`. Valid until `leave`. It names the
+/// room's incarnation as well as its slot: slab slots are reused, so a
+/// membership held across a leave (a request in flight from a kicked
+/// connection) must not act on a later room that took the same slot.
+/// Every connection holds one per room it is in, so it stays small: the
+/// low 32 bits of the incarnation, which (like a `ConnId` generation) can
+/// only be mistaken 2^32 room creations later on the same slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Membership {
     room: u32,
     member: u32,
+    incarnation: u32,
 }
 
 impl Membership {
@@ -218,7 +225,9 @@ pub enum Audience {
 }
 
 impl Audience {
-    fn includes(self, role: Role) -> bool {
+    /// Whether a member with `role` is in this audience. Also the filter a
+    /// shard applies to its members of a room owned elsewhere.
+    pub fn includes(self, role: Role) -> bool {
         match self {
             Audience::All => true,
             Audience::Admitted => role != Role::Waiting,
@@ -233,8 +242,16 @@ pub enum Output {
     /// Queue `frame` for one connection.
     Deliver { to: ConnId, frame: Frame },
     /// Queue `frame` for the members of the room in slot `room` that are in
-    /// `audience`, except `skip`.
+    /// `audience`, except `skip`. The audience is read when the output is
+    /// carried out; `Rooms` orders its work so that nobody enters it in
+    /// between (see `push_broadcast`).
     Broadcast { room: usize, audience: Audience, skip: Option<ConnId>, frame: Frame },
+    /// `conn`, a member on another shard, now has `role` in the room in
+    /// slot `room`: its home shard must know, because it filters the
+    /// broadcasts it fans out by its members' roles. Carried out in order
+    /// with the broadcasts around it, so each broadcast reaches the members
+    /// that were in its audience when it was queued.
+    RoleChanged { conn: ConnId, room: usize, role: Role },
     /// Close a connection (it was kicked or denied); it has already been
     /// removed from the room.
     Close { conn: ConnId, code: crate::ws::CloseCode },
@@ -306,6 +323,27 @@ pub struct Rooms {
     /// Registry settings of the rooms this shard owns, live or not (at most
     /// `rooms.registry_max` over all shards; `registry::Registry` checks).
     policies: HashMap<RoomKey, RoomPolicy>,
+    /// Debug builds only: what `poll_output` checks broadcasts against.
+    audit: AudienceAudit,
+}
+
+/// Debug builds only: for each queued broadcast, the call that queued it,
+/// the room's incarnation and its audience (sorted) then, so `poll_output`
+/// can check that nobody entered the audience before the broadcast was
+/// carried out. Only the latest call's broadcasts are checked: the shard
+/// carries out each call's outputs before the next call, tests may let
+/// them pile up.
+#[derive(Default)]
+struct AudienceAudit {
+    queued: VecDeque<(u64, u64, Vec<ConnId>)>,
+    calls: u64,
+}
+
+/// Not part of the rooms' state (tests compare that by its `Debug` form).
+impl std::fmt::Debug for AudienceAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AudienceAudit")
+    }
 }
 
 impl Rooms {
@@ -322,6 +360,7 @@ impl Rooms {
             incarnations: 0,
             durable: false,
             policies: HashMap::new(),
+            audit: AudienceAudit::default(),
         }
     }
 
@@ -338,6 +377,7 @@ impl Rooms {
     /// apply to arrivals from now on. Closing the members of a deleted room
     /// is the shard's part (`AdminQuery::Registry`).
     pub fn set_policy(&mut self, key: &RoomKey, policy: Option<RoomPolicy>) {
+        self.begin_call();
         let old = match policy {
             Some(policy) => self.policies.insert(key.clone(), policy),
             None => self.policies.remove(key),
@@ -406,6 +446,7 @@ impl Rooms {
         since: Option<&Since>,
         now_ms: u64,
     ) -> Result<Membership, JoinRefused> {
+        self.begin_call();
         let admission =
             registry::admission(self.policy(key), self.limits.require_registration, key.room(), peer.names_room());
         match admission {
@@ -477,12 +518,7 @@ impl Rooms {
             let waiting = meeting::encode_waiting_welcome(&mut self.frames, room, peer, self.shard);
             self.outputs.push_back(Output::Deliver { to: peer.conn, frame: waiting });
             let event = meeting::encode_lobby_event(&mut self.frames, room, "waiting", peer);
-            self.outputs.push_back(Output::Broadcast {
-                room: slot,
-                audience: Audience::Hosts,
-                skip: None,
-                frame: event,
-            });
+            self.push_broadcast(slot, Audience::Hosts, None, event);
         } else if !quiet {
             match since {
                 Some(since) => self.admitted_since(slot, member, since, now_ms),
@@ -496,7 +532,7 @@ impl Rooms {
             self.outputs.push_back(Output::Deliver { to: peer.conn, frame: ack });
         }
         self.debug_check_invariants();
-        Ok(Membership { room: slot as u32, member: member as u32 })
+        Ok(Membership { room: slot as u32, member: member as u32, incarnation: self.rooms[slot].incarnation as u32 })
     }
 
     /// A member becomes visible: its full `welcome`, and `member_joined` for the others.
@@ -545,20 +581,20 @@ impl Rooms {
         let admitted = room.members.len() - room.waiting as usize;
         if admitted > 1 && admitted <= self.limits.presence_members_max as usize {
             let joined = encode_presence(&mut self.frames, "member_joined", room, &peer);
-            self.outputs.push_back(Output::Broadcast {
-                room: slot,
-                audience: Audience::Admitted,
-                skip: Some(peer.conn),
-                frame: joined,
-            });
+            self.push_broadcast(slot, Audience::Admitted, Some(peer.conn), joined);
         }
     }
 
-    /// The member at `membership`, if it is still `conn`. Guards every
-    /// request that names a membership, so a stale one (from a message that
-    /// crossed a leave) changes nothing.
+    /// The member at `membership`, if the room is still the incarnation the
+    /// membership was made in and the member is still `conn`. Guards every
+    /// call that takes a membership, so a stale one (from a message that
+    /// crossed a leave, a kick or the room being freed and its slot reused)
+    /// changes nothing.
     fn member_of(&self, membership: Membership, conn: ConnId) -> Option<&Member> {
-        let room = self.rooms.get(membership.room as usize)?;
+        let room = self
+            .rooms
+            .get(membership.room as usize)
+            .filter(|room| room.incarnation as u32 == membership.incarnation)?;
         room.members.get(membership.member as usize).filter(|m| m.conn == conn)
     }
 
@@ -568,6 +604,7 @@ impl Rooms {
     /// the last message the member was sent. Returns false when `conn` was
     /// not that member (nothing changes).
     pub fn leave(&mut self, membership: Membership, conn: ConnId, reference: Option<&[u8]>) -> bool {
+        self.begin_call();
         if self.member_of(membership, conn).is_none() {
             return false;
         }
@@ -600,23 +637,13 @@ impl Rooms {
         if gone.role == Role::Waiting {
             room.waiting -= 1;
             let event = meeting::encode_lobby_event(&mut self.frames, room, "left", &gone.peer);
-            self.outputs.push_back(Output::Broadcast {
-                room: slot,
-                audience: Audience::Hosts,
-                skip: None,
-                frame: event,
-            });
+            self.push_broadcast(slot, Audience::Hosts, None, event);
             return;
         }
         let admitted = room.members.len() - room.waiting as usize;
         if !gone.quiet && admitted < self.limits.presence_members_max as usize && admitted > 0 {
             let left = encode_presence(&mut self.frames, "member_left", room, &gone.peer);
-            self.outputs.push_back(Output::Broadcast {
-                room: slot,
-                audience: Audience::Admitted,
-                skip: None,
-                frame: left,
-            });
+            self.push_broadcast(slot, Audience::Admitted, None, left);
         }
         self.after_departure(slot, gone.peer.user());
     }
@@ -632,6 +659,7 @@ impl Rooms {
         data: &[u8],
         now_ms: u64,
     ) -> Option<Result<u64, Refusal>> {
+        self.begin_call();
         let member = self.member_of(membership, conn)?;
         if !allowed(member.role, RequestKind::Publish) {
             return Some(Err(FORBIDDEN));
@@ -659,12 +687,7 @@ impl Rooms {
             recent.held.push_back((seq, now_ms, Arc::clone(&frame)));
         }
         if room.members.len() > 1 {
-            self.outputs.push_back(Output::Broadcast {
-                room: slot,
-                audience: Audience::Admitted,
-                skip: Some(conn),
-                frame,
-            });
+            self.push_broadcast(slot, Audience::Admitted, Some(conn), frame);
         }
         if reference.is_some() {
             protocol::encode_ack(self.frames.begin(), reference, Some(seq));
@@ -678,6 +701,7 @@ impl Rooms {
     /// `{"type":"direct","from":U,"data":D}`. Acks `reference`; false when
     /// the room has no members (the user has no connection).
     pub fn direct(&mut self, key: &RoomKey, from: &Peer, reference: Option<&[u8]>, data: &[u8]) -> bool {
+        self.begin_call();
         let Some(&slot) = self.index.get(key) else { return false };
         let out = self.frames.begin();
         out.extend_from_slice(b"{\"type\":\"direct\",\"from\":");
@@ -686,7 +710,7 @@ impl Rooms {
         out.extend_from_slice(data);
         out.push(b'}');
         let frame = self.frames.finish(Opcode::Text);
-        self.outputs.push_back(Output::Broadcast { room: slot, audience: Audience::All, skip: None, frame });
+        self.push_broadcast(slot, Audience::All, None, frame);
         if reference.is_some() {
             protocol::encode_ack(self.frames.begin(), reference, None);
             let ack = self.frames.finish(Opcode::Text);
@@ -697,17 +721,13 @@ impl Rooms {
 
     /// Relays a binary message verbatim to every other admitted member.
     pub fn relay_binary(&mut self, membership: Membership, from: ConnId, payload: &[u8]) {
+        self.begin_call();
         let slot = membership.room as usize;
         let admitted = self.member_of(membership, from).is_some_and(|m| m.role != Role::Waiting);
         if admitted && self.rooms[slot].members.len() > 1 {
             self.frames.begin().extend_from_slice(payload);
             let frame = self.frames.finish(Opcode::Binary);
-            self.outputs.push_back(Output::Broadcast {
-                room: slot,
-                audience: Audience::Admitted,
-                skip: Some(from),
-                frame,
-            });
+            self.push_broadcast(slot, Audience::Admitted, Some(from), frame);
         }
     }
 
@@ -718,6 +738,7 @@ impl Rooms {
     /// the result as one `chat_history`: their welcomes said
     /// `history_loading`. An answer for a room since freed is ignored.
     pub fn history_loaded(&mut self, key: &RoomKey, load: u64, stored: Vec<StoredChat>) {
+        self.begin_call();
         let Some(&slot) = self.index.get(key) else { return };
         let room = &mut self.rooms[slot];
         if room.incarnation != load || !room.loading {
@@ -729,7 +750,7 @@ impl Rooms {
         if room.members.iter().any(|(_, m)| m.role != Role::Waiting && !m.quiet) {
             let history_max = self.history_max(&room.key) as usize;
             let frame = meeting::encode_history(&mut self.frames, room, history_max);
-            self.outputs.push_back(Output::Broadcast { room: slot, audience: Audience::Admitted, skip: None, frame });
+            self.push_broadcast(slot, Audience::Admitted, None, frame);
         }
         self.debug_check_invariants();
     }
@@ -741,9 +762,45 @@ impl Rooms {
         format!("{}.{}.{}", self.boot, self.shard, self.rooms[slot].incarnation)
     }
 
-    /// The room id of a membership (without tenant).
-    pub fn room_id(&self, membership: Membership) -> Option<&str> {
-        self.rooms.get(membership.room as usize).map(|room| room.key.room())
+    /// Queues a broadcast to `audience` in room `slot`, except `skip`.
+    ///
+    /// The audience is read when the shard carries the output out (after
+    /// the whole call), and by each other shard when the fan-out reaches it
+    /// (against the roles it was told of, in order: `Output::RoleChanged`).
+    /// Both give the audience as it was when the broadcast was queued only
+    /// if nobody enters it in between, so handlers change roles before the
+    /// broadcasts that should reach the new role, never after (checked in
+    /// debug builds; leaving an audience in between is harmless). A
+    /// broadcast to admitted members while nobody is admitted is dropped:
+    /// it reaches nobody, and must not reach a lobby member promoted to
+    /// host later in the same call.
+    fn push_broadcast(&mut self, slot: usize, audience: Audience, skip: Option<ConnId>, frame: Frame) {
+        let room = &self.rooms[slot];
+        if audience == Audience::Admitted && room.members.len() == room.waiting as usize {
+            return;
+        }
+        if cfg!(debug_assertions) {
+            let mut queued: Vec<ConnId> = self.audience(slot, audience).collect();
+            queued.sort_unstable();
+            self.audit.queued.push_back((self.audit.calls, room.incarnation, queued));
+        }
+        self.outputs.push_back(Output::Broadcast { room: slot, audience, skip, frame });
+    }
+
+    /// Sets the role of member `member` of room `slot`; a member on another
+    /// shard has its home told (`Output::RoleChanged`), in order with the
+    /// broadcasts around the change.
+    fn set_role(&mut self, slot: usize, member: usize, role: Role) {
+        let entry = &mut self.rooms[slot].members[member];
+        entry.role = role;
+        if entry.conn.shard != self.shard {
+            self.outputs.push_back(Output::RoleChanged { conn: entry.conn, room: slot, role });
+        }
+    }
+
+    /// The role of `conn` at `membership`, if that membership is still valid.
+    pub fn role_of(&self, membership: Membership, conn: ConnId) -> Option<Role> {
+        self.member_of(membership, conn).map(|member| member.role)
     }
 
     /// The connections in the room in slot `room`, on every shard.
@@ -761,16 +818,6 @@ impl Rooms {
     pub fn audience(&self, room: usize, audience: Audience) -> impl Iterator<Item = ConnId> + '_ {
         self.rooms.get(room).into_iter().flat_map(move |room| {
             room.members.iter().filter(move |(_, m)| audience.includes(m.role)).map(|(_, m)| m.conn)
-        })
-    }
-
-    /// Whether a broadcast to `audience` in room `room` reaches every member,
-    /// so another shard may fan it out to all its members of the room.
-    pub fn audience_is_everyone(&self, room: usize, audience: Audience) -> bool {
-        self.rooms.get(room).is_some_and(|room| match audience {
-            Audience::All => true,
-            Audience::Admitted => room.waiting == 0,
-            Audience::Hosts => false,
         })
     }
 
@@ -799,7 +846,18 @@ impl Rooms {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front()?;
+        if cfg!(debug_assertions)
+            && let Output::Broadcast { room, audience, .. } = &output
+            && let Some((call, incarnation, queued)) = self.audit.queued.pop_front()
+            && call == self.audit.calls
+            && self.rooms.get(*room).is_some_and(|r| r.incarnation == incarnation)
+        {
+            let gained: Vec<ConnId> =
+                self.audience(*room, *audience).filter(|conn| queued.binary_search(conn).is_err()).collect();
+            assert!(gained.is_empty(), "{gained:?} entered the audience of a broadcast after it was queued");
+        }
+        Some(output)
     }
 
     /// Rooms currently held (each has at least one member).
@@ -809,6 +867,13 @@ impl Rooms {
 
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()
+    }
+
+    /// Marks the start of a call that may queue broadcasts (debug builds).
+    fn begin_call(&mut self) {
+        if cfg!(debug_assertions) {
+            self.audit.calls += 1;
+        }
     }
 
     fn debug_check_invariants(&self) {

@@ -93,8 +93,10 @@ fn the_registry_lobby_is_where_a_room_starts_and_a_change_acts_like_lobby_set() 
     rooms.set_policy(&key("m"), Some(RoomPolicy { lobby: Some(false), ..policy() }));
     let seen = types(&drain(&mut rooms));
     let kinds: Vec<&str> = seen.iter().map(|(_, kind)| kind.as_str()).collect();
-    assert_eq!(kinds, ["lobby_state", "lobby", "welcome", "member_joined"], "as a host's lobby.set off");
-    assert_eq!(seen[2].0, [conn(2)], "the waiting guest is admitted");
+    // As a host's `lobby.set` off: the waiting are admitted, then everyone admitted is told.
+    assert_eq!(kinds, ["lobby", "welcome", "member_joined", "lobby_state"]);
+    assert_eq!(seen[1].0, [conn(2)], "the waiting guest is admitted");
+    assert_eq!(seen[3].0, [conn(1), conn(2)], "the lobby change reaches the admitted guest too");
 }
 
 #[test]

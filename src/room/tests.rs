@@ -40,6 +40,10 @@ pub(super) fn drain(rooms: &mut Rooms) -> Vec<(Vec<ConnId>, serde_json::Value)> 
                 seen.push((vec![conn], serde_json::json!({ "close": code.code })));
                 continue;
             }
+            Output::RoleChanged { conn, role, .. } => {
+                seen.push((vec![conn], serde_json::json!({ "role_changed": role.as_str() })));
+                continue;
+            }
             Output::Persist(event) => {
                 seen.push((Vec::new(), serde_json::json!({ "persist": format!("{event:?}") })));
                 continue;

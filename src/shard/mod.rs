@@ -722,6 +722,7 @@ impl ShardCore {
                     }
                 }
                 Output::Close { conn, code } => self.remote.send_control(conn.shard, RemoteMsg::Close { conn, code }),
+                Output::RoleChanged { conn, room, role } => self.send_role(conn, room, role),
                 Output::Persist(event) => self.persist(event),
             }
         }

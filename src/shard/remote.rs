@@ -1,10 +1,11 @@
 //! Rooms that span shards. A room lives on the shard that owns its key; a
 //! connection on another shard is a member there through messages:
 //!
-//! - home → owner: `Join`, `Leave`, `Publish`, `Direct`;
+//! - home → owner: `Join`, `Leave`, `Publish`, `Direct`, `Meeting`;
 //! - owner → home: `Joined` / `JoinRefused` / `Left` (membership bookkeeping),
-//!   `Deliver` (one frame for one connection) and `Fanout` (one broadcast for
-//!   all of that shard's members of a room, sent once, not once per member).
+//!   `Role` (a member's new role), `Deliver` (one frame for one connection),
+//!   `Fanout` (one broadcast for that shard's members of a room in its
+//!   audience, sent once, not once per member) and `Close`.
 //!
 //! Messages to a shard are batched: one channel send and one wake per
 //! destination per loop iteration. Each channel is FIFO, so a member sees a
@@ -12,21 +13,27 @@
 //! first `Fanout` that should reach the new member.
 //!
 //! The home shard keeps `mirrors`: for each remote room, its own connections
-//! in it. A connection is added on `Joined` and removed on `Left` (or when it
-//! closes), so it gets exactly the messages published while the owner counts
-//! it as a member. A join whose connection closed or left while the join was
-//! in flight is undone when its `Joined` comes back, so no ghost membership
-//! stays behind.
+//! in it with their roles there. A connection is added on `Joined` (with its
+//! role at the join), its role follows `Role` messages, and it is removed on
+//! `Left` (or when it closes), so it gets exactly the messages published
+//! while the owner counts it as a member. A `Fanout` names its audience
+//! (everyone, admitted members, hosts) and the home filters its members by
+//! role, so a lobby in a big room costs no per-member list on the owner:
+//! the owner sends each `Role` before any broadcast that should see it.
+//! A join whose connection closed or left while the join was in flight is
+//! undone when its `Joined` comes back, so no ghost membership stays behind;
+//! memberships name the room's incarnation, so a request that crossed a
+//! leave acts on nothing, even if the room's slot was reused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{ShardCore, ShardHandle, ShardMsg};
-use crate::conn::{Place, Role};
+use crate::conn::Place;
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::LimitKind;
 use crate::protocol;
-use crate::room::{Audience, JoinRefused, MeetingRequest, Membership, Peer, Since};
+use crate::room::{Audience, JoinRefused, MeetingRequest, Membership, Peer, Role, Since};
 use crate::ws::CloseCode;
 use crate::ws::frame::{Frame, Opcode};
 
@@ -49,7 +56,6 @@ pub enum RemoteMsg {
         reference: Option<Box<[u8]>>,
     },
     Publish {
-        key: RoomKey,
         membership: Membership,
         conn: ConnId,
         reference: Option<Box<[u8]>>,
@@ -66,6 +72,8 @@ pub enum RemoteMsg {
         key: RoomKey,
         tag: u32,
         membership: Membership,
+        /// The member's role at the join (the home filters fan-outs by it).
+        role: Role,
     },
     JoinRefused {
         conn: ConnId,
@@ -82,16 +90,19 @@ pub enum RemoteMsg {
         to: ConnId,
         frame: Frame,
     },
+    /// A broadcast for the receiving shard's members of `key` that are in
+    /// `audience` (by the roles it was told of), except `skip`.
     Fanout {
         key: RoomKey,
+        audience: Audience,
         skip: Option<ConnId>,
         frame: Frame,
     },
-    /// A broadcast for some of a shard's members only (lobby, hosts): the
-    /// owner names them, since the home shard does not know roles.
-    FanoutTo {
-        conns: Vec<ConnId>,
-        frame: Frame,
+    /// The owner changed `conn`'s role in `key` (admitted, host, sharing).
+    Role {
+        conn: ConnId,
+        key: RoomKey,
+        role: Role,
     },
     /// A meeting request of a member on another shard.
     Meeting {
@@ -119,13 +130,20 @@ pub struct RemoteState {
     pub peers: Vec<ShardHandle>,
     /// Messages waiting for the end of the iteration, per destination shard.
     outbox: Vec<Vec<RemoteMsg>>,
-    /// This shard's connections in rooms owned elsewhere.
-    mirrors: HashMap<RoomKey, Vec<ConnId>>,
+    /// This shard's connections in rooms owned elsewhere, with their roles there.
+    mirrors: HashMap<RoomKey, Vec<(ConnId, Role)>>,
+    /// The shards one broadcast goes to, reused so a fan-out allocates nothing.
+    shards_scratch: Vec<ShardId>,
 }
 
 impl RemoteState {
     pub fn new(shards: usize) -> RemoteState {
-        RemoteState { peers: Vec::new(), outbox: (0..shards).map(|_| Vec::new()).collect(), mirrors: HashMap::new() }
+        RemoteState {
+            peers: Vec::new(),
+            outbox: (0..shards).map(|_| Vec::new()).collect(),
+            mirrors: HashMap::new(),
+            shards_scratch: Vec::with_capacity(shards),
+        }
     }
 
     /// Whether messages wait for a shard whose inbox was full.
@@ -145,7 +163,7 @@ impl RemoteState {
     /// Stops routing `key`'s broadcasts to `conn`.
     pub fn forget_member(&mut self, key: &RoomKey, conn: ConnId) {
         if let Some(members) = self.mirrors.get_mut(key) {
-            members.retain(|member| *member != conn);
+            members.retain(|(member, _)| *member != conn);
             if members.is_empty() {
                 self.mirrors.remove(key);
             }
@@ -179,27 +197,26 @@ impl ShardCore {
     }
 
     /// Sends a broadcast once to each other shard with members of the room
-    /// in `room`: as a `Fanout` when the audience is every member, else as a
-    /// `FanoutTo` naming that shard's members in the audience.
+    /// in `room`, naming its audience: that shard picks its members by role,
+    /// so the cost here is one message per shard whatever the audience.
     pub(super) fn fan_out_remote(&mut self, room: usize, audience: Audience, skip: Option<ConnId>, frame: &Frame) {
-        let Some(key) = self.rooms.key(room).cloned() else { return };
-        let shards: Vec<ShardId> = self.rooms.remote_shards(room).collect();
-        if shards.is_empty() {
-            return;
-        }
-        if self.rooms.audience_is_everyone(room, audience) {
-            for shard in shards {
-                let fanout = RemoteMsg::Fanout { key: key.clone(), skip, frame: Arc::clone(frame) };
+        let mut shards = std::mem::take(&mut self.remote.shards_scratch);
+        shards.clear();
+        shards.extend(self.rooms.remote_shards(room));
+        if let Some(key) = self.rooms.key(room).filter(|_| !shards.is_empty()).cloned() {
+            for &shard in &shards {
+                let fanout = RemoteMsg::Fanout { key: key.clone(), audience, skip, frame: Arc::clone(frame) };
                 self.send_bounded(shard, fanout);
             }
-            return;
         }
-        for shard in shards {
-            let conns: Vec<ConnId> =
-                self.rooms.audience(room, audience).filter(|c| c.shard == shard && Some(*c) != skip).collect();
-            if !conns.is_empty() {
-                self.send_bounded(shard, RemoteMsg::FanoutTo { conns, frame: Arc::clone(frame) });
-            }
+        self.remote.shards_scratch = shards;
+    }
+
+    /// Tells the home shard of `conn` its new role in room `room`. Never
+    /// dropped: a lost role change would misroute every later broadcast.
+    pub(super) fn send_role(&mut self, conn: ConnId, room: usize, role: Role) {
+        if let Some(key) = self.rooms.key(room).cloned() {
+            self.remote.send_control(conn.shard, RemoteMsg::Role { conn, key, role });
         }
     }
 
@@ -231,7 +248,9 @@ impl ShardCore {
                 match self.rooms.join_since(&peer, &key, quiet, reference.as_deref(), since.as_deref(), now_ms) {
                     Ok(membership) => {
                         // Before the welcome and any broadcast: the home adds its mirror entry first.
-                        self.remote.send_control(home, RemoteMsg::Joined { conn: peer.conn, key, tag, membership });
+                        let role = self.rooms.role_of(membership, peer.conn).unwrap_or(Role::Waiting);
+                        let joined = RemoteMsg::Joined { conn: peer.conn, key, tag, membership, role };
+                        self.remote.send_control(home, joined);
                         self.apply_room_outputs();
                     }
                     Err(reason) => {
@@ -263,11 +282,10 @@ impl ShardCore {
                 }
                 self.apply_room_outputs();
             }
-            RemoteMsg::FanoutTo { conns, frame } => {
-                for conn in conns {
-                    if self.is_live(conn) {
-                        self.queue(conn.slot as usize, Arc::clone(&frame));
-                    }
+            RemoteMsg::Role { conn, key, role } => {
+                let entry = self.remote.mirrors.get_mut(&key).and_then(|m| m.iter_mut().find(|(c, _)| *c == conn));
+                if let Some((_, held)) = entry {
+                    *held = role;
                 }
             }
             RemoteMsg::Close { conn, code } => {
@@ -281,7 +299,9 @@ impl ShardCore {
                 }
                 self.apply_room_outputs();
             }
-            RemoteMsg::Joined { conn, key, tag, membership } => self.on_joined(from, conn, key, tag, membership),
+            RemoteMsg::Joined { conn, key, tag, membership, role } => {
+                self.on_joined(from, conn, key, tag, membership, role)
+            }
             RemoteMsg::JoinRefused { conn, key, tag, reason, reference } => {
                 if let Some(member) = self.live_member(conn) {
                     let pending = |j: &crate::conn::JoinedRoom| {
@@ -297,13 +317,13 @@ impl ShardCore {
                     self.queue(to.slot as usize, frame);
                 }
             }
-            RemoteMsg::Fanout { key, skip, frame } => self.on_fanout(&key, skip, frame),
+            RemoteMsg::Fanout { key, audience, skip, frame } => self.on_fanout(&key, audience, skip, frame),
         }
     }
 
     /// The owner accepted a join: record the membership, or undo the join if
     /// the connection closed or left while it was in flight.
-    fn on_joined(&mut self, owner: ShardId, conn: ConnId, key: RoomKey, tag: u32, membership: Membership) {
+    fn on_joined(&mut self, owner: ShardId, conn: ConnId, key: RoomKey, tag: u32, membership: Membership, role: Role) {
         let pending = self
             .live_member(conn)
             .and_then(|member| member.room_mut(&key))
@@ -311,21 +331,23 @@ impl ShardCore {
         match pending {
             Some(joined) => {
                 joined.place = Place::Remote { owner, membership: Some(membership) };
-                self.remote.mirrors.entry(key).or_default().push(conn);
+                self.remote.mirrors.entry(key).or_default().push((conn, role));
             }
             None => {
+                tracing::debug!(conn = %conn, room = key.room(), "join undone: the connection closed or left while it was in flight");
                 let undo = RemoteMsg::Leave { key, membership, conn, reference: None };
                 self.remote.send_control(owner, undo);
             }
         }
     }
 
-    fn on_fanout(&mut self, key: &RoomKey, skip: Option<ConnId>, frame: Frame) {
+    fn on_fanout(&mut self, key: &RoomKey, audience: Audience, skip: Option<ConnId>, frame: Frame) {
         let Some(members) = self.remote.mirrors.get(key) else { return };
         let cap = self.settings.limits.outbound_queue_bytes_max as usize;
         let mut slow = Vec::new();
-        for &conn in members {
+        for &(conn, role) in members {
             if Some(conn) != skip
+                && audience.includes(role)
                 && let Err(slot) =
                     super::enqueue(&mut self.conns, &mut self.dirty, &mut self.metrics, conn, &frame, cap)
             {
@@ -342,8 +364,8 @@ impl ShardCore {
     pub(super) fn live_member(&mut self, conn: ConnId) -> Option<&mut crate::conn::Member> {
         let entry = self.conns.get_mut(conn.slot as usize).filter(|c| c.id == conn && !c.doomed)?;
         match &mut entry.role {
-            Role::Member(member) => Some(member),
-            Role::Echo => None,
+            crate::conn::Role::Member(member) => Some(member),
+            crate::conn::Role::Echo => None,
         }
     }
 

@@ -48,15 +48,7 @@ impl ShardCore {
         reference: Option<&[u8]>,
         data: &[u8],
     ) -> Result<(), Refusal> {
-        let (conn, place, key) = {
-            let (conn, member) = self.member(slot)?;
-            let joined = match room {
-                None => member.rooms.first(),
-                Some(room) => member.room(room),
-            };
-            let joined = joined.ok_or(NOT_JOINED)?;
-            (conn, joined.place, joined.key.clone())
-        };
+        let (conn, place) = self.place_of(slot, room)?;
         match place {
             Place::Local(membership) => {
                 let now_ms = self.now_unix_ms();
@@ -65,13 +57,8 @@ impl ShardCore {
                 self.apply_room_outputs();
             }
             Place::Remote { owner, membership: Some(membership) } => {
-                let msg = RemoteMsg::Publish {
-                    key,
-                    membership,
-                    conn,
-                    reference: reference.map(Into::into),
-                    data: data.into(),
-                };
+                let msg =
+                    RemoteMsg::Publish { membership, conn, reference: reference.map(Into::into), data: data.into() };
                 self.try_send_remote(owner, msg).map_err(|_| OVERLOADED)?;
             }
             Place::Remote { membership: None, .. } => return Err(JOIN_PENDING),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use roomcast::ids::RoomKey;
 use serde_json::{Value, json};
 
-use super::harness::{Claims, Client, Server, token};
+use super::harness::{Claims, Client, PATIENCE, Server, http_get_json, token};
 
 const SHARDS: usize = 4;
 
@@ -35,6 +35,23 @@ fn connect_at(addr: std::net::SocketAddr, home: &str, user: &str, groups: &[Stri
     let welcome = client.next_of_type("welcome");
     assert_eq!(welcome["shard"].as_u64(), Some(u64::from(owner(home))), "home room lives on its owner");
     client
+}
+
+/// Waits until `client`'s quiet join of `room` (its personal or a group
+/// room, entered at connect) is confirmed by the room's owner. No event
+/// says so, so this publishes `null` into the room until the answer is an
+/// ack instead of `join_pending` (bounded, with a deadline).
+fn until_joined(client: &mut Client, room: &str) {
+    let start = std::time::Instant::now();
+    for reference in 1000.. {
+        let (reply, _) = call(client, json!({"type": "publish", "room": room, "data": null}), reference);
+        if reply["type"] == "ack" {
+            return;
+        }
+        assert_eq!(reply["code"], "join_pending", "{reply}");
+        assert!(start.elapsed() < PATIENCE, "{room} never joined");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Sends `request` with `ref` and reads until its ack or error; returns it
@@ -150,6 +167,7 @@ fn personal_and_group_rooms_come_from_claims_and_others_are_refused() {
     let blue = vec!["blue".to_string()];
     let mut alice = connect(&server, &room_on("home", 0), "alice", &blue);
     let mut bob = connect(&server, &room_on("home", 1), "bob", &blue);
+    until_joined(&mut bob, "group:blue");
     let (denied, _) = call(&mut alice, json!({"type": "join", "room": "group:red"}), 1);
     assert_eq!(denied["code"], "forbidden");
     let (denied, _) = call(&mut alice, json!({"type": "join", "room": "user:bob"}), 2);
@@ -168,6 +186,8 @@ fn direct_reaches_every_connection_of_a_user_on_any_shard() {
     let server = start();
     let mut bob_1 = connect(&server, &room_on("home", 0), "bob", &[]);
     let mut bob_2 = connect(&server, &room_on("home", 2), "bob", &[]);
+    until_joined(&mut bob_1, "user:bob");
+    until_joined(&mut bob_2, "user:bob");
     let mut alice = connect(&server, &room_on("home", 3), "alice", &[]);
     let (ack, _) = call(&mut alice, json!({"type": "direct", "to": "bob", "data": {"x": 1}}), 1);
     assert_eq!(ack["type"], "ack");
@@ -178,25 +198,159 @@ fn direct_reaches_every_connection_of_a_user_on_any_shard() {
     assert_eq!(missing["code"], "not_found");
 }
 
+const ADMIN_KEY: &str = "admin-key-0123456789";
+
+/// The users the homes list in room `room` (`/api/v1/live/rooms/{room}`),
+/// sorted; empty when no connection is in it.
+fn live_users(server: &Server, room: &str) -> Vec<String> {
+    let (status, listing) = http_get_json(server.addr, &format!("/api/v1/live/rooms/{room}"), ADMIN_KEY);
+    if status == 404 {
+        return Vec::new();
+    }
+    assert_eq!(status, 200, "{listing}");
+    let mut users: Vec<String> = listing["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["user"].as_str().expect("user").to_string())
+        .collect();
+    users.sort();
+    users
+}
+
+/// Polls the admin listing (no event says when a closed connection is
+/// reaped) until `room` holds exactly `users`.
+fn wait_for_live_users(server: &Server, room: &str, users: &[&str]) {
+    let start = std::time::Instant::now();
+    loop {
+        let live = live_users(server, room);
+        if live == users {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "{room} still lists {live:?}, not {users:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The members the owner lists in `room`, as seen in a newcomer's welcome.
+fn owner_view(server: &Server, room: &str) -> (Value, Vec<String>) {
+    let mut probe = connect(server, &room_on("probe-home", 3), "probe", &[]);
+    let (ack, frames) = call(&mut probe, json!({"type": "join", "room": room}), 1);
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let welcome = frames.into_iter().find(|f| f["type"] == "welcome").expect("welcome");
+    let mut users: Vec<String> =
+        welcome["members"].as_array().expect("members").iter().map(|m| m["user"].as_str().unwrap().into()).collect();
+    users.sort();
+    (welcome["member_count"].clone(), users)
+}
+
 #[test]
-fn a_connection_dropped_mid_join_leaves_no_ghost_member() {
-    let server = start();
+fn a_connection_closed_before_its_join_is_confirmed_leaves_no_ghost_member() {
+    let mut server = Server::start_logging("debug", &["--shards", "4", "--admin-key", ADMIN_KEY]);
     let room = room_on("ghost", 2);
     let mut watcher = connect(&server, &room, "watcher", &[]);
-    for attempt in 0..5 {
-        let user = format!("ghost{attempt}");
-        let mut ghost = connect(&server, &room_on("home", 1), &user, &[]);
-        // The join and the close leave in one burst, so the join is in flight
-        // at the owner while the home shard closes the connection.
-        ghost.send(json!({"type": "join", "room": room}));
-        drop(ghost);
-        // The owner saw the join (member_joined) and then its undo (member_left).
-        let joined = watcher.next_of_type("member_joined");
-        assert_eq!(joined["member"]["user"], user.as_str());
-        let left = watcher.next_of_type("member_left");
-        assert_eq!(left["member"]["user"], user.as_str());
-        assert_eq!(left["member_count"], 1);
+    let mut ghost = connect(&server, &room_on("home", 1), "ghost", &[]);
+    // The join and a Close in one write: the home shard reads both in one
+    // read and handles them in one iteration, and the Join only leaves for
+    // the owner at the end of it. So the connection is closing, its room
+    // still pending, when the owner's `Joined` comes back: the undo path.
+    let join = json!({"type": "join", "room": room}).to_string();
+    ghost.send_frames_in_one_write(&[(0x1, join.as_bytes()), (0x8, &[0x03, 0xe8])]);
+    assert_eq!(ghost.expect_close().0, 1000, "the server answers the Close");
+    let undone = server.wait_for_log("join undone");
+    assert!(undone.contains(&room), "{undone}");
+    // The owner had taken the join (member_joined) and then the undo.
+    assert_eq!(watcher.next_of_type("member_joined")["member"]["user"], "ghost");
+    let left = watcher.next_of_type("member_left");
+    assert_eq!((left["member"]["user"].as_str(), left["member_count"].as_u64()), (Some("ghost"), Some(1)));
+    // No ghost: not at the owner (a newcomer's welcome), not at any home (the live listing).
+    assert_eq!(owner_view(&server, &room), (json!(2), vec!["watcher".to_string()]));
+    wait_for_live_users(&server, &room, &["watcher"]);
+}
+
+#[test]
+fn a_connection_closed_after_its_join_is_confirmed_leaves_no_ghost_member() {
+    let server = Server::start(&["--shards", "4", "--admin-key", ADMIN_KEY]);
+    let room = room_on("ghost", 2);
+    let mut watcher = connect(&server, &room, "watcher", &[]);
+    let mut member = connect(&server, &room_on("home", 1), "member", &[]);
+    // The welcome comes after `Joined` on the same channel: the home has
+    // recorded the membership by the time the client reads the ack.
+    let (ack, frames) = call(&mut member, json!({"type": "join", "room": room}), 1);
+    assert_eq!(ack["type"], "ack");
+    assert!(frames.iter().any(|f| f["type"] == "welcome" && f["shard"] == 2));
+    assert_eq!(watcher.next_of_type("member_joined")["member"]["user"], "member");
+    wait_for_live_users(&server, &room, &["member", "watcher"]);
+    member.ws.close(None).expect("close");
+    assert_eq!(member.expect_close().0, 1000);
+    let left = watcher.next_of_type("member_left");
+    assert_eq!((left["member"]["user"].as_str(), left["member_count"].as_u64()), (Some("member"), Some(1)));
+    assert_eq!(owner_view(&server, &room), (json!(2), vec!["watcher".to_string()]));
+    wait_for_live_users(&server, &room, &["watcher"]);
+}
+
+#[test]
+fn join_follows_the_room_claim_and_stays_within_the_tenant() {
+    let server = start();
+    // A prefix claim: rooms under it, and nothing else (personal rooms aside).
+    let scoped_token = token(&Claims { sub: "scoped", room: Some("team-*"), ..Claims::default() });
+    let home = room_on("team-home", 1);
+    let mut scoped = Client::connect(&server.url(&home, &format!("token={scoped_token}"))).expect("connect");
+    scoped.next_of_type("welcome");
+    let inside = room_on("team-x", 3);
+    assert_eq!(call(&mut scoped, json!({"type": "join", "room": inside}), 1).0["type"], "ack");
+    for (i, outside) in ["other", "team", "xteam-1", "Team-1"].into_iter().enumerate() {
+        let (refused, _) = call(&mut scoped, json!({"type": "join", "room": outside}), 10 + i as u64);
+        assert_eq!(refused["code"], "forbidden", "{outside}: {refused}");
     }
+    // Tenants: the same room id is a different room in each tenant, owned
+    // by the hash of room and tenant, and a join never crosses over.
+    let in_tenant = |tenant: Option<&'static str>, user: &'static str| {
+        let token = token(&Claims { sub: user, tenant, ..Claims::default() });
+        let mut client = Client::connect(&server.url(&room_on("home", 0), &format!("token={token}"))).expect("c");
+        client.next_of_type("welcome");
+        let (ack, frames) = call(&mut client, json!({"type": "join", "room": "shared"}), 1);
+        assert_eq!(ack["type"], "ack", "{ack}");
+        let welcome = frames.into_iter().find(|f| f["type"] == "welcome").expect("welcome");
+        let owner = RoomKey::new(tenant.unwrap_or(""), "shared").shard(SHARDS);
+        assert_eq!(welcome["shard"].as_u64(), Some(u64::from(owner)), "{welcome}");
+        (client, welcome)
+    };
+    let (mut acme_1, welcome) = in_tenant(Some("acme"), "a1");
+    assert_eq!(welcome["member_count"], 1);
+    let (_globex, welcome) = in_tenant(Some("globex"), "g1");
+    assert_eq!(welcome["member_count"], 1, "acme's member is not in globex's room");
+    let (_default, welcome) = in_tenant(None, "d1");
+    assert_eq!(welcome["member_count"], 1);
+    let (mut acme_2, welcome) = in_tenant(Some("acme"), "a2");
+    assert_eq!((welcome["member_count"].as_u64(), welcome["members"][0]["user"].as_str()), (Some(2), Some("a1")));
+    acme_2.send(json!({"type": "publish", "room": "shared", "data": "acme only"}));
+    let message = acme_1.next_of_type("message");
+    assert_eq!((message["data"].as_str(), message["from"].as_str()), (Some("acme only"), Some("a2")));
+}
+
+#[test]
+fn the_joined_rooms_limit_refuses_with_too_many_rooms() {
+    // The URL room and the personal room leave room for one join.
+    let server = Server::start(&["--shards", "4", "--set", "limits.rooms_per_connection_max=3"]);
+    let mut client = connect(&server, &room_on("home", 0), "u", &[]);
+    let (first, second) = (room_on("one", 1), room_on("two", 2));
+    // A pending join counts: the second is refused before the first is confirmed.
+    client.send(json!({"type": "join", "room": first, "ref": 1}));
+    client.send(json!({"type": "join", "room": second, "ref": 2}));
+    let (mut acked, mut refused) = (None, None);
+    while acked.is_none() || refused.is_none() {
+        let frame = client.next_json();
+        match (frame["type"].as_str(), frame["ref"].as_u64()) {
+            (Some("ack"), Some(1)) => acked = Some(frame),
+            (Some("error"), Some(2)) => refused = Some(frame),
+            (Some("ack" | "error"), _) => panic!("unexpected reply {frame}"),
+            _ => {}
+        }
+    }
+    assert_eq!(refused.expect("refused")["code"], "too_many_rooms");
+    assert_eq!(call(&mut client, json!({"type": "leave", "room": first}), 3).0["type"], "ack");
+    assert_eq!(call(&mut client, json!({"type": "join", "room": second}), 4).0["type"], "ack", "a leave frees a place");
 }
 
 /// A small deterministic generator (no dependency): xorshift64*.
@@ -234,12 +388,14 @@ fn randomized_joins_publishes_and_leaves_deliver_exactly_once_to_exactly_the_mem
     let seed: u64 = std::env::var("ROOMCAST_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234);
     let server = start();
     let rooms: Vec<String> = (0..4).map(|i| room_on(&format!("mix{i}"), i as u16)).collect();
+    // Room i and barrier i share their owner, shard i.
+    let barriers: Vec<String> = (0..4).map(|i| room_on(&format!("barrier{i}"), i as u16)).collect();
     // One member per room stays throughout, so no room empties (a room that
     // empties is freed and its seq starts again) and each has a full record.
     let mut anchors: Vec<Client> = rooms.iter().map(|room| connect(&server, room, "anchor", &[])).collect();
     const CLIENTS: usize = 10;
     const STEPS: usize = 60;
-    let logs: Vec<Log> = std::thread::scope(|scope| {
+    let logs: Vec<(Client, Log)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..CLIENTS)
             .map(|c| {
                 let addr = server.addr;
@@ -295,18 +451,62 @@ fn randomized_joins_publishes_and_leaves_deliver_exactly_once_to_exactly_the_mem
                         open.1 = Some(ack["seq"].as_u64().expect("leave seq"));
                     }
                 }
-                log
+                // Into one barrier room per shard, for the end of the test.
+                for barrier in &barriers {
+                    reference += 1;
+                    let (ack, frames) = call(&mut client, json!({"type": "join", "room": barrier}), reference);
+                    assert_eq!(ack["type"], "ack", "{ack}");
+                    record(&mut log, &frames);
+                }
+                (client, log)
             })
-            .collect()
+            .collect::<Vec<_>>()
     });
     let mut publishers: BTreeMap<(String, u64), usize> = BTreeMap::new();
-    for (c, log) in logs.iter().enumerate() {
+    for (c, (_, log)) in logs.iter().enumerate() {
         for (room, seqs) in &log.published {
             for seq in seqs {
                 assert!(publishers.insert((room.clone(), *seq), c).is_none(), "seq {seq} of {room} acked twice");
             }
         }
     }
+    // Each anchor got every message of its room once, in order.
+    for (room, anchor) in rooms.iter().zip(&mut anchors) {
+        let last = publishers.keys().filter(|(r, _)| r == room).map(|(_, seq)| *seq).max().unwrap_or(0);
+        let mut got = Vec::new();
+        while got.last().copied().unwrap_or(0) < last {
+            got.push(anchor.next_of_type("message")["seq"].as_u64().expect("seq"));
+        }
+        assert_eq!(got, (1..=last).collect::<Vec<_>>(), "the anchor of {room} got every message once, in order");
+    }
+    // Barrier: after every client's last leave, each anchor publishes once
+    // more in its room (nobody but the anchor is in it now), then in the
+    // barrier room of the same owner. Each client reads on until it has all
+    // four barrier messages: a message of a room delivered after its leave
+    // would arrive before the barrier on the same owner's channel, and be
+    // caught below as a delivery outside the member's time in the room.
+    for (i, anchor) in anchors.iter_mut().enumerate() {
+        let (ack, _) = call(anchor, json!({"type": "join", "room": barriers[i]}), 1);
+        assert_eq!(ack["type"], "ack", "{ack}");
+        let (ack, _) = call(anchor, json!({"type": "publish", "data": "after everyone left"}), 2);
+        assert_eq!(ack["type"], "ack", "{ack}");
+        let (ack, _) = call(anchor, json!({"type": "publish", "room": barriers[i], "data": "barrier"}), 3);
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let logs: Vec<Log> = logs
+        .into_iter()
+        .map(|(mut client, mut log)| {
+            let mut barriers_seen = BTreeSet::new();
+            while barriers_seen.len() < barriers.len() {
+                let frame = client.next_json();
+                record(&mut log, std::slice::from_ref(&frame));
+                if frame["type"] == "message" && frame["data"] == "barrier" {
+                    barriers_seen.insert(frame["room"].as_str().expect("room").to_string());
+                }
+            }
+            log
+        })
+        .collect();
     let mut deliveries = 0;
     for (c, log) in logs.iter().enumerate() {
         for room in &rooms {
@@ -327,12 +527,4 @@ fn randomized_joins_publishes_and_leaves_deliver_exactly_once_to_exactly_the_mem
         }
     }
     assert!(deliveries > 100, "the run exercised delivery ({deliveries} deliveries)");
-    for (room, anchor) in rooms.iter().zip(&mut anchors) {
-        let last = publishers.keys().filter(|(r, _)| r == room).map(|(_, seq)| *seq).max().unwrap_or(0);
-        let mut got = Vec::new();
-        while got.last().copied().unwrap_or(0) < last {
-            got.push(anchor.next_of_type("message")["seq"].as_u64().expect("seq"));
-        }
-        assert_eq!(got, (1..=last).collect::<Vec<_>>(), "the anchor of {room} got every message once, in order");
-    }
 }

@@ -51,6 +51,23 @@ impl Server {
         Server::spawn(&args, data_dir)
     }
 
+    /// As `start`, logging at `level` instead of `info`, for tests that wait
+    /// for a debug line (`wait_for_log`).
+    pub fn start_logging(level: &str, extra: &[&str]) -> Server {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--no-pin", "--log-level", level];
+        if !extra.contains(&"--shards") {
+            args.extend(["--shards", "2"]);
+        }
+        if !extra.contains(&"--auth-mode") {
+            args.extend(["--jwt-secret", SECRET]);
+        }
+        let dir = data_dir.path().to_str().expect("utf-8 path").to_string();
+        args.extend(["--data-dir", &dir]);
+        args.extend(extra);
+        Server::spawn(&args, data_dir)
+    }
+
     /// Runs `roomcast` with exactly `args` (which must include `serve`).
     pub fn start_raw(args: &[&str]) -> Server {
         Server::spawn(args, tempfile::tempdir().expect("temp dir"))
@@ -278,6 +295,22 @@ impl Client {
         self.ws.send(Message::text(text)).expect("send");
     }
 
+    /// Writes `frames` (opcode, payload under 126 bytes), masked as a client
+    /// must, in one `write` on the socket, so the server reads them in one
+    /// go: tests use it to put a request and a Close in the same read.
+    pub fn send_frames_in_one_write(&mut self, frames: &[(u8, &[u8])]) {
+        const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+        let mut bytes = Vec::new();
+        for (opcode, payload) in frames {
+            assert!(payload.len() < 126, "short frames only");
+            bytes.push(0x80 | opcode);
+            bytes.push(0x80 | payload.len() as u8);
+            bytes.extend_from_slice(&MASK);
+            bytes.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+        }
+        self.ws.get_mut().write_all(&bytes).expect("write frames");
+    }
+
     /// Reads until the server's Close frame and returns its code and reason.
     /// Data frames on the way are skipped.
     pub fn expect_close(&mut self) -> (u16, String) {
@@ -290,6 +323,13 @@ impl Client {
             }
         }
     }
+}
+
+/// `GET path` with `Authorization: Bearer key`; the status and the body as JSON.
+pub fn http_get_json(addr: SocketAddr, path: &str, key: &str) -> (u16, Value) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\r\n");
+    let (status, body) = raw_http(addr, request.as_bytes());
+    (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
 }
 
 /// Sends a raw HTTP request and returns the status and body of the response.
