@@ -11,7 +11,7 @@ use tungstenite::Message;
 
 use roomcast::ids::RoomKey;
 
-use super::harness::{Client, PATIENCE, Refused, Server, raw_http};
+use super::harness::{Claims, Client, PATIENCE, Refused, Server, raw_http, token};
 
 const ADMIN_KEY: &str = "admin-key-0123456789";
 const TENANT_KEY: &str = "tenant-key-acme-0123456789";
@@ -594,25 +594,81 @@ fn schemathesis_finds_the_api_matches_its_openapi_document() {
     }
     drop(lock);
 
-    let server = start();
-    let (_client, _) = server.join("st-room", "alice");
+    // A tenant, so that `POST /api/v1/tokens` can succeed, and a live room
+    // (the `examples` of the `{room}` parameter name it), so that
+    // `GET`/`DELETE /api/v1/live/rooms/{room}` can: a member that reconnects
+    // each time a DELETE closes the room.
+    let server = Server::start(&["--admin-key", ADMIN_KEY, "--set", &format!("tenants=acme:{TENANT_KEY}")]);
+    let work = tempfile::tempdir().expect("temp dir");
+    // schemathesis sends each operation the key its `security` names.
+    let config = work.path().join("schemathesis.toml");
+    let auth = format!(
+        "[auth.openapi.adminKey]\nbearer = \"{ADMIN_KEY}\"\n[auth.openapi.tenantKey]\nbearer = \"{TENANT_KEY}\"\n"
+    );
+    std::fs::write(&config, auth).expect("write schemathesis.toml");
+    let har = work.path().join("run.har");
     let url = format!("http://{}/api/v1/openapi.json", server.addr);
-    let output = std::process::Command::new("timeout")
-        .arg("300")
-        .arg(&st)
-        .args(["run", &url, "-H", &format!("Authorization: Bearer {ADMIN_KEY}"), "--checks", "all"])
-        // ST301 expects everything under a deleted resource's path to be gone,
-        // but `GET /api/v1/rooms/{room}/usage` reports on a room id whether or
-        // not it is registered (ad-hoc rooms have sessions too), so it still
-        // answers after `DELETE /api/v1/rooms/{room}`. schemathesis 4.32.5 does
-        // not honour a per-operation `use_after_free` setting in its stateful
-        // phase against `--checks all`, so the check is off for the run.
-        .args(["--exclude-checks", "use_after_free"])
-        .args(["--exclude-path", "/api/v1/drain", "--max-examples", "30", "--seed", "1"])
-        .env("SCHEMATHESIS_HOOKS", "")
-        .output()
-        .expect("run schemathesis");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let member_url = server.url("st-room", &format!("token={}", token(&Claims { sub: "alice", ..Claims::default() })));
+    let (output, rooms_closed) = std::thread::scope(|scope| {
+        let member = scope.spawn(|| {
+            let mut closed_by_delete = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut client = Client::connect(&member_url).expect("st-room member connects");
+                client.next_of_type("welcome");
+                if client.expect_close().0 == 4004 {
+                    closed_by_delete += 1;
+                }
+            }
+            closed_by_delete
+        });
+        let output = std::process::Command::new("timeout")
+            .arg("300")
+            .arg(&st)
+            .arg("--config-file")
+            .arg(&config)
+            .args(["run", &url, "--checks", "all"])
+            // ST301 expects everything under a deleted resource's path to be gone,
+            // but `GET /api/v1/rooms/{room}/usage` reports on a room id whether or
+            // not it is registered (ad-hoc rooms have sessions too), so it still
+            // answers after `DELETE /api/v1/rooms/{room}`. schemathesis 4.32.5 does
+            // not honour a per-operation `use_after_free` setting in its stateful
+            // phase against `--checks all`, so the check is off for the run.
+            .args(["--exclude-checks", "use_after_free"])
+            .args(["--exclude-path", "/api/v1/drain", "--max-examples", "30", "--seed", "1"])
+            .args(["--report", "har", "--report-har-path"])
+            .arg(&har)
+            .env("SCHEMATHESIS_HOOKS", "")
+            .output()
+            .expect("run schemathesis");
+        // Let the member go: it leaves at its next close.
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let start = Instant::now();
+        while !member.is_finished() {
+            admin(&server, "DELETE", "/api/v1/live/rooms/st-room", None);
+            assert!(start.elapsed() < PATIENCE, "the st-room member did not stop");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (output, member.join().expect("member thread"))
+    });
     let text = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "schemathesis found problems:\n{text}");
     assert!(text.contains("passed"), "schemathesis ran no test:\n{text}");
+
+    // The run reached the success paths, not only the refusals.
+    let har: Value = serde_json::from_str(&std::fs::read_to_string(&har).expect("HAR report")).expect("HAR JSON");
+    let entries = har["log"]["entries"].as_array().expect("HAR entries");
+    let answered = |method: &str, path: &str, status: u64| {
+        entries.iter().any(|entry| {
+            let url = entry["request"]["url"].as_str().unwrap_or_default();
+            let url_path = url.split_once("://").map_or(url, |(_, rest)| &rest[rest.find('/').unwrap_or(0)..]);
+            entry["request"]["method"] == method
+                && url_path.split('?').next() == Some(path)
+                && entry["response"]["status"] == status
+        })
+    };
+    assert!(answered("POST", "/api/v1/tokens", 200), "no POST /api/v1/tokens got a 200");
+    assert!(answered("GET", "/api/v1/live/rooms/st-room", 200), "no GET of the live room got a 200");
+    assert!(answered("DELETE", "/api/v1/live/rooms/st-room", 200), "no DELETE of the live room got a 200");
+    assert!(rooms_closed >= 1, "schemathesis's DELETE closed the member (4004)");
 }
