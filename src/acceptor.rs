@@ -9,6 +9,11 @@
 //! answered 503, and every pending connection has a deadline. All pending
 //! connections share one timeout, so deadlines are in insertion order and a
 //! FIFO queue replaces a timer structure.
+//!
+//! On shutdown it first drains (`AcceptorMsg::Drain`): it keeps answering
+//! HTTP (`/healthz` 200, `/readyz` 503, `/ws/…` 503 `draining`) while the
+//! shards close their connections, and stops only when told to
+//! (`AcceptorMsg::Stop`), once the shards are done.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -24,9 +29,9 @@ use slab::Slab;
 use crate::auth::{self, Identity, Verifier};
 use crate::config::Config;
 use crate::http::{self, HeadError, RequestHead};
-use crate::http_api::{self, ApiError, Endpoint, Gather, Outcome, Targets};
+use crate::http_api::{self, Access, ApiError, Endpoint, Gather, Outcome, Targets};
 use crate::ids::{self, RoomKey, ShardId};
-use crate::metrics::{AcceptorMetrics, Gauges, ShardMetrics};
+use crate::metrics::{AcceptorMetrics, EpisodeLog, Gauges, LimitKind, ShardMetrics};
 use crate::registry::{self, Admission, Registry, RoomPolicy};
 use crate::revocation::{Reason, RevokedTokens};
 use crate::room::Since;
@@ -58,11 +63,26 @@ enum Listener {
     Admin,
 }
 
+/// Which metrics family a connection's response is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// Not known until the head is read: a head that cannot be read (too
+    /// big, malformed, too slow) counts as a failed handshake.
+    Unknown,
+    /// `/ws/…` on the main listener, or the echo listener.
+    WebSocket,
+    /// Any other request: `roomcast_http_responses_total`.
+    Api,
+}
+
 /// A connection before its handoff.
 #[derive(Debug)]
 struct Pending {
     stream: TcpStream,
     listener: Listener,
+    family: Family,
+    /// Its deadline passed once already (it is writing the 408 or 503 `timeout`).
+    timed_out: bool,
     /// The address `accept` gave (handed to the shard for the session audit).
     peer: Option<SocketAddr>,
     /// Request head bytes so far; never more than `handshake_head_bytes_max`.
@@ -101,7 +121,13 @@ enum PendingState {
 /// Messages the acceptor receives from the main thread.
 #[derive(Debug)]
 pub enum AcceptorMsg {
-    Drain,
+    /// Shutdown has begun: refuse new WebSocket connections and answer
+    /// `/readyz` 503, but keep serving HTTP. The acceptor answers on the
+    /// channel once it has switched, so no connection hears its 1001 while
+    /// `/readyz` still says ready.
+    Drain(Sender<()>),
+    /// The shards have stopped: stop accepting and return.
+    Stop,
 }
 
 pub struct Acceptor {
@@ -130,8 +156,11 @@ pub struct Acceptor {
     awaiting: HashMap<u64, usize>,
     waker: Arc<Waker>,
     started: Instant,
-    /// Set by `POST /api/v1/drain`: /readyz says 503, upgrades are refused.
+    /// Set by `POST /api/v1/drain` and by shutdown: /readyz says 503, upgrades are refused.
     draining: bool,
+    /// Limits hit by no one connection (a full shard inbox), logged once per episode.
+    episodes: EpisodeLog,
+    episodes_ended_at: Instant,
     /// The store thread's queue, for HTTP API reads; `None` with `--no-store`.
     store: Option<Sender<StoreEvent>>,
     /// Revoked and spent single-use tokens, checked at every handshake.
@@ -227,6 +256,8 @@ impl Acceptor {
             waker: Arc::clone(&waker),
             started: Instant::now(),
             draining: false,
+            episodes: EpisodeLog::default(),
+            episodes_ended_at: Instant::now(),
             store: parts.store,
             revoked: parts.revoked,
             registry: parts.registry,
@@ -235,7 +266,7 @@ impl Acceptor {
         Ok((acceptor, waker))
     }
 
-    /// Runs until told to drain.
+    /// Runs until told to stop.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(self.config.limits.poll_events_max);
         loop {
@@ -251,11 +282,22 @@ impl Acceptor {
             {
                 return Err(e);
             }
-            if self.control.try_recv().is_ok() {
-                tracing::info!("acceptor stops accepting");
-                return Ok(());
+            while let Ok(msg) = self.control.try_recv() {
+                match msg {
+                    AcceptorMsg::Drain(ack) => {
+                        tracing::info!("acceptor draining: /readyz 503, new WebSocket connections refused");
+                        self.draining = true;
+                        let _ = ack.try_send(());
+                    }
+                    AcceptorMsg::Stop => {
+                        tracing::info!("acceptor stops accepting");
+                        return Ok(());
+                    }
+                }
             }
+            let mut event_count = 0;
             for event in events.iter() {
+                event_count += 1;
                 match event.token() {
                     MAIN_LISTENER => self.accept_all(Listener::Main),
                     ECHO_LISTENER => self.accept_all(Listener::Echo),
@@ -263,6 +305,9 @@ impl Acceptor {
                     WAKER => {}
                     Token(slot) => self.on_pending(slot),
                 }
+            }
+            if event_count >= self.config.limits.poll_events_max {
+                self.metrics.hit(LimitKind::PollEventsFull);
             }
             self.take_api_replies();
             self.retry_registry_backlog();
@@ -275,6 +320,10 @@ impl Acceptor {
                 self.accept_all(Listener::Admin);
             }
             self.take_metrics();
+            if self.episodes_ended_at.elapsed() >= METRICS_TICK {
+                self.episodes_ended_at = Instant::now();
+                self.episodes.end_interval();
+            }
         }
     }
 
@@ -294,6 +343,13 @@ impl Acceptor {
                 if !self.accept_paused {
                     self.accept_paused = true;
                     self.metrics.accept_paused += 1;
+                    self.metrics.hit(LimitKind::HandshakesPending);
+                    if self.episodes.starts_episode(LimitKind::HandshakesPending) {
+                        tracing::warn!(
+                            pending = self.pending.len(),
+                            "limits.handshakes_pending_max reached: accepting paused"
+                        );
+                    }
                 }
                 return;
             }
@@ -326,20 +382,40 @@ impl Acceptor {
             tracing::warn!(error = %e, "cannot register accepted connection");
             return;
         }
+        let family = match listener {
+            Listener::Main => Family::Unknown,
+            Listener::Echo => Family::WebSocket,
+            Listener::Admin => Family::Api,
+        };
+        self.insert_pending(stream, listener, family, peer, PendingState::ReadingHead);
+        // The request may already be here; edge-triggered readiness would not tell us again.
+        self.on_pending(slot);
+    }
+
+    /// Adds a registered connection to the pending table with a fresh deadline.
+    fn insert_pending(
+        &mut self,
+        stream: TcpStream,
+        listener: Listener,
+        family: Family,
+        peer: Option<SocketAddr>,
+        state: PendingState,
+    ) -> usize {
         self.next_generation += 1;
         let generation = self.next_generation;
-        self.pending.insert(Pending {
+        let slot = self.pending.insert(Pending {
             stream,
             listener,
+            family,
+            timed_out: false,
             peer,
             head: Vec::new(),
-            state: PendingState::ReadingHead,
+            state,
             generation,
         });
         let timeout = Duration::from_millis(u64::from(self.config.limits.handshake_timeout_ms));
         self.deadlines.push_back((Instant::now() + timeout, slot, generation));
-        // The request may already be here; edge-triggered readiness would not tell us again.
-        self.on_pending(slot);
+        slot
     }
 
     fn on_pending(&mut self, slot: usize) {
@@ -371,6 +447,7 @@ impl Acceptor {
                 if matches!(http::parse_head(&pending.head), Ok(Some(_))) {
                     break;
                 }
+                self.metrics.hit(LimitKind::HeadTooBig);
                 self.respond_error(slot, 431, "headers_too_large", "request head over handshake_head_bytes_max", "");
                 return;
             }
@@ -406,6 +483,7 @@ impl Acceptor {
                 self.route(slot, head, leftover);
             }
             Err(HeadError::TooLarge) => {
+                self.metrics.hit(LimitKind::HeadTooBig);
                 self.respond_error(slot, 431, "headers_too_large", "too many request headers", "")
             }
             Err(HeadError::Malformed) => self.respond_error(slot, 400, "bad_request", "malformed HTTP request", ""),
@@ -413,15 +491,18 @@ impl Acceptor {
     }
 
     fn route(&mut self, slot: usize, head: RequestHead, leftover: Vec<u8>) {
-        let Some(pending) = self.pending.get(slot) else { return };
-        if pending.listener == Listener::Echo {
-            self.upgrade(slot, &head, leftover, HandoffKind::Echo, 0);
-            return;
+        let draining = self.draining;
+        let Some(pending) = self.pending.get_mut(slot) else { return };
+        let listener = pending.listener;
+        let websocket = listener == Listener::Echo || (head.path.starts_with("/ws/") && listener == Listener::Main);
+        pending.family = if websocket { Family::WebSocket } else { Family::Api };
+        if websocket && draining {
+            return self.respond_error(slot, 503, "draining", "the server is draining", "Retry-After: 5\r\n");
         }
-        if head.path.starts_with("/ws/") && pending.listener == Listener::Main {
-            if self.draining {
-                return self.respond_error(slot, 503, "draining", "the server is draining", "Retry-After: 5\r\n");
-            }
+        if listener == Listener::Echo {
+            return self.upgrade(slot, &head, leftover, HandoffKind::Echo, 0);
+        }
+        if websocket {
             return self.upgrade_room(slot, &head, leftover);
         }
         self.api_request(slot, head, leftover);
@@ -435,11 +516,17 @@ impl Acceptor {
             Ok(endpoint) => endpoint,
             Err(e) => return self.respond_api_error(slot, &e),
         };
-        if listener == Listener::Main && self.admin.is_some() && endpoint.admin_surface() {
-            // With a separate admin listener these paths do not exist here.
+        // With a separate admin listener the main listener is public: admin
+        // paths do not exist there, and the admin key opens nothing.
+        let public = listener == Listener::Main && self.admin.is_some();
+        if public && endpoint.admin_surface() {
             return self.respond_api_error(slot, &ApiError::new(404, "not_found", "unknown path"));
         }
-        let tenant = match http_api::authorize(&self.config, endpoint.access(), &head) {
+        let access = match endpoint.access() {
+            Access::AdminOrTenant if public => Access::Tenant,
+            access => access,
+        };
+        let tenant = match http_api::authorize(&self.config, access, &head) {
             Ok(tenant) => tenant,
             Err(e) => return self.respond_api_error(slot, &e),
         };
@@ -448,7 +535,12 @@ impl Acceptor {
         }
         let len = match http_api::body_length(&head, self.config.api.body_bytes_max) {
             Ok(len) => len,
-            Err(e) => return self.respond_api_error(slot, &e),
+            Err(e) => {
+                if e.status == 413 {
+                    self.metrics.hit(LimitKind::BodyTooBig);
+                }
+                return self.respond_api_error(slot, &e);
+            }
         };
         if leftover.len() >= len {
             return self.api_dispatch(slot, &endpoint, tenant, &head, &leftover[..len]);
@@ -488,21 +580,27 @@ impl Acceptor {
             now_unix_s: unix_now_s(),
             registry_full: !self.registry.has_room_for_one_more(),
             registry_behind: self.registry_backlog.iter().map(VecDeque::len).sum::<usize>() >= REGISTRY_BACKLOG_MAX,
+            limit_hit: std::cell::Cell::new(None),
         };
-        match http_api::handle(&ctx, endpoint, head, body) {
+        let outcome = http_api::handle(&ctx, endpoint, head, body);
+        if let Some(kind) = ctx.limit_hit.get() {
+            self.metrics.hit(kind);
+        }
+        match outcome {
+            Err(e) if e.code == "busy" => self.respond_busy(slot, &e),
             Err(e) => {
                 if e.code == "registry_full" {
-                    self.metrics.registry_full += 1;
+                    self.metrics.hit(LimitKind::RegistryFull);
                 }
                 self.respond_api_error(slot, &e)
             }
-            Ok(Outcome::Respond(status, response)) => self.respond(slot, status, response),
+            Ok(Outcome::Respond(status, response)) => self.respond(slot, status, "ok", response),
             Ok(Outcome::Scatter { query, targets, gather }) => self.scatter(slot, query, targets, gather),
             Ok(Outcome::Store { request, gather }) => self.store_query(slot, request, gather),
             Ok(Outcome::Revoke { jti, expires_s, response }) => {
                 self.revoked.add(&jti, expires_s, Reason::Revoked, unix_now_s().saturating_mul(1000));
                 tracing::info!(jti, expires_s, "token revoked through the HTTP API");
-                self.respond(slot, 200, response);
+                self.respond(slot, 200, "ok", response);
             }
             Ok(Outcome::StartDrain) => {
                 if !self.draining {
@@ -518,7 +616,7 @@ impl Acceptor {
     fn scatter(&mut self, slot: usize, query: AdminQuery, targets: Targets, gather: Gather) {
         if self.awaiting.len() >= API_AWAITING_MAX {
             let busy = ApiError::new(503, "busy", "too many API requests in flight; try again");
-            return self.respond_api_error(slot, &busy);
+            return self.respond_busy(slot, &busy);
         }
         let Some(pending) = self.pending.get(slot) else { return };
         let ticket = pending.generation;
@@ -541,7 +639,7 @@ impl Acceptor {
         }
         if sent == 0 {
             let busy = ApiError::new(503, "busy", "the shards' admin inboxes are full; try again");
-            return self.respond_api_error(slot, &busy);
+            return self.respond_busy(slot, &busy);
         }
         self.awaiting.insert(ticket, slot);
         if let Some(pending) = self.pending.get_mut(slot) {
@@ -561,14 +659,14 @@ impl Acceptor {
         };
         if self.awaiting.len() >= API_AWAITING_MAX {
             let busy = ApiError::new(503, "busy", "too many API requests in flight; try again");
-            return self.respond_api_error(slot, &busy);
+            return self.respond_busy(slot, &busy);
         }
         let Some(pending) = self.pending.get_mut(slot) else { return };
         let ticket = pending.generation;
         let query = StoreQuery { ticket, request, reply: self.api_reply_tx.clone(), waker: Arc::clone(&self.waker) };
         if store.try_send(StoreEvent::Query(Box::new(query))).is_err() {
             let busy = ApiError::new(503, "busy", "the store's queue is full; try again");
-            return self.respond_api_error(slot, &busy);
+            return self.respond_busy(slot, &busy);
         }
         pending.head = Vec::new();
         pending.state =
@@ -593,7 +691,7 @@ impl Acceptor {
             let PendingState::Awaiting { gather, answers, incomplete, .. } = state else { continue };
             if incomplete {
                 let busy = ApiError::new(503, "busy", "a shard's admin inbox was full; the answer would be partial");
-                self.respond_api_error(slot, &busy);
+                self.respond_busy(slot, &busy);
                 continue;
             }
             let change = match &gather {
@@ -603,7 +701,7 @@ impl Acceptor {
             let (status, response) = http_api::finish(&gather, answers);
             match change {
                 Some((key, policy)) => self.apply_registry_change(slot, key, policy, status, response),
-                None => self.respond(slot, status, response),
+                None => self.respond(slot, status, "ok", response),
             }
         }
     }
@@ -643,13 +741,13 @@ impl Acceptor {
                 }
                 Err(request) => {
                     tracing::warn!(shard, "admin inbox full; registry change queued for the shard");
-                    self.metrics.registry_deferred += 1;
+                    self.metrics.hit(LimitKind::RegistryDeferred);
                     self.registry_backlog[shard].push_back(AdminRequest { ticket: NO_TICKET, ..request });
                 }
             }
         }
         if sent == 0 {
-            return self.respond(slot, status, response);
+            return self.respond(slot, status, "ok", response);
         }
         self.awaiting.insert(ticket, slot);
         if let Some(pending) = self.pending.get_mut(slot) {
@@ -689,7 +787,14 @@ impl Acceptor {
     }
 
     fn respond_api_error(&mut self, slot: usize, error: &ApiError) {
-        self.respond(slot, error.status, error.response());
+        self.respond(slot, error.status, error.code, error.response());
+    }
+
+    /// A `503 busy`: one of the HTTP API's constant bounds (64 waiting
+    /// requests, a shard's admin inbox, the store's queue) is full.
+    fn respond_busy(&mut self, slot: usize, error: &ApiError) {
+        self.metrics.hit(LimitKind::ApiBusy);
+        self.respond_api_error(slot, error);
     }
 
     /// `/ws/{room}`: checks the request, the Origin and the token, then upgrades.
@@ -710,7 +815,12 @@ impl Acceptor {
         }
         let identity = match self.authenticate(head) {
             Ok(identity) => identity,
-            Err((code, message)) => return self.respond_error(slot, 401, code, message, ""),
+            Err((code, message)) => {
+                if code == auth::AuthError::TooLarge.code() {
+                    self.metrics.hit(LimitKind::TokenTooBig);
+                }
+                return self.respond_error(slot, 401, code, message, "");
+            }
         };
         if !identity.may_join(room) {
             return self.respond_error(
@@ -769,38 +879,52 @@ impl Acceptor {
         let response = http::switching_protocols(ws_key);
         let Some(mut pending) = self.pending.try_remove(slot) else { return };
         let _ = self.poll.registry().deregister(&mut pending.stream);
-        let handoff = Box::new(Handoff { stream: pending.stream, response, leftover, kind, peer: pending.peer });
+        let (listener, peer) = (pending.listener, pending.peer);
+        let handoff = Box::new(Handoff { stream: pending.stream, response, leftover, kind, peer });
         let target = shard as usize;
         match self.shards[target].try_send(ShardMsg::Handoff(handoff)) {
             Ok(()) => {
-                self.metrics.count_status(101);
+                // The shard writes the 101 and counts it (`roomcast_handshakes_total{cause="ok"}`).
                 self.metrics.last_upgrade_unix_s = unix_now_s();
                 self.shards_to_wake[target] = true;
             }
             Err(ShardMsg::Handoff(handoff)) => {
-                // The shard's inbox is full: answer here, from a fresh slot.
-                tracing::warn!(shard, "shard inbox full; handshake refused with 503");
+                self.metrics.hit(LimitKind::InboxFull);
+                if self.episodes.starts_episode(LimitKind::InboxFull) {
+                    tracing::warn!(shard, "shard inbox full (limits.shard_inbox_max): handshakes refused with 503");
+                }
+                // Answered like any other refusal: from a fresh pending slot,
+                // written as the socket allows, under a deadline.
                 let mut stream = handoff.stream;
-                let body = http::error_response(
-                    503,
-                    "overloaded",
-                    "the shard's inbox is full; try again",
-                    "Retry-After: 1\r\n",
-                );
-                let _ = stream.write_all(&body);
-                self.metrics.count_status(503);
+                let slot = self.pending.vacant_key();
+                if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::WRITABLE) {
+                    tracing::warn!(error = %e, "cannot register a refused connection");
+                    return;
+                }
+                let slot = self.insert_pending(stream, listener, Family::WebSocket, peer, PendingState::ReadingHead);
+                let retry = "Retry-After: 1\r\n";
+                self.respond_error(slot, 503, "overloaded", "the shard's inbox is full; try again", retry);
             }
             Err(ShardMsg::Remote(..)) => {}
         }
     }
 
-    fn respond_error(&mut self, slot: usize, status: u16, code: &str, message: &str, extra_headers: &str) {
-        self.respond(slot, status, http::error_response(status, code, message, extra_headers));
+    fn respond_error(&mut self, slot: usize, status: u16, code: &'static str, message: &str, extra_headers: &str) {
+        self.respond(slot, status, code, http::error_response(status, code, message, extra_headers));
     }
 
-    fn respond(&mut self, slot: usize, status: u16, response: Vec<u8>) {
-        self.metrics.count_status(status);
+    /// Writes `response` and closes. It is counted once, here, in the
+    /// connection's family: a handshake by `status` and `cause` (the body's
+    /// error code), an HTTP API response by `status`.
+    fn respond(&mut self, slot: usize, status: u16, cause: &'static str, response: Vec<u8>) {
         let Some(pending) = self.pending.get_mut(slot) else { return };
+        match pending.family {
+            Family::Unknown | Family::WebSocket => {
+                self.metrics.count_handshake(status, cause);
+                tracing::debug!(status, cause, peer = ?pending.peer, "handshake refused");
+            }
+            Family::Api => self.metrics.count_http(status),
+        }
         pending.head = Vec::new();
         pending.state = PendingState::Responding { response, written: 0 };
         self.write_response(slot);
@@ -836,18 +960,37 @@ impl Acceptor {
                 return;
             }
             self.deadlines.pop_front();
-            let Some(pending) = self.pending.get(slot).filter(|p| p.generation == generation) else { continue };
-            if let PendingState::Awaiting { ticket, .. } = pending.state {
-                // A shard did not answer in time: say so, with a fresh deadline for the write.
-                self.awaiting.remove(&ticket);
-                let timeout = Duration::from_millis(u64::from(self.config.limits.handshake_timeout_ms));
-                self.deadlines.push_back((now + timeout, slot, generation));
-                let late = ApiError::new(503, "timeout", "a shard did not answer in time");
-                self.respond_api_error(slot, &late);
-            } else {
-                self.metrics.handshake_timeouts += 1;
-                self.metrics.count_status(408);
-                self.close_pending(slot);
+            let Some(pending) = self.pending.get_mut(slot).filter(|p| p.generation == generation) else { continue };
+            let timeout = Duration::from_millis(u64::from(self.config.limits.handshake_timeout_ms));
+            let first = !std::mem::replace(&mut pending.timed_out, true);
+            if first {
+                self.metrics.hit(LimitKind::HandshakeTimeout);
+            }
+            match pending.state {
+                PendingState::Awaiting { ticket, .. } => {
+                    // A shard did not answer in time: say so, with a fresh deadline for the write.
+                    self.awaiting.remove(&ticket);
+                    self.deadlines.push_back((now + timeout, slot, generation));
+                    let late = ApiError::new(503, "timeout", "a shard did not answer in time");
+                    self.respond_api_error(slot, &late);
+                }
+                PendingState::ReadingHead | PendingState::ReadingBody { .. } => {
+                    // The request did not arrive in time: answer 408 (as the
+                    // socket allows, under a fresh deadline), so what is
+                    // counted is what the client gets.
+                    self.metrics.handshake_timeouts += 1;
+                    self.deadlines.push_back((now + timeout, slot, generation));
+                    let message = "the request did not arrive within limits.handshake_timeout_ms";
+                    self.respond_error(slot, 408, "timeout", message, "");
+                }
+                PendingState::Responding { .. } => {
+                    // The client does not read its response: drop it. Its
+                    // status was counted when the response was decided.
+                    if first {
+                        self.metrics.handshake_timeouts += 1;
+                    }
+                    self.close_pending(slot);
+                }
             }
         }
     }

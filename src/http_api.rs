@@ -18,7 +18,7 @@ use crate::auth::{MintRequest, mint_hs256};
 use crate::config::Config;
 use crate::http::{self, RequestHead};
 use crate::ids::{self, ConnId, RoomKey, ShardId};
-use crate::metrics::{self, AcceptorMetrics, Gauges, ShardMetrics};
+use crate::metrics::{self, AcceptorMetrics, Gauges, LimitKind, ShardMetrics};
 use crate::registry::RoomPolicy;
 use crate::shard::{AdminAnswer, AdminQuery, ConnInfo, SendTarget};
 use crate::store::{QueryRequest, RoomRecord, StoreAnswer};
@@ -92,7 +92,9 @@ impl Endpoint {
         }
     }
 
-    /// Served only on `admin_listen` when one is configured.
+    /// Served only on `admin_listen` when one is configured. The
+    /// `AdminOrTenant` endpoints stay on the main listener, but there the
+    /// acceptor checks them as `Tenant`: the admin key opens nothing on it.
     pub fn admin_surface(&self) -> bool {
         matches!(self, Endpoint::Metrics | Endpoint::Stats) || self.access() == Access::Admin
     }
@@ -274,6 +276,9 @@ pub struct Context<'a> {
     pub registry_full: bool,
     /// Registry changes wait for a shard that is behind: writes get 503.
     pub registry_behind: bool,
+    /// Set by a handler that hit a limit without refusing (a capped `ttl`);
+    /// the acceptor counts it.
+    pub limit_hit: std::cell::Cell<Option<LimitKind>>,
 }
 
 /// Which shards a scatter goes to.
@@ -644,15 +649,19 @@ pub fn format_day(days: i64) -> String {
 }
 
 /// Seed 003's `WebSocketStats`, from the shards' latest snapshots (at most
-/// about a second old), plus uptime.
+/// about a second old), plus uptime. `messages_processed` counts client
+/// messages handled (any type), `messages_broadcast` room broadcasts (one per
+/// broadcast, however many recipients), `deliveries` frames queued (one per
+/// recipient); `docs/http-api.md` §4 has the exact definitions.
 fn stats(ctx: &Context<'_>) -> Value {
     let sum = |get: fn(&ShardMetrics) -> u64| ctx.shards.iter().map(get).sum::<u64>();
     json!({
         "total_connections": sum(|m| m.connections_opened),
         "active_connections": sum(|m| m.connections),
         "total_rooms": sum(|m| m.rooms),
-        "messages_processed": sum(|m| m.messages_published),
-        "messages_broadcast": sum(|m| m.deliveries),
+        "messages_processed": sum(|m| m.client_messages),
+        "messages_broadcast": sum(|m| m.broadcasts),
+        "deliveries": sum(|m| m.deliveries),
         "last_connection_time": (ctx.acceptor.last_upgrade_unix_s > 0).then_some(ctx.acceptor.last_upgrade_unix_s),
         "uptime_s": ctx.gauges.uptime_s,
         "shards": ctx.shards.len(),
@@ -687,8 +696,16 @@ fn mint(ctx: &Context<'_>, body: &[u8]) -> Result<Outcome, ApiError> {
     let ttl_max = ctx.config.api.token_ttl_max_s;
     let ttl = match doc.get("ttl") {
         None | Some(Value::Null) => TOKEN_TTL_DEFAULT_S.min(ttl_max),
-        Some(value) => match value.as_u64() {
-            Some(ttl) if ttl > 0 => ttl.min(ttl_max),
+        // JSON Schema's "integer" includes 600.0.
+        Some(value) => match value.as_u64().or_else(|| {
+            value.as_f64().filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f < u64::MAX as f64).map(|f| f as u64)
+        }) {
+            Some(ttl) if ttl > 0 => {
+                if ttl > ttl_max {
+                    ctx.limit_hit.set(Some(LimitKind::TokenTtlCapped));
+                }
+                ttl.min(ttl_max)
+            }
             _ => return Err(ApiError::bad_field("ttl", "seconds, an integer greater than 0")),
         },
     };

@@ -82,6 +82,8 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging(config: &Config) {
+    // `Config::load` checked the level, so this parse does not fail; were it
+    // to, logging everything at info beats logging nothing.
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;

@@ -1,10 +1,15 @@
 //! Counters. Each shard keeps plain integers (no atomics, no locks) and sends
 //! a snapshot to the acceptor once a second; the acceptor serves the sum in
-//! Prometheus text format at `GET /metrics`.
+//! Prometheus text format at `GET /metrics`, together with its own counters
+//! (handshake outcomes, HTTP API responses, the limits it enforces).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// Every limit roomcast enforces, as counted when hit.
+/// Every limit roomcast enforces, as counted when hit. `docs/http-api.md` §7
+/// maps each config key to its kind. The first group is counted by the
+/// shards, the second by the acceptor; both render in
+/// `roomcast_limit_hits_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitKind {
     MessageTooBig,
@@ -12,11 +17,13 @@ pub enum LimitKind {
     RateAbuse,
     SlowConsumer,
     RoomFull,
+    /// A handoff to a shard at `limits.connections_per_shard_max` (HTTP 503 `server_full`).
     ShardFull,
     TimerFull,
     DeadPeer,
     ProtocolError,
     TokenExpired,
+    /// A handoff found the shard's inbox full (`limits.shard_inbox_max`, HTTP 503 `overloaded`).
     InboxFull,
     /// The store queue was full: a chat message went out live but not durable.
     StoreOverloaded,
@@ -24,10 +31,47 @@ pub enum LimitKind {
     StoreFailed,
     /// The store queue was full: a session audit event (admit or close) was dropped.
     AuditDropped,
+    /// A handoff reached a shard that is draining for shutdown (HTTP 503 `draining`).
+    Draining,
+    /// A message for another shard met a full outbox (`limits.shard_outbox_max`).
+    OutboxFull,
+    /// A connection at `limits.rooms_per_connection_max` asked for one more room.
+    TooManyRooms,
+    /// A join would create a room on a shard at `limits.rooms_per_shard_max`.
+    ShardRoomsFull,
+    /// A peer did not finish the closing handshake within `limits.close_timeout_ms`.
+    CloseTimeout,
+    /// A chat text over `rooms.chat_text_chars_max` (error `too_long`).
+    ChatTooLong,
+    /// A screen-share grant past `rooms.screenshare_max` (error `screenshare_busy`).
+    ScreenshareBusy,
+    /// A connection used its `limits.read_bytes_per_event_max` and yielded.
+    ReadBudget,
+    /// A poll returned `limits.poll_events_max` events (the rest wait for the next poll).
+    PollEventsFull,
+    /// A request not read (or its response not written) within `limits.handshake_timeout_ms`.
+    HandshakeTimeout,
+    /// A request head over `limits.handshake_head_bytes_max` or 64 header lines (HTTP 431).
+    HeadTooBig,
+    /// The acceptor held `limits.handshakes_pending_max` connections and paused accepting.
+    HandshakesPending,
+    /// A token over `auth.token_bytes_max` (HTTP 401 `token_too_large`).
+    TokenTooBig,
+    /// An HTTP API body over `api.body_bytes_max` (HTTP 413).
+    BodyTooBig,
+    /// A minted token's `ttl` was capped at `api.token_ttl_max_s`.
+    TokenTtlCapped,
+    /// An HTTP API request refused `503 busy` (64 waiting, a full admin inbox or store queue).
+    ApiBusy,
+    /// `POST /api/v1/rooms` refused `507 registry_full` (`rooms.registry_max`).
+    RegistryFull,
+    /// A committed registry change met a shard's full admin inbox and waits
+    /// in the acceptor's backlog (sent later, in order).
+    RegistryDeferred,
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 14] = [
+    pub const ALL: [LimitKind; 32] = [
         LimitKind::MessageTooBig,
         LimitKind::RateLimited,
         LimitKind::RateAbuse,
@@ -42,6 +86,24 @@ impl LimitKind {
         LimitKind::StoreOverloaded,
         LimitKind::StoreFailed,
         LimitKind::AuditDropped,
+        LimitKind::Draining,
+        LimitKind::OutboxFull,
+        LimitKind::TooManyRooms,
+        LimitKind::ShardRoomsFull,
+        LimitKind::CloseTimeout,
+        LimitKind::ChatTooLong,
+        LimitKind::ScreenshareBusy,
+        LimitKind::ReadBudget,
+        LimitKind::PollEventsFull,
+        LimitKind::HandshakeTimeout,
+        LimitKind::HeadTooBig,
+        LimitKind::HandshakesPending,
+        LimitKind::TokenTooBig,
+        LimitKind::BodyTooBig,
+        LimitKind::TokenTtlCapped,
+        LimitKind::ApiBusy,
+        LimitKind::RegistryFull,
+        LimitKind::RegistryDeferred,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,11 +122,58 @@ impl LimitKind {
             LimitKind::StoreOverloaded => "store_overloaded",
             LimitKind::StoreFailed => "store_failed",
             LimitKind::AuditDropped => "audit_dropped",
+            LimitKind::Draining => "draining",
+            LimitKind::OutboxFull => "outbox_full",
+            LimitKind::TooManyRooms => "too_many_rooms",
+            LimitKind::ShardRoomsFull => "shard_rooms_full",
+            LimitKind::CloseTimeout => "close_timeout",
+            LimitKind::ChatTooLong => "chat_too_long",
+            LimitKind::ScreenshareBusy => "screenshare_busy",
+            LimitKind::ReadBudget => "read_budget",
+            LimitKind::PollEventsFull => "poll_events_full",
+            LimitKind::HandshakeTimeout => "handshake_timeout",
+            LimitKind::HeadTooBig => "head_too_big",
+            LimitKind::HandshakesPending => "handshakes_pending",
+            LimitKind::TokenTooBig => "token_too_big",
+            LimitKind::BodyTooBig => "body_too_big",
+            LimitKind::TokenTtlCapped => "token_ttl_capped",
+            LimitKind::ApiBusy => "api_busy",
+            LimitKind::RegistryFull => "registry_full",
+            LimitKind::RegistryDeferred => "registry_deferred",
         }
     }
 
+    /// This kind's bit in a `u32` set (`Connection::limits_logged`, [`EpisodeLog`]).
     pub fn bit(self) -> u32 {
         1 << (self as u32)
+    }
+}
+
+// Every kind must have a bit in a u32 set.
+const _: () = assert!(LimitKind::ALL.len() <= 32);
+
+/// Logs limits that belong to no one connection (a full outbox, a refused
+/// handoff) once per episode: a kind is logged on its first hit, and again
+/// only after a whole [`EpisodeLog::end_interval`] period passed without one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EpisodeLog {
+    logged: u32,
+    hit_this_interval: u32,
+}
+
+impl EpisodeLog {
+    /// Records a hit; `true` when it starts an episode and should be logged.
+    pub fn starts_episode(&mut self, kind: LimitKind) -> bool {
+        self.hit_this_interval |= kind.bit();
+        let first = self.logged & kind.bit() == 0;
+        self.logged |= kind.bit();
+        first
+    }
+
+    /// Ends an interval: kinds not hit during it end their episode.
+    pub fn end_interval(&mut self) {
+        self.logged &= self.hit_this_interval;
+        self.hit_this_interval = 0;
     }
 }
 
@@ -84,6 +193,14 @@ pub struct ShardMetrics {
     pub bytes_out: u64,
     pub writes: u64,
     pub messages_published: u64,
+    /// Complete text or binary messages from room connections that passed
+    /// the rate limit and were handled (any request type, answered with an
+    /// error or not); echo connections and control frames are not counted.
+    pub client_messages: u64,
+    /// Room broadcasts made by the room's owner: one per frame sent to a
+    /// room's audience (a published message, chat, presence and meeting
+    /// events), however many members receive it.
+    pub broadcasts: u64,
     /// Frames queued to connections (one per recipient).
     pub deliveries: u64,
     pub limit_hits: [u64; LimitKind::ALL.len()],
@@ -151,27 +268,50 @@ impl ShardMetrics {
 /// The acceptor's own counters.
 #[derive(Debug, Clone, Default)]
 pub struct AcceptorMetrics {
-    /// Handshakes answered, by HTTP status (101 = upgraded).
-    pub handshakes: Vec<(u16, u64)>,
+    /// WebSocket handshake outcomes decided by the acceptor, by HTTP status
+    /// and cause (the `error` code of the response body; `timeout` for 408).
+    /// Upgrades (101 `ok`) and the shards' refusals are counted by the shards.
+    pub handshakes: BTreeMap<(u16, &'static str), u64>,
+    /// Responses to HTTP API requests, by status.
+    pub http_responses: BTreeMap<u16, u64>,
+    /// Limits the acceptor enforces (indexed by `LimitKind`).
+    pub limit_hits: [u64; LimitKind::ALL.len()],
     pub accept_paused: u64,
     pub handshake_timeouts: u64,
     /// Unix seconds of the last connection handed to a shard (0: none yet).
     pub last_upgrade_unix_s: u64,
-    /// `POST /api/v1/rooms` refused: the registry holds `rooms.registry_max` rooms.
-    pub registry_full: u64,
-    /// Committed registry changes a shard's full admin inbox deferred (sent later, in order).
-    pub registry_deferred: u64,
     /// Rooms in the registry (the acceptor's copy).
     pub registry_rooms: u64,
 }
 
 impl AcceptorMetrics {
-    pub fn count_status(&mut self, status: u16) {
-        match self.handshakes.iter_mut().find(|(s, _)| *s == status) {
-            Some((_, n)) => *n += 1,
-            None => self.handshakes.push((status, 1)),
-        }
+    pub fn count_handshake(&mut self, status: u16, cause: &'static str) {
+        *self.handshakes.entry((status, cause)).or_default() += 1;
     }
+
+    pub fn count_http(&mut self, status: u16) {
+        *self.http_responses.entry(status).or_default() += 1;
+    }
+
+    pub fn hit(&mut self, kind: LimitKind) {
+        self.limit_hits[kind as usize] += 1;
+    }
+}
+
+/// Every handshake outcome: the acceptor's refusals, plus what only the
+/// shards know (the 101 is written by the shard that admits the connection,
+/// and a full or draining shard refuses the handoff itself).
+fn handshake_outcomes(shards: &[ShardMetrics], acceptor: &AcceptorMetrics) -> BTreeMap<(u16, &'static str), u64> {
+    let mut all = acceptor.handshakes.clone();
+    let sum = |get: fn(&ShardMetrics) -> u64| shards.iter().map(get).sum::<u64>();
+    *all.entry((101, "ok")).or_default() += sum(|m| m.connections_opened);
+    *all.entry((503, "server_full")).or_default() += sum(|m| m.limit_hits[LimitKind::ShardFull as usize]);
+    let draining = sum(|m| m.limit_hits[LimitKind::Draining as usize]);
+    if draining > 0 {
+        *all.entry((503, "draining")).or_default() += draining;
+    }
+    all.retain(|&(status, _), n| *n > 0 || status == 101);
+    all
 }
 
 /// A per-shard series: name, Prometheus type, and how to read it.
@@ -204,7 +344,7 @@ pub fn process_open_fds() -> Option<u64> {
 /// Renders the latest snapshots in Prometheus text format.
 pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(4096);
-    let per_shard: [Series; 14] = [
+    let per_shard: [Series; 16] = [
         ("roomcast_connections", "gauge", |m| m.connections),
         ("roomcast_rooms", "gauge", |m| m.rooms),
         ("roomcast_connections_opened_total", "counter", |m| m.connections_opened),
@@ -215,6 +355,8 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
         ("roomcast_bytes_out_total", "counter", |m| m.bytes_out),
         ("roomcast_writes_total", "counter", |m| m.writes),
         ("roomcast_messages_published_total", "counter", |m| m.messages_published),
+        ("roomcast_client_messages_total", "counter", |m| m.client_messages),
+        ("roomcast_broadcasts_total", "counter", |m| m.broadcasts),
         ("roomcast_deliveries_total", "counter", |m| m.deliveries),
         ("roomcast_loop_iterations_total", "counter", |m| m.loop_iterations),
         ("roomcast_cross_shard_sent_total", "counter", |m| m.remote_sent),
@@ -230,12 +372,17 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
     render_histogram(&mut out, "roomcast_publish_flush_seconds", shards, |m| &m.publish_flush_us);
     let _ = writeln!(out, "# TYPE roomcast_limit_hits_total counter");
     for kind in LimitKind::ALL {
-        let total: u64 = shards.iter().map(|m| m.limit_hits[kind as usize]).sum();
+        let total: u64 =
+            shards.iter().map(|m| m.limit_hits[kind as usize]).sum::<u64>() + acceptor.limit_hits[kind as usize];
         let _ = writeln!(out, "roomcast_limit_hits_total{{kind=\"{}\"}} {total}", kind.name());
     }
     let _ = writeln!(out, "# TYPE roomcast_handshakes_total counter");
-    for (status, n) in &acceptor.handshakes {
-        let _ = writeln!(out, "roomcast_handshakes_total{{status=\"{status}\"}} {n}");
+    for ((status, cause), n) in handshake_outcomes(shards, acceptor) {
+        let _ = writeln!(out, "roomcast_handshakes_total{{status=\"{status}\",cause=\"{cause}\"}} {n}");
+    }
+    let _ = writeln!(out, "# TYPE roomcast_http_responses_total counter");
+    for (status, n) in &acceptor.http_responses {
+        let _ = writeln!(out, "roomcast_http_responses_total{{status=\"{status}\"}} {n}");
     }
     let _ = writeln!(out, "# TYPE roomcast_handshake_timeouts_total counter");
     let _ = writeln!(out, "roomcast_handshake_timeouts_total {}", acceptor.handshake_timeouts);
@@ -243,10 +390,6 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
     let _ = writeln!(out, "roomcast_accept_paused_total {}", acceptor.accept_paused);
     let _ = writeln!(out, "# TYPE roomcast_registry_rooms gauge");
     let _ = writeln!(out, "roomcast_registry_rooms {}", acceptor.registry_rooms);
-    let _ = writeln!(out, "# TYPE roomcast_registry_full_total counter");
-    let _ = writeln!(out, "roomcast_registry_full_total {}", acceptor.registry_full);
-    let _ = writeln!(out, "# TYPE roomcast_registry_deferred_total counter");
-    let _ = writeln!(out, "roomcast_registry_deferred_total {}", acceptor.registry_deferred);
     let _ = writeln!(out, "# TYPE roomcast_slow_consumers_closed_total counter");
     for (shard, m) in shards.iter().enumerate() {
         let n = m.limit_hits[LimitKind::SlowConsumer as usize];
@@ -293,21 +436,51 @@ mod tests {
     fn renders_every_family_with_process_gauges() {
         let mut shard = ShardMetrics { connections: 3, ..ShardMetrics::default() };
         shard.hit(LimitKind::SlowConsumer);
+        shard.connections_opened = 4;
+        shard.hit(LimitKind::Draining);
         let mut acceptor = AcceptorMetrics::default();
-        acceptor.count_status(101);
+        acceptor.count_handshake(401, "token_expired");
+        acceptor.count_handshake(503, "draining");
+        acceptor.count_http(200);
+        acceptor.hit(LimitKind::HeadTooBig);
         let gauges = Gauges { inbox_depths: vec![0, 7], uptime_s: 5, draining: false };
         let text = render_prometheus(&[shard, ShardMetrics::default()], &acceptor, &gauges);
         for line in [
             "roomcast_connections{shard=\"0\"} 3",
             "roomcast_slow_consumers_closed_total{shard=\"0\"} 1",
             "roomcast_limit_hits_total{kind=\"slow_consumer\"} 1",
-            "roomcast_handshakes_total{status=\"101\"} 1",
+            "roomcast_handshakes_total{status=\"101\",cause=\"ok\"} 4",
+            "roomcast_handshakes_total{status=\"401\",cause=\"token_expired\"} 1",
+            "roomcast_handshakes_total{status=\"503\",cause=\"draining\"} 2",
+            "roomcast_http_responses_total{status=\"200\"} 1",
+            "roomcast_limit_hits_total{kind=\"head_too_big\"} 1",
+            "roomcast_limit_hits_total{kind=\"draining\"} 1",
+            "roomcast_limit_hits_total{kind=\"api_busy\"} 0",
             "roomcast_shard_inbox_depth{shard=\"1\"} 7",
             "roomcast_uptime_seconds 5",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }
+        assert!(!text.contains("server_full"), "outcomes that never happened are left out:\n{text}");
         assert!(process_rss_bytes().is_some_and(|rss| rss > 0));
         assert!(process_open_fds().is_some_and(|fds| fds >= 3));
+    }
+}
+
+#[cfg(test)]
+mod episode_tests {
+    use super::*;
+
+    #[test]
+    fn an_episode_is_logged_once_until_a_quiet_interval() {
+        let mut log = EpisodeLog::default();
+        assert!(log.starts_episode(LimitKind::OutboxFull));
+        assert!(!log.starts_episode(LimitKind::OutboxFull));
+        assert!(log.starts_episode(LimitKind::ShardFull), "kinds are independent");
+        log.end_interval();
+        assert!(!log.starts_episode(LimitKind::OutboxFull), "hit in the last interval: same episode");
+        log.end_interval();
+        log.end_interval();
+        assert!(log.starts_episode(LimitKind::OutboxFull), "a quiet interval ended the episode");
     }
 }

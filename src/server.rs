@@ -3,9 +3,16 @@
 //!
 //! The store opens (and migrates) before any shard starts, so a database
 //! that cannot be opened stops startup; later write failures only make chat
-//! non-durable. On shutdown the store thread outlives the shards: it exits
-//! once every shard has stopped (its queue then disconnects) and it has
-//! written everything they queued.
+//! non-durable. The listeners are bound last, once the store is open and the
+//! shards are built, right before the threads start: there is no window in
+//! which the port takes connections that nothing will serve, so `/readyz`
+//! never has to say "starting" (before the bind, connections are refused).
+//!
+//! On shutdown the acceptor drains first (`/readyz` 503, `/ws/…` refused,
+//! HTTP still served), then the shards close their connections (bounded by
+//! the drain timeout), then the acceptor stops. The store thread outlives
+//! them all: it exits once every sender is gone (its queue then disconnects)
+//! and it has written everything queued.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,25 +85,6 @@ impl Server {
     pub fn start(config: Config) -> anyhow::Result<Server> {
         let config = Arc::new(config);
         let verifier = build_verifier(&config)?;
-        let main = acceptor::bind(config.listen, config.net.backlog, config.net.reuseport)
-            .with_context(|| format!("listen on {}", config.listen))?;
-        let local_addr = main.local_addr()?;
-        let echo = match config.echo_listen {
-            Some(addr) => Some(
-                acceptor::bind(addr, config.net.backlog, false).with_context(|| format!("echo_listen on {addr}"))?,
-            ),
-            None => None,
-        };
-        let echo_addr = echo.as_ref().map(|l| l.local_addr()).transpose()?;
-        let admin = match config.admin_listen {
-            Some(addr) => Some(
-                acceptor::bind(addr, config.net.backlog, false).with_context(|| format!("admin_listen on {addr}"))?,
-            ),
-            None => None,
-        };
-        if let Some(admin) = &admin {
-            tracing::info!(addr = %admin.local_addr()?, "admin listener (HTTP API, /metrics) open");
-        }
         let mint_secret = match config.auth.mode {
             AuthMode::Jwt => Some(jwt_secret(&config)?),
             AuthMode::None => None,
@@ -118,7 +106,7 @@ impl Server {
         let boot = database.as_ref().map_or_else(unix_now_ms, |db| db.boot);
         let (store_tx, store_rx) = crossbeam_channel::bounded(config.store.queue_max);
         // The acceptor's clone (HTTP API reads) is dropped when its thread
-        // ends, before the shards stop, so the store still sees its queue close.
+        // ends, after the shards have stopped; then the store sees its queue close.
         let acceptor_store = database.is_some().then(|| store_tx.clone());
         // Revoked and spent single-use tokens: loaded once here, then kept by the acceptor.
         let revoked = match &database {
@@ -152,7 +140,6 @@ impl Server {
             store: database.is_some().then_some(store_tx),
             boot,
         });
-        let cores = core_count();
         let mut built = Vec::with_capacity(config.shards);
         let mut shards = Vec::with_capacity(config.shards);
         for id in 0..config.shards {
@@ -162,6 +149,29 @@ impl Server {
             built.push(shard);
             shards.push(handle);
         }
+
+        // Everything that can take time or fail slowly is done: bind now, so
+        // a connection the kernel accepts is served at once.
+        let main = acceptor::bind(config.listen, config.net.backlog, config.net.reuseport)
+            .with_context(|| format!("listen on {}", config.listen))?;
+        let local_addr = main.local_addr()?;
+        let echo = match config.echo_listen {
+            Some(addr) => Some(
+                acceptor::bind(addr, config.net.backlog, false).with_context(|| format!("echo_listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        let echo_addr = echo.as_ref().map(|l| l.local_addr()).transpose()?;
+        let admin = match config.admin_listen {
+            Some(addr) => Some(
+                acceptor::bind(addr, config.net.backlog, false).with_context(|| format!("admin_listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        if let Some(admin) = &admin {
+            tracing::info!(addr = %admin.local_addr()?, "admin listener (HTTP API, /metrics) open");
+        }
+
         let store_thread = match database {
             Some(db) => {
                 let store = Store::new(db, store_rx, shards.clone(), config.store.batch_max)
@@ -170,6 +180,7 @@ impl Server {
             }
             None => None,
         };
+        let cores = core_count();
         let mut shard_threads = Vec::with_capacity(config.shards);
         for (id, mut shard) in built.into_iter().enumerate() {
             shard.connect_peers(shards.clone());
@@ -226,21 +237,32 @@ impl Server {
         self.echo_addr
     }
 
-    /// Stops accepting, closes every connection with 1001 and waits for the
-    /// shards, at most `drain` long.
+    /// Drains and stops, at most `drain` long (plus the store's last
+    /// writes): the acceptor turns not-ready but keeps answering HTTP, every
+    /// connection gets 1001, and once the shards are done (or the time is
+    /// up) the acceptor stops.
     pub fn shutdown(self, drain: Duration) {
         let deadline = Instant::now() + drain;
-        let _ = self.acceptor_control.try_send(AcceptorMsg::Drain);
-        let _ = self.acceptor_waker.wake();
-        let _ = self.acceptor_thread.join();
+        let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+        if self.acceptor_control.try_send(AcceptorMsg::Drain(ack_tx)).is_ok() {
+            let _ = self.acceptor_waker.wake();
+            // `/readyz` says 503 before any client hears its 1001. An
+            // acceptor that has died does not hold the drain up: its end of
+            // the channel is gone, and the wait returns.
+            let _ = ack_rx.recv_deadline(deadline);
+        }
         for shard in &self.shards {
             shard.drain(deadline);
         }
+        // Each shard returns once its connections are gone or at the deadline.
         for thread in self.shard_threads {
             let _ = thread.join();
         }
-        // The shards held the store's only senders: it now writes what is
-        // left in its queue and returns.
+        let _ = self.acceptor_control.try_send(AcceptorMsg::Stop);
+        let _ = self.acceptor_waker.wake();
+        let _ = self.acceptor_thread.join();
+        // The shards and the acceptor held the store's only senders: it now
+        // writes what is left in its queue and returns.
         if let Some(store) = self.store_thread {
             let _ = store.join();
         }

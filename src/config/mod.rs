@@ -326,6 +326,21 @@ impl Config {
         for (key, value) in sources.overrides {
             merged.set(&schema, &Layer::CommandLine, &key, value)?;
         }
+        // An empty secret written out is a mistake (an unset variable, a
+        // template), never a request for the generated one: that is what
+        // leaving the key out means.
+        if let Some(layer) = merged.origin.get("auth.jwt_secret")
+            && merged.table.get("auth").and_then(|auth| auth.get("jwt_secret")).and_then(toml::Value::as_str)
+                == Some("")
+        {
+            return Err(ConfigError::BadValue {
+                layer: layer.to_string(),
+                key: "auth.jwt_secret".into(),
+                message: "is empty; give a secret of at least 32 bytes, or leave the key out to use \
+                          <data_dir>/jwt-secret"
+                    .into(),
+            });
+        }
         let config = Config::from_raw(merged.into_raw()?)?;
         config.validate()?;
         Ok(config)
@@ -411,9 +426,7 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("data_dir", "must not be empty"));
         }
-        if self.log_level.trim().is_empty() {
-            return Err(ConfigError::invalid("log_level", "must not be empty"));
-        }
+        check_log_level(&self.log_level)?;
         self.validate_auth()?;
         self.validate_api()?;
         if self.net.backlog <= 0 {
@@ -614,6 +627,30 @@ fn apply_env(schema: &Schema, merged: &mut Merged, env: &[(String, String)]) -> 
         let layer = Layer::Env(name.clone());
         let value = schema.parse_text(&layer, key, value)?;
         merged.set(schema, &layer, key, value)?;
+    }
+    Ok(())
+}
+
+/// Log levels `log_level` accepts, alone or as `target=level` directives.
+pub const LOG_LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+
+/// `log_level` is a level, or comma-separated directives `target=level`
+/// (tracing-subscriber's `EnvFilter` syntax) whose levels are all known. A
+/// bare word that is not a level would be read by `EnvFilter` as a target
+/// name, silently logging nothing of roomcast, so it is refused.
+fn check_log_level(text: &str) -> Result<(), ConfigError> {
+    let bad = |message: String| Err(ConfigError::invalid("log_level", message));
+    if text.trim().is_empty() {
+        return bad("must not be empty".into());
+    }
+    for directive in text.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
+        if !LOG_LEVELS.iter().any(|known| known.eq_ignore_ascii_case(level)) {
+            return bad(format!("`{directive}`: the level must be one of {}", LOG_LEVELS.join(", ")));
+        }
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(text) {
+        return bad(format!("`{text}`: {e}"));
     }
     Ok(())
 }
@@ -993,6 +1030,29 @@ mod tests {
     #[test]
     fn short_jwt_secret_refused() {
         assert_names(load_env(&[("ROOMCAST_JWT_SECRET", "short")]), "auth.jwt_secret");
+    }
+
+    #[test]
+    fn an_explicitly_empty_jwt_secret_is_refused_in_every_layer() {
+        let err = assert_names(load_env(&[("ROOMCAST_JWT_SECRET", "")]), "auth.jwt_secret");
+        assert!(err.to_string().contains("ROOMCAST_JWT_SECRET"), "{err}");
+        assert_names(load_env(&[("ROOMCAST_AUTH_JWT_SECRET", "")]), "auth.jwt_secret");
+        assert_names(load_set("auth.jwt_secret", Value::String(String::new())), "auth.jwt_secret");
+        let err = assert_names(load_file("empty-secret", "[auth]\njwt_secret = \"\"\n"), "auth.jwt_secret");
+        assert!(err.to_string().starts_with("config file "), "{err}");
+        // Left out, the generated secret is used.
+        assert_eq!(Config::load(Sources::default()).unwrap().auth.jwt_secret, None);
+    }
+
+    #[test]
+    fn log_levels_are_checked() {
+        for good in ["info", "DEBUG", "off", "warn,roomcast=trace", "roomcast::shard=debug"] {
+            assert!(load_set("log_level", Value::String(good.into())).is_ok(), "{good}");
+        }
+        for bad in ["", "verbose", "roomcast=loud", "info,"] {
+            let err = assert_names(load_set("log_level", Value::String(bad.into())), "log_level");
+            assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+        }
     }
 
     #[test]

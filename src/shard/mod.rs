@@ -35,7 +35,7 @@ use crate::auth::{Identity, Verifier};
 use crate::config::Limits;
 use crate::conn::{ConnState, Connection, FlushOutcome, Grants, Member, OutboundQueue, Place, RateBucket, Role};
 use crate::ids::{ConnId, RoomKey, ShardId};
-use crate::metrics::{LimitKind, ShardMetrics};
+use crate::metrics::{EpisodeLog, LimitKind, ShardMetrics};
 use crate::protocol::{self, RequestDecoder};
 use crate::registry::RoomPolicy;
 use crate::room::{Output, Peer, RoomLimits, Rooms};
@@ -203,6 +203,8 @@ struct ShardCore {
     /// The store queue refused an event and no event was taken since
     /// (logged once per such episode).
     store_refusing: bool,
+    /// Limits hit by no one local connection, logged once per episode.
+    episodes: EpisodeLog,
     metrics: ShardMetrics,
     metrics_sent_at: Instant,
 }
@@ -261,6 +263,7 @@ impl Shard {
             now_unix_ms: unix_now_ms(),
             draining: None,
             store_refusing: false,
+            episodes: EpisodeLog::default(),
             metrics: ShardMetrics::default(),
             metrics_sent_at: now,
             settings,
@@ -299,8 +302,13 @@ impl Shard {
             self.core.now_unix_s = self.core.now_unix_ms / 1000;
 
             self.drain_inbox();
+            let mut event_count = 0;
             for event in events.iter() {
+                event_count += 1;
                 self.on_event(event);
+            }
+            if event_count >= self.core.settings.limits.poll_events_max {
+                self.core.note_shard_limit(LimitKind::PollEventsFull);
             }
             self.retry_budgeted_reads();
             self.core.fire_due_timers();
@@ -310,7 +318,7 @@ impl Shard {
             self.core.reap_doomed(self.poll.registry());
             self.core.end_iteration();
             if self.core.drain_finished() {
-                tracing::info!(shard = self.id, "shard drained");
+                tracing::info!(shard = self.id, left = self.core.conns.len(), "shard drained");
                 return Ok(());
             }
         }
@@ -388,9 +396,14 @@ impl Shard {
     fn admit(&mut self, handoff: Handoff) {
         let Handoff { mut stream, response, leftover, kind, peer: peer_addr } = handoff;
         let core = &mut self.core;
-        if core.draining.is_some() || core.conns.len() >= core.settings.limits.connections_per_shard_max as usize {
-            core.metrics.hit(LimitKind::ShardFull);
-            refuse_handoff(&mut stream);
+        if core.draining.is_some() {
+            core.note_shard_limit(LimitKind::Draining);
+            refuse_handoff(&mut stream, "draining", "the server is shutting down");
+            return;
+        }
+        if core.conns.len() >= core.settings.limits.connections_per_shard_max as usize {
+            core.note_shard_limit(LimitKind::ShardFull);
+            refuse_handoff(&mut stream, "server_full", "the shard holding this room is full");
             return;
         }
         let slot = core.conns.vacant_key();
@@ -477,6 +490,7 @@ impl Shard {
                     taken += n;
                     self.core.consume_bytes(slot, &mut self.read_buf[..n]);
                     if taken >= budget {
+                        self.core.metrics.hit(LimitKind::ReadBudget);
                         self.core.read_again.push(slot);
                         return;
                     }
@@ -501,14 +515,10 @@ impl Shard {
 /// Answers a handoff the shard cannot take: the 101 has not been written yet,
 /// so the client still gets a plain HTTP 503. The socket is fresh, so this
 /// one small write fits in its buffer; if not, the client sees a reset.
-fn refuse_handoff(stream: &mut TcpStream) {
+fn refuse_handoff(stream: &mut TcpStream, code: &str, message: &str) {
     use std::io::Write;
-    let body = br#"{"error":"server_full","message":"the shard holding this room is full or draining"}"#;
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
+    // One write: a client may read the head and stop before a second one.
+    let _ = stream.write_all(&crate::http::error_response(503, code, message, ""));
 }
 
 /// Queues a broadcast frame for one member: the hot loop of every fanout.
@@ -562,11 +572,23 @@ impl ShardCore {
     }
 
     fn schedule(&mut self, conn: ConnId, at: Instant, kind: TimerKind) {
-        if self.timers.schedule(at, conn, kind).is_err() {
-            // Cannot happen while connections_per_shard_max holds, but if it
-            // does the connection must not live on without its deadline.
-            self.metrics.hit(LimitKind::TimerFull);
-            self.begin_close(conn.slot as usize, CloseCode::INTERNAL, Some(LimitKind::TimerFull));
+        if self.timers.schedule(at, conn, kind).is_ok() {
+            return;
+        }
+        // Only when stale entries crowd the wheel; the connection must not
+        // live on without its deadline. Counted once per connection.
+        let slot = conn.slot as usize;
+        match kind {
+            // begin_close counts it, and then asks for a close deadline.
+            TimerKind::Heartbeat => self.begin_close(slot, CloseCode::INTERNAL, Some(LimitKind::TimerFull)),
+            TimerKind::CloseDeadline => {
+                let counted = self.conns.get(slot).is_some_and(|c| c.limits_logged & LimitKind::TimerFull.bit() != 0);
+                if !counted {
+                    self.note_limit(slot, LimitKind::TimerFull);
+                }
+                // Without a deadline the peer could hold the socket forever: free it now.
+                self.drop_conn(slot);
+            }
         }
     }
 
@@ -667,6 +689,7 @@ impl ShardCore {
             }
             return;
         }
+        self.metrics.client_messages += 1;
         let home = member.rooms.first().map(|home| home.place);
         if opcode == Opcode::Binary {
             if let Some(Place::Local(membership)) = home {
@@ -700,6 +723,7 @@ impl ShardCore {
                 // dropped: each answers a request that passed the outbox bound.
                 Output::Deliver { to, frame } => self.remote.send_control(to.shard, RemoteMsg::Deliver { to, frame }),
                 Output::Broadcast { room, audience, skip, frame } => {
+                    self.metrics.broadcasts += 1;
                     let cap = self.settings.limits.outbound_queue_bytes_max as usize;
                     let mut slow = Vec::new();
                     for member in self.rooms.local_audience(room, audience) {
@@ -756,6 +780,46 @@ impl ShardCore {
             conn.outbound.discard_unstarted();
         }
         self.begin_close(slot, CloseCode::SLOW_CONSUMER, Some(LimitKind::SlowConsumer));
+    }
+
+    /// Counts a limit hit that belongs to no local connection, logged once per episode.
+    fn note_shard_limit(&mut self, limit: LimitKind) {
+        self.metrics.hit(limit);
+        if self.episodes.starts_episode(limit) {
+            let total = self.metrics.limit_hits[limit as usize];
+            tracing::warn!(shard = self.id, limit = limit.name(), total, "limit hit");
+        }
+    }
+
+    /// Counts a limit hit of connection `id`, on this shard or another:
+    /// logged once per connection when it is here, else once per episode.
+    fn note_limit_of(&mut self, id: ConnId, limit: LimitKind) {
+        if self.is_live(id) {
+            self.note_limit(id.slot as usize, limit);
+        } else {
+            self.note_shard_limit(limit);
+        }
+    }
+
+    /// Counts the limits behind a refused request (by its error code), for connection `id`.
+    fn note_refusal(&mut self, id: ConnId, code: &str) {
+        let limit = match code {
+            "too_long" => LimitKind::ChatTooLong,
+            "screenshare_busy" => LimitKind::ScreenshareBusy,
+            _ => return,
+        };
+        self.note_limit_of(id, limit);
+    }
+
+    /// Counts a refused join for connection `id`.
+    fn note_join_refused(&mut self, id: ConnId, reason: crate::room::JoinRefused) {
+        let limit = match reason {
+            crate::room::JoinRefused::RoomFull => LimitKind::RoomFull,
+            crate::room::JoinRefused::TooManyRooms => LimitKind::ShardRoomsFull,
+            // Access decisions of the registry, not limits.
+            crate::room::JoinRefused::NotRegistered | crate::room::JoinRefused::Private => return,
+        };
+        self.note_limit_of(id, limit);
     }
 
     /// Counts a limit hit and logs it once per connection.
@@ -877,7 +941,10 @@ impl ShardCore {
                 let next = self.next_heartbeat(last_rx, expires_at_s);
                 self.schedule(id, next, TimerKind::Heartbeat);
             }
-            TimerKind::CloseDeadline => self.drop_conn(slot),
+            TimerKind::CloseDeadline => {
+                self.note_limit(slot, LimitKind::CloseTimeout);
+                self.drop_conn(slot);
+            }
         }
     }
 
@@ -927,7 +994,9 @@ impl ShardCore {
             if let Some(mut conn) = self.conns.try_remove(slot) {
                 let _ = registry.deregister(&mut conn.stream);
                 self.metrics.connections_closed += 1;
-                tracing::debug!(conn = %conn.id, "connection closed");
+                // 1006: no Close frame was exchanged (as in the session audit).
+                let close_code = conn.close_code.unwrap_or(1006);
+                tracing::debug!(conn = %conn.id, close_code, "connection closed");
                 self.audit_close(&conn);
             }
         }
@@ -966,6 +1035,7 @@ impl ShardCore {
             self.metrics.rooms = self.rooms.len() as u64;
             // A full channel only means the reader is behind; the next snapshot replaces this one.
             let _ = self.settings.metrics_out.try_send((self.id, self.metrics.clone()));
+            self.episodes.end_interval();
         }
     }
 }

@@ -181,19 +181,18 @@ impl ShardCore {
                 Ok(())
             }
             _ => {
-                self.metrics.hit(LimitKind::InboxFull);
+                self.note_shard_limit(LimitKind::OutboxFull);
                 Err(Overloaded)
             }
         }
     }
 
     /// Queues a delivery for another shard; over the outbox bound it is
-    /// dropped and counted (`inbox_full`), because the shard that would
-    /// receive it has stopped reading for longer than the bound allows.
+    /// dropped and counted (`outbox_full`, logged once per episode), because
+    /// the shard that would receive it has stopped reading for longer than
+    /// the bound allows.
     pub(super) fn send_bounded(&mut self, shard: ShardId, msg: RemoteMsg) {
-        if self.try_send_remote(shard, msg).is_err() {
-            tracing::warn!(shard, "outbox to shard full; a delivery was dropped");
-        }
+        let _ = self.try_send_remote(shard, msg);
     }
 
     /// Sends a broadcast once to each other shard with members of the room
@@ -278,6 +277,7 @@ impl ShardCore {
                 if let Err((code, message)) =
                     self.rooms.request(membership, conn, &request, reference.as_deref(), now_unix_ms)
                 {
+                    self.note_refusal(conn, code);
                     self.deliver_error(conn, reference.as_deref(), code, message);
                 }
                 self.apply_room_outputs();
@@ -303,6 +303,7 @@ impl ShardCore {
                 self.on_joined(from, conn, key, tag, membership, role)
             }
             RemoteMsg::JoinRefused { conn, key, tag, reason, reference } => {
+                self.note_join_refused(conn, reason);
                 if let Some(member) = self.live_member(conn) {
                     let pending = |j: &crate::conn::JoinedRoom| {
                         j.key == key && j.tag == tag && matches!(j.place, Place::Remote { membership: None, .. })

@@ -78,7 +78,11 @@ impl ShardCore {
         let now_unix_ms = self.now_unix_ms();
         match place {
             Place::Local(membership) => {
-                self.rooms.request(membership, conn, &request, reference, now_unix_ms)?;
+                let refused = self.rooms.request(membership, conn, &request, reference, now_unix_ms).err();
+                if let Some((code, message)) = refused {
+                    self.note_refusal(conn, code);
+                    return Err((code, message));
+                }
                 self.apply_room_outputs();
             }
             Place::Remote { owner, membership: Some(membership) } => {
@@ -106,17 +110,18 @@ impl ShardCore {
     fn join(&mut self, slot: usize, room: &str, since: Option<Since>, reference: Option<&[u8]>) -> Result<(), Refusal> {
         let rooms_max = self.settings.limits.rooms_per_connection_max as usize;
         let shards = self.settings.shards;
-        let (peer, key) = {
+        let (peer, key, full) = {
             let (_, member) = self.member(slot)?;
             may_join(member, room)?;
             if member.room(room).is_some() {
                 return Err(("already_joined", "this connection is already in that room"));
             }
-            if member.rooms.len() >= rooms_max {
-                return Err(("too_many_rooms", "this connection is in limits.rooms_per_connection_max rooms"));
-            }
-            (Arc::clone(&member.peer), RoomKey::new(&member.grants.tenant, room))
+            (Arc::clone(&member.peer), RoomKey::new(&member.grants.tenant, room), member.rooms.len() >= rooms_max)
         };
+        if full {
+            self.note_limit(slot, crate::metrics::LimitKind::TooManyRooms);
+            return Err(("too_many_rooms", "this connection is in limits.rooms_per_connection_max rooms"));
+        }
         self.enter(slot, &peer, key, false, reference, since.as_ref(), shards)
     }
 
@@ -142,10 +147,9 @@ impl ShardCore {
         };
         let place = if owner == self.id {
             let now_ms = self.now_unix_ms();
-            let membership = self
-                .rooms
-                .join_since(peer, &key, quiet, reference, since, now_ms)
-                .map_err(|r| (r.code(), r.message()))?;
+            let joined = self.rooms.join_since(peer, &key, quiet, reference, since, now_ms);
+            let membership =
+                joined.inspect_err(|&r| self.note_join_refused(peer.conn, r)).map_err(|r| (r.code(), r.message()))?;
             // Share the room's own key rather than keep a copy per member.
             key = self.rooms.key(membership.room_slot()).cloned().unwrap_or(key);
             Place::Local(membership)
@@ -172,20 +176,25 @@ impl ShardCore {
         let peer = Arc::clone(&member.peer);
         let grants = &member.grants;
         // A URL room that is itself the personal or a group room is not joined twice.
-        let implicit: Vec<RoomKey> = std::iter::once(RoomKey::personal(&grants.tenant, peer.user()))
+        let mut implicit: Vec<RoomKey> = std::iter::once(RoomKey::personal(&grants.tenant, peer.user()))
             .chain(grants.groups.iter().map(|group| RoomKey::group(&grants.tenant, group)))
             .filter(|key| *key != home)
-            .take(rooms_max.saturating_sub(1))
             .collect();
+        // Group rooms past rooms_per_connection_max are not joined.
+        if implicit.len() > rooms_max.saturating_sub(1) {
+            implicit.truncate(rooms_max.saturating_sub(1));
+            self.note_limit(slot, crate::metrics::LimitKind::TooManyRooms);
+        }
         if let Err((code, message)) = self.enter(slot, &peer, home, false, None, since, shards) {
             self.send_error(slot, None, code, message);
-            let (close, limit) = match code {
-                "room_full" => (CloseCode::ROOM_FULL, Some(crate::metrics::LimitKind::RoomFull)),
-                "room_private" => (CloseCode::ROOM_PRIVATE, None),
-                "room_not_registered" => (CloseCode::ROOM_NOT_REGISTERED, None),
-                _ => (CloseCode::SHARD_FULL, None),
+            // The refusal was counted where it was decided (`enter`).
+            let close = match code {
+                "room_full" => CloseCode::ROOM_FULL,
+                "room_private" => CloseCode::ROOM_PRIVATE,
+                "room_not_registered" => CloseCode::ROOM_NOT_REGISTERED,
+                _ => CloseCode::SHARD_FULL,
             };
-            self.begin_close(slot, close, limit);
+            self.begin_close(slot, close, None);
             return;
         }
         for key in implicit {

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::harness::{Claims, Client, Refused, SECRET, Server, token, token_at, unix_now};
+use super::http_api::{limit_hits, series};
 
 fn refused_status(server: &Server, room: &str, query: &str) -> (u16, String) {
     match Client::connect(&server.url(room, query)) {
@@ -54,7 +55,11 @@ fn missing_expired_forged_and_unsigned_tokens_get_401() {
     );
     assert_eq!(refused_status(&server, "demo", &format!("token={unsigned}")).0, 401);
     assert_eq!(refused_status(&server, "demo", "token=not.a.jwt").0, 401);
-    assert!(SECRET.len() >= 32);
+    // Each refusal is counted under its cause.
+    for cause in ["token_missing", "token_expired", "token_bad_signature"] {
+        let name = format!("roomcast_handshakes_total{{status=\"401\",cause=\"{cause}\"}}");
+        assert_eq!(series(server.addr, &name), 1.0, "{name}");
+    }
 }
 
 #[test]
@@ -66,6 +71,8 @@ fn a_token_over_token_bytes_max_is_refused_before_decoding() {
     let (status, body) = refused_status(&server, "demo", &format!("token={big}"));
     assert_eq!(status, 401);
     assert!(body.contains("token_too_large") || body.contains("too large"), "{body}");
+    assert_eq!(series(server.addr, r#"roomcast_handshakes_total{status="401",cause="token_too_large"}"#), 1.0);
+    assert_eq!(series(server.addr, &limit_hits("token_too_big")), 1.0);
 }
 
 #[test]

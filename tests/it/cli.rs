@@ -29,6 +29,44 @@ fn unknown_or_invalid_config_stops_startup_naming_the_key() {
 
     let out = roomcast(&["serve", "--listen", "127.0.0.1:0", "--jwt-secret", "short"]);
     assert!(!out.status.success(), "a short HS secret must not start");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.jwt_secret"), "{out:?}");
+}
+
+/// `roomcast serve` on an ephemeral port with a fresh data dir, `env` set;
+/// the process must fail at startup, naming `key` on stderr.
+fn assert_startup_error_names(args: &[&str], env: &[(&str, &str)], key: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().expect("path");
+    let out = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-pin", "--data-dir", data])
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run roomcast");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} {env:?} started: {stderr}");
+    assert!(stderr.contains(key), "{args:?} {env:?}: the error does not name {key}: {stderr}");
+    assert!(!stderr.contains("roomcast listening"), "{stderr}");
+    // Refused before anything was created: no generated secret to fall back on.
+    assert!(!dir.path().join("jwt-secret").exists(), "{args:?} {env:?} generated a secret");
+}
+
+#[test]
+fn an_empty_jwt_secret_given_explicitly_stops_startup() {
+    assert_startup_error_names(&["--jwt-secret", ""], &[], "auth.jwt_secret");
+    assert_startup_error_names(&[], &[("ROOMCAST_JWT_SECRET", "")], "auth.jwt_secret");
+    assert_startup_error_names(&[], &[("ROOMCAST_AUTH_JWT_SECRET", "")], "auth.jwt_secret");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("roomcast.toml");
+    std::fs::write(&file, "[auth]\njwt_secret = \"\"\n").expect("write config");
+    assert_startup_error_names(&["--config", file.to_str().expect("path")], &[], "auth.jwt_secret");
+}
+
+#[test]
+fn an_invalid_log_level_stops_startup() {
+    assert_startup_error_names(&["--log-level", "verbose"], &[], "log_level");
+    assert_startup_error_names(&[], &[("ROOMCAST_LOG_LEVEL", "roomcast=loud")], "log_level");
 }
 
 #[test]

@@ -131,6 +131,16 @@ impl Server {
         self.child.wait().expect("wait for roomcast")
     }
 
+    /// Sends SIGTERM now, without waiting; `wait` then reaps the process.
+    pub fn sigterm(&self) {
+        signal(&self.child, libc_sigterm());
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(mut self) -> ExitStatus {
+        self.child.wait().expect("wait for roomcast")
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         self.data_dir.path()

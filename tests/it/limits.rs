@@ -1,13 +1,14 @@
-//! Limits: each is hit on purpose and answered as documented, and nobody
-//! else suffers.
+//! Limits: each is hit on purpose and answered as documented, nobody else
+//! suffers, and each hit is counted once in `roomcast_limit_hits_total`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tungstenite::Message;
 
-use super::harness::{Client, PATIENCE, Server, upgrade_request};
+use super::harness::{Claims, Client, PATIENCE, Refused, Server, token, upgrade_request};
+use super::http_api::{limit_hits, series, wait_for_count};
 
 #[test]
 fn an_oversize_message_is_closed_with_1009() {
@@ -19,6 +20,7 @@ fn an_oversize_message_is_closed_with_1009() {
     assert_eq!(other.next_of_type("member_left")["member"]["user"], "big");
     other.send(json!({"type": "ping", "ref": 1}));
     assert_eq!(other.next_of_type("pong")["ref"], 1, "the other member is unaffected");
+    wait_for_count(server.addr, &limit_hits("message_too_big"), 1.0);
 }
 
 #[test]
@@ -60,6 +62,8 @@ fn a_flood_gets_rate_limited_errors_then_close_1008() {
     }
     assert_eq!(pongs, 5, "the burst passes");
     assert_eq!(rate_errors, 10, "each refused message is answered until the strikes run out");
+    wait_for_count(server.addr, &limit_hits("rate_abuse"), 1.0);
+    wait_for_count(server.addr, &limit_hits("rate_limited"), 10.0);
 }
 
 #[test]
@@ -138,6 +142,12 @@ fn a_slow_reader_is_closed_with_1013_while_others_get_everything() {
             Err(e) => panic!("slow socket: {e}"),
         }
     }
+    wait_for_count(server.addr, &limit_hits("slow_consumer"), 1.0);
+    assert_eq!(
+        series(server.addr, "roomcast_slow_consumers_closed_total{shard=\"0\"}")
+            + series(server.addr, "roomcast_slow_consumers_closed_total{shard=\"1\"}"),
+        1.0
+    );
 }
 
 #[test]
@@ -156,11 +166,19 @@ fn protocol_errors_close_with_1002_and_bad_utf8_with_1007() {
     frame.extend_from_slice(&payload);
     bad_utf8.ws.get_mut().write_all(&frame).expect("raw write");
     assert_eq!(bad_utf8.expect_close().0, 1007);
+    wait_for_count(server.addr, &limit_hits("protocol_error"), 2.0);
 }
 
 #[test]
 fn the_server_pings_and_closes_a_silent_peer_with_1001() {
-    let server = Server::start(&["--set", "limits.ping_interval_ms=300", "--set", "limits.dead_after_ms=900"]);
+    let server = Server::start(&[
+        "--set",
+        "limits.ping_interval_ms=300",
+        "--set",
+        "limits.dead_after_ms=900",
+        "--set",
+        "limits.close_timeout_ms=500",
+    ]);
     let token = super::harness::token(&super::harness::Claims { sub: "quiet", ..Default::default() });
     let mut quiet = TcpStream::connect(server.addr).expect("connect");
     quiet.set_read_timeout(Some(PATIENCE)).expect("timeout");
@@ -178,6 +196,9 @@ fn the_server_pings_and_closes_a_silent_peer_with_1001() {
     let ping = [0x89u8, 0x00];
     assert!(stream.windows(2).any(|w| w == ping), "the server sent a ping");
     assert!(stream.windows(4).any(|w| w == [0x88, 2 + 31, 0x03, 0xE9]), "close 1001 'no traffic within dead_after_ms'");
+    wait_for_count(server.addr, &limit_hits("dead_peer"), 1.0);
+    // It never answered the Close either: the socket went at close_timeout_ms (the EOF above).
+    wait_for_count(server.addr, &limit_hits("close_timeout"), 1.0);
 }
 
 #[test]
@@ -189,6 +210,7 @@ fn a_full_room_refuses_with_an_error_and_1013() {
     let mut c = Client::connect(&server.url("tiny", &format!("token={token}"))).expect("handshake");
     assert_eq!(c.next_of_type("error")["code"], "room_full");
     assert_eq!(c.expect_close(), (1013, "room full".into()));
+    wait_for_count(server.addr, &limit_hits("room_full"), 1.0);
 }
 
 #[test]
@@ -200,4 +222,208 @@ fn the_echo_listener_echoes_text_and_binary() {
     assert_eq!(client.next_message(), Message::text("hello"));
     client.ws.send(Message::binary(vec![1u8, 2, 3])).expect("send");
     assert_eq!(client.next_message(), Message::binary(vec![1u8, 2, 3]));
+}
+
+/// Two room ids owned by different shards (of 2).
+fn rooms_on_both_shards() -> (String, String) {
+    let on = |shard: u16| {
+        (0..)
+            .map(|i| format!("l{i}"))
+            .find(|room| roomcast::ids::RoomKey::new("", room).shard(2) == shard)
+            .expect("a room")
+    };
+    (on(0), on(1))
+}
+
+#[test]
+fn a_join_of_a_full_room_is_counted_on_either_shard() {
+    let server = Server::start(&["--set", "limits.room_members_max=2"]);
+    let (full, elsewhere) = rooms_on_both_shards();
+    let (_a, _) = server.join(&full, "a");
+    let (_b, _) = server.join(&full, "b");
+    // The room's owner is this client's home shard, then another shard.
+    let (mut local, _) = server.join(&format!("{full}-home"), "c");
+    let (mut remote, _) = server.join(&elsewhere, "d");
+    for (client, who) in [(&mut local, "local"), (&mut remote, "remote")] {
+        client.send(json!({"type": "join", "room": full, "ref": who}));
+        let error = client.next_of_type("error");
+        assert_eq!((error["code"].clone(), error["ref"].clone()), (json!("room_full"), json!(who)));
+    }
+    // Whatever the home shard of `{full}-home`, two refusals, each counted once.
+    wait_for_count(server.addr, &limit_hits("room_full"), 2.0);
+}
+
+#[test]
+fn rooms_per_connection_and_per_shard_are_counted() {
+    let server = Server::start(&["--shards", "1", "--set", "limits.rooms_per_connection_max=3"]);
+    // Home room and personal room: 2 of 3.
+    let (mut a, _) = server.join("r0", "a");
+    a.send(json!({"type": "join", "room": "r1", "ref": 1}));
+    a.next_of_type("ack");
+    a.send(json!({"type": "join", "room": "r2", "ref": 2}));
+    assert_eq!(a.next_of_type("error")["code"], "too_many_rooms");
+    wait_for_count(server.addr, &limit_hits("too_many_rooms"), 1.0);
+    // Group rooms past the bound are skipped at connect, and counted.
+    let groups = ["g1".to_string(), "g2".to_string(), "g3".to_string()];
+    let grouped = token(&Claims { sub: "grouped", groups: &groups, ..Claims::default() });
+    let mut g = Client::connect(&server.url("r0", &format!("token={grouped}"))).expect("connect");
+    g.next_of_type("welcome");
+    wait_for_count(server.addr, &limit_hits("too_many_rooms"), 2.0);
+
+    // rooms_per_shard_max: r0, user:a, r1 and user:grouped, g1 exist; one more room is refused.
+    let server = Server::start(&["--shards", "1", "--set", "limits.rooms_per_shard_max=3"]);
+    let (mut a, _) = server.join("s0", "a");
+    a.send(json!({"type": "join", "room": "s1", "ref": 1}));
+    a.next_of_type("ack");
+    a.send(json!({"type": "join", "room": "s2", "ref": 2}));
+    assert_eq!(a.next_of_type("error")["code"], "too_many_rooms");
+    wait_for_count(server.addr, &limit_hits("shard_rooms_full"), 1.0);
+    assert_eq!(series(server.addr, &limit_hits("too_many_rooms")), 0.0);
+}
+
+#[test]
+fn chat_length_and_screen_share_limits_are_counted() {
+    let server = Server::start(&["--set", "rooms.chat_text_chars_max=10"]);
+    let (mut host, _) = server.join("meet", "host");
+    let (_bob, _) = server.join("meet", "bob");
+    let (_carol, _) = server.join("meet", "carol");
+    host.send(json!({"type": "chat.send", "text": "x".repeat(11), "ref": 1}));
+    assert_eq!(host.next_of_type("error")["code"], "too_long");
+    host.send(json!({"type": "screenshare.grant", "user": "bob", "ref": 2}));
+    assert_eq!(host.next_of_type("ack")["ref"], 2);
+    host.send(json!({"type": "screenshare.grant", "user": "carol", "ref": 3}));
+    assert_eq!(host.next_of_type("error")["code"], "screenshare_busy");
+    wait_for_count(server.addr, &limit_hits("chat_too_long"), 1.0);
+    wait_for_count(server.addr, &limit_hits("screenshare_busy"), 1.0);
+}
+
+/// A masked client text frame (payload under 126 bytes).
+fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mask = [0x11u8, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+#[test]
+fn a_full_outbox_to_another_shard_refuses_with_overloaded_and_is_counted() {
+    // One message per destination shard per iteration.
+    let server = Server::start(&["--set", "limits.shard_outbox_max=1"]);
+    let (on_0, on_1) = rooms_on_both_shards();
+    // A user whose personal room, like its connection, is on shard 0: a
+    // `direct` to it is one message to shard 0 and an ack back, nothing more.
+    let target = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|user| roomcast::ids::RoomKey::personal("", user).shard(2) == 0)
+        .expect("a user");
+    let (mut receiver, _) = server.join(&on_0, &target);
+    let (mut sender, _) = server.join(&on_1, "sender");
+    // Two directs for shard 0 in one write: read, and decided, in one iteration.
+    let direct = |r: u32| format!(r#"{{"type":"direct","to":"{target}","ref":{r},"data":{r}}}"#);
+    let bytes = [masked_text_frame(direct(1).as_bytes()), masked_text_frame(direct(2).as_bytes())].concat();
+    sender.ws.get_mut().write_all(&bytes).expect("raw write");
+    let mut answers = Vec::new();
+    while answers.len() < 2 {
+        let frame = sender.next_json();
+        if frame["type"] == "ack" || frame["type"] == "error" {
+            answers.push((frame["type"].clone(), frame["ref"].clone(), frame["code"].clone()));
+        }
+    }
+    answers.sort_by_key(|(_, r, _)| r.as_u64());
+    assert_eq!(answers, vec![(json!("ack"), json!(1), Value::Null), (json!("error"), json!(2), json!("overloaded"))]);
+    assert_eq!(receiver.next_of_type("direct")["data"], 1);
+    wait_for_count(server.addr, &limit_hits("outbox_full"), 1.0);
+}
+
+#[test]
+fn a_full_shard_refuses_the_handshake_with_503_and_counts_it() {
+    let server = Server::start(&["--shards", "1", "--set", "limits.connections_per_shard_max=1"]);
+    let (_only, _) = server.join("one", "only");
+    let late = token(&Claims { sub: "late", ..Claims::default() });
+    match Client::connect(&server.url("one", &format!("token={late}"))) {
+        Err(Refused::Status(503, body)) => assert!(body.contains("server_full"), "{body}"),
+        other => panic!("expected 503 server_full, got {:?}", other.map(|_| "a connection")),
+    }
+    wait_for_count(server.addr, &limit_hits("shard_full"), 1.0);
+    wait_for_count(server.addr, r#"roomcast_handshakes_total{status="503",cause="server_full"}"#, 1.0);
+    assert_eq!(series(server.addr, r#"roomcast_handshakes_total{status="101",cause="ok"}"#), 1.0);
+}
+
+#[test]
+fn a_full_timer_wheel_is_counted_once_and_the_connection_still_closes() {
+    // One connection per shard: a wheel of 3 timers. Stale entries of closed
+    // connections stay until they are due (a ping interval, a close timeout).
+    let server = Server::start(&[
+        "--shards",
+        "1",
+        "--set",
+        "limits.connections_per_shard_max=1",
+        "--set",
+        "limits.close_timeout_ms=600000",
+    ]);
+    // A: its heartbeat, then its close deadline when it closes: 2 entries.
+    let (mut a, _) = server.join("t", "a");
+    a.ws.close(None).expect("close");
+    loop {
+        match a.ws.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed) => break,
+            Err(e) => panic!("A's close was not answered: {e}"),
+        }
+    }
+    // B: its heartbeat is the 3rd; its close deadline does not fit, so B is
+    // dropped at once (no Close answer), counted once.
+    let (mut b, _) = server.join("t", "b");
+    b.ws.close(None).expect("close");
+    let ended = loop {
+        match b.ws.read() {
+            Ok(Message::Close(_)) => break "a Close answer",
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break "a read timeout",
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => break "a read timeout",
+            Err(_) => break "dropped",
+        }
+    };
+    assert_eq!(ended, "dropped");
+    wait_for_count(server.addr, &limit_hits("timer_full"), 1.0);
+    // C: not even its heartbeat fits: closed before its 101 is out, counted once.
+    let c = token(&Claims { sub: "c", ..Claims::default() });
+    assert!(matches!(Client::connect(&server.url("t", &format!("token={c}"))), Err(Refused::Other(_))));
+    wait_for_count(server.addr, &limit_hits("timer_full"), 2.0);
+    assert_eq!(series(server.addr, "roomcast_connections{shard=\"0\"}"), 0.0);
+}
+
+#[test]
+fn read_budget_and_poll_event_bounds_are_counted_and_nothing_is_lost() {
+    let server = Server::start(&["--set", "limits.read_bytes_per_event_max=1", "--set", "limits.poll_events_max=1"]);
+    let (mut a, _) = server.join("budget", "a");
+    let (mut b, _) = server.join("budget", "b");
+    for i in 0..5 {
+        a.send(json!({"type": "publish", "data": i}));
+    }
+    for i in 0..5 {
+        assert_eq!(b.next_of_type("message")["data"], i);
+    }
+    let read_budget = super::http_api::wait_for_series(server.addr, &limit_hits("read_budget"), |n| n >= 1.0);
+    assert!(read_budget >= 1.0);
+    let poll = super::http_api::wait_for_series(server.addr, &limit_hits("poll_events_full"), |n| n >= 1.0);
+    assert!(poll >= 1.0);
+}
+
+#[test]
+fn pending_handshakes_pause_accepting_and_are_counted() {
+    let server =
+        Server::start(&["--set", "limits.handshakes_pending_max=1", "--set", "limits.handshake_timeout_ms=1000"]);
+    // An idle connection takes the one slot until its 408.
+    let mut idle = TcpStream::connect(server.addr).expect("connect");
+    idle.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let (status, _) = super::harness::raw_http(server.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 200, "served once the slot was free");
+    let mut answer = String::new();
+    let _ = idle.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(series(server.addr, &limit_hits("handshakes_pending")) >= 1.0);
+    assert!(series(server.addr, "roomcast_accept_paused_total") >= 1.0);
 }

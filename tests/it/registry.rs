@@ -204,7 +204,7 @@ fn the_registry_is_bounded_by_rooms_registry_max() {
         let request = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n");
         raw_http(server.addr, request.as_bytes())
     };
-    assert!(metrics.lines().any(|l| l == "roomcast_registry_full_total 1"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == r#"roomcast_limit_hits_total{kind="registry_full"} 1"#), "{metrics}");
     assert!(metrics.lines().any(|l| l == "roomcast_registry_rooms 1"), "{metrics}");
     // Deleting makes room again.
     assert_eq!(api(server.addr, "DELETE", "/api/v1/rooms/one", None).0, 200);
