@@ -30,7 +30,7 @@ use crate::metrics::{AcceptorMetrics, Gauges, ShardMetrics};
 use crate::revocation::{Reason, RevokedTokens};
 use crate::room::Since;
 use crate::shard::{AdminAnswer, AdminQuery, AdminReply, AdminRequest, Handoff, HandoffKind, ShardHandle, ShardMsg};
-use crate::store::{QueryRequest, StoreEvent, StoreQuery};
+use crate::store::{QueryRequest, StoreEvent, StoreGauges, StoreMonitor, StoreQuery};
 
 const MAIN_LISTENER: Token = Token(usize::MAX - 1);
 const ECHO_LISTENER: Token = Token(usize::MAX - 2);
@@ -128,6 +128,8 @@ pub struct Acceptor {
     store: Option<Sender<StoreEvent>>,
     /// Revoked and spent single-use tokens, checked at every handshake.
     revoked: RevokedTokens,
+    /// The store thread's figures, for /metrics; `None` with `--no-store`.
+    store_monitor: Option<StoreMonitor>,
 }
 
 /// Binds a listener with socket2 so that backlog and SO_REUSEPORT are ours to set.
@@ -159,6 +161,8 @@ pub struct AcceptorParts {
     pub store: Option<Sender<StoreEvent>>,
     /// Revoked tokens loaded from the store, persisting new ones when it is on.
     pub revoked: RevokedTokens,
+    /// The store thread's figures, for /metrics.
+    pub store_monitor: Option<StoreMonitor>,
 }
 
 impl Acceptor {
@@ -214,6 +218,7 @@ impl Acceptor {
             draining: false,
             store: parts.store,
             revoked: parts.revoked,
+            store_monitor: parts.store_monitor,
         };
         Ok((acceptor, waker))
     }
@@ -256,6 +261,8 @@ impl Acceptor {
                 self.accept_all(Listener::Admin);
             }
             self.take_metrics();
+            // Drops expired revocations and retries those the store queue refused.
+            self.revoked.tick(unix_now_s());
         }
     }
 
@@ -463,6 +470,12 @@ impl Acceptor {
                 inbox_depths: self.shards.iter().map(ShardHandle::inbox_len).collect(),
                 uptime_s: self.started.elapsed().as_secs(),
                 draining: self.draining,
+                store: self.store_monitor.as_ref().map(|monitor| StoreGauges {
+                    queue_depth: self.store.as_ref().map_or(0, Sender::len),
+                    queue_max: self.config.store.queue_max,
+                    stats: monitor.snapshot(),
+                }),
+                revocations: self.revoked.metrics(),
             },
             tenant,
             now_unix_s: unix_now_s(),
@@ -473,9 +486,13 @@ impl Acceptor {
             Ok(Outcome::Scatter { query, targets, gather }) => self.scatter(slot, query, targets, gather),
             Ok(Outcome::Store { request, gather }) => self.store_query(slot, request, gather),
             Ok(Outcome::Revoke { jti, expires_s, response }) => {
-                self.revoked.add(&jti, expires_s, Reason::Revoked, unix_now_s().saturating_mul(1000));
-                tracing::info!(jti, expires_s, "token revoked through the HTTP API");
-                self.respond(slot, 200, response);
+                match self.revoked.add(&jti, expires_s, Reason::Revoked, unix_now_s().saturating_mul(1000)) {
+                    Ok(()) => {
+                        tracing::info!(jti, expires_s, "token revoked through the HTTP API");
+                        self.respond(slot, 200, response);
+                    }
+                    Err(full) => self.respond_api_error(slot, &full.api_error()),
+                }
             }
             Ok(Outcome::StartDrain) => {
                 if !self.draining {
@@ -619,8 +636,8 @@ impl Acceptor {
         };
         let now_s = unix_now_s();
         self.revoked.purge(now_s);
-        if let Err((code, message)) = self.revoked.admit(&identity, now_s, now_s.saturating_mul(1000)) {
-            return self.respond_error(slot, 401, code, message, "");
+        if let Err(refusal) = self.revoked.admit(&identity, now_s, now_s.saturating_mul(1000)) {
+            return self.respond_error(slot, refusal.status(), refusal.code(), refusal.message(), "");
         }
         let key = RoomKey::new(&identity.tenant, room);
         let shard = key.shard(self.shards.len());

@@ -21,7 +21,7 @@ use crate::auth::{self, AuthSettings, Verifier};
 use crate::config::{AuthMode, Config};
 use crate::ids::ShardId;
 use crate::shard::{Shard, ShardHandle, ShardSettings};
-use crate::store::{Database, Store, StoreStats};
+use crate::store::{Database, Store, StoreSettings, StoreStats};
 
 /// A running server.
 pub struct Server {
@@ -105,6 +105,8 @@ impl Server {
             true => {
                 let db = Database::open(&config.data_dir, config.store.synchronous)
                     .with_context(|| format!("store in {}", config.data_dir.display()))?;
+                db.set_busy_timeout(Duration::from_millis(config.store.busy_timeout_ms))
+                    .context("store.busy_timeout_ms")?;
                 let path = config.data_dir.join(crate::store::DB_FILE);
                 tracing::info!(path = %path.display(), boot = db.boot, "store open");
                 Some(db)
@@ -124,7 +126,8 @@ impl Server {
             Some(db) => db.revoked_tokens(unix_now_ms() / 1000).context("load revoked tokens")?,
             None => Vec::new(),
         };
-        let revoked = crate::revocation::RevokedTokens::new(revoked, acceptor_store.clone());
+        let revoked =
+            crate::revocation::RevokedTokens::new(revoked, acceptor_store.clone(), config.limits.revoked_tokens_max);
         let (metrics_tx, metrics_rx) = crossbeam_channel::bounded(config.shards * 4);
         let settings = Arc::new(ShardSettings {
             limits: config.limits.clone(),
@@ -144,10 +147,17 @@ impl Server {
             built.push(shard);
             shards.push(handle);
         }
+        let mut store_monitor = None;
         let store_thread = match database {
             Some(db) => {
-                let store = Store::new(db, store_rx, shards.clone(), config.store.batch_max)
-                    .with_audit_retention(config.store.audit_retention_days);
+                let settings = StoreSettings {
+                    batch_max: config.store.batch_max,
+                    outbox_max: config.store.outbox_max,
+                    audit_retention_days: config.store.audit_retention_days,
+                    chat_history_max: config.rooms.history_max,
+                };
+                let store = Store::new(db, store_rx, shards.clone(), &settings);
+                store_monitor = Some(store.monitor());
                 Some(std::thread::Builder::new().name("store".into()).spawn(move || store.run())?)
             }
             None => None,
@@ -180,6 +190,7 @@ impl Server {
             control: control_rx,
             metrics_in: metrics_rx,
             store: acceptor_store,
+            store_monitor,
             revoked,
         })?;
         let acceptor_thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || {
