@@ -36,7 +36,7 @@ use crate::registry::{self, Admission, Registry, RoomPolicy};
 use crate::revocation::{Reason, RevokedTokens};
 use crate::room::Since;
 use crate::shard::{AdminAnswer, AdminQuery, AdminReply, AdminRequest, Handoff, HandoffKind, ShardHandle, ShardMsg};
-use crate::store::{QueryRequest, StoreEvent, StoreQuery};
+use crate::store::{QueryRequest, StoreEvent, StoreGauges, StoreMonitor, StoreQuery};
 
 const MAIN_LISTENER: Token = Token(usize::MAX - 1);
 const ECHO_LISTENER: Token = Token(usize::MAX - 2);
@@ -170,6 +170,8 @@ pub struct Acceptor {
     /// Per shard, committed registry changes its full admin inbox refused,
     /// oldest first; sent before any newer change to that shard.
     registry_backlog: Vec<VecDeque<AdminRequest>>,
+    /// The store thread's figures, for /metrics; `None` with `--no-store`.
+    store_monitor: Option<StoreMonitor>,
 }
 
 /// Binds a listener with socket2 so that backlog and SO_REUSEPORT are ours to set.
@@ -203,6 +205,8 @@ pub struct AcceptorParts {
     pub revoked: RevokedTokens,
     /// The room registry loaded from the store (empty without one).
     pub registry: Registry,
+    /// The store thread's figures, for /metrics.
+    pub store_monitor: Option<StoreMonitor>,
 }
 
 impl Acceptor {
@@ -262,6 +266,7 @@ impl Acceptor {
             revoked: parts.revoked,
             registry: parts.registry,
             registry_backlog: (0..shard_count).map(|_| VecDeque::new()).collect(),
+            store_monitor: parts.store_monitor,
         };
         Ok((acceptor, waker))
     }
@@ -324,6 +329,8 @@ impl Acceptor {
                 self.episodes_ended_at = Instant::now();
                 self.episodes.end_interval();
             }
+            // Drops expired revocations and retries those the store queue refused.
+            self.revoked.tick(unix_now_s());
         }
     }
 
@@ -575,6 +582,12 @@ impl Acceptor {
                 inbox_depths: self.shards.iter().map(ShardHandle::inbox_len).collect(),
                 uptime_s: self.started.elapsed().as_secs(),
                 draining: self.draining,
+                store: self.store_monitor.as_ref().map(|monitor| StoreGauges {
+                    queue_depth: self.store.as_ref().map_or(0, Sender::len),
+                    queue_max: self.config.store.queue_max,
+                    stats: monitor.snapshot(),
+                }),
+                revocations: self.revoked.metrics(),
             },
             tenant,
             now_unix_s: unix_now_s(),
@@ -598,9 +611,13 @@ impl Acceptor {
             Ok(Outcome::Scatter { query, targets, gather }) => self.scatter(slot, query, targets, gather),
             Ok(Outcome::Store { request, gather }) => self.store_query(slot, request, gather),
             Ok(Outcome::Revoke { jti, expires_s, response }) => {
-                self.revoked.add(&jti, expires_s, Reason::Revoked, unix_now_s().saturating_mul(1000));
-                tracing::info!(jti, expires_s, "token revoked through the HTTP API");
-                self.respond(slot, 200, "ok", response);
+                match self.revoked.add(&jti, expires_s, Reason::Revoked, unix_now_s().saturating_mul(1000)) {
+                    Ok(()) => {
+                        tracing::info!(jti, expires_s, "token revoked through the HTTP API");
+                        self.respond(slot, 200, "ok", response);
+                    }
+                    Err(full) => self.respond_api_error(slot, &full.api_error()),
+                }
             }
             Ok(Outcome::StartDrain) => {
                 if !self.draining {
@@ -850,8 +867,8 @@ impl Acceptor {
         };
         let now_s = unix_now_s();
         self.revoked.purge(now_s);
-        if let Err((code, message)) = self.revoked.admit(&identity, now_s, now_s.saturating_mul(1000)) {
-            return self.respond_error(slot, 401, code, message, "");
+        if let Err(refusal) = self.revoked.admit(&identity, now_s, now_s.saturating_mul(1000)) {
+            return self.respond_error(slot, refusal.status(), refusal.code(), refusal.message(), "");
         }
         let shard = key.shard(self.shards.len());
         self.upgrade(slot, head, leftover, HandoffKind::Room { identity: Box::new(identity), key, since }, shard);

@@ -8,7 +8,8 @@
 //! path, 405 wrong method (with `Allow`), 400 malformed input naming the
 //! field, 401 bad or missing key (one body for unknown and wrong keys), 411
 //! no `Content-Length`, 413 body over `api.body_bytes_max`, 503 draining,
-//! busy or a shard that did not answer in time. The OpenAPI 3.1 document of
+//! busy or a shard that did not answer in time, 507 a revocation while the
+//! revoked-token set is full. The OpenAPI 3.1 document of
 //! all of it is `src/openapi.json`, served at `GET /api/v1/openapi.json`.
 
 use serde_json::{Value, json};
@@ -33,6 +34,12 @@ const LIST_LIMIT_MAX: usize = 1000;
 const TOKEN_TTL_DEFAULT_S: u64 = 3600;
 /// Days a usage report covers when `from` is not given (ending with `to`).
 const USAGE_DAYS_DEFAULT: i64 = 30;
+/// Most days one usage report covers: the store computes it on the thread
+/// that writes chat, so a request must not make it read years of sessions.
+pub const USAGE_DAYS_MAX: i64 = 366;
+/// Largest `exp` of `DELETE /api/v1/tokens/{jti}`: 9999-12-31T23:59:59Z,
+/// far past any real token, and within SQLite's signed 64-bit integers.
+pub const REVOKE_EXP_MAX: u64 = 253_402_300_799;
 
 /// Every endpoint of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -493,10 +500,10 @@ pub fn handle(ctx: &Context<'_>, endpoint: &Endpoint, head: &RequestHead, body: 
 
 /// `GET /api/v1/usage` and `GET /api/v1/rooms/{room}/usage`: validates the
 /// range (`from`/`to`, `YYYY-MM-DD`, inclusive, UTC; `to` defaults to today,
-/// `from` to 29 days before `to`; `from` after `to` is an empty range) and
-/// the tenant (a tenant key reads its own; the admin key names one with
-/// `?tenant=`, default ""). Only days with sessions are listed, so a long
-/// range costs the rows it holds, not its length.
+/// `from` to 29 days before `to`; `from` after `to` is an empty range; at
+/// most `USAGE_DAYS_MAX` days) and the tenant (a tenant key reads its own;
+/// the admin key names one with `?tenant=`, default ""). Only days with
+/// sessions are listed.
 fn usage(ctx: &Context<'_>, head: &RequestHead, room: Option<&String>) -> Result<Outcome, ApiError> {
     if room.is_some_and(|r| !ids::is_valid_room_id(r)) {
         return Err(ApiError::bad_field("room", "room ids are 1-128 bytes of [A-Za-z0-9._:-]"));
@@ -509,6 +516,9 @@ fn usage(ctx: &Context<'_>, head: &RequestHead, room: Option<&String>) -> Result
     };
     let to_day = day("to")?.unwrap_or((ctx.now_unix_s / 86_400) as i64);
     let from_day = day("from")?.unwrap_or(to_day - (USAGE_DAYS_DEFAULT - 1));
+    if to_day - from_day >= USAGE_DAYS_MAX {
+        return Err(ApiError::bad_field("from", &format!("the range from..to covers at most {USAGE_DAYS_MAX} days")));
+    }
     let tenant = scoped_tenant(ctx, head)?;
     let room = room.cloned();
     let request = QueryRequest::Usage { tenant: tenant.clone(), room: room.clone(), from_day, to_day };
@@ -670,14 +680,21 @@ fn stats(ctx: &Context<'_>) -> Value {
 }
 
 /// `DELETE /api/v1/tokens/{jti}`: kept until `?exp=` (the token's `exp`,
-/// Unix seconds) or, without it, `api.token_ttl_max_s` from now.
+/// Unix seconds, at most `REVOKE_EXP_MAX`) or, without it,
+/// `api.token_ttl_max_s` from now.
 fn revoke(ctx: &Context<'_>, head: &RequestHead, jti: &str) -> Result<Outcome, ApiError> {
     if jti.is_empty() || jti.chars().count() > 256 || jti.chars().any(char::is_control) {
         return Err(ApiError::bad_field("jti", "1-256 characters without control characters"));
     }
     let expires_s = match head.query_param("exp") {
         None => ctx.now_unix_s.saturating_add(ctx.config.api.token_ttl_max_s),
-        Some(exp) => exp.parse().map_err(|_| ApiError::bad_field("exp", "Unix seconds, an integer"))?,
+        Some(exp) => match exp.parse::<u64>() {
+            Ok(exp) if exp <= REVOKE_EXP_MAX => exp,
+            _ => {
+                let problem = format!("Unix seconds, an integer from 0 to {REVOKE_EXP_MAX} (9999-12-31T23:59:59Z)");
+                return Err(ApiError::bad_field("exp", &problem));
+            }
+        },
     };
     let value = json!({ "jti": jti, "revoked": true, "expires_s": expires_s });
     let response = http::response(200, "application/json", "", value.to_string().as_bytes());

@@ -214,6 +214,11 @@ pub struct ShardMetrics {
     /// From the start of an iteration that published to the end of its
     /// flush (the write of every frame it queued), µs.
     pub publish_flush_us: LatencyHistogram,
+    /// `publish` messages that left the rooms' recovery rings (by count or
+    /// age) or were never held (`rooms.recovery_messages_max = 0`).
+    pub recovery_dropped: u64,
+    /// Welcomes that answered a `since` with `recovered: false`.
+    pub recovery_refused: u64,
 }
 
 /// An HDR histogram of microseconds, 1 µs to 60 s at 2 significant digits
@@ -324,6 +329,10 @@ pub struct Gauges {
     pub inbox_depths: Vec<usize>,
     pub uptime_s: u64,
     pub draining: bool,
+    /// The store thread's figures; `None` with `--no-store`.
+    pub store: Option<crate::store::StoreGauges>,
+    /// The acceptor's revoked-token set.
+    pub revocations: crate::revocation::RevocationMetrics,
 }
 
 /// Resident set size of this process, from `/proc/self/statm`.
@@ -368,6 +377,16 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", get(m));
         }
     }
+    let recovery: [Series; 2] = [
+        ("roomcast_recovery_dropped_total", "counter", |m| m.recovery_dropped),
+        ("roomcast_recovery_refused_total", "counter", |m| m.recovery_refused),
+    ];
+    for (name, kind, get) in recovery {
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (shard, m) in shards.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", get(m));
+        }
+    }
     render_histogram(&mut out, "roomcast_loop_iteration_seconds", shards, |m| &m.loop_us);
     render_histogram(&mut out, "roomcast_publish_flush_seconds", shards, |m| &m.publish_flush_us);
     let _ = writeln!(out, "# TYPE roomcast_limit_hits_total counter");
@@ -403,6 +422,10 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
     let _ = writeln!(out, "roomcast_uptime_seconds {}", gauges.uptime_s);
     let _ = writeln!(out, "# TYPE roomcast_draining gauge");
     let _ = writeln!(out, "roomcast_draining {}", u8::from(gauges.draining));
+    if let Some(store) = &gauges.store {
+        store.render(&mut out);
+    }
+    gauges.revocations.render(&mut out);
     if let Some(rss) = process_rss_bytes() {
         let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
         let _ = writeln!(out, "process_resident_memory_bytes {rss}");
@@ -443,7 +466,8 @@ mod tests {
         acceptor.count_handshake(503, "draining");
         acceptor.count_http(200);
         acceptor.hit(LimitKind::HeadTooBig);
-        let gauges = Gauges { inbox_depths: vec![0, 7], uptime_s: 5, draining: false };
+        let store = crate::store::StoreGauges { queue_depth: 3, queue_max: 8, ..Default::default() };
+        let gauges = Gauges { inbox_depths: vec![0, 7], uptime_s: 5, store: Some(store), ..Gauges::default() };
         let text = render_prometheus(&[shard, ShardMetrics::default()], &acceptor, &gauges);
         for line in [
             "roomcast_connections{shard=\"0\"} 3",
@@ -458,6 +482,15 @@ mod tests {
             "roomcast_limit_hits_total{kind=\"api_busy\"} 0",
             "roomcast_shard_inbox_depth{shard=\"1\"} 7",
             "roomcast_uptime_seconds 5",
+            "roomcast_recovery_dropped_total{shard=\"1\"} 0",
+            "roomcast_store_queue_depth 3",
+            "roomcast_store_queue_max 8",
+            "roomcast_store_healthy 1",
+            "roomcast_store_rows_failed_total{kind=\"session_open\"} 0",
+            "roomcast_store_commit_seconds_count 0",
+            "roomcast_store_batch_events_bucket{le=\"+Inf\"} 0",
+            "roomcast_revoked_tokens 0",
+            "roomcast_revocations_refused_total{reason=\"used\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }

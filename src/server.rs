@@ -29,7 +29,7 @@ use crate::config::{AuthMode, Config};
 use crate::ids::{RoomKey, ShardId};
 use crate::registry::{Registry, RoomPolicy};
 use crate::shard::{Shard, ShardHandle, ShardSettings};
-use crate::store::{Database, Store, StoreStats};
+use crate::store::{Database, Store, StoreSettings, StoreStats};
 
 /// A running server.
 pub struct Server {
@@ -94,6 +94,8 @@ impl Server {
             true => {
                 let db = Database::open(&config.data_dir, config.store.synchronous)
                     .with_context(|| format!("store in {}", config.data_dir.display()))?;
+                db.set_busy_timeout(Duration::from_millis(config.store.busy_timeout_ms))
+                    .context("store.busy_timeout_ms")?;
                 let path = config.data_dir.join(crate::store::DB_FILE);
                 tracing::info!(path = %path.display(), boot = db.boot, "store open");
                 Some(db)
@@ -113,7 +115,8 @@ impl Server {
             Some(db) => db.revoked_tokens(unix_now_ms() / 1000).context("load revoked tokens")?,
             None => Vec::new(),
         };
-        let revoked = crate::revocation::RevokedTokens::new(revoked, acceptor_store.clone());
+        let revoked =
+            crate::revocation::RevokedTokens::new(revoked, acceptor_store.clone(), config.limits.revoked_tokens_max);
         // The room registry: loaded once here; the acceptor keeps it current.
         let registered: Vec<(RoomKey, RoomPolicy)> = match &database {
             Some(db) => db.registry().context("load the room registry")?,
@@ -172,10 +175,17 @@ impl Server {
             tracing::info!(addr = %admin.local_addr()?, "admin listener (HTTP API, /metrics) open");
         }
 
+        let mut store_monitor = None;
         let store_thread = match database {
             Some(db) => {
-                let store = Store::new(db, store_rx, shards.clone(), config.store.batch_max)
-                    .with_audit_retention(config.store.audit_retention_days);
+                let settings = StoreSettings {
+                    batch_max: config.store.batch_max,
+                    outbox_max: config.store.outbox_max,
+                    audit_retention_days: config.store.audit_retention_days,
+                    chat_history_max: config.rooms.history_max,
+                };
+                let store = Store::new(db, store_rx, shards.clone(), &settings);
+                store_monitor = Some(store.monitor());
                 Some(std::thread::Builder::new().name("store".into()).spawn(move || store.run())?)
             }
             None => None,
@@ -209,6 +219,7 @@ impl Server {
             control: control_rx,
             metrics_in: metrics_rx,
             store: acceptor_store,
+            store_monitor,
             revoked,
             registry,
         })?;

@@ -20,28 +20,36 @@
 //! Schema migrations are versioned (`schema_version`) and run once, in order,
 //! when the store opens; a database written by a newer roomcast is refused.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use mio::Waker;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::ids::{ConnId, RoomKey, ShardId};
+use crate::metrics::LatencyHistogram;
 use crate::shard::{AdminAnswer, AdminReply, ShardHandle};
 
 /// The database file inside `data_dir`.
 pub const DB_FILE: &str = "roomcast.db";
 /// Reply batches that may wait for one shard's store-reply channel.
 pub const REPLY_CHANNEL_MAX: usize = 1024;
-/// How often replies held back by a full shard channel are retried.
-const REPLY_RETRY: Duration = Duration::from_millis(1);
-/// How long SQLite waits on a lock held by another process before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often old session audit rows are deleted (also once at start).
-const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// First and longest wait before replies held back by a full shard channel
+/// are offered again: the wait doubles while the shard stays full, so a
+/// stalled shard costs the store a few wake-ups a second, not a busy loop.
+const REPLY_RETRY_FIRST: Duration = Duration::from_millis(1);
+const REPLY_RETRY_MAX: Duration = Duration::from_millis(100);
+/// How long SQLite waits on a lock held by another process while the
+/// database is opened and migrated; the store thread then uses
+/// `store.busy_timeout_ms`.
+const OPEN_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the store's housekeeping runs (also once at start): old
+/// session audit rows and expired revoked tokens are deleted.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
 /// Close code of an audit row whose connection dropped without a Close
 /// frame, or was still open when its process stopped.
 pub const CLOSE_ABNORMAL: u16 = 1006;
@@ -101,6 +109,9 @@ const MIGRATIONS: &[&str] = &[
         revoked_ms INTEGER NOT NULL,
         reason TEXT NOT NULL
     );",
+    // 4: earlier versions stored an `exp` past i64::MAX as a negative number,
+    // which read as long expired: such a row meant "never expires".
+    "UPDATE revoked_tokens SET expires_s = 9223372036854775807 WHERE expires_s < 0;",
 ];
 
 /// What shards send the store.
@@ -306,7 +317,7 @@ impl Database {
         let path = dir.join(DB_FILE);
         let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
         let mut conn = Connection::open(&path).map_err(sqlite)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        conn.busy_timeout(OPEN_BUSY_TIMEOUT).map_err(sqlite)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
         let sync = match synchronous {
             Synchronous::Full => "FULL",
@@ -325,11 +336,12 @@ impl Database {
     }
 
     /// Revoked and spent single-use tokens still to refuse at `now_s`
-    /// (`jti`, `expires_s`); expired rows are deleted first.
+    /// (`jti`, `expires_s`); expired rows are deleted first. The acceptor
+    /// owns the in-memory set these feed (`src/revocation.rs`).
     pub fn revoked_tokens(&self, now_s: u64) -> rusqlite::Result<Vec<(String, u64)>> {
-        self.conn.execute("DELETE FROM revoked_tokens WHERE expires_s <= ?1", params![now_s as i64])?;
+        delete_expired_revocations(&self.conn, now_s)?;
         let mut select = self.conn.prepare("SELECT jti, expires_s FROM revoked_tokens")?;
-        let rows = select.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))?;
+        let rows = select.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?.max(0) as u64)))?;
         rows.collect()
     }
 
@@ -339,6 +351,23 @@ impl Database {
         let rows = select.query_map([], room_row)?;
         rows.collect()
     }
+    /// How long the store thread waits for a lock another process holds
+    /// (`store.busy_timeout_ms`; 0 fails at once) before its transaction fails.
+    pub fn set_busy_timeout(&self, timeout: Duration) -> rusqlite::Result<()> {
+        self.conn.busy_timeout(timeout)
+    }
+}
+
+/// Deletes the `revoked_tokens` rows whose token has expired by `now_s`.
+fn delete_expired_revocations(conn: &Connection, now_s: u64) -> rusqlite::Result<usize> {
+    conn.execute("DELETE FROM revoked_tokens WHERE expires_s <= ?1", params![sql_int(now_s)])
+}
+
+/// A `u64` as SQLite's signed 64-bit integer: values past `i64::MAX` (an
+/// `exp` far in the future) are stored as `i64::MAX`, never as a negative
+/// number that would read as long past.
+fn sql_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// Brings the schema to `MIGRATIONS.len()`, one transaction per version.
@@ -367,16 +396,250 @@ fn current_version(conn: &Connection) -> rusqlite::Result<usize> {
     Ok(version.unwrap_or(0) as usize)
 }
 
-/// Counters of the store thread (logged at exit; batch sizes feed tuning).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What a row the store writes is, for `roomcast_store_rows_*_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind {
+    Chat,
+    /// A `chat.delete` (a DELETE statement, counted like a row).
+    ChatDelete,
+    SessionOpen,
+    SessionClose,
+    RevokedToken,
+}
+
+impl RowKind {
+    pub const ALL: [RowKind; 5] =
+        [RowKind::Chat, RowKind::ChatDelete, RowKind::SessionOpen, RowKind::SessionClose, RowKind::RevokedToken];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RowKind::Chat => "chat",
+            RowKind::ChatDelete => "chat_delete",
+            RowKind::SessionOpen => "session_open",
+            RowKind::SessionClose => "session_close",
+            RowKind::RevokedToken => "revoked_token",
+        }
+    }
+
+    /// The row `event` writes; `None` for reads.
+    fn of(event: &StoreEvent) -> Option<RowKind> {
+        match event {
+            StoreEvent::Chat(_) => Some(RowKind::Chat),
+            StoreEvent::ChatDelete { .. } => Some(RowKind::ChatDelete),
+            StoreEvent::SessionOpen(_) => Some(RowKind::SessionOpen),
+            StoreEvent::SessionClose { .. } => Some(RowKind::SessionClose),
+            StoreEvent::Revoke { .. } => Some(RowKind::RevokedToken),
+            StoreEvent::LoadHistory { .. } | StoreEvent::Query(_) => None,
+        }
+    }
+}
+
+/// Rows the store deletes to keep its tables bounded, for
+/// `roomcast_store_rows_pruned_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneKind {
+    /// Chat rows past their room's history limit.
+    Chat,
+    /// Session audit rows past `store.audit_retention_days`.
+    Session,
+    /// Revoked tokens whose token has expired.
+    RevokedToken,
+}
+
+impl PruneKind {
+    pub const ALL: [PruneKind; 3] = [PruneKind::Chat, PruneKind::Session, PruneKind::RevokedToken];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PruneKind::Chat => "chat",
+            PruneKind::Session => "session",
+            PruneKind::RevokedToken => "revoked_token",
+        }
+    }
+}
+
+/// Upper bounds (events) of the buckets of `roomcast_store_batch_events`.
+const BATCH_BUCKETS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096];
+/// Upper bounds (µs) of the buckets of `roomcast_store_commit_seconds`.
+const COMMIT_BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000,
+];
+
+/// Batches counted by their number of events, exactly (fixed buckets).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchSizes {
+    /// `counts[i]`: batches of at most `BATCH_BUCKETS[i]` events (and more
+    /// than the bucket before); the last entry counts the larger ones.
+    pub counts: [u64; BATCH_BUCKETS.len() + 1],
+    pub sum: u64,
+}
+
+impl BatchSizes {
+    fn record(&mut self, events: u64) {
+        let bucket = BATCH_BUCKETS.iter().position(|&le| events <= le).unwrap_or(BATCH_BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum += events;
+    }
+}
+
+/// The store thread's counters and gauges. The thread updates them under a
+/// mutex once per batch; the acceptor copies them when it renders
+/// `/metrics` (through a [`StoreMonitor`]), so they are as fresh as the last
+/// batch. Logged at exit.
+#[derive(Debug, Clone, Default)]
 pub struct StoreStats {
+    /// Batches taken from the queue (each one transaction).
     pub batches: u64,
     pub events: u64,
     pub chats: u64,
     pub largest_batch: u64,
+    /// Batches whose transaction failed (rolled back).
     pub failed_batches: u64,
-    /// Session audit rows deleted by retention.
-    pub sessions_pruned: u64,
+    /// Rows committed, by [`RowKind`].
+    pub rows_written: [u64; RowKind::ALL.len()],
+    /// Rows lost in failed batches, by [`RowKind`]: chat was answered
+    /// `store_failed`; audit rows and revocations have no one to tell.
+    pub rows_failed: [u64; RowKind::ALL.len()],
+    /// Rows deleted by the store's bounds, by [`PruneKind`].
+    pub rows_pruned: [u64; PruneKind::ALL.len()],
+    pub batch_sizes: BatchSizes,
+    /// From the start of a batch's transaction (waits for a lock included)
+    /// to its commit or failure, µs.
+    pub commit_us: LatencyHistogram,
+    /// The last batch that writes failed; cleared by the next that commits.
+    pub failing: bool,
+    /// The batch being written now: when it started and its events. A
+    /// transaction stuck on a lock or a slow disk shows here while it lasts.
+    pub running: Option<(Instant, u64)>,
+    /// Gauge: replies held for shards whose store-reply channel is full.
+    pub outbox_replies: u64,
+    /// Acks and `store_failed` answers dropped at `store.outbox_max`.
+    pub replies_dropped: u64,
+    /// History answers sent without their entries at `store.outbox_max`.
+    pub histories_emptied: u64,
+    /// HTTP API reads that failed (answered 500 `store_failed`).
+    pub queries_failed: u64,
+}
+
+/// The acceptor's handle on the store thread's [`StoreStats`].
+#[derive(Debug, Clone, Default)]
+pub struct StoreMonitor(Arc<Mutex<StoreStats>>);
+
+impl StoreMonitor {
+    /// A copy of the stats as of the last batch.
+    pub fn snapshot(&self) -> StoreStats {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StoreStats> {
+        // Counters stay meaningful even if a holder panicked mid-update.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What `/metrics` shows of the store, gathered when the page is rendered.
+#[derive(Debug, Clone, Default)]
+pub struct StoreGauges {
+    /// Events waiting in the store queue now.
+    pub queue_depth: usize,
+    /// `store.queue_max`.
+    pub queue_max: usize,
+    pub stats: StoreStats,
+}
+
+impl StoreGauges {
+    /// Appends the `roomcast_store_*` families in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let s = &self.stats;
+        let scalars: [(&str, &str, u64); 8] = [
+            ("roomcast_store_queue_depth", "gauge", self.queue_depth as u64),
+            ("roomcast_store_queue_max", "gauge", self.queue_max as u64),
+            ("roomcast_store_healthy", "gauge", u64::from(!s.failing)),
+            ("roomcast_store_batches_total", "counter", s.batches),
+            ("roomcast_store_failed_batches_total", "counter", s.failed_batches),
+            ("roomcast_store_outbox_replies", "gauge", s.outbox_replies),
+            ("roomcast_store_queries_failed_total", "counter", s.queries_failed),
+            ("roomcast_store_largest_batch_events", "gauge", s.largest_batch),
+        ];
+        for (name, kind, value) in scalars {
+            let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
+        }
+        let (running_s, running_events) =
+            s.running.map_or((0.0, 0), |(since, events)| (since.elapsed().as_secs_f64(), events));
+        let _ = writeln!(
+            out,
+            "# TYPE roomcast_store_batch_running_seconds gauge\nroomcast_store_batch_running_seconds {running_s}"
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE roomcast_store_batch_running_events gauge\nroomcast_store_batch_running_events {running_events}"
+        );
+        for (name, rows) in [
+            ("roomcast_store_rows_written_total", &s.rows_written),
+            ("roomcast_store_rows_failed_total", &s.rows_failed),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for kind in RowKind::ALL {
+                let _ = writeln!(out, "{name}{{kind=\"{}\"}} {}", kind.name(), rows[kind as usize]);
+            }
+        }
+        let _ = writeln!(out, "# TYPE roomcast_store_rows_pruned_total counter");
+        for kind in PruneKind::ALL {
+            let _ = writeln!(
+                out,
+                "roomcast_store_rows_pruned_total{{kind=\"{}\"}} {}",
+                kind.name(),
+                s.rows_pruned[kind as usize]
+            );
+        }
+        let _ = writeln!(out, "# TYPE roomcast_store_replies_dropped_total counter");
+        let _ = writeln!(out, "roomcast_store_replies_dropped_total{{kind=\"chat\"}} {}", s.replies_dropped);
+        let _ = writeln!(out, "roomcast_store_replies_dropped_total{{kind=\"history\"}} {}", s.histories_emptied);
+
+        let name = "roomcast_store_commit_seconds";
+        let histogram = &s.commit_us.0;
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for le in COMMIT_BUCKETS_US {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {}", le as f64 / 1e6, histogram.count_between(0, le));
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", histogram.len());
+        let _ = writeln!(out, "{name}_sum {}", histogram.mean() * histogram.len() as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {}", histogram.len());
+
+        let name = "roomcast_store_batch_events";
+        let sizes = &s.batch_sizes;
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, le) in BATCH_BUCKETS.iter().enumerate() {
+            cumulative += sizes.counts[i];
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let total: u64 = sizes.counts.iter().sum();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let _ = writeln!(out, "{name}_sum {}", sizes.sum);
+        let _ = writeln!(out, "{name}_count {total}");
+    }
+}
+
+/// How the store thread is set up, from `[store]` and `[rooms]`.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Events written in one transaction at most (`store.batch_max`).
+    pub batch_max: usize,
+    /// Replies held per shard while its channel is full (`store.outbox_max`).
+    pub outbox_max: usize,
+    /// `store.audit_retention_days`; 0 keeps audit rows forever.
+    pub audit_retention_days: u32,
+    /// Chat rows kept per room unless its registry entry sets
+    /// `history_max` (`rooms.history_max`).
+    pub chat_history_max: u32,
+}
+
+impl Default for StoreSettings {
+    fn default() -> StoreSettings {
+        StoreSettings { batch_max: 1024, outbox_max: 65_536, audit_retention_days: 0, chat_history_max: 100 }
+    }
 }
 
 /// The store thread's state.
@@ -387,106 +650,148 @@ pub struct Store {
     batch_max: usize,
     /// Replies per shard not yet handed over (that shard's channel was full).
     outbox: Vec<Vec<StoreReply>>,
-    /// Failure causes already logged at `error`.
+    outbox_max: usize,
+    /// Shards whose outbox reached `outbox_max` (warned once per episode).
+    outbox_full: Vec<bool>,
+    /// Wait before held replies are offered again; doubles while they stay held.
+    retry_delay: Duration,
+    /// Failure causes already logged at `error` in this failure episode.
     logged_causes: HashSet<String>,
     /// `store.audit_retention_days` as a duration; `None` keeps audit rows forever.
     audit_retention: Option<Duration>,
-    pub stats: StoreStats,
+    chat_history_max: u32,
+    stats: StoreMonitor,
 }
 
 impl Store {
-    pub fn new(db: Database, events: Receiver<StoreEvent>, shards: Vec<ShardHandle>, batch_max: usize) -> Store {
+    pub fn new(
+        db: Database,
+        events: Receiver<StoreEvent>,
+        shards: Vec<ShardHandle>,
+        settings: &StoreSettings,
+    ) -> Store {
         let outbox = (0..shards.len()).map(|_| Vec::new()).collect();
+        let days = settings.audit_retention_days;
         Store {
             db,
             events,
+            outbox_full: vec![false; shards.len()],
             shards,
-            batch_max: batch_max.max(1),
+            batch_max: settings.batch_max.max(1),
             outbox,
+            // A batch's own replies must fit, or a healthy store would drop acks.
+            outbox_max: settings.outbox_max.max(settings.batch_max).max(1),
+            retry_delay: REPLY_RETRY_FIRST,
             logged_causes: HashSet::new(),
-            audit_retention: None,
-            stats: StoreStats::default(),
+            audit_retention: (days > 0).then(|| Duration::from_secs(u64::from(days) * 86_400)),
+            chat_history_max: settings.chat_history_max,
+            stats: StoreMonitor::default(),
         }
     }
 
-    /// Deletes session audit rows older than `days` (0: never).
-    pub fn with_audit_retention(mut self, days: u32) -> Store {
-        self.audit_retention = (days > 0).then(|| Duration::from_secs(u64::from(days) * 86_400));
-        self
+    /// The handle the acceptor reads the stats through.
+    pub fn monitor(&self) -> StoreMonitor {
+        self.stats.clone()
+    }
+
+    /// A copy of the stats so far.
+    pub fn stats(&self) -> StoreStats {
+        self.stats.snapshot()
     }
 
     /// Runs until every sender (the shards) is gone and the queue is empty.
     pub fn run(mut self) -> StoreStats {
         let mut batch = Vec::with_capacity(self.batch_max);
         self.end_sessions_of_earlier_boots();
-        // Retention is time-driven inside this loop: the wait for events is
-        // cut short when a pass is due.
-        let mut next_prune = self.audit_retention.map(|_| Instant::now());
+        // Housekeeping is time-driven inside this loop: the wait for events
+        // is cut short when a pass is due.
+        let mut next_housekeeping = Instant::now();
         loop {
-            if next_prune.is_some_and(|at| at <= Instant::now()) {
-                self.prune_sessions();
-                next_prune = Some(Instant::now() + RETENTION_EVERY);
+            if next_housekeeping <= Instant::now() {
+                self.housekeeping(unix_now_ms() / 1000);
+                next_housekeeping = Instant::now() + HOUSEKEEPING_EVERY;
             }
-            let retry = self.outbox.iter().any(|replies| !replies.is_empty()).then_some(REPLY_RETRY);
-            let until_prune = next_prune.map(|at| at.saturating_duration_since(Instant::now()));
-            let wait = match (retry, until_prune) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let first = if let Some(wait) = wait {
-                match self.events.recv_timeout(wait) {
-                    Ok(event) => Some(event),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match self.events.recv() {
-                    Ok(event) => Some(event),
-                    Err(_) => break,
-                }
-            };
-            if let Some(event) = first {
-                batch.push(event);
-                while batch.len() < self.batch_max {
-                    match self.events.try_recv() {
-                        Ok(event) => batch.push(event),
-                        Err(_) => break,
+            let mut wait = next_housekeeping.saturating_duration_since(Instant::now());
+            if self.outbox.iter().any(|replies| !replies.is_empty()) {
+                wait = wait.min(self.retry_delay);
+            }
+            match self.events.recv_timeout(wait) {
+                Ok(event) => {
+                    batch.push(event);
+                    while batch.len() < self.batch_max {
+                        match self.events.try_recv() {
+                            Ok(event) => batch.push(event),
+                            Err(_) => break,
+                        }
                     }
+                    self.apply(&mut batch);
                 }
-                self.apply(&mut batch);
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
             self.send_replies();
         }
+        let stats = self.stats();
         tracing::info!(
-            batches = self.stats.batches,
-            chats = self.stats.chats,
-            largest_batch = self.stats.largest_batch,
-            failed_batches = self.stats.failed_batches,
+            batches = stats.batches,
+            chats = stats.chats,
+            largest_batch = stats.largest_batch,
+            failed_batches = stats.failed_batches,
+            rows_failed = stats.rows_failed.iter().sum::<u64>(),
+            replies_dropped = stats.replies_dropped,
             "store stopped"
         );
-        self.stats
+        stats
     }
 
     /// Writes `batch` in one transaction and queues the answers.
     pub fn apply(&mut self, batch: &mut Vec<StoreEvent>) {
-        let mut answers = Vec::new();
-        let result = write_batch(&mut self.db.conn, self.db.boot, batch, &mut answers);
-        let mut answers = answers.into_iter();
-        self.stats.batches += 1;
-        self.stats.events += batch.len() as u64;
-        self.stats.largest_batch = self.stats.largest_batch.max(batch.len() as u64);
-        let committed = match result {
-            Ok(()) => true,
-            Err(e) => {
-                self.report(&e);
-                self.stats.failed_batches += 1;
-                false
+        let mut histories = Vec::new();
+        let started = Instant::now();
+        self.stats.lock().running = Some((started, batch.len() as u64));
+        let result = write_batch(&mut self.db.conn, self.db.boot, self.chat_history_max, batch, &mut histories);
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        let mut histories = histories.into_iter();
+        if let Err(e) = &result {
+            self.report(e);
+        }
+        let committed = result.is_ok();
+        let writes = batch.iter().any(|event| RowKind::of(event).is_some());
+        let recovered = {
+            let mut stats = self.stats.lock();
+            stats.running = None;
+            let size = batch.len() as u64;
+            stats.batches += 1;
+            stats.events += size;
+            stats.largest_batch = stats.largest_batch.max(size);
+            stats.batch_sizes.record(size);
+            stats.chats += batch.iter().filter(|event| matches!(event, StoreEvent::Chat(_))).count() as u64;
+            stats.commit_us.record(elapsed_us);
+            let rows = if committed { &mut stats.rows_written } else { &mut stats.rows_failed };
+            for kind in batch.iter().filter_map(RowKind::of) {
+                rows[kind as usize] += 1;
             }
+            if let Ok(pruned) = result {
+                stats.rows_pruned[PruneKind::Chat as usize] += pruned;
+            }
+            if !committed {
+                stats.failed_batches += 1;
+            }
+            // Health is about writes: a batch of reads says nothing about the disk.
+            let recovered = writes && committed && stats.failing;
+            if writes {
+                stats.failing = !committed;
+            }
+            recovered
         };
+        if recovered {
+            // A new failure episode logs its causes again.
+            self.logged_causes.clear();
+            tracing::info!("store recovered: writes commit again; new chat messages are durable");
+        }
         for event in batch.drain(..) {
             match event {
                 StoreEvent::Chat(record) => {
-                    self.stats.chats += 1;
                     let ChatRecord { sender, reference, seq, .. } = *record;
                     let reply = match (committed, reference) {
                         (true, Some(reference)) => StoreReply::Committed { to: sender, reference, seq },
@@ -497,7 +802,7 @@ impl Store {
                 }
                 StoreEvent::ChatDelete { .. } => {}
                 StoreEvent::LoadHistory { key, load, shard, .. } => {
-                    let entries = if committed { answers.next().unwrap_or_default() } else { Vec::new() };
+                    let entries = if committed { histories.next().unwrap_or_default() } else { Vec::new() };
                     self.push_reply(shard, StoreReply::History { key, load, entries });
                 }
                 StoreEvent::SessionOpen(_) | StoreEvent::SessionClose { .. } | StoreEvent::Revoke { .. } => {}
@@ -507,6 +812,7 @@ impl Store {
                         Ok(answer) => answer,
                         Err(e) => {
                             self.report(&e);
+                            self.stats.lock().queries_failed += 1;
                             StoreAnswer::Failed
                         }
                     };
@@ -533,13 +839,28 @@ impl Store {
         }
     }
 
+    /// The hourly pass (and the one at start): old audit rows and expired
+    /// revoked tokens go.
+    pub fn housekeeping(&mut self, now_s: u64) {
+        self.prune_sessions();
+        match delete_expired_revocations(&self.db.conn, now_s) {
+            Ok(n) => {
+                self.stats.lock().rows_pruned[PruneKind::RevokedToken as usize] += n as u64;
+                if n > 0 {
+                    tracing::debug!(rows = n, "expired revoked tokens deleted");
+                }
+            }
+            Err(e) => self.report(&e),
+        }
+    }
+
     /// Deletes audit rows that connected before the retention window.
     pub fn prune_sessions(&mut self) {
         let Some(keep) = self.audit_retention else { return };
         let cutoff = unix_now_ms().saturating_sub(keep.as_millis() as u64);
-        match self.db.conn.execute("DELETE FROM sessions WHERE connected_ms < ?1", params![cutoff as i64]) {
+        match self.db.conn.execute("DELETE FROM sessions WHERE connected_ms < ?1", params![sql_int(cutoff)]) {
             Ok(n) => {
-                self.stats.sessions_pruned += n as u64;
+                self.stats.lock().rows_pruned[PruneKind::Session as usize] += n as u64;
                 if n > 0 {
                     tracing::info!(rows = n, "session audit rows past store.audit_retention_days deleted");
                 }
@@ -548,7 +869,8 @@ impl Store {
         }
     }
 
-    /// Logs a failure once per cause; later ones of the same cause at debug.
+    /// Logs a failure once per cause and failure episode; later ones of
+    /// the same cause at debug.
     fn report(&mut self, error: &rusqlite::Error) {
         let cause = match error.sqlite_error_code() {
             Some(code) => format!("{code:?}"),
@@ -565,15 +887,36 @@ impl Store {
         }
     }
 
+    /// Queues `reply` for `shard`. Past `outbox_max` held replies (the shard
+    /// has not taken its answers for a long while) an ack or `store_failed`
+    /// answer is dropped, and a history answer loses its entries, so that
+    /// the room still stops waiting for it. Both are counted.
     fn push_reply(&mut self, shard: ShardId, reply: StoreReply) {
-        if let Some(replies) = self.outbox.get_mut(shard as usize) {
+        let Some(replies) = self.outbox.get_mut(shard as usize) else { return };
+        if replies.len() < self.outbox_max {
             replies.push(reply);
+            return;
+        }
+        if let Some(warned) = self.outbox_full.get_mut(shard as usize)
+            && !*warned
+        {
+            *warned = true;
+            tracing::warn!(shard, "store outbox full (store.outbox_max): acks to this shard are dropped");
+        }
+        match reply {
+            StoreReply::History { key, load, .. } => {
+                replies.push(StoreReply::History { key, load, entries: Vec::new() });
+                self.stats.lock().histories_emptied += 1;
+            }
+            StoreReply::Committed { .. } | StoreReply::Failed { .. } => self.stats.lock().replies_dropped += 1,
         }
     }
 
     /// Hands each shard its replies in one batch and one wake; a full
-    /// channel keeps them for the next try, a stopped shard drops them.
+    /// channel keeps them for a later try (sooner after a success, later
+    /// while it stays full), a stopped shard drops them.
     fn send_replies(&mut self) {
+        let mut held = 0;
         for (shard, replies) in self.outbox.iter_mut().enumerate() {
             if replies.is_empty() {
                 continue;
@@ -583,11 +926,19 @@ impl Store {
                 continue;
             };
             match handle.try_store_replies(std::mem::take(replies)) {
-                Ok(()) => handle.wake(),
-                Err(Some(kept)) => *replies = kept,
+                Ok(()) => {
+                    handle.wake();
+                    self.outbox_full[shard] = false;
+                }
+                Err(Some(kept)) => {
+                    *replies = kept;
+                    held += replies.len();
+                }
                 Err(None) => {}
             }
         }
+        self.retry_delay = if held == 0 { REPLY_RETRY_FIRST } else { (self.retry_delay * 2).min(REPLY_RETRY_MAX) };
+        self.stats.lock().outbox_replies = held as u64;
     }
 
     /// The stored history of `key` (for tests and tools).
@@ -597,13 +948,22 @@ impl Store {
 }
 
 /// One transaction for the whole batch; history answers in queue order.
+/// A batch that writes takes the write lock at its start (`BEGIN
+/// IMMEDIATE`), waiting up to the busy timeout for another process that
+/// holds it, so it never fails halfway on a lock. Chat rooms written to
+/// are pruned to their history limit in the same transaction; returns how
+/// many chat rows that deleted.
 fn write_batch(
     conn: &mut Connection,
     boot: u64,
+    chat_history_max: u32,
     batch: &[StoreEvent],
     histories: &mut Vec<Vec<StoredChat>>,
-) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+) -> rusqlite::Result<u64> {
+    let writes = batch.iter().any(|event| RowKind::of(event).is_some());
+    let behavior = if writes { TransactionBehavior::Immediate } else { TransactionBehavior::Deferred };
+    let tx = conn.transaction_with_behavior(behavior)?;
+    let mut chat_rooms: HashSet<&RoomKey> = HashSet::new();
     for event in batch {
         match event {
             StoreEvent::Chat(record) => {
@@ -615,12 +975,13 @@ fn write_batch(
                     record.key.tenant(),
                     record.key.room(),
                     &*record.epoch,
-                    record.seq as i64,
+                    sql_int(record.seq),
                     &*record.id,
                     &*record.author,
-                    record.ts_ms as i64,
+                    sql_int(record.ts_ms),
                     &*record.json,
                 ])?;
+                chat_rooms.insert(&record.key);
             }
             StoreEvent::ChatDelete { key, id } => {
                 let mut delete = tx.prepare_cached(
@@ -643,7 +1004,7 @@ fn write_batch(
                     &*open.room,
                     &*open.user,
                     &*open.peer,
-                    open.connected_ms as i64,
+                    sql_int(open.connected_ms),
                 ])?;
             }
             StoreEvent::SessionClose { conn, disconnected_ms, close_code } => {
@@ -651,18 +1012,42 @@ fn write_batch(
                     "UPDATE sessions SET disconnected_ms = ?1, close_code = ?2
                      WHERE boot = ?3 AND conn = ?4 AND disconnected_ms IS NULL",
                 )?;
-                update.execute(params![*disconnected_ms as i64, close_code, boot as i64, conn.to_string()])?;
+                update.execute(params![sql_int(*disconnected_ms), close_code, boot as i64, conn.to_string()])?;
             }
             StoreEvent::Query(_) => {}
             StoreEvent::Revoke { jti, expires_s, revoked_ms, reason } => {
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO revoked_tokens (jti, expires_s, revoked_ms, reason) VALUES (?1, ?2, ?3, ?4)",
                 )?
-                .execute(params![&**jti, *expires_s as i64, *revoked_ms as i64, *reason])?;
+                .execute(params![&**jti, sql_int(*expires_s), sql_int(*revoked_ms), *reason])?;
             }
         }
     }
-    tx.commit()
+    let mut pruned = 0;
+    for key in chat_rooms {
+        pruned += prune_chat(&tx, key, chat_history_max)?;
+    }
+    tx.commit()?;
+    Ok(pruned)
+}
+
+/// Deletes the oldest chat rows of `key` beyond what the room keeps: its
+/// registry entry's `history_max` when set, else `default_max`
+/// (`rooms.history_max`). Costs a walk over the kept rows of the room's index.
+fn prune_chat(tx: &Connection, key: &RoomKey, default_max: u32) -> rusqlite::Result<u64> {
+    let registered: Option<i64> = tx
+        .prepare_cached("SELECT history_max FROM rooms WHERE tenant = ?1 AND id = ?2")?
+        .query_row(params![key.tenant(), key.room()], |row| row.get(0))
+        .optional()?
+        .flatten();
+    let keep = registered.unwrap_or(i64::from(default_max)).max(0);
+    let deleted = tx
+        .prepare_cached(
+            "DELETE FROM chat WHERE tenant = ?1 AND room = ?2 AND rowid <= (SELECT rowid FROM chat
+             WHERE tenant = ?1 AND room = ?2 ORDER BY rowid DESC LIMIT 1 OFFSET ?3)",
+        )?
+        .execute(params![key.tenant(), key.room(), keep])?;
+    Ok(deleted as u64)
 }
 
 /// Answers an HTTP API read.
@@ -758,7 +1143,9 @@ fn get_room(conn: &Connection, tenant: &str, id: &str) -> rusqlite::Result<Optio
 
 /// Per UTC day of connection that has sessions: unique users, sessions, and
 /// the average and nearest-rank p95 duration of the sessions that have ended.
-/// A range with `from_day > to_day` is empty.
+/// A range with `from_day > to_day` is empty. Computed by SQLite (its sorts
+/// spill to temporary storage), so the store thread holds one row per day,
+/// not one per session; the HTTP API bounds the range (366 days).
 fn usage(
     conn: &Connection,
     tenant: &str,
@@ -769,53 +1156,49 @@ fn usage(
     if from_day > to_day {
         return Ok(Vec::new());
     }
-    let (start, end) = (from_day * DAY_MS, (to_day + 1) * DAY_MS);
-    let mut rows: Vec<(String, i64, Option<i64>)> = Vec::new();
-    let map = |row: &rusqlite::Row<'_>| Ok((row.get(0)?, row.get(1)?, row.get(2)?));
-    match room {
-        Some(room) => {
-            let mut select = conn.prepare_cached(
-                "SELECT user, connected_ms, disconnected_ms FROM sessions
-                 WHERE tenant = ?1 AND room = ?2 AND connected_ms >= ?3 AND connected_ms < ?4",
-            )?;
-            for row in select.query_map(params![tenant, room, start, end], map)? {
-                rows.push(row?);
-            }
-        }
-        None => {
-            let mut select = conn.prepare_cached(
-                "SELECT user, connected_ms, disconnected_ms FROM sessions
-                 WHERE connected_ms >= ?2 AND connected_ms < ?3 AND tenant = ?1",
-            )?;
-            for row in select.query_map(params![tenant, start, end], map)? {
-                rows.push(row?);
-            }
-        }
-    }
-    // Per day: users, sessions, durations (ms) of the ended sessions.
-    let mut days: BTreeMap<i64, (HashSet<String>, u64, Vec<i64>)> = BTreeMap::new();
-    for (user, connected, disconnected) in rows {
-        let (users, sessions, durations) = days.entry(connected.div_euclid(DAY_MS)).or_default();
-        *sessions += 1;
-        users.insert(user);
-        if let Some(disconnected) = disconnected {
-            durations.push((disconnected - connected).max(0));
-        }
-    }
-    Ok(days
-        .into_iter()
-        .map(|(day, (users, sessions, mut ended))| {
-            ended.sort_unstable();
-            let (avg, p95) = if ended.is_empty() {
-                (None, None)
-            } else {
-                let sum: i64 = ended.iter().sum();
-                let rank = (ended.len() * 95).div_ceil(100).max(1) - 1;
-                (Some(sum as f64 / ended.len() as f64 / 1000.0), Some(ended[rank] as f64 / 1000.0))
-            };
-            DayUsage { day, unique_users: users.len() as u64, sessions, avg_duration_s: avg, p95_duration_s: p95 }
+    let start = from_day.saturating_mul(DAY_MS);
+    let end = to_day.saturating_add(1).saturating_mul(DAY_MS);
+    // `?2` is the room, or NULL for the whole tenant; the two statements
+    // differ so that each can use its index.
+    let room_filter = if room.is_some() { "room = ?2" } else { "?2 IS NULL" };
+    let sql = format!(
+        "WITH s AS (
+            SELECT connected_ms / {DAY_MS} AS day, user,
+                   CASE WHEN disconnected_ms IS NULL THEN NULL
+                        ELSE max(disconnected_ms - connected_ms, 0) END AS duration
+            FROM sessions
+            WHERE tenant = ?1 AND {room_filter} AND connected_ms >= ?3 AND connected_ms < ?4
+        ),
+        ended AS (
+            SELECT day, duration,
+                   row_number() OVER (PARTITION BY day ORDER BY duration) AS rank,
+                   count(*) OVER (PARTITION BY day) AS n
+            FROM s WHERE duration IS NOT NULL
+        )
+        SELECT d.day, d.users, d.sessions, e.total, e.n, p.duration
+        FROM (SELECT day, count(DISTINCT user) AS users, count(*) AS sessions FROM s GROUP BY day) AS d
+        LEFT JOIN (SELECT day, sum(duration) AS total, count(*) AS n FROM ended GROUP BY day) AS e ON e.day = d.day
+        LEFT JOIN (SELECT day, duration FROM ended WHERE rank = (n * 95 + 99) / 100) AS p ON p.day = d.day
+        ORDER BY d.day"
+    );
+    let mut select = conn.prepare_cached(&sql)?;
+    let rows = select.query_map(params![tenant, room, start, end], |row| {
+        let total: Option<i64> = row.get(3)?;
+        let ended: Option<i64> = row.get(4)?;
+        let p95: Option<i64> = row.get(5)?;
+        let avg = match (total, ended) {
+            (Some(total), Some(ended)) if ended > 0 => Some(total as f64 / ended as f64 / 1000.0),
+            _ => None,
+        };
+        Ok(DayUsage {
+            day: row.get(0)?,
+            unique_users: row.get::<_, i64>(1)? as u64,
+            sessions: row.get::<_, i64>(2)? as u64,
+            avg_duration_s: avg,
+            p95_duration_s: p95.map(|ms| ms as f64 / 1000.0),
         })
-        .collect())
+    })?;
+    rows.collect()
 }
 
 /// The last `limit` messages of `key`, oldest first.
@@ -864,9 +1247,11 @@ mod tests {
     fn store(dir: &Path) -> Store {
         let db = Database::open(dir, Synchronous::Full).unwrap();
         let (_tx, rx) = crossbeam_channel::bounded(16);
-        let mut store = Store::new(db, rx, Vec::new(), 8);
+        let settings = StoreSettings { batch_max: 8, ..StoreSettings::default() };
+        let mut store = Store::new(db, rx, Vec::new(), &settings);
         // One shard's replies, kept for the test to read (there is no shard to send them to).
         store.outbox = vec![Vec::new()];
+        store.outbox_full = vec![false];
         store
     }
 
@@ -902,8 +1287,9 @@ mod tests {
         let mut batch = vec![chat(&key, 1, Some("a")), chat(&key, 2, None), chat(&key, 3, Some("c"))];
         store.apply(&mut batch);
         assert!(batch.is_empty());
-        assert_eq!(store.stats.batches, 1);
-        assert_eq!(store.stats.largest_batch, 3);
+        assert_eq!(store.stats().batches, 1);
+        assert_eq!(store.stats().largest_batch, 3);
+        assert_eq!(store.stats().rows_written[RowKind::Chat as usize], 3);
         let acks: Vec<(u64, Box<[u8]>)> = store.outbox[0]
             .iter()
             .map(|reply| match reply {
@@ -986,7 +1372,7 @@ mod tests {
         // Everything here is decades old by the wall clock.
         store.audit_retention = Some(Duration::from_secs(86_400));
         store.prune_sessions();
-        assert_eq!(store.stats.sessions_pruned, 5);
+        assert_eq!(store.stats().rows_pruned[PruneKind::Session as usize], 5);
     }
 
     #[test]
@@ -1047,7 +1433,8 @@ mod tests {
         let mut batch =
             vec![chat(&key, 1, Some("a")), StoreEvent::LoadHistory { key: key.clone(), load: 1, shard: 0, limit: 5 }];
         store.apply(&mut batch);
-        assert_eq!(store.stats.failed_batches, 1);
+        assert_eq!(store.stats().failed_batches, 1);
+        assert!(store.stats().failing);
         assert!(matches!(store.outbox[0][0], StoreReply::Failed { .. }));
         assert!(matches!(&store.outbox[0][1], StoreReply::History { entries, .. } if entries.is_empty()));
         assert_eq!(store.logged_causes.len(), 1);
@@ -1055,7 +1442,138 @@ mod tests {
         assert_eq!(store.logged_causes.len(), 1, "one log line per cause");
         store.db.conn.pragma_update(None, "query_only", false).unwrap();
         store.apply(&mut vec![chat(&key, 3, None)]);
-        assert_eq!(store.stats.failed_batches, 2);
+        assert_eq!(store.stats().failed_batches, 2);
+        assert!(!store.stats().failing, "a commit clears the failure");
+        assert!(store.logged_causes.is_empty(), "the next episode logs again");
         assert_eq!(store.history(&key, 5).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_exp_past_i64_max_is_kept_as_never_expiring_and_expired_rows_go_hourly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(dir.path());
+        let revoke = |jti: &str, expires_s: u64| StoreEvent::Revoke {
+            jti: jti.into(),
+            expires_s,
+            revoked_ms: 1,
+            reason: "revoked",
+        };
+        store.apply(&mut vec![revoke("forever", u64::MAX), revoke("soon", 100), revoke("later", 10_000)]);
+        let mut loaded = store.db.revoked_tokens(50).unwrap();
+        loaded.sort();
+        assert_eq!(
+            loaded,
+            [("forever".into(), i64::MAX as u64), ("later".into(), 10_000), ("soon".into(), 100)],
+            "nothing negative, nothing deleted early"
+        );
+        store.housekeeping(5_000);
+        assert_eq!(store.stats().rows_pruned[PruneKind::RevokedToken as usize], 1);
+        let mut left: Vec<String> = store.db.revoked_tokens(5_000).unwrap().into_iter().map(|(j, _)| j).collect();
+        left.sort();
+        assert_eq!(left, ["forever", "later"]);
+    }
+
+    #[test]
+    fn negative_expiries_of_older_versions_are_repaired_by_migration_4() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), Synchronous::Full).unwrap();
+        db.conn.execute("INSERT INTO revoked_tokens VALUES ('old-bug', -1, 0, 'revoked')", []).unwrap();
+        db.conn.execute("UPDATE schema_version SET version = 3", []).unwrap();
+        drop(db);
+        let db = Database::open(dir.path(), Synchronous::Full).unwrap();
+        assert_eq!(db.revoked_tokens(unix_now_ms() / 1000).unwrap(), [("old-bug".into(), i64::MAX as u64)]);
+    }
+
+    #[test]
+    fn chat_rows_are_pruned_per_room_to_the_history_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), Synchronous::Full).unwrap();
+        let (_tx, rx) = crossbeam_channel::bounded(1);
+        let settings = StoreSettings { chat_history_max: 3, ..StoreSettings::default() };
+        let mut store = Store::new(db, rx, Vec::new(), &settings);
+        let (plain, registered, other) =
+            (RoomKey::new("t", "plain"), RoomKey::new("t", "reg"), RoomKey::new("u", "plain"));
+        let registry = QueryRequest::RoomCreate(Box::new(RoomRecord {
+            tenant: "t".into(),
+            id: "reg".into(),
+            history_max: Some(1),
+            ..RoomRecord::default()
+        }));
+        run_query(&store.db.conn, &registry).unwrap();
+        let mut batch: Vec<StoreEvent> = (1..=5).map(|seq| chat(&plain, seq, None)).collect();
+        batch.extend((1..=5).map(|seq| chat(&registered, seq, None)));
+        batch.extend((1..=2).map(|seq| chat(&other, seq, None)));
+        store.apply(&mut batch);
+        let ids = |key: &RoomKey| store.history(key, 100).unwrap().into_iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(&plain), ["m3".into(), "m4".into(), "m5".into()], "rooms.history_max");
+        assert_eq!(ids(&registered), ["m5".into()], "the registry's history_max");
+        assert_eq!(ids(&other).len(), 2, "other tenants' rooms are their own");
+        assert_eq!(store.stats().rows_pruned[PruneKind::Chat as usize], 6);
+    }
+
+    #[test]
+    fn a_full_outbox_drops_acks_and_empties_histories_but_keeps_answering() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(dir.path());
+        store.outbox_max = 2;
+        let key = RoomKey::new("t", "r");
+        store.apply(&mut vec![chat(&key, 1, Some("a")), chat(&key, 2, Some("b"))]);
+        store.apply(&mut vec![chat(&key, 3, Some("c"))]);
+        store.apply(&mut vec![StoreEvent::LoadHistory { key: key.clone(), load: 9, shard: 0, limit: 10 }]);
+        let stats = store.stats();
+        assert_eq!((stats.replies_dropped, stats.histories_emptied), (1, 1));
+        assert_eq!(store.outbox[0].len(), 3, "two acks and the emptied history");
+        assert!(matches!(&store.outbox[0][2], StoreReply::History { load: 9, entries, .. } if entries.is_empty()));
+        assert_eq!(store.history(&key, 10).unwrap().len(), 3, "all three are stored all the same");
+    }
+
+    #[test]
+    fn rows_of_a_failed_batch_are_counted_by_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(dir.path());
+        store.db.conn.pragma_update(None, "query_only", true).unwrap();
+        store.apply(&mut vec![open(1, "alice", "r", 1), close(1, 2), chat(&RoomKey::new("t", "r"), 1, None)]);
+        let stats = store.stats();
+        let failed = |kind: RowKind| stats.rows_failed[kind as usize];
+        assert_eq!((failed(RowKind::SessionOpen), failed(RowKind::SessionClose), failed(RowKind::Chat)), (1, 1, 1));
+        assert_eq!(stats.rows_written, [0; RowKind::ALL.len()]);
+        // A batch that only reads says nothing about the disk's health.
+        store.apply(&mut vec![StoreEvent::LoadHistory { key: RoomKey::new("t", "r"), load: 1, shard: 0, limit: 1 }]);
+        assert!(store.stats().failing);
+        let mut text = String::new();
+        StoreGauges { queue_depth: 0, queue_max: 1, stats: store.stats() }.render(&mut text);
+        for line in [
+            "roomcast_store_healthy 0",
+            "roomcast_store_failed_batches_total 1",
+            "roomcast_store_rows_failed_total{kind=\"session_open\"} 1",
+            "roomcast_store_batch_events_bucket{le=\"2\"} 1",
+            "roomcast_store_batch_events_bucket{le=\"4\"} 2",
+            "roomcast_store_batch_events_sum 4",
+            "roomcast_store_commit_seconds_count 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn usage_p95_is_the_nearest_rank_and_open_sessions_count_without_a_duration() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(dir.path());
+        let day = 20_100;
+        let at = |ms: i64| (day * DAY_MS + ms) as u64;
+        // 21 ended sessions of 1..=21 s, given in shuffled order, and one still open.
+        let mut batch = Vec::new();
+        for (slot, seconds) in (1..=21u32).map(|s| (s, (s * 7) % 22)).map(|(slot, s)| (slot, i64::from(s))) {
+            batch.push(open(slot, &format!("u{}", slot % 3), "r", at(0)));
+            batch.push(close(slot, at(seconds * 1000)));
+        }
+        batch.push(open(99, "late", "r", at(5)));
+        store.apply(&mut batch);
+        let report = usage(&store.db.conn, "t", Some("r"), day, day).unwrap();
+        assert_eq!(report.len(), 1);
+        let d = &report[0];
+        assert_eq!((d.sessions, d.unique_users), (22, 4));
+        assert_eq!(d.avg_duration_s, Some(11.0));
+        assert_eq!(d.p95_duration_s, Some(20.0), "rank ceil(0.95 * 21) = 20");
     }
 }

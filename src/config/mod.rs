@@ -30,6 +30,11 @@ pub const JWT_SECRET_BYTES_MIN: usize = 32;
 pub const API_KEY_BYTES_MIN: usize = 16;
 /// Largest `rooms.registry_max`: registered rooms held in memory.
 pub const REGISTRY_MAX_LIMIT: usize = 10_000_000;
+/// Largest `rooms.recovery_messages_max`: a room's recovery ring, bounded.
+pub const RECOVERY_MESSAGES_MAX: u32 = 10_000;
+/// Largest `store.busy_timeout_ms` (ten minutes): the store thread may wait
+/// that long for another process's lock, with chat refused meanwhile.
+pub const STORE_BUSY_TIMEOUT_MS_MAX: u64 = 600_000;
 
 /// What a configuration is built from. Tests fill `env` explicitly; `main`
 /// uses [`Sources::from_process_env`].
@@ -261,6 +266,9 @@ pub struct Limits {
     pub rooms_per_shard_max: u32,
     /// Messages one shard may hold for another when that one's inbox is full.
     pub shard_outbox_max: usize,
+    /// Revoked and spent single-use tokens the acceptor holds; past it a
+    /// revocation is refused (507) and a single-use token too (503).
+    pub revoked_tokens_max: usize,
 }
 
 /// `[rooms]`: meeting-room defaults and bounds.
@@ -301,6 +309,12 @@ pub struct StoreConfig {
     pub synchronous: crate::store::Synchronous,
     /// Days session audit rows are kept (by connect time); 0 keeps them forever.
     pub audit_retention_days: u32,
+    /// How long a transaction waits for a lock another process holds on the
+    /// database before it fails (`store_failed`); 0 fails at once.
+    pub busy_timeout_ms: u64,
+    /// Replies held per shard while that shard's store-reply channel is
+    /// full; past it acks are dropped (counted). At least `batch_max`.
+    pub outbox_max: usize,
 }
 
 /// `[shutdown]`: how SIGTERM/SIGINT drains.
@@ -433,11 +447,7 @@ impl Config {
             return Err(ConfigError::invalid("net.backlog", "must be greater than 0"));
         }
         self.validate_rooms()?;
-        for (key, value) in [("store.queue_max", self.store.queue_max), ("store.batch_max", self.store.batch_max)] {
-            if value == 0 {
-                return Err(ConfigError::invalid(key, "must be greater than 0"));
-            }
-        }
+        self.validate_store()?;
         self.limits.validate()
     }
 
@@ -470,8 +480,40 @@ impl Config {
         Ok(())
     }
 
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        let store = &self.store;
+        for (key, value) in [("store.queue_max", store.queue_max), ("store.batch_max", store.batch_max)] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be greater than 0"));
+            }
+        }
+        // One batch's replies must fit, or a healthy store would drop acks.
+        if store.outbox_max < store.batch_max {
+            return Err(ConfigError::invalid(
+                "store.outbox_max",
+                format!("{} is below store.batch_max ({})", store.outbox_max, store.batch_max),
+            ));
+        }
+        if store.busy_timeout_ms > STORE_BUSY_TIMEOUT_MS_MAX {
+            return Err(ConfigError::invalid(
+                "store.busy_timeout_ms",
+                format!("{} is over the maximum of {STORE_BUSY_TIMEOUT_MS_MAX}", store.busy_timeout_ms),
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_rooms(&self) -> Result<(), ConfigError> {
         let rooms = &self.rooms;
+        // Every room may hold this many messages (each up to
+        // limits.message_inbound_bytes_max): a sane bound keeps one room's
+        // ring from taking the process's memory.
+        if rooms.recovery_messages_max > RECOVERY_MESSAGES_MAX {
+            return Err(ConfigError::invalid(
+                "rooms.recovery_messages_max",
+                format!("{} is over the maximum of {RECOVERY_MESSAGES_MAX}", rooms.recovery_messages_max),
+            ));
+        }
         if rooms.chat_text_chars_max == 0 {
             return Err(ConfigError::invalid("rooms.chat_text_chars_max", "must be greater than 0"));
         }
@@ -568,7 +610,7 @@ impl Limits {
     }
 
     /// Every limit with its key name, for the "greater than 0" rule.
-    fn sizes(&self) -> [(&'static str, u64); 22] {
+    fn sizes(&self) -> [(&'static str, u64); 23] {
         let l = self;
         [
             ("connections_per_shard_max", l.connections_per_shard_max.into()),
@@ -593,6 +635,7 @@ impl Limits {
             ("rooms_per_connection_max", l.rooms_per_connection_max.into()),
             ("rooms_per_shard_max", l.rooms_per_shard_max.into()),
             ("shard_outbox_max", l.shard_outbox_max as u64),
+            ("revoked_tokens_max", l.revoked_tokens_max as u64),
         ]
     }
 }
@@ -960,6 +1003,18 @@ mod tests {
         assert_names(load_set("store.queue_max", int(0)), "store.queue_max");
         assert_names(load_set("store.batch_max", int(0)), "store.batch_max");
         assert_names(load_set("store.synchronous", Value::String("off".into())), "store.synchronous");
+        assert_eq!((config.store.busy_timeout_ms, config.store.outbox_max), (5000, 65536));
+        assert!(load_set("store.busy_timeout_ms", int(0)).is_ok(), "0: fail at once");
+        assert_names(load_set("store.busy_timeout_ms", int(600_001)), "store.busy_timeout_ms");
+        let err = assert_names(load_set("store.outbox_max", int(1023)), "store.outbox_max");
+        assert!(err.to_string().contains("store.batch_max"), "{err}");
+    }
+
+    #[test]
+    fn recovery_ring_has_an_upper_bound() {
+        assert!(load_set("rooms.recovery_messages_max", int(10_000)).is_ok());
+        assert!(load_set("rooms.recovery_messages_max", int(0)).is_ok(), "0: recovery off");
+        assert_names(load_set("rooms.recovery_messages_max", int(10_001)), "rooms.recovery_messages_max");
     }
 
     #[test]

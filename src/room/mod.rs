@@ -144,18 +144,21 @@ struct Recent {
 }
 
 impl Recent {
-    /// Drops what is older than `age_ms` at `now_ms`.
-    fn expire(&mut self, now_ms: u64, age_ms: u64) {
+    /// Drops what is older than `age_ms` at `now_ms`; returns how many went.
+    fn expire(&mut self, now_ms: u64, age_ms: u64) -> u64 {
+        let mut gone = 0;
         while let Some(&(seq, at, _)) = self.held.front() {
             if now_ms.saturating_sub(at) <= age_ms {
                 break;
             }
             self.dropped = seq;
             self.held.pop_front();
+            gone += 1;
         }
         if self.held.is_empty() && self.held.capacity() > 0 {
             self.held = VecDeque::new();
         }
+        gone
     }
 }
 
@@ -325,6 +328,18 @@ pub struct Rooms {
     policies: HashMap<RoomKey, RoomPolicy>,
     /// Debug builds only: what `poll_output` checks broadcasts against.
     audit: AudienceAudit,
+    /// Counters for metrics: see [`RecoveryCounts`].
+    recovery: RecoveryCounts,
+}
+
+/// What the recovery rings lost, for metrics (monotonic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryCounts {
+    /// `publish` messages dropped from a ring (by count or age), or never
+    /// held (`recovery_messages_max` = 0).
+    pub dropped: u64,
+    /// `since` requests answered `recovered: false`.
+    pub refused: u64,
 }
 
 /// Debug builds only: for each queued broadcast, the call that queued it,
@@ -361,6 +376,7 @@ impl Rooms {
             durable: false,
             policies: HashMap::new(),
             audit: AudienceAudit::default(),
+            recovery: RecoveryCounts::default(),
         }
     }
 
@@ -405,6 +421,11 @@ impl Rooms {
     /// Chat messages room `key` keeps.
     pub(super) fn history_max(&self, key: &RoomKey) -> u32 {
         self.policy(key).and_then(|p| p.history_max).unwrap_or(self.limits.history_max)
+    }
+
+    /// What the recovery rings lost so far.
+    pub fn recovery_counts(&self) -> RecoveryCounts {
+        self.recovery
     }
 
     /// Sets the boot number epochs start with, and whether chat is
@@ -547,10 +568,13 @@ impl Rooms {
         let epoch = self.epoch(slot);
         let room = &mut self.rooms[slot];
         if let Some(recent) = room.recent.as_mut() {
-            recent.expire(now_ms, age_ms);
+            self.recovery.dropped += recent.expire(now_ms, age_ms);
         }
         let dropped = room.recent.as_ref().map_or(0, |recent| recent.dropped);
         let recovered = since.epoch.as_deref() == Some(epoch.as_str()) && since.seq <= room.seq && since.seq >= dropped;
+        if !recovered {
+            self.recovery.refused += 1;
+        }
         let replay: Vec<Frame> = match (&room.recent, recovered) {
             (Some(recent), true) => {
                 recent.held.iter().filter(|(seq, ..)| *seq > since.seq).map(|(.., frame)| Arc::clone(frame)).collect()
@@ -675,14 +699,16 @@ impl Rooms {
         // Kept for recovery: the same shared bytes, no second encoding.
         let recent = room.recent.get_or_insert_default();
         let held_max = self.limits.recovery_messages_max as usize;
-        recent.expire(now_ms, self.limits.recovery_age_ms);
+        self.recovery.dropped += recent.expire(now_ms, self.limits.recovery_age_ms);
         if held_max == 0 {
             recent.dropped = seq;
+            self.recovery.dropped += 1;
         } else {
             if recent.held.len() >= held_max
                 && let Some((old, ..)) = recent.held.pop_front()
             {
                 recent.dropped = old;
+                self.recovery.dropped += 1;
             }
             recent.held.push_back((seq, now_ms, Arc::clone(&frame)));
         }

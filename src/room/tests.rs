@@ -486,6 +486,8 @@ fn since_older_than_the_ring_or_another_epoch_is_not_recovered() {
         rooms.leave(membership, peer.conn, None);
         drain(&mut rooms);
     }
+    let counts = rooms.recovery_counts();
+    assert_eq!((counts.dropped, counts.refused), (2, 4), "1 and 2 pushed out by count; four refusals");
 }
 
 #[test]
@@ -498,6 +500,7 @@ fn messages_older_than_the_age_limit_are_dropped_at_the_join() {
     let seen = drain(&mut rooms);
     assert_eq!(seen[0].1["recovered"], true);
     assert_eq!(seen[1].1["seq"], 2);
+    assert_eq!(rooms.recovery_counts(), RecoveryCounts { dropped: 1, refused: 1 }, "message 1, aged out");
 }
 
 #[test]

@@ -1033,6 +1033,8 @@ impl ShardCore {
             self.metrics_sent_at = self.now;
             self.metrics.connections = self.conns.len() as u64;
             self.metrics.rooms = self.rooms.len() as u64;
+            let recovery = self.rooms.recovery_counts();
+            (self.metrics.recovery_dropped, self.metrics.recovery_refused) = (recovery.dropped, recovery.refused);
             // A full channel only means the reader is behind; the next snapshot replaces this one.
             let _ = self.settings.metrics_out.try_send((self.id, self.metrics.clone()));
             self.episodes.end_interval();

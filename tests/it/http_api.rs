@@ -600,12 +600,15 @@ fn schemathesis_finds_the_api_matches_its_openapi_document() {
     // each time a DELETE closes the room.
     let server = Server::start(&["--admin-key", ADMIN_KEY, "--set", &format!("tenants=acme:{TENANT_KEY}")]);
     let work = tempfile::tempdir().expect("temp dir");
-    // schemathesis sends each operation the key its `security` names.
+    // The repository's schemathesis.toml (what a 400 may answer), plus the
+    // keys: schemathesis sends each operation the key its `security` names.
     let config = work.path().join("schemathesis.toml");
+    let shared = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schemathesis.toml"))
+        .expect("schemathesis.toml at the repository root");
     let auth = format!(
         "[auth.openapi.adminKey]\nbearer = \"{ADMIN_KEY}\"\n[auth.openapi.tenantKey]\nbearer = \"{TENANT_KEY}\"\n"
     );
-    std::fs::write(&config, auth).expect("write schemathesis.toml");
+    std::fs::write(&config, format!("{auth}\n{shared}")).expect("write schemathesis.toml");
     let har = work.path().join("run.har");
     let url = format!("http://{}/api/v1/openapi.json", server.addr);
     let stop = std::sync::atomic::AtomicBool::new(false);

@@ -3,10 +3,12 @@
 //! after the welcome, then live traffic; `recovered: false` when they are
 //! not all held (too old, another epoch, a restart).
 
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use roomcast::ids::RoomKey;
 use serde_json::{Value, json};
 
-use super::harness::{Claims, Client, Server, token};
+use super::harness::{Claims, Client, PATIENCE, Server, token};
 
 fn connect(server: &Server, room: &str, user: &str, query: &str) -> (Client, Value) {
     let token = token(&Claims { sub: user, ..Claims::default() });
@@ -93,18 +95,87 @@ fn a_since_older_than_the_ring_or_of_another_epoch_is_not_recovered() {
 }
 
 #[test]
-fn after_a_restart_the_epoch_differs_and_nothing_is_recovered() {
+fn after_a_restart_only_the_new_epoch_is_recovered() {
     let server = Server::start(&[]);
     let (mut alice, welcome) = connect(&server, "boot", "alice", "");
-    let epoch = welcome["epoch"].as_str().expect("epoch").to_string();
-    publish(&mut alice, "boot", 1);
-    publish(&mut alice, "boot", 2);
+    let old_epoch = welcome["epoch"].as_str().expect("epoch").to_string();
+    for n in 1..=3 {
+        publish(&mut alice, "boot", n);
+    }
     drop(alice);
-    let dir = server.stop();
-    let server = Server::start_in(dir, &[]);
-    let (_, welcome) = connect(&server, "boot", "alice", &format!("&since=1&epoch={epoch}"));
-    assert_ne!(welcome["epoch"], epoch.as_str());
-    assert_eq!(welcome["recovered"], false, "history lost with the restart: {welcome}");
+    let server = Server::start_in(server.stop(), &[]);
+    // Alice stays in the room, so it and its ring live on, and its seq
+    // passes the `since` below: in range, nothing dropped. Only the epoch
+    // tells the two histories apart.
+    let (mut alice, welcome) = connect(&server, "boot", "alice", "");
+    let new_epoch = welcome["epoch"].as_str().expect("epoch").to_string();
+    assert_ne!(new_epoch, old_epoch, "a restart starts a new epoch");
+    let seqs: Vec<u64> = (1..=3).map(|n| publish(&mut alice, "boot", n)).collect();
+    assert_eq!(seqs, [1, 2, 3], "seq starts again in the new epoch");
+
+    let (mut bob, welcome) = connect(&server, "boot", "bob", &format!("&since=1&epoch={old_epoch}"));
+    assert_eq!((welcome["recovered"].as_bool(), welcome["seq"].as_u64()), (Some(false), Some(3)), "{welcome}");
+    publish(&mut alice, "boot", 4);
+    assert_eq!(messages(&mut bob, 1), [4], "nothing replayed: the old epoch's 2 and 3 are other messages");
+
+    let (mut carol, welcome) = connect(&server, "boot", "carol", &format!("&since=1&epoch={new_epoch}"));
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    assert_eq!(messages(&mut carol, 3), [2, 3, 4]);
+}
+
+/// The sum over shards of a per-shard counter, once it reaches `at_least`
+/// (shards send their counters once a second: polled, no event tells).
+fn await_shard_sum(server: &Server, name: &str, at_least: f64) -> f64 {
+    let started = Instant::now();
+    loop {
+        let text = super::store::metrics(server);
+        let prefix = format!("{name}{{shard=");
+        let sum: f64 = text
+            .lines()
+            .filter(|line| line.starts_with(&prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if sum >= at_least {
+            return sum;
+        }
+        assert!(started.elapsed() < PATIENCE, "{name} stayed below {at_least}:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unix_now_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_millis()
+}
+
+#[test]
+fn messages_older_than_the_age_bound_are_not_recovered_and_both_are_counted() {
+    // Kept only within the millisecond they were published in.
+    let server = Server::start(&["--set", "rooms.recovery_age_ms=0"]);
+    let (mut alice, welcome) = connect(&server, "aged", "alice", "");
+    let epoch = welcome["epoch"].as_str().expect("epoch").to_string();
+    for n in 1..=3 {
+        publish(&mut alice, "aged", n);
+    }
+    // The last ack left the server after it read its clock for the publish:
+    // once this clock has moved past the reading at the ack, the server's
+    // next reading (at the reconnect below) is past the publish too.
+    let acked_at = unix_now_ms();
+    while unix_now_ms() <= acked_at {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (mut bob, welcome) = connect(&server, "aged", "bob", &format!("&since=1&epoch={epoch}"));
+    assert_eq!((welcome["recovered"].as_bool(), welcome["seq"].as_u64()), (Some(false), Some(3)), "{welcome}");
+    publish(&mut alice, "aged", 4);
+    assert_eq!(messages(&mut bob, 1), [4], "2 and 3 aged out: nothing replayed");
+    // A client that missed nothing has nothing to recover, however old the ring.
+    let (mut carol, welcome) = connect(&server, "aged", "carol", &format!("&since=4&epoch={epoch}"));
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    publish(&mut alice, "aged", 5);
+    assert_eq!(messages(&mut carol, 1), [5]);
+
+    // 1 to 3 aged out before bob's welcome (4 may have by now too).
+    assert!(await_shard_sum(&server, "roomcast_recovery_dropped_total", 3.0) >= 3.0);
+    assert_eq!(await_shard_sum(&server, "roomcast_recovery_refused_total", 1.0), 1.0, "only bob's was refused");
 }
 
 #[test]

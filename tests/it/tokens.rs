@@ -5,9 +5,10 @@
 use std::net::SocketAddr;
 
 use roomcast::auth::{MintRequest, mint_hs256};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::harness::{Client, Refused, SECRET, Server, raw_http, unix_now};
+use super::harness::{Client, PATIENCE, Refused, SECRET, Server, raw_http, unix_now};
+use super::store::{await_store_stuck, lock_database, metric, metrics, settle_store};
 
 const ADMIN_KEY: &str = "admin-key-0123456789";
 const TENANT_KEY: &str = "tenant-key-acme-0123456789";
@@ -107,4 +108,97 @@ fn roomcast_token_once_mints_a_single_use_token() {
     let token = stdout.lines().last().expect("a token line").trim();
     assert_eq!(connects(&server, token), Ok(()));
     assert_revoked(connects(&server, token));
+}
+
+#[test]
+fn exp_is_bounded_and_a_far_exp_survives_a_restart() {
+    let server = Server::start(&["--admin-key", ADMIN_KEY]);
+    for exp in ["18446744073709551615", "9223372036854775808", "253402300800", "-1", "soon"] {
+        let (status, body) = call(server.addr, "DELETE", &format!("/api/v1/tokens/far?exp={exp}"), ADMIN_KEY, "");
+        assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")), "exp={exp}: {body}");
+        assert!(body["message"].as_str().is_some_and(|m| m.starts_with("exp:")), "{body}");
+    }
+    let (status, body) = call(server.addr, "DELETE", "/api/v1/tokens/far?exp=253402300799", ADMIN_KEY, "");
+    assert_eq!((status, body["expires_s"].as_u64()), (200, Some(253_402_300_799)), "{body}");
+    let token = minted("far", false);
+    assert_revoked(connects(&server, &token));
+    let server = Server::start_in(server.stop(), &["--admin-key", ADMIN_KEY]);
+    assert_revoked(connects(&server, &token));
+}
+
+#[test]
+fn a_full_revocation_set_refuses_revocations_and_single_use_tokens_and_counts_them() {
+    let server = Server::start(&["--admin-key", ADMIN_KEY, "--set", "limits.revoked_tokens_max=2"]);
+    for jti in ["r1", "r2"] {
+        assert_eq!(call(server.addr, "DELETE", &format!("/api/v1/tokens/{jti}"), ADMIN_KEY, "").0, 200);
+    }
+    let (status, body) = call(server.addr, "DELETE", "/api/v1/tokens/r3", ADMIN_KEY, "");
+    assert_eq!((status, body["error"].as_str()), (507, Some("revocations_full")), "{body}");
+    assert_eq!(connects(&server, &minted("r3", false)), Ok(()), "r3 was not revoked");
+    assert_eq!(call(server.addr, "DELETE", "/api/v1/tokens/r1", ADMIN_KEY, "").0, 200, "revoking again needs no room");
+    // A single-use token cannot be spent, so it is not accepted at all.
+    let (status, body) = connects(&server, &minted("once-full", true)).expect_err("refused");
+    assert_eq!(status, 503);
+    assert!(body.contains("revocations_full"), "{body}");
+    let text = metrics(&server);
+    assert_eq!(metric(&text, "roomcast_revoked_tokens"), 2.0);
+    assert_eq!(metric(&text, "roomcast_revoked_tokens_max"), 2.0);
+    assert_eq!(metric(&text, "roomcast_revocations_refused_total{reason=\"revoked\"}"), 1.0);
+    assert_eq!(metric(&text, "roomcast_revocations_refused_total{reason=\"used\"}"), 1.0);
+}
+
+#[test]
+fn a_revocation_the_full_store_queue_could_not_take_is_written_later_and_survives_a_restart() {
+    let args = [
+        "--admin-key",
+        ADMIN_KEY,
+        "--set",
+        "store.queue_max=2",
+        "--set",
+        "store.busy_timeout_ms=600000",
+        "--set",
+        "limits.rate_burst=1000",
+    ];
+    let server = Server::start(&args);
+    let (mut alice, _) = server.join("q", "alice");
+    settle_store(&mut alice);
+    // The store waits for the lock while chat fills its queue.
+    let lock = lock_database(&server);
+    alice.send(json!({"type": "chat.send", "text": "stuck", "ref": "stuck"}));
+    await_store_stuck(&server);
+    for n in 0.. {
+        alice.send(json!({"type": "chat.send", "text": "fill", "ref": n}));
+        alice.send(json!({"type": "ping", "ref": "p"}));
+        let mut refused = false;
+        loop {
+            let frame = alice.next_json();
+            match frame["type"].as_str() {
+                Some("error") => refused = frame["code"] == "store_overloaded",
+                Some("pong") => break,
+                _ => {}
+            }
+        }
+        if refused {
+            break;
+        }
+        assert!(n < 10, "the queue never filled");
+    }
+    let (status, _) = call(server.addr, "DELETE", "/api/v1/tokens/deferred", ADMIN_KEY, "");
+    assert_eq!(status, 200, "accepted: the acceptor's set holds it");
+    let token = minted("deferred", false);
+    assert_revoked(connects(&server, &token));
+    let text = metrics(&server);
+    assert_eq!(metric(&text, "roomcast_revocations_unpersisted"), 1.0, "{text}");
+    assert_eq!(metric(&text, "roomcast_revocations_deferred_total"), 1.0);
+
+    lock.execute_batch("COMMIT").expect("release the lock");
+    // The acceptor offers it again at least once a second; no event says when.
+    let started = std::time::Instant::now();
+    while metric(&metrics(&server), "roomcast_revocations_unpersisted") > 0.0 {
+        assert!(started.elapsed() < PATIENCE, "the revocation was never queued to the store");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop((alice, lock));
+    let server = Server::start_in(server.stop(), &args);
+    assert_revoked(connects(&server, &token));
 }
