@@ -11,6 +11,12 @@ use std::sync::LazyLock;
 /// Searchers built once (building one per call costs more than the search).
 static F_MARKER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(MARKER));
 static F_TYPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"type\""));
+static F_SEQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(SEQ_KEY));
+
+const SEQ_KEY: &[u8] = b"\"seq\":";
+/// What follows the `seq` number in a roomcast `message` carrying a load
+/// payload: `,"data":"rcl1 `.
+const AFTER_SEQ: &[u8] = b",\"data\":\"rcl1 ";
 
 /// The bytes that start every load payload (after the opening quote).
 pub const MARKER: &[u8] = b"rcl1 ";
@@ -78,10 +84,35 @@ pub fn parse_u64(s: &[u8]) -> Option<(u64, usize)> {
 /// Finds the load marker anywhere in `hay` and parses its three numbers.
 pub fn find_marker(hay: &[u8]) -> Option<Marker> {
     let at = F_MARKER.find(hay)? + MARKER.len();
+    marker_at(hay, at)
+}
+
+/// The three numbers after a marker that ends at `at`.
+fn marker_at(hay: &[u8], at: usize) -> Option<Marker> {
     let (intended_ns, a) = parse_u64(&hay[at..])?;
     let (publisher, b) = parse_u64(&hay[at + a..])?;
     let (seq, _) = parse_u64(&hay[at + a + b..])?;
     Some(Marker { intended_ns, publisher, seq })
+}
+
+/// A roomcast `message` carrying a load payload: the server's `seq` and the
+/// marker. The receive hot path: one searcher pass for `"seq":`, and the
+/// payload is normally right after the number (`,"data":"rcl1 …`), so the
+/// marker costs a prefix compare instead of a second search.
+pub fn find_delivery(hay: &[u8]) -> Option<(u64, Marker)> {
+    let at = F_SEQ.find(hay)? + SEQ_KEY.len();
+    let (seq, n) = parse_u64(&hay[at..])?;
+    let rest = at + n;
+    let m = if hay[rest..].starts_with(AFTER_SEQ) {
+        marker_at(hay, rest + AFTER_SEQ.len())?
+    } else {
+        // Another field order: search from the number on, then anywhere.
+        match F_MARKER.find(&hay[rest..]) {
+            Some(i) => marker_at(hay, rest + i + MARKER.len())?,
+            None => find_marker(hay)?,
+        }
+    };
+    Some((seq, m))
 }
 
 /// Value of the first `"key":<unsigned>` in `hay` (`key` given with its
@@ -234,6 +265,20 @@ mod tests {
         assert_eq!(find_u64_after(frame, b"\"seq\":"), Some(1234));
         assert_eq!(find_marker(frame), Some(Marker { intended_ns: 99, publisher: 3, seq: 5 }));
         assert_eq!(find_type(frame), Some(&b"message"[..]));
+    }
+
+    #[test]
+    fn delivery_fast_path_and_other_field_orders() {
+        let m = Marker { intended_ns: 99, publisher: 3, seq: 5 };
+        let frame = br#"{"type":"message","room":"r-1","from":"u9","seq":1234,"data":"rcl1 99 3 5 xxxx"}"#;
+        assert_eq!(find_delivery(frame), Some((1234, m)));
+        let other = br#"{"type":"message","data":"rcl1 99 3 5 xx","seq": 77,"room":"r"}"#;
+        assert_eq!(find_delivery(other), Some((77, m)));
+        let spaced = br#"{"type":"message","seq":8, "data":"rcl1 99 3 5 xx"}"#;
+        assert_eq!(find_delivery(spaced), Some((8, m)));
+        assert_eq!(find_delivery(br#"{"type":"ack","ref":1,"seq":9}"#), None);
+        assert_eq!(find_delivery(br#"{"type":"message","data":"rcl1 99 3 5"}"#), None);
+        assert_eq!(find_delivery(br#"{"seq":1,"data":"rcl1 99 3"}"#), None);
     }
 
     #[test]

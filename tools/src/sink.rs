@@ -39,6 +39,12 @@ pub struct SinkCfg {
     pub ping_interval_s: u64,
     pub reuseport: bool,
     pub quiet: bool,
+    /// Seconds between the sink's status lines (unless `quiet`).
+    pub report_interval_s: u64,
+    /// Fault injection: close a connection (1011) once it has published
+    /// this many messages (0: never). Lets tests show that a publisher the
+    /// server drops is counted, not silently skipped.
+    pub close_after_publishes: u64,
 }
 
 struct Conn {
@@ -51,6 +57,7 @@ struct Conn {
     out: Vec<u8>,
     out_off: usize,
     writable: bool,
+    publishes: u64,
 }
 
 struct Room {
@@ -66,6 +73,8 @@ pub struct SinkStats {
     pub messages: u64,
     pub deliveries: u64,
     pub dropped_slow: u64,
+    /// Socket writes (one per dirty connection per loop turn).
+    pub writes: u64,
 }
 
 struct Sink {
@@ -77,6 +86,7 @@ struct Sink {
     scratch: Vec<u8>,
     mode: SinkMode,
     stats: SinkStats,
+    close_after_publishes: u64,
 }
 
 fn accept_key(key: &str) -> String {
@@ -115,6 +125,7 @@ impl Sink {
     fn flush(&mut self, key: usize) -> bool {
         let c = &mut self.conns[key];
         while c.out_off < c.out.len() {
+            self.stats.writes += 1;
             match c.stream.write(&c.out[c.out_off..]) {
                 Ok(0) => return false,
                 Ok(n) => c.out_off += n,
@@ -246,7 +257,16 @@ impl Sink {
                 frame::apply_mask(&mut buf[ps..pe], m);
             }
             match f.opcode {
-                OP_TEXT => self.on_text(key, &buf[ps..pe]),
+                OP_TEXT => {
+                    self.on_text(key, &buf[ps..pe]);
+                    let limit = self.close_after_publishes;
+                    if limit > 0 && self.conns[key].publishes >= limit {
+                        let c = &mut self.conns[key];
+                        frame::push_server_frame(&mut c.out, OP_CLOSE, &1011u16.to_be_bytes());
+                        let _ = self.flush(key);
+                        return None;
+                    }
+                }
                 OP_PING => {
                     let c = &mut self.conns[key];
                     frame::push_server_frame(&mut c.out, OP_PONG, &buf[ps..pe]);
@@ -298,6 +318,7 @@ impl Sink {
         let reference = scan::find_value(payload, b"\"ref\"");
         match scan::find_type(payload) {
             Some(b"publish") => {
+                self.conns[key].publishes += 1;
                 let Some(data) = scan::find_value(payload, b"\"data\"") else {
                     return;
                 };
@@ -365,6 +386,7 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
         dirty: Vec::new(),
         scratch: Vec::new(),
         mode: cfg.mode,
+        close_after_publishes: cfg.close_after_publishes,
         stats: SinkStats::default(),
     };
     let mut rbuf = vec![0u8; RBUF];
@@ -373,7 +395,10 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
     let end = t0 + cfg.duration_s * 1_000_000_000;
     let ping_ns = cfg.ping_interval_s.max(1) * 1_000_000_000;
     let mut next_ping = t0 + ping_ns;
-    let mut next_report = t0 + 5_000_000_000;
+    let report_ns = cfg.report_interval_s.max(1) * 1_000_000_000;
+    let mut next_report = t0 + report_ns;
+    // For the periodic line: is the sink itself keeping up?
+    let mut last = (t0, crate::clock::process_cpu_split_ns(), crate::clock::thread_run_delay_ns(), 0u64, 0u64);
     loop {
         let now = mono_ns();
         if now >= end {
@@ -388,15 +413,26 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
             }
         }
         if !cfg.quiet && now >= next_report {
-            next_report = now + 5_000_000_000;
+            next_report = now + report_ns;
+            let (cpu, delay) = (crate::clock::process_cpu_split_ns(), crate::clock::thread_run_delay_ns());
+            let wall = (now - last.0).max(1) as f64;
+            let (writes, deliveries) = (s.stats.writes - last.3, s.stats.deliveries - last.4);
             eprintln!(
-                "sink {}: conns {} accepted {} messages {} deliveries {}",
+                "sink {}: conns {} accepted {} messages {} deliveries {} | last {:.1} s: {:.0} deliveries/s, {:.1} frames/write, CPU {:.1}% (user {:.1}, sys {:.1}), waited for CPU {:.1}%",
                 std::process::id(),
                 s.conns.len(),
                 s.stats.accepted,
                 s.stats.messages,
-                s.stats.deliveries
+                s.stats.deliveries,
+                wall / 1e9,
+                deliveries as f64 / wall * 1e9,
+                if writes > 0 { deliveries as f64 / writes as f64 } else { 0.0 },
+                ((cpu.0 - last.1.0) + (cpu.1 - last.1.1)) as f64 / wall * 100.0,
+                (cpu.0 - last.1.0) as f64 / wall * 100.0,
+                (cpu.1 - last.1.1) as f64 / wall * 100.0,
+                delay.saturating_sub(last.2) as f64 / wall * 100.0
             );
+            last = (now, cpu, delay, s.stats.writes, s.stats.deliveries);
         }
         let dirty = std::mem::take(&mut s.dirty);
         for &k in &dirty {
@@ -432,6 +468,7 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
                                     out: Vec::new(),
                                     out_off: 0,
                                     writable: false,
+                                    publishes: 0,
                                 });
                             }
                         }
