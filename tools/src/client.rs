@@ -755,6 +755,7 @@ impl Worker {
             };
             c.pending.clear();
             self.stats.reads += 1;
+
             let total = p + n;
             let now = mono_ns();
             let used = self.process(key, &mut rbuf[..total], now)?;

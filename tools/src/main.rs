@@ -71,11 +71,30 @@ enum Cmd {
         /// p99 and pass of each; e.g. `room1000:room1000x:room1000x4`).
         #[arg(long, value_name = "A:B[:C…]")]
         compare: Option<String>,
+        /// Instead: the tool's own figures per run (CPU, loop turns, slip,
+        /// verdict).
+        #[arg(long, conflicts_with = "compare")]
+        tool: bool,
     },
+}
+
+/// Raises the soft open-file limit to the hard one: every connection is an
+/// fd, and boxes often ship a soft limit of 1024 under a much higher hard
+/// one. The hard limit is the user's to raise (`ulimit -Hn`, tuning.md).
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
 }
 
 fn main() {
     let cli = Cli::parse();
+    raise_fd_limit();
     let res = match cli.cmd {
         Cmd::Connect(a) => run::main(Scenario::Connect, a),
         Cmd::Fanout(a) => run::main(Scenario::Fanout, a),
@@ -105,7 +124,7 @@ fn main() {
             procs,
         ),
         Cmd::Plot { title, out, files } => plot(&title, &out, &files),
-        Cmd::Summarize { jsonl, compare } => summarize(&jsonl, compare.as_deref()),
+        Cmd::Summarize { jsonl, compare, tool } => summarize(&jsonl, compare.as_deref(), tool),
     };
     if let Err(e) = res {
         eprintln!("roomcast-load: error: {e:#}");
@@ -158,8 +177,12 @@ fn run_sink(cfg: SinkCfg, procs: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn summarize(jsonl: &PathBuf, compare: Option<&str>) -> anyhow::Result<()> {
+fn summarize(jsonl: &PathBuf, compare: Option<&str>, tool: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(jsonl).map_err(|e| anyhow::anyhow!("{}: {e}", jsonl.display()))?;
+    if tool {
+        print!("{}", roomcast_load::table::tool(&text));
+        return Ok(());
+    }
     match compare {
         None => print!("{}", roomcast_load::table::markdown(&text)),
         Some(pair) => {

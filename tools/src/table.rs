@@ -145,6 +145,43 @@ pub fn markdown(lines: &str) -> String {
     o
 }
 
+/// The tool's own figures per run: is it in the way? (deliveries/s, CPU
+/// split, the busiest loop's CPU, loop turns, schedule slip, CPU wait,
+/// frames per read, the verdict).
+pub fn tool(lines: &str) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "| step | conns | deliveries/s | tool CPU % (user / sys) | busiest loop on CPU % | not in poll % | loop turn p50 / p99 / max µs | slip p99 µs | waited for CPU % | frames/read | tool bottleneck |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let sub = |v: &Value, k: &str, f: &str| v.get(k).and_then(|x| x.get(f)).and_then(Value::as_f64).unwrap_or(0.0);
+    for l in lines.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(l) else { continue };
+        let step = v.get("step").or_else(|| v.get("bench")).and_then(Value::as_str).unwrap_or("?");
+        let _ = writeln!(
+            o,
+            "| {step} | {}/{} | {:.0} | {} ({} / {}) | {} | {} | {} / {} / {} | {} | {} | {} | {} |",
+            num(&v, "connected"),
+            num(&v, "connections"),
+            num(&v, "deliveries_per_sec"),
+            num(&v, "tool_cpu_pct"),
+            num(&v, "tool_cpu_user_pct"),
+            num(&v, "tool_cpu_sys_pct"),
+            num(&v, "tool_loop_cpu_pct"),
+            num(&v, "tool_busy_pct"),
+            sub(&v, "tool_turn_us", "p50"),
+            sub(&v, "tool_turn_us", "p99"),
+            sub(&v, "tool_turn_us", "max"),
+            sub(&v, "slip_us", "p99"),
+            num(&v, "tool_cpu_wait_pct"),
+            num(&v, "frames_per_read"),
+            v.get("bottleneck_reason").and_then(Value::as_str).unwrap_or("no")
+        );
+    }
+    o
+}
+
 /// A shard map of a JSON summary (`home_shards`, `room_shards`) as
 /// `shard N: COUNT, …`.
 fn shards(v: &Value, k: &str) -> String {
@@ -240,6 +277,18 @@ not json"#;
         assert!(md.contains("| 200 msg/s, 400 msg/s |"), "{md}");
         assert!(md.contains("| **room1000-r400** (tool-bound) | 400 |"), "{md}");
         assert!(md.contains("| no (tool-bound) | CPU-starved |"), "{md}");
+    }
+
+    #[test]
+    fn tool_table_shows_the_verdict() {
+        let lines = r#"{"step":"a","connected":1001,"connections":1001,"deliveries_per_sec":2000000,"tool_cpu_pct":60.5,"tool_cpu_user_pct":40,"tool_cpu_sys_pct":20.5,"tool_loop_cpu_pct":60.1,"tool_busy_pct":58,"tool_turn_us":{"p50":100,"p99":400,"max":900},"slip_us":{"p99":80},"tool_cpu_wait_pct":0.5,"frames_per_read":12.5}"#;
+        let md = super::tool(lines);
+        assert!(
+            md.contains(
+                "| a | 1001/1001 | 2000000 | 60.5 (40 / 20.5) | 60.1 | 58 | 100 / 400 / 900 | 80 | 0.5 | 12.5 | no |"
+            ),
+            "{md}"
+        );
     }
 
     #[test]
