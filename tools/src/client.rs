@@ -5,7 +5,7 @@
 //! schedule; every message carries its *intended* send time, and frames due
 //! in the same loop turn go out in one write per connection.
 
-use crate::account::{SeqTracker, Tally};
+use crate::account::{Obs, SeqTracker, Tally};
 use crate::clock::{TimerFd, mono_ns};
 use crate::frame::{self, MaskGen, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Parse};
 use crate::report::{new_hist, record};
@@ -93,6 +93,13 @@ pub struct RunCfg {
     /// gets a home room on a shard other than the room's owner and joins
     /// the room from there. 0: off.
     pub cross_shard: u32,
+    /// Bits of `seq` history each receiver keeps ([`crate::account::window_bits`]).
+    pub seq_window: u64,
+    /// Keep the per-second latency histogram for a progress line.
+    pub progress: bool,
+    /// fanout: receivers per room that stop reading once ready (slow
+    /// consumers; not counted in `expected`).
+    pub stalled: u32,
 }
 
 /// Counters shared between workers and the main thread.
@@ -109,6 +116,8 @@ pub struct Shared {
     pub room_ready: Vec<AtomicU64>,
     /// Per worker: p99 (µs) of the last second.
     pub interval_p99: Vec<AtomicU64>,
+    /// Schedule slots whose connection was gone when due (progress line).
+    pub unsent: AtomicU64,
 }
 
 impl Shared {
@@ -124,6 +133,7 @@ impl Shared {
             open: AtomicU64::new(0),
             room_ready: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
             interval_p99: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+            unsent: AtomicU64::new(0),
         }
     }
 }
@@ -132,10 +142,25 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct Stats {
     pub lat: Histogram<u64>,
+    /// Handshakes of the planned connections (connect → ready).
     pub handshake: Histogram<u64>,
+    /// Handshakes of churn arrivals, apart from the setup ones.
+    pub churn_handshake: Histogram<u64>,
     pub slip: Histogram<u64>,
+    /// Loop turns in the measured phase: poll return → next poll (µs). A
+    /// socket that becomes ready during a turn waits for the next one.
+    pub turn: Histogram<u64>,
     pub tally: Tally,
     pub sent: u64,
+    /// Due sends whose connection was not there (dropped or never ready):
+    /// not sent, but their deliveries are in `expected`, so they are lost.
+    pub unsent: u64,
+    /// Distinct deliveries received inside the measured window
+    /// [start, start + duration].
+    pub window_distinct: u64,
+    /// Highest share of its measured wall time one loop thread spent on
+    /// a CPU (thread CPU time ÷ wall), in %.
+    pub loop_cpu_max_pct: f64,
     pub expected: u64,
     pub connected: u64,
     pub failures: BTreeMap<String, u64>,
@@ -168,9 +193,14 @@ impl Stats {
         Stats {
             lat: new_hist(),
             handshake: new_hist(),
+            churn_handshake: new_hist(),
             slip: new_hist(),
+            turn: new_hist(),
             tally: Tally::default(),
             sent: 0,
+            unsent: 0,
+            window_distinct: 0,
+            loop_cpu_max_pct: 0.0,
             expected: 0,
             connected: 0,
             failures: BTreeMap::new(),
@@ -195,9 +225,14 @@ impl Stats {
     pub fn merge(&mut self, o: &Stats) {
         let _ = self.lat.add(&o.lat);
         let _ = self.handshake.add(&o.handshake);
+        let _ = self.churn_handshake.add(&o.churn_handshake);
         let _ = self.slip.add(&o.slip);
+        let _ = self.turn.add(&o.turn);
         self.tally.add(&o.tally);
         self.sent += o.sent;
+        self.unsent += o.unsent;
+        self.window_distinct += o.window_distinct;
+        self.loop_cpu_max_pct = self.loop_cpu_max_pct.max(o.loop_cpu_max_pct);
         self.expected += o.expected;
         self.connected += o.connected;
         for (k, v) in &o.failures {
@@ -245,6 +280,8 @@ pub enum Role {
     Rtt,
     /// Arrives and leaves during a fanout.
     Churn,
+    /// A fanout receiver that stops reading once ready (`--stalled`).
+    Stalled,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -252,9 +289,15 @@ pub struct Spec {
     pub room: u32,
     pub role: Role,
     pub id: u64,
-    /// Index within the room: members 0..M, then publishers.
+    /// Index within the room: members 0..M, then publishers, then stalled.
     pub slot: u32,
+    /// Index of its send-schedule slot in its worker (publishers, rtt
+    /// connections), or `NO_SCHED`.
+    pub sched: u32,
 }
+
+/// `Spec::sched` of connections that send nothing on the schedule.
+pub const NO_SCHED: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum St {
@@ -306,14 +349,24 @@ pub fn plan_specs(cfg: &RunCfg, worker: usize) -> (Vec<Spec>, Vec<Spec>) {
         };
         for slot in 0..cfg.members {
             if idx as usize % t == worker {
-                others.push(Spec { room: r, role, id: idx, slot });
+                // rtt connections are the schedule's slots, in this order.
+                let sched = if role == Role::Rtt { others.len() as u32 } else { NO_SCHED };
+                others.push(Spec { room: r, role, id: idx, slot, sched });
             }
             idx += 1;
         }
         if matches!(cfg.scenario, Scenario::Fanout | Scenario::Churn) {
             for p in 0..cfg.publishers {
                 if r as usize % t == worker {
-                    pubs.push(Spec { room: r, role: Role::Publisher, id: idx, slot: cfg.members + p });
+                    let sched = pubs.len() as u32;
+                    pubs.push(Spec { room: r, role: Role::Publisher, id: idx, slot: cfg.members + p, sched });
+                }
+                idx += 1;
+            }
+            for k in 0..cfg.stalled {
+                if idx as usize % t == worker {
+                    let slot = cfg.members + cfg.publishers + k;
+                    others.push(Spec { room: r, role: Role::Stalled, id: idx, slot, sched: NO_SCHED });
                 }
                 idx += 1;
             }
@@ -325,7 +378,11 @@ pub fn plan_specs(cfg: &RunCfg, worker: usize) -> (Vec<Spec>, Vec<Spec>) {
 /// Total connections (excluding churn) the plan opens in this process.
 pub fn planned_conns(cfg: &RunCfg) -> u64 {
     let per_room = cfg.members as u64
-        + if matches!(cfg.scenario, Scenario::Fanout | Scenario::Churn) { cfg.publishers as u64 } else { 0 };
+        + if matches!(cfg.scenario, Scenario::Fanout | Scenario::Churn) {
+            cfg.publishers as u64 + cfg.stalled as u64
+        } else {
+            0
+        };
     per_room * cfg.rooms.len() as u64
 }
 
@@ -357,8 +414,15 @@ pub struct Worker {
     to_open: Vec<Spec>,
     opened: u64,
     inflight: usize,
-    pubs: Vec<usize>,
-    rtts: Vec<usize>,
+    /// The send schedule's slots (publishers, or rtt connections), in plan
+    /// order: the connection while it is ready, else `None`. Message k goes
+    /// to slot k mod len whatever happened to it, so a dropped publisher's
+    /// share is counted (`unsent`), not silently moved or skipped.
+    sched: Vec<Option<usize>>,
+    /// Room of each slot.
+    sched_room: Vec<u32>,
+    /// End of the measured window (0 until the start is known).
+    window_end: u64,
     dirty: Vec<usize>,
     room_seq: Vec<u64>,
     timer: TimerFd,
@@ -374,6 +438,10 @@ pub struct Worker {
 impl Worker {
     pub fn new(cfg: Arc<RunCfg>, sh: Arc<Shared>, idx: usize) -> io::Result<Self> {
         let (others, pubs) = plan_specs(&cfg, idx);
+        let sched_room: Vec<u32> = match cfg.scenario {
+            Scenario::Rtt => others.iter().map(|s| s.room).collect(),
+            _ => pubs.iter().map(|s| s.room).collect(),
+        };
         let mut to_open = pubs;
         to_open.extend(others);
         to_open.reverse(); // popped from the back: publishers first
@@ -395,8 +463,9 @@ impl Worker {
             to_open,
             opened: 0,
             inflight: 0,
-            pubs: Vec::new(),
-            rtts: Vec::new(),
+            sched: vec![None; sched_room.len()],
+            sched_room,
+            window_end: 0,
             dirty: Vec::new(),
             room_seq: vec![0; nrooms],
             timer,
@@ -500,7 +569,7 @@ impl Worker {
             out: Vec::new(),
             out_off: 0,
             writable_armed: true,
-            tracker: SeqTracker::new(0),
+            tracker: SeqTracker::new(0, self.cfg.seq_window),
             close_at: 0,
             ring,
             next_ref: 1,
@@ -539,11 +608,10 @@ impl Worker {
                 self.sh.failed.fetch_add(1, Relaxed);
             }
         }
-        if let Some(p) = self.pubs.iter().position(|&k| k == key) {
-            self.pubs.swap_remove(p);
-        }
-        if let Some(p) = self.rtts.iter().position(|&k| k == key) {
-            self.rtts.swap_remove(p);
+        if let Some(slot) = self.sched.get_mut(c.spec.sched as usize)
+            && *slot == Some(key)
+        {
+            *slot = None;
         }
     }
 
@@ -551,15 +619,20 @@ impl Worker {
         let c = &mut self.conns[key];
         c.st = St::Ready;
         let spec = c.spec;
-        record(&mut self.stats.handshake, (now - c.t_open) / 1000);
+        let hs = if spec.role == Role::Churn { &mut self.stats.churn_handshake } else { &mut self.stats.handshake };
+        record(hs, (now - c.t_open) / 1000);
         self.inflight -= 1;
         self.stats.last_ready_ns = now;
         match spec.role {
             Role::Churn => {
                 c.close_at = now + self.cfg.churn_life_ns;
             }
-            Role::Publisher => self.pubs.push(key),
-            Role::Rtt => self.rtts.push(key),
+            Role::Publisher | Role::Rtt => {
+                if let Some(slot) = self.sched.get_mut(spec.sched as usize) {
+                    *slot = Some(key);
+                }
+            }
+            Role::Stalled => {}
             Role::Member => {
                 self.sh.room_ready[spec.room as usize].fetch_add(1, Relaxed);
             }
@@ -642,6 +715,11 @@ impl Worker {
             return self.drop_conn(key, cause);
         }
         if readable {
+            let c = &self.conns[key];
+            if c.st == St::Ready && c.spec.role == Role::Stalled {
+                // A slow consumer: leave the data in the socket.
+                return;
+            }
             self.on_readable(key);
         }
     }
@@ -677,6 +755,7 @@ impl Worker {
             };
             c.pending.clear();
             self.stats.reads += 1;
+
             let total = p + n;
             let now = mono_ns();
             let used = self.process(key, &mut rbuf[..total], now)?;
@@ -757,7 +836,7 @@ impl Worker {
             St::WaitWelcome => {
                 if scan::find_type(payload) == Some(b"welcome") {
                     let seq = scan::find_u64_after(payload, b"\"seq\":").unwrap_or(0);
-                    c.tracker = SeqTracker::new(seq);
+                    c.tracker = SeqTracker::new(seq, self.cfg.seq_window);
                     if self.cfg.cross_shard > 0 {
                         // Home room joined: note its shard, join the target.
                         let shard = scan::find_u64_after(payload, b"\"shard\":").unwrap_or(u64::MAX);
@@ -786,7 +865,7 @@ impl Worker {
                     Some(b"welcome") => {
                         // The joined room's welcome (from its owner): the seq base.
                         let seq = scan::find_u64_after(payload, b"\"seq\":").unwrap_or(0);
-                        c.tracker = SeqTracker::new(seq);
+                        c.tracker = SeqTracker::new(seq, self.cfg.seq_window);
                         let shard = scan::find_u64_after(payload, b"\"shard\":").unwrap_or(u64::MAX);
                         if shard != u64::from(c.room_shard) {
                             self.stats.shard_mismatches += 1;
@@ -808,21 +887,23 @@ impl Worker {
             }
             St::Ready => match c.spec.role {
                 Role::Member => {
-                    let Some(m) = scan::find_marker(payload) else {
-                        return Ok(false);
+                    // The server's `seq` (roomcast) or the tool's own (raw).
+                    let found = match self.cfg.proto {
+                        Proto::Roomcast => scan::find_delivery(payload),
+                        Proto::Raw => scan::find_marker(payload).map(|m| (m.seq, m)),
                     };
-                    let seq = if self.cfg.proto == Proto::Roomcast {
-                        match scan::find_u64_after(payload, b"\"seq\":") {
-                            Some(s) => s,
-                            None => return Ok(false),
-                        }
-                    } else {
-                        m.seq
+                    let Some((seq, m)) = found else {
+                        return Ok(false);
                     };
                     let lat = now.saturating_sub(m.intended_ns) / 1000;
                     record(&mut self.stats.lat, lat);
-                    record(&mut self.ihist, lat);
+                    if self.cfg.progress {
+                        record(&mut self.ihist, lat);
+                    }
                     let obs = c.tracker.observe(seq);
+                    if obs != Obs::Duplicate && now <= self.window_end {
+                        self.stats.window_distinct += 1;
+                    }
                     self.stats.tally.record(obs);
                     true
                 }
@@ -845,6 +926,8 @@ impl Worker {
                         let v = *slot;
                         *slot = 0;
                         if v == 0 {
+                            // A second answer to one request.
+                            self.stats.tally.delivered += 1;
                             self.stats.tally.duplicates += 1;
                             return Ok(false);
                         }
@@ -852,11 +935,16 @@ impl Worker {
                     };
                     let lat = now.saturating_sub(intended) / 1000;
                     record(&mut self.stats.lat, lat);
-                    record(&mut self.ihist, lat);
+                    if self.cfg.progress {
+                        record(&mut self.ihist, lat);
+                    }
+                    if now <= self.window_end {
+                        self.stats.window_distinct += 1;
+                    }
                     self.stats.tally.delivered += 1;
                     true
                 }
-                Role::Publisher | Role::Churn => {
+                Role::Publisher | Role::Churn | Role::Stalled => {
                     self.stats.publisher_rx += 1;
                     false
                 }
@@ -926,7 +1014,8 @@ impl Worker {
 
     /// Runs the loop until `stop`; returns what was measured.
     pub fn run(mut self) -> Stats {
-        let mut events = Events::with_capacity(1024);
+        // Room for every socket of a big room in one poll call.
+        let mut events = Events::with_capacity(4096);
         let cfg = self.cfg.clone();
         let sh = self.sh.clone();
         let nthreads = cfg.threads as f64;
@@ -947,10 +1036,15 @@ impl Worker {
         let mut next_tick = 0u64;
         let mut measure_from = 0u64;
         let mut delay_from = 0u64;
+        let mut cpu_from = 0u64;
+        let mut cpu_end = 0u64;
+        let mut delay_end = 0u64;
+        let mut turn_from = 0u64;
         let mut last_interval = mono_ns();
         let mut pub_sent = 0u64;
         let mut pub_exp = 0u64;
         let mut pub_dd = 0u64;
+        let mut pub_unsent = 0u64;
         self.connect_start = mono_ns();
         loop {
             let now = mono_ns();
@@ -985,10 +1079,12 @@ impl Worker {
                 pub_sent = self.stats.sent;
                 sh.expected.fetch_add(self.stats.expected - pub_exp, Relaxed);
                 pub_exp = self.stats.expected;
-                let dd = self.stats.tally.delivered - self.stats.tally.duplicates;
+                let dd = self.stats.tally.distinct();
                 sh.delivered_distinct.fetch_add(dd - pub_dd, Relaxed);
                 pub_dd = dd;
-                if now - last_interval >= 1_000_000_000 {
+                sh.unsent.fetch_add(self.stats.unsent - pub_unsent, Relaxed);
+                pub_unsent = self.stats.unsent;
+                if cfg.progress && now - last_interval >= 1_000_000_000 {
                     last_interval = now;
                     let p = if self.ihist.is_empty() { 0 } else { self.ihist.value_at_quantile(0.99) };
                     sh.interval_p99[self.idx].store(p, Relaxed);
@@ -1004,16 +1100,31 @@ impl Worker {
                 Some(std::time::Duration::from_nanos(deadline - now + 2_000_000))
             };
             let before = mono_ns();
+            if turn_from != 0 {
+                // The turn that began at the last poll's return ends here.
+                record(&mut self.stats.turn, (before - turn_from) / 1000);
+            }
             let res = self.poll.poll(&mut events, timeout);
             let start = sh.start_ns.load(Relaxed);
-            if start != 0 && before >= start {
+            let measuring = start != 0 && before >= start && before < start.saturating_add(cfg.duration_ns);
+            turn_from = 0;
+            if measuring {
                 let after = mono_ns();
                 self.stats.poll_ns += after - before;
                 if measure_from == 0 {
                     measure_from = before;
                     delay_from = crate::clock::thread_run_delay_ns();
+                    cpu_from = crate::clock::thread_cpu_ns();
+                    self.window_end = start + cfg.duration_ns;
                 }
                 self.stats.wall_ns = after - measure_from;
+                if !events.is_empty() {
+                    turn_from = after;
+                }
+            } else if measure_from != 0 && cpu_end == 0 {
+                // The measured window is over: its loop CPU share.
+                cpu_end = crate::clock::thread_cpu_ns();
+                delay_end = crate::clock::thread_run_delay_ns();
             }
             if let Err(e) = res
                 && e.kind() != io::ErrorKind::Interrupted
@@ -1036,13 +1147,22 @@ impl Worker {
             }
         }
         if measure_from != 0 {
-            self.stats.run_delay_ns = crate::clock::thread_run_delay_ns().saturating_sub(delay_from);
+            if cpu_end == 0 {
+                cpu_end = crate::clock::thread_cpu_ns();
+                delay_end = crate::clock::thread_run_delay_ns();
+            }
+            self.stats.run_delay_ns = delay_end.saturating_sub(delay_from);
+            if self.stats.wall_ns > 0 {
+                self.stats.loop_cpu_max_pct =
+                    cpu_end.saturating_sub(cpu_from) as f64 / self.stats.wall_ns as f64 * 100.0;
+            }
         }
         // Final counters for the progress line.
         sh.sent.fetch_add(self.stats.sent - pub_sent, Relaxed);
         sh.expected.fetch_add(self.stats.expected - pub_exp, Relaxed);
-        let dd = self.stats.tally.delivered - self.stats.tally.duplicates;
+        let dd = self.stats.tally.distinct();
         sh.delivered_distinct.fetch_add(dd - pub_dd, Relaxed);
+        sh.unsent.fetch_add(self.stats.unsent - pub_unsent, Relaxed);
         self.stats
     }
 
@@ -1079,15 +1199,22 @@ impl Worker {
                     break;
                 }
                 self.sched_k += 1;
-                let list = match cfg.scenario {
-                    Scenario::Rtt => &self.rtts,
-                    _ => &self.pubs,
-                };
-                if list.is_empty() {
+                if self.sched.is_empty() {
                     continue;
                 }
-                let key = list[self.sched_rr % list.len()];
+                let slot = self.sched_rr % self.sched.len();
                 self.sched_rr += 1;
+                let Some(key) = self.sched[slot] else {
+                    // Its connection is gone (or never became ready): the
+                    // message is due but cannot be sent. Count it, and the
+                    // deliveries it would have had, so it shows as loss.
+                    self.stats.unsent += 1;
+                    self.stats.expected += match cfg.scenario {
+                        Scenario::Rtt => 1,
+                        _ => self.sh.room_ready[self.sched_room[slot] as usize].load(Relaxed),
+                    };
+                    continue;
+                };
                 record(&mut self.stats.slip, (now - due) / 1000);
                 match cfg.scenario {
                     Scenario::Rtt => self.build_rtt(key, due),
@@ -1112,7 +1239,7 @@ impl Worker {
                 self.churn_k += 1;
                 self.churn_room = (self.churn_room + cfg.threads as u32) % cfg.rooms.len() as u32;
                 let id = 1_000_000_000 + self.churn_k * cfg.threads as u64 + self.idx as u64;
-                let spec = Spec { room: self.churn_room, role: Role::Churn, id, slot: 0 };
+                let spec = Spec { room: self.churn_room, role: Role::Churn, id, slot: 0, sched: NO_SCHED };
                 self.open(spec, now);
             }
         }

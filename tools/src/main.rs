@@ -46,6 +46,14 @@ enum Cmd {
         reuseport: bool,
         #[arg(long)]
         quiet: bool,
+        /// Seconds between status lines (deliveries/s, frames per write, the
+        /// sink's own CPU and CPU wait), unless --quiet.
+        #[arg(long, default_value_t = 5)]
+        report_interval: u64,
+        /// Fault injection for tests: close a connection (1011) after it has
+        /// published this many messages (0: never).
+        #[arg(long, default_value_t = 0)]
+        close_after_publishes: u64,
     },
     /// Plot one or more .hgrm files (FILE or FILE=LABEL) into one SVG.
     Plot {
@@ -59,25 +67,64 @@ enum Cmd {
     /// Markdown table from bench JSON lines (highest passing rate per scenario).
     Summarize {
         jsonl: PathBuf,
-        /// Instead: two benches side by side by rate, `A:B` (deliveries/s and
-        /// p99 of each; e.g. `room1000:room1000x`).
-        #[arg(long, value_name = "A:B")]
+        /// Instead: benches side by side by rate, `A:B[:C…]` (deliveries/s,
+        /// p99 and pass of each; e.g. `room1000:room1000x:room1000x4`).
+        #[arg(long, value_name = "A:B[:C…]")]
         compare: Option<String>,
+        /// Instead: the tool's own figures per run (CPU, loop turns, slip,
+        /// verdict).
+        #[arg(long, conflicts_with = "compare")]
+        tool: bool,
     },
+}
+
+/// Raises the soft open-file limit to the hard one: every connection is an
+/// fd, and boxes often ship a soft limit of 1024 under a much higher hard
+/// one. The hard limit is the user's to raise (`ulimit -Hn`, tuning.md).
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
 }
 
 fn main() {
     let cli = Cli::parse();
+    raise_fd_limit();
     let res = match cli.cmd {
         Cmd::Connect(a) => run::main(Scenario::Connect, a),
         Cmd::Fanout(a) => run::main(Scenario::Fanout, a),
         Cmd::Rtt(a) => run::main(Scenario::Rtt, a),
         Cmd::Churn(a) => run::main(Scenario::Churn, a),
-        Cmd::Sink { listen, mode, duration, ping_interval, procs, reuseport, quiet } => {
-            run_sink(listen, mode, duration, ping_interval, procs, reuseport, quiet)
-        }
+        Cmd::Sink {
+            listen,
+            mode,
+            duration,
+            ping_interval,
+            procs,
+            reuseport,
+            quiet,
+            report_interval,
+            close_after_publishes,
+        } => run_sink(
+            SinkCfg {
+                listen,
+                mode,
+                duration_s: duration,
+                ping_interval_s: ping_interval,
+                reuseport,
+                quiet,
+                report_interval_s: report_interval,
+                close_after_publishes,
+            },
+            procs,
+        ),
         Cmd::Plot { title, out, files } => plot(&title, &out, &files),
-        Cmd::Summarize { jsonl, compare } => summarize(&jsonl, compare.as_deref()),
+        Cmd::Summarize { jsonl, compare, tool } => summarize(&jsonl, compare.as_deref(), tool),
     };
     if let Err(e) = res {
         eprintln!("roomcast-load: error: {e:#}");
@@ -85,24 +132,17 @@ fn main() {
     }
 }
 
-fn run_sink(
-    listen: SocketAddr,
-    mode: SinkMode,
-    duration: u64,
-    ping_interval: u64,
-    procs: u32,
-    reuseport: bool,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    if duration == 0 || duration > 86_400 {
+fn run_sink(cfg: SinkCfg, procs: u32) -> anyhow::Result<()> {
+    if cfg.duration_s == 0 || cfg.duration_s > 86_400 {
         anyhow::bail!("--duration must be in 1..=86400 seconds");
+    }
+    if procs == 0 || procs > 64 {
+        anyhow::bail!("--procs must be in 1..=64");
     }
     if procs > 1 {
         let exe = std::env::current_exe()?;
         let mut kids = Vec::new();
         for _ in 0..procs {
-            let mut args: Vec<String> = std::env::args().skip(1).collect();
-            args.retain(|a| !a.starts_with("--procs"));
             // Drop the value following a bare `--procs`.
             let mut clean = Vec::new();
             let mut skip = false;
@@ -127,24 +167,30 @@ fn run_sink(
         }
         return Ok(());
     }
-    if reuseport {
+    if cfg.reuseport {
         // A child of `--procs`: end with the parent.
         // SAFETY: prctl with constant arguments.
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
     }
-    let st =
-        sink::run(&SinkCfg { listen, mode, duration_s: duration, ping_interval_s: ping_interval, reuseport, quiet })?;
+    let st = sink::run(&cfg)?;
     eprintln!("sink {} done: {st:?}", std::process::id());
     Ok(())
 }
 
-fn summarize(jsonl: &PathBuf, compare: Option<&str>) -> anyhow::Result<()> {
+fn summarize(jsonl: &PathBuf, compare: Option<&str>, tool: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(jsonl).map_err(|e| anyhow::anyhow!("{}: {e}", jsonl.display()))?;
+    if tool {
+        print!("{}", roomcast_load::table::tool(&text));
+        return Ok(());
+    }
     match compare {
         None => print!("{}", roomcast_load::table::markdown(&text)),
         Some(pair) => {
-            let (a, b) = pair.split_once(':').ok_or_else(|| anyhow::anyhow!("--compare takes A:B, got {pair:?}"))?;
-            print!("{}", roomcast_load::table::compare(&text, a, b));
+            let names: Vec<&str> = pair.split(':').filter(|n| !n.is_empty()).collect();
+            if names.len() < 2 {
+                anyhow::bail!("--compare takes A:B[:C…] (at least two bench names), got {pair:?}");
+            }
+            print!("{}", roomcast_load::table::compare(&text, &names));
         }
     }
     Ok(())

@@ -74,8 +74,15 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
     let sd = if h.is_empty() { 0.0 } else { h.stdev() / scale };
     let _ = writeln!(s, "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]", mean, sd);
     let _ = writeln!(s, "#[Max     = {:12.3}, Total count    = {:12}]", h.max() as f64 / scale, h.len());
-    let _ = writeln!(s, "#[Buckets = {:12}, SubBuckets     = {:12}]", h.buckets(), h.distinct_values());
+    let _ = writeln!(s, "#[Buckets = {:12}, SubBuckets     = {:12}]", h.buckets(), sub_bucket_count(h));
     s
+}
+
+/// HdrHistogram's sub-bucket count: the smallest power of two ≥ 2 × 10^sigfig
+/// (2048 for 3 significant figures), as its `outputPercentileDistribution`
+/// footer prints it.
+pub fn sub_bucket_count(h: &Histogram<u64>) -> u64 {
+    (2 * 10u64.pow(u32::from(h.sigfig()))).next_power_of_two()
 }
 
 /// Parses the (percentile, value) rows of an `.hgrm` file.
@@ -226,6 +233,8 @@ mod tests {
         let text = hgrm(&h);
         assert!(text.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
         assert!(text.contains("#[Max     =       10.0"), "{text}");
+        assert!(text.contains(&format!("#[Buckets = {:12}, SubBuckets     =         2048]", h.buckets())), "{text}");
+        assert_eq!(sub_bucket_count(&h), 2048);
         let rows = parse_hgrm(&text);
         assert!(rows.len() > 20);
         assert_eq!(rows.last().unwrap().0, 1.0);

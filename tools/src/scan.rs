@@ -11,6 +11,12 @@ use std::sync::LazyLock;
 /// Searchers built once (building one per call costs more than the search).
 static F_MARKER: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(MARKER));
 static F_TYPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"type\""));
+static F_SEQ: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(SEQ_KEY));
+
+const SEQ_KEY: &[u8] = b"\"seq\":";
+/// What follows the `seq` number in a roomcast `message` carrying a load
+/// payload: `,"data":"rcl1 `.
+const AFTER_SEQ: &[u8] = b",\"data\":\"rcl1 ";
 
 /// The bytes that start every load payload (after the opening quote).
 pub const MARKER: &[u8] = b"rcl1 ";
@@ -59,29 +65,112 @@ pub fn push_payload(out: &mut Vec<u8>, m: Marker, size: usize) {
     out.push(b'"');
 }
 
+/// The value of 8 ASCII digits loaded little-endian (byte 0 is the most
+/// significant digit). SWAR: three multiplies instead of eight dependent
+/// steps; the receive path parses ~20 digits per delivery.
+#[inline]
+fn eight_digits(chunk: u64) -> u64 {
+    let mut v = chunk.wrapping_sub(0x3030_3030_3030_3030);
+    // Pairs, then quads, then all 8.
+    v = (v.wrapping_mul(10) + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    v = v.wrapping_mul(10_000) + (v >> 32);
+    v & 0xFFFF_FFFF
+}
+
 /// Parses an unsigned decimal at the start of `s` (after optional spaces);
-/// returns the value and the bytes consumed.
+/// returns the value and the bytes consumed (`None` for no digits or a
+/// value over `u64::MAX`).
+#[inline]
 pub fn parse_u64(s: &[u8]) -> Option<(u64, usize)> {
     let mut i = 0;
     while i < s.len() && s[i] == b' ' {
         i += 1;
     }
     let start = i;
-    let mut v: u64 = 0;
     while i < s.len() && s[i].is_ascii_digit() {
-        v = v.checked_mul(10)?.checked_add((s[i] - b'0') as u64)?;
         i += 1;
     }
-    if i == start { None } else { Some((v, i)) }
+    let digits = &s[start..i];
+    if digits.is_empty() {
+        return None;
+    }
+    if digits.len() > 19 {
+        // Might not fit: the careful way.
+        let mut v: u64 = 0;
+        for &d in digits {
+            v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
+        return Some((v, i));
+    }
+    // At most 19 digits: below 10^19 < u64::MAX, no overflow possible.
+    let mut v: u64 = 0;
+    let mut chunks = digits.chunks_exact(8);
+    for c in &mut chunks {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        v = v * 100_000_000 + eight_digits(u64::from_le_bytes(b));
+    }
+    for &d in chunks.remainder() {
+        v = v * 10 + u64::from(d - b'0');
+    }
+    Some((v, i))
+}
+
+/// Skips the digits at the start of `s` (after optional spaces): the bytes
+/// consumed, `None` if there are none.
+#[inline]
+fn skip_u64(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < s.len() && s[i] == b' ' {
+        i += 1;
+    }
+    let start = i;
+    while i < s.len() && s[i].is_ascii_digit() {
+        i += 1;
+    }
+    (i > start).then_some(i)
 }
 
 /// Finds the load marker anywhere in `hay` and parses its three numbers.
 pub fn find_marker(hay: &[u8]) -> Option<Marker> {
     let at = F_MARKER.find(hay)? + MARKER.len();
+    marker_at(hay, at)
+}
+
+/// The three numbers after a marker that ends at `at`.
+fn marker_at(hay: &[u8], at: usize) -> Option<Marker> {
     let (intended_ns, a) = parse_u64(&hay[at..])?;
     let (publisher, b) = parse_u64(&hay[at + a..])?;
     let (seq, _) = parse_u64(&hay[at + a + b..])?;
     Some(Marker { intended_ns, publisher, seq })
+}
+
+/// A roomcast `message` carrying a load payload: the server's `seq` and the
+/// marker (on the usual field order only its `intended_ns`: `publisher`
+/// and `seq` are then 0). The receive hot path: one searcher pass for `"seq":`, and the
+/// payload is normally right after the number (`,"data":"rcl1 …`), so the
+/// marker costs a prefix compare instead of a second search.
+pub fn find_delivery(hay: &[u8]) -> Option<(u64, Marker)> {
+    let at = F_SEQ.find(hay)? + SEQ_KEY.len();
+    let (seq, n) = parse_u64(&hay[at..])?;
+    let rest = at + n;
+    let m = if hay[rest..].starts_with(AFTER_SEQ) {
+        // The hot path needs the intended time only: the publisher and
+        // the tool's own seq are skipped, not parsed.
+        let at = rest + AFTER_SEQ.len();
+        let (intended_ns, a) = parse_u64(&hay[at..])?;
+        let b = skip_u64(&hay[at + a..])?;
+        skip_u64(&hay[at + a + b..])?;
+        Marker { intended_ns, publisher: 0, seq: 0 }
+    } else {
+        // Another field order: search from the number on, then anywhere.
+        match F_MARKER.find(&hay[rest..]) {
+            Some(i) => marker_at(hay, rest + i + MARKER.len())?,
+            None => find_marker(hay)?,
+        }
+    };
+    Some((seq, m))
 }
 
 /// Value of the first `"key":<unsigned>` in `hay` (`key` given with its
@@ -234,6 +323,43 @@ mod tests {
         assert_eq!(find_u64_after(frame, b"\"seq\":"), Some(1234));
         assert_eq!(find_marker(frame), Some(Marker { intended_ns: 99, publisher: 3, seq: 5 }));
         assert_eq!(find_type(frame), Some(&b"message"[..]));
+    }
+
+    #[test]
+    fn numbers_of_every_length() {
+        for v in [0u64, 7, 42, 12_345_678, 123_456_789, 1_764_629_000_123_456, 9_999_999_999_999_999, u64::MAX] {
+            for tail in ["", " ", "x", ":"] {
+                let text = format!("{v}{tail}");
+                assert_eq!(parse_u64(text.as_bytes()), Some((v, v.to_string().len())), "{text:?}");
+            }
+            let padded = format!("  {v} 1");
+            assert_eq!(parse_u64(padded.as_bytes()), Some((v, v.to_string().len() + 2)));
+        }
+        assert_eq!(parse_u64(b"18446744073709551616"), None); // u64::MAX + 1
+        assert_eq!(parse_u64(b"1234567/9"), Some((1_234_567, 7)));
+        assert_eq!(parse_u64(b"12345678:"), Some((12_345_678, 8)));
+        assert_eq!(parse_u64(b"x1"), None);
+        for bad in 0u8..=255 {
+            let mut b = *b"11111111";
+            b[3] = bad;
+            let want = if bad.is_ascii_digit() { 8 } else { 3 };
+            assert_eq!(parse_u64(&b).map(|x| x.1), Some(want), "{bad}");
+        }
+    }
+
+    #[test]
+    fn delivery_fast_path_and_other_field_orders() {
+        let m = Marker { intended_ns: 99, publisher: 3, seq: 5 };
+        let frame = br#"{"type":"message","room":"r-1","from":"u9","seq":1234,"data":"rcl1 99 3 5 xxxx"}"#;
+        let fast = Marker { intended_ns: 99, publisher: 0, seq: 0 };
+        assert_eq!(find_delivery(frame), Some((1234, fast)));
+        let other = br#"{"type":"message","data":"rcl1 99 3 5 xx","seq": 77,"room":"r"}"#;
+        assert_eq!(find_delivery(other), Some((77, m)));
+        let spaced = br#"{"type":"message","seq":8, "data":"rcl1 99 3 5 xx"}"#;
+        assert_eq!(find_delivery(spaced), Some((8, m)));
+        assert_eq!(find_delivery(br#"{"type":"ack","ref":1,"seq":9}"#), None);
+        assert_eq!(find_delivery(br#"{"type":"message","data":"rcl1 99 3 5"}"#), None);
+        assert_eq!(find_delivery(br#"{"seq":1,"data":"rcl1 99 3"}"#), None);
     }
 
     #[test]

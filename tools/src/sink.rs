@@ -39,6 +39,12 @@ pub struct SinkCfg {
     pub ping_interval_s: u64,
     pub reuseport: bool,
     pub quiet: bool,
+    /// Seconds between the sink's status lines (unless `quiet`).
+    pub report_interval_s: u64,
+    /// Fault injection: close a connection (1011) once it has published
+    /// this many messages (0: never). Lets tests show that a publisher the
+    /// server drops is counted, not silently skipped.
+    pub close_after_publishes: u64,
 }
 
 struct Conn {
@@ -51,12 +57,22 @@ struct Conn {
     out: Vec<u8>,
     out_off: usize,
     writable: bool,
+    /// In `Sink::dirty` (so marking is O(1), not a search of the list).
+    queued: bool,
+    publishes: u64,
 }
 
 struct Room {
     name: String,
     members: Vec<usize>,
     seq: u64,
+    /// Frames broadcast in this loop turn, framed once: every member that
+    /// has nothing else queued gets this very buffer in one write (no copy
+    /// per member).
+    turn: Vec<u8>,
+    /// (start, end, publisher) of each frame in `turn`: a publisher gets the
+    /// others' frames, not its own.
+    turn_frames: Vec<(usize, usize, usize)>,
 }
 
 #[derive(Default, Debug)]
@@ -66,6 +82,8 @@ pub struct SinkStats {
     pub messages: u64,
     pub deliveries: u64,
     pub dropped_slow: u64,
+    /// Socket writes (one per dirty connection per loop turn).
+    pub writes: u64,
 }
 
 struct Sink {
@@ -74,9 +92,12 @@ struct Sink {
     rooms: Vec<Room>,
     room_ix: HashMap<String, usize>,
     dirty: Vec<usize>,
+    /// Rooms with frames in their turn buffer.
+    dirty_rooms: Vec<usize>,
     scratch: Vec<u8>,
     mode: SinkMode,
     stats: SinkStats,
+    close_after_publishes: u64,
 }
 
 fn accept_key(key: &str) -> String {
@@ -115,6 +136,7 @@ impl Sink {
     fn flush(&mut self, key: usize) -> bool {
         let c = &mut self.conns[key];
         while c.out_off < c.out.len() {
+            self.stats.writes += 1;
             match c.stream.write(&c.out[c.out_off..]) {
                 Ok(0) => return false,
                 Ok(n) => c.out_off += n,
@@ -158,8 +180,9 @@ impl Sink {
     }
 
     fn mark(&mut self, key: usize) {
-        let c = &self.conns[key];
-        if !c.writable && !c.out.is_empty() && !self.dirty.contains(&key) {
+        let c = &mut self.conns[key];
+        if !c.writable && !c.out.is_empty() && !c.queued {
+            c.queued = true;
             self.dirty.push(key);
         }
     }
@@ -202,7 +225,13 @@ impl Sink {
             let ri = match self.room_ix.get(&room) {
                 Some(&i) => i,
                 None => {
-                    self.rooms.push(Room { name: room.clone(), members: Vec::new(), seq: 0 });
+                    self.rooms.push(Room {
+                        name: room.clone(),
+                        members: Vec::new(),
+                        seq: 0,
+                        turn: Vec::new(),
+                        turn_frames: Vec::new(),
+                    });
                     self.room_ix.insert(room, self.rooms.len() - 1);
                     self.rooms.len() - 1
                 }
@@ -246,7 +275,16 @@ impl Sink {
                 frame::apply_mask(&mut buf[ps..pe], m);
             }
             match f.opcode {
-                OP_TEXT => self.on_text(key, &buf[ps..pe]),
+                OP_TEXT => {
+                    self.on_text(key, &buf[ps..pe]);
+                    let limit = self.close_after_publishes;
+                    if limit > 0 && self.conns[key].publishes >= limit {
+                        let c = &mut self.conns[key];
+                        frame::push_server_frame(&mut c.out, OP_CLOSE, &1011u16.to_be_bytes());
+                        let _ = self.flush(key);
+                        return None;
+                    }
+                }
                 OP_PING => {
                     let c = &mut self.conns[key];
                     frame::push_server_frame(&mut c.out, OP_PONG, &buf[ps..pe]);
@@ -264,23 +302,103 @@ impl Sink {
         Some(pos)
     }
 
-    fn broadcast(&mut self, from: usize, frame_bytes_in_scratch: bool) {
-        debug_assert!(frame_bytes_in_scratch);
+    /// Queues the frame in `scratch` for every other member of `from`'s
+    /// room: appended once to the room's turn buffer, written to the members
+    /// by [`Sink::flush_rooms`] at the end of the loop turn.
+    fn broadcast(&mut self, from: usize) {
         let room = self.conns[from].room;
-        let members = std::mem::take(&mut self.rooms[room].members);
-        for &m in &members {
-            if m == from {
-                continue;
+        let r = &mut self.rooms[room];
+        if r.turn.is_empty() {
+            self.dirty_rooms.push(room);
+        }
+        let start = r.turn.len();
+        r.turn.extend_from_slice(&self.scratch);
+        r.turn_frames.push((start, r.turn.len(), from));
+        self.stats.deliveries += r.members.len().saturating_sub(1) as u64;
+        self.stats.messages += 1;
+    }
+
+    /// One write per member of each room with frames this turn, all from
+    /// the room's one buffer; a member with bytes already queued (a partial
+    /// write, an ack, a pong) or that published this turn gets a copy
+    /// appended to its own queue instead, so its order is kept.
+    fn flush_rooms(&mut self) {
+        let rooms = std::mem::take(&mut self.dirty_rooms);
+        let mut victims = Vec::new();
+        for &ri in &rooms {
+            let turn = std::mem::take(&mut self.rooms[ri].turn);
+            let frames = std::mem::take(&mut self.rooms[ri].turn_frames);
+            let mut senders: Vec<usize> = frames.iter().map(|f| f.2).collect();
+            senders.sort_unstable();
+            senders.dedup();
+            let members = std::mem::take(&mut self.rooms[ri].members);
+            for &m in &members {
+                if senders.binary_search(&m).is_ok() {
+                    let c = &mut self.conns[m];
+                    for &(a, b, from) in &frames {
+                        if from != m {
+                            c.out.extend_from_slice(&turn[a..b]);
+                        }
+                    }
+                    self.mark(m);
+                    continue;
+                }
+                let c = &mut self.conns[m];
+                if !c.out.is_empty() || c.writable {
+                    c.out.extend_from_slice(&turn);
+                    if c.out.len() - c.out_off > OUT_MAX {
+                        victims.push(m);
+                    } else {
+                        self.mark(m);
+                    }
+                    continue;
+                }
+                let mut off = 0;
+                let ok = loop {
+                    self.stats.writes += 1;
+                    match c.stream.write(&turn[off..]) {
+                        Ok(0) => break false,
+                        Ok(n) => {
+                            off += n;
+                            if off == turn.len() {
+                                break true;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // Keep the rest in its own queue until writable.
+                            c.out.extend_from_slice(&turn[off..]);
+                            c.writable = true;
+                            let _ = self.poll.registry().reregister(
+                                &mut c.stream,
+                                Token(m),
+                                Interest::READABLE | Interest::WRITABLE,
+                            );
+                            break true;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => break false,
+                    }
+                };
+                if !ok {
+                    victims.push(m);
+                }
             }
-            self.conns[m].out.extend_from_slice(&self.scratch);
-            self.stats.deliveries += 1;
-            let c = &self.conns[m];
-            if !c.writable && c.out.len() == self.scratch.len() {
-                self.dirty.push(m);
+            let r = &mut self.rooms[ri];
+            r.members = members;
+            // Keep the allocations for the next turn.
+            r.turn = turn;
+            r.turn.clear();
+            r.turn_frames = frames;
+            r.turn_frames.clear();
+        }
+        self.dirty_rooms = rooms;
+        self.dirty_rooms.clear();
+        for v in victims {
+            if self.conns.contains(v) {
+                self.stats.dropped_slow += 1;
+                self.close(v);
             }
         }
-        self.rooms[room].members = members;
-        self.stats.messages += 1;
     }
 
     fn on_text(&mut self, key: usize, payload: &[u8]) {
@@ -292,12 +410,13 @@ impl Sink {
         if self.mode == SinkMode::Raw {
             self.scratch.clear();
             frame::push_server_frame(&mut self.scratch, OP_TEXT, payload);
-            self.broadcast(key, true);
+            self.broadcast(key);
             return;
         }
         let reference = scan::find_value(payload, b"\"ref\"");
         match scan::find_type(payload) {
             Some(b"publish") => {
+                self.conns[key].publishes += 1;
                 let Some(data) = scan::find_value(payload, b"\"data\"") else {
                     return;
                 };
@@ -314,7 +433,7 @@ impl Sink {
                 body.push(b'}');
                 self.scratch.clear();
                 frame::push_server_frame(&mut self.scratch, OP_TEXT, &body);
-                self.broadcast(key, true);
+                self.broadcast(key);
                 if let Some(r) = reference {
                     let mut ack = Vec::with_capacity(64);
                     ack.extend_from_slice(br#"{"type":"ack","ref":"#);
@@ -363,8 +482,10 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
         rooms: Vec::new(),
         room_ix: HashMap::new(),
         dirty: Vec::new(),
+        dirty_rooms: Vec::new(),
         scratch: Vec::new(),
         mode: cfg.mode,
+        close_after_publishes: cfg.close_after_publishes,
         stats: SinkStats::default(),
     };
     let mut rbuf = vec![0u8; RBUF];
@@ -373,7 +494,10 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
     let end = t0 + cfg.duration_s * 1_000_000_000;
     let ping_ns = cfg.ping_interval_s.max(1) * 1_000_000_000;
     let mut next_ping = t0 + ping_ns;
-    let mut next_report = t0 + 5_000_000_000;
+    let report_ns = cfg.report_interval_s.max(1) * 1_000_000_000;
+    let mut next_report = t0 + report_ns;
+    // For the periodic line: is the sink itself keeping up?
+    let mut last = (t0, crate::clock::process_cpu_split_ns(), crate::clock::thread_run_delay_ns(), 0u64, 0u64);
     loop {
         let now = mono_ns();
         if now >= end {
@@ -388,18 +512,33 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
             }
         }
         if !cfg.quiet && now >= next_report {
-            next_report = now + 5_000_000_000;
+            next_report = now + report_ns;
+            let (cpu, delay) = (crate::clock::process_cpu_split_ns(), crate::clock::thread_run_delay_ns());
+            let wall = (now - last.0).max(1) as f64;
+            let (writes, deliveries) = (s.stats.writes - last.3, s.stats.deliveries - last.4);
             eprintln!(
-                "sink {}: conns {} accepted {} messages {} deliveries {}",
+                "sink {}: conns {} accepted {} messages {} deliveries {} | last {:.1} s: {:.0} deliveries/s, {:.1} frames/write, CPU {:.1}% (user {:.1}, sys {:.1}), waited for CPU {:.1}%",
                 std::process::id(),
                 s.conns.len(),
                 s.stats.accepted,
                 s.stats.messages,
-                s.stats.deliveries
+                s.stats.deliveries,
+                wall / 1e9,
+                deliveries as f64 / wall * 1e9,
+                if writes > 0 { deliveries as f64 / writes as f64 } else { 0.0 },
+                ((cpu.0 - last.1.0) + (cpu.1 - last.1.1)) as f64 / wall * 100.0,
+                (cpu.0 - last.1.0) as f64 / wall * 100.0,
+                (cpu.1 - last.1.1) as f64 / wall * 100.0,
+                delay.saturating_sub(last.2) as f64 / wall * 100.0
             );
+            last = (now, cpu, delay, s.stats.writes, s.stats.deliveries);
         }
+        s.flush_rooms();
         let dirty = std::mem::take(&mut s.dirty);
         for &k in &dirty {
+            if let Some(c) = s.conns.get_mut(k) {
+                c.queued = false;
+            }
             if s.conns.contains(k) && !s.flush(k) {
                 s.stats.dropped_slow += 1;
                 s.close(k);
@@ -432,6 +571,8 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
                                     out: Vec::new(),
                                     out_off: 0,
                                     writable: false,
+                                    queued: false,
+                                    publishes: 0,
                                 });
                             }
                         }

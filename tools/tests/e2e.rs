@@ -24,8 +24,14 @@ impl Drop for Reap {
 /// Starts `roomcast-load sink` on 127.0.0.1:0 and returns it with the
 /// address it bound, read from its "listening on ADDR" line.
 fn start_sink() -> (Reap, String) {
+    start_sink_with(&[])
+}
+
+/// `start_sink` with extra sink flags.
+fn start_sink_with(extra: &[&str]) -> (Reap, String) {
     let mut child = Command::new(BIN)
         .args(["sink", "--listen", "127.0.0.1:0", "--duration", "60", "--quiet"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -52,6 +58,14 @@ fn start_sink() -> (Reap, String) {
 
 /// Runs the tool with `args` and returns the last line of its stdout.
 fn run_tool(args: &[&str], limit: Duration) -> String {
+    let (ok, out, err) = run_tool_status(args, limit);
+    assert!(ok, "roomcast-load {args:?} failed\n{err}");
+    out.lines().last().unwrap_or_else(|| panic!("no output\n{err}")).to_string()
+}
+
+/// Runs the tool with `args` (it must exit within `limit`): success,
+/// stdout, stderr.
+fn run_tool_status(args: &[&str], limit: Duration) -> (bool, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
@@ -76,8 +90,7 @@ fn run_tool(args: &[&str], limit: Duration) -> String {
     let out = rx.recv_timeout(limit).unwrap_or_else(|_| panic!("roomcast-load {args:?} did not finish in {limit:?}"));
     let status = child.0.wait().expect("waiting for roomcast-load");
     let err = err.join().unwrap_or_default();
-    assert!(status.success(), "roomcast-load {args:?} failed: {status}\n{err}");
-    out.lines().last().unwrap_or_else(|| panic!("no output\n{err}")).to_string()
+    (status.success(), out, err)
 }
 
 fn num(v: &serde_json::Value, key: &str) -> u64 {
@@ -139,4 +152,157 @@ fn bad_cross_shard_use_is_refused_by_name() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("--cross-shard"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn bad_numbers_are_refused_by_flag_name() {
+    for (args, flag) in [
+        (&["fanout", "--dev", "--rate", "-5"][..], "--rate"),
+        (&["fanout", "--dev", "--rate", "0"][..], "--rate"),
+        (&["fanout", "--dev", "--members", "0"][..], "--members"),
+        (&["fanout", "--dev", "--rooms", "0"][..], "--rooms"),
+        (&["connect", "--dev", "--rooms", "-3"][..], "--rooms"),
+        (&["fanout", "--dev", "--publishers", "-1"][..], "--publishers"),
+        (&["fanout", "--dev", "--duration", "-1"][..], "--duration"),
+        (&["churn", "--dev", "--churn-rate", "-2"][..], "--churn-rate"),
+        (&["rtt", "--dev", "--size", "-64"][..], "--size"),
+        (&["connect", "--dev", "--stalled", "2"][..], "--stalled"),
+    ] {
+        let out = Command::new(BIN).args(args).output().expect("running roomcast-load");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?} should name {flag}: {err}");
+    }
+}
+
+/// Nobody listens: every connection is refused, and the run says so at
+/// once instead of waiting out its 60 s --duration.
+#[test]
+fn all_connections_refused_is_an_early_error() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a probe port");
+        l.local_addr().expect("probe address").port()
+    };
+    let url = format!("ws://127.0.0.1:{port}");
+    let args = ["fanout", "--url", &url, "--dev", "--members", "5", "--duration", "60", "--source-ips", "none"];
+    let (ok, _, err) = run_tool_status(&args, Duration::from_secs(30));
+    assert!(!ok, "{err}");
+    assert!(err.contains("no connection to") && err.contains("refused"), "{err}");
+}
+
+/// The sink closes the only publisher after 20 publishes: the rest of the
+/// schedule is counted as unsent, and its deliveries as lost.
+#[test]
+fn a_dropped_publisher_is_counted_not_skipped() {
+    let (_sink, addr) = start_sink_with(&["--close-after-publishes", "20"]);
+    let url = format!("ws://{addr}");
+    let line = run_tool(
+        &[
+            "fanout",
+            "--url",
+            &url,
+            "--dev",
+            "--json",
+            "--rooms",
+            "1",
+            "--members",
+            "5",
+            "--publishers",
+            "1",
+            "--rate",
+            "100",
+            "--duration",
+            "1",
+            "--drain",
+            "1",
+        ],
+        Duration::from_secs(20),
+    );
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let (sent, unsent) = (num(&v, "sent"), num(&v, "unsent"));
+    assert!(sent >= 20, "{v}");
+    assert!(unsent > 0, "{v}");
+    // 100/s for 1 s: every message was due, sent or not.
+    assert!(sent + unsent >= 95, "{v}");
+    assert_eq!(num(&v, "expected"), (sent + unsent) * 5, "{v}");
+    // The sink relayed exactly the first 20 publishes.
+    assert_eq!(num(&v, "delivered"), 20 * 5, "{v}");
+    assert_eq!(num(&v, "lost"), num(&v, "expected") - 100, "{v}");
+    assert_eq!(v["closed_by_server"]["close_1011"].as_u64(), Some(1), "{v}");
+    assert_eq!(v["pass"], false, "{v}");
+}
+
+/// churn: the setup connections' handshakes and the arrivals' are two
+/// figures, each counting only its own connections.
+#[test]
+fn churn_reports_arrivals_handshakes_apart() {
+    let (_sink, addr) = start_sink();
+    let url = format!("ws://{addr}");
+    let line = run_tool(
+        &[
+            "churn",
+            "--url",
+            &url,
+            "--dev",
+            "--json",
+            "--rooms",
+            "2",
+            "--members",
+            "5",
+            "--rate",
+            "50",
+            "--churn-rate",
+            "50",
+            "--churn-life-ms",
+            "200",
+            "--duration",
+            "1",
+            "--drain",
+            "1",
+        ],
+        Duration::from_secs(20),
+    );
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(num(&v, "connections"), 12, "{v}");
+    assert_eq!(v["handshake_us"]["count"].as_u64(), Some(12), "{v}");
+    let arrivals = v["churn_handshake_us"]["count"].as_u64().unwrap_or(0);
+    assert!(arrivals >= 40 && arrivals <= num(&v, "churn_opened"), "{v}");
+    assert_eq!(num(&v, "lost"), 0, "{v}");
+}
+
+/// Two processes split the rooms; the parent merges their counts exactly.
+#[test]
+fn two_processes_merge_exactly() {
+    let (_sink, addr) = start_sink();
+    let url = format!("ws://{addr}");
+    let line = run_tool(
+        &[
+            "fanout",
+            "--url",
+            &url,
+            "--dev",
+            "--json",
+            "--procs",
+            "2",
+            "--rooms",
+            "2",
+            "--members",
+            "10",
+            "--rate",
+            "100",
+            "--duration",
+            "1",
+            "--drain",
+            "2",
+        ],
+        Duration::from_secs(30),
+    );
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(num(&v, "procs"), 2, "{v}");
+    assert_eq!(num(&v, "connected"), 22, "{v}");
+    let sent = num(&v, "sent");
+    assert!(sent >= 95, "{v}");
+    assert_eq!(num(&v, "expected"), sent * 10, "{v}");
+    assert_eq!(num(&v, "delivered"), sent * 10, "{v}");
+    assert_eq!(num(&v, "lost") + num(&v, "duplicates") + num(&v, "unsent"), 0, "{v}");
 }
