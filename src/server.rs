@@ -190,12 +190,13 @@ impl Server {
             }
             None => None,
         };
-        let cores = core_count();
+        // Read on this thread before any shard pins itself (a thread inherits the mask).
+        let cores = allowed_cores();
         let mut shard_threads = Vec::with_capacity(config.shards);
         for (id, mut shard) in built.into_iter().enumerate() {
             shard.connect_peers(shards.clone());
             let id = id as ShardId;
-            let pin = config.pin.then_some(id as usize % cores);
+            let pin = config.pin.then(|| cores[id as usize % cores.len()]);
             let thread = std::thread::Builder::new().name(format!("shard-{id}")).spawn(move || {
                 if let Some(core) = pin {
                     pin_current_thread(id, core);
@@ -284,8 +285,21 @@ fn unix_now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn core_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// The cores this process may run on (its affinity mask, so `taskset -c 2,3
+/// roomcast serve --pin` pins shards to 2 and 3), in order; core 0 alone
+/// when the mask cannot be read.
+fn allowed_cores() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity(0, …) writes only
+    // inside it, and CPU_ISSET reads inside it for indexes below CPU_SETSIZE.
+    let cores: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            Vec::new()
+        } else {
+            (0..libc::CPU_SETSIZE as usize).filter(|&core| libc::CPU_ISSET(core, &set)).collect()
+        }
+    };
+    if cores.is_empty() { vec![0] } else { cores }
 }
 
 /// Pins the calling thread to `core`, logging the outcome either way.

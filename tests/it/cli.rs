@@ -104,3 +104,57 @@ fn token_uses_the_secret_serve_created_in_the_data_dir() {
     }
     drop(server);
 }
+
+/// The cores this test process may run on.
+fn allowed_cores() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data that sched_getaffinity fills in.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set), 0);
+        (0..libc::CPU_SETSIZE as usize).filter(|&core| libc::CPU_ISSET(core, &set)).collect()
+    }
+}
+
+#[test]
+fn pin_puts_shards_on_the_cores_of_the_process_affinity_mask() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+
+    // The last core we may use: on a machine with more than one, not core 0,
+    // which is where shard i would land if the mask were ignored.
+    let core = *allowed_cores().last().expect("some core");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "2", "--pin", "--log-level", "info"])
+        .args(["--jwt-secret", super::harness::SECRET, "--data-dir", dir.path().to_str().expect("path")])
+        .env_clear()
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: between fork and exec this only calls sched_setaffinity on the
+    // child itself, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(core, &mut set);
+            match libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let mut child = command.spawn().expect("start roomcast");
+    let stderr = child.stderr.take().expect("piped stderr");
+    // Both shards log where they went, before or after "listening": read until both did.
+    let pinned: Vec<String> = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|line| line.contains("shard pinned to core") || line.contains("shard not pinned"))
+        .take(2)
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(pinned.len(), 2, "{pinned:?}");
+    for line in &pinned {
+        assert!(line.contains("shard pinned to core") && line.contains(&format!("core={core}")), "{line}");
+    }
+}
