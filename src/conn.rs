@@ -133,6 +133,59 @@ pub struct Connection {
     /// The first Close code sent: the server's (when it closed first) or
     /// the peer's echoed; `None` until then (the audit row then says 1006).
     pub close_code: Option<u16>,
+    /// Since when (ms since the shard started, wrapping, 0 = not) the
+    /// outbound queue has been over its soft bound (`QueueBounds`).
+    pub over_soft_since_ms: u32,
+}
+
+/// A connection's outbound bounds, after Redis's client output buffers: a
+/// queue may pass `soft` for at most `grace_ms` (a loop turn queues all it
+/// decided before its one write, and a write takes only what the socket
+/// has room for, so healthy readers pass it briefly under bursts), and never
+/// `hard`. Past either, the connection is a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueBounds {
+    pub soft: usize,
+    pub hard: usize,
+    pub grace_ms: u32,
+    /// Now, in ms since the shard started (wrapping).
+    pub now_ms: u32,
+}
+
+/// The connection cannot keep up: close it with 1013.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowConsumer;
+
+impl Connection {
+    /// Queues `frame` within `bounds` (`outbound_queue_hard_bytes_max`, then
+    /// the soft bound's grace).
+    pub fn push_bounded(&mut self, frame: Frame, bounds: QueueBounds) -> Result<(), SlowConsumer> {
+        self.outbound.push(frame, bounds.hard).map_err(|QueueFull| SlowConsumer)?;
+        self.check_backlog(bounds)
+    }
+
+    /// Tracks how long the queue has been over `bounds.soft`: called when
+    /// frames are queued, after each write and at each heartbeat.
+    pub fn check_backlog(&mut self, bounds: QueueBounds) -> Result<(), SlowConsumer> {
+        let (since, verdict) = backlog(self.outbound.bytes(), self.over_soft_since_ms, bounds);
+        self.over_soft_since_ms = since;
+        verdict
+    }
+}
+
+/// The soft bound's rule: for a queue of `bytes`, over the soft bound since
+/// `since_ms` (0: not over), the new `since_ms` and whether it is too slow.
+fn backlog(bytes: usize, since_ms: u32, bounds: QueueBounds) -> (u32, Result<(), SlowConsumer>) {
+    if bytes <= bounds.soft {
+        (0, Ok(()))
+    } else if since_ms == 0 {
+        // 0 means "not over": a start at 0 ms is recorded as 1.
+        (bounds.now_ms.max(1), Ok(()))
+    } else if bounds.now_ms.wrapping_sub(since_ms) > bounds.grace_ms {
+        (since_ms, Err(SlowConsumer))
+    } else {
+        (since_ms, Ok(()))
+    }
 }
 
 /// What a connection keeps between reads: the bytes of an incomplete frame,
@@ -357,6 +410,20 @@ mod tests {
         sink.accept = 100;
         queue.flush(&mut sink);
         assert_eq!(sink.out, b"12345CLOSE");
+    }
+
+    #[test]
+    fn a_queue_may_stay_over_its_soft_bound_for_the_grace_only() {
+        let at = |now_ms| QueueBounds { soft: 100, hard: 1000, grace_ms: 50, now_ms };
+        assert_eq!(backlog(100, 0, at(7)), (0, Ok(())), "at the bound is not over it");
+        assert_eq!(backlog(101, 0, at(7)), (7, Ok(())), "over: the clock starts");
+        assert_eq!(backlog(500, 7, at(57)), (7, Ok(())), "within the grace");
+        assert_eq!(backlog(500, 7, at(58)), (7, Err(SlowConsumer)), "past the grace");
+        assert_eq!(backlog(90, 7, at(58)), (0, Ok(())), "back under: the clock resets");
+        assert_eq!(backlog(101, 0, at(0)), (1, Ok(())), "a start at 0 ms is still a start");
+        let wrapped = u32::MAX - 10;
+        assert_eq!(backlog(500, wrapped, at(20)), (wrapped, Ok(())), "31 ms across the wrap");
+        assert_eq!(backlog(500, wrapped, at(40)), (wrapped, Err(SlowConsumer)), "51 ms across the wrap");
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub const HANDSHAKE_HEAD_BYTES_MIN: usize = 1024;
 pub const JWT_SECRET_BYTES_MIN: usize = 32;
 /// Shortest `admin_key` and tenant `api_key` accepted, in bytes.
 pub const API_KEY_BYTES_MIN: usize = 16;
+/// Largest `limits.outbound_queue_grace_ms`.
+pub const OUTBOUND_GRACE_MS_MAX: u32 = 60_000;
 /// Largest `rooms.registry_max`: registered rooms held in memory.
 pub const REGISTRY_MAX_LIMIT: usize = 10_000_000;
 /// Largest `rooms.recovery_messages_max`: a room's recovery ring, bounded.
@@ -232,8 +234,13 @@ pub struct Limits {
     pub handshake_head_bytes_max: usize,
     /// Largest inbound message, all fragments together; over it: close 1009.
     pub message_inbound_bytes_max: u32,
-    /// Bytes queued for one connection; over it the slow consumer is closed with 1013.
+    /// Bytes queued for one connection; staying over it longer than
+    /// `outbound_queue_grace_ms` closes the slow consumer with 1013.
     pub outbound_queue_bytes_max: u32,
+    /// Bytes a frame may never take a connection's queue past (close 1013 at once).
+    pub outbound_queue_hard_bytes_max: u32,
+    /// How long a queue may stay over `outbound_queue_bytes_max`, in ms.
+    pub outbound_queue_grace_ms: u32,
     /// Per-connection token bucket: sustained messages per second.
     pub rate_messages_per_s: u32,
     /// Per-connection token bucket: burst size (at least 1).
@@ -600,6 +607,23 @@ impl Limits {
                 ),
             ));
         }
+        if self.outbound_queue_hard_bytes_max < self.outbound_queue_bytes_max
+            || self.outbound_queue_hard_bytes_max == u32::MAX
+        {
+            return Err(ConfigError::invalid(
+                "limits.outbound_queue_hard_bytes_max",
+                format!(
+                    "{} must be at least limits.outbound_queue_bytes_max ({}) and below 4 GiB",
+                    self.outbound_queue_hard_bytes_max, self.outbound_queue_bytes_max
+                ),
+            ));
+        }
+        if self.outbound_queue_grace_ms > OUTBOUND_GRACE_MS_MAX {
+            return Err(ConfigError::invalid(
+                "limits.outbound_queue_grace_ms",
+                format!("at most {OUTBOUND_GRACE_MS_MAX} (a minute)"),
+            ));
+        }
         if self.handshake_head_bytes_max < HANDSHAKE_HEAD_BYTES_MIN {
             return Err(ConfigError::invalid(
                 "limits.handshake_head_bytes_max",
@@ -610,7 +634,7 @@ impl Limits {
     }
 
     /// Every limit with its key name, for the "greater than 0" rule.
-    fn sizes(&self) -> [(&'static str, u64); 23] {
+    fn sizes(&self) -> [(&'static str, u64); 25] {
         let l = self;
         [
             ("connections_per_shard_max", l.connections_per_shard_max.into()),
@@ -619,6 +643,8 @@ impl Limits {
             ("handshake_head_bytes_max", l.handshake_head_bytes_max as u64),
             ("message_inbound_bytes_max", l.message_inbound_bytes_max.into()),
             ("outbound_queue_bytes_max", l.outbound_queue_bytes_max.into()),
+            ("outbound_queue_hard_bytes_max", l.outbound_queue_hard_bytes_max.into()),
+            ("outbound_queue_grace_ms", l.outbound_queue_grace_ms.into()),
             ("rate_messages_per_s", l.rate_messages_per_s.into()),
             ("rate_burst", l.rate_burst.into()),
             ("rate_strikes_max", l.rate_strikes_max.into()),

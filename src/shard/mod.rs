@@ -33,7 +33,10 @@ use slab::Slab;
 
 use crate::auth::{Identity, Verifier};
 use crate::config::Limits;
-use crate::conn::{ConnState, Connection, FlushOutcome, Grants, Member, OutboundQueue, Place, RateBucket, Role};
+use crate::conn::{
+    ConnState, Connection, FlushOutcome, Grants, Member, OutboundQueue, Place, QueueBounds, RateBucket, Role,
+    SlowConsumer,
+};
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::{EpisodeLog, LimitKind, ShardMetrics};
 use crate::protocol::{self, RequestDecoder};
@@ -452,6 +455,7 @@ impl Shard {
             dirty: false,
             doomed: false,
             close_code: None,
+            over_soft_since_ms: 0,
         });
         core.metrics.connections_opened += 1;
         core.audit_open(slot, home.as_ref(), peer_addr);
@@ -530,14 +534,14 @@ fn enqueue(
     metrics: &mut ShardMetrics,
     member: ConnId,
     frame: &Frame,
-    cap: usize,
+    bounds: QueueBounds,
 ) -> Result<(), usize> {
     let slot = member.slot as usize;
     let Some(conn) = conns.get_mut(slot) else { return Ok(()) };
     if conn.id != member || conn.doomed || conn.state != ConnState::Open {
         return Ok(());
     }
-    conn.outbound.push(Arc::clone(frame), cap).map_err(|_| slot)?;
+    conn.push_bounded(Arc::clone(frame), bounds).map_err(|SlowConsumer| slot)?;
     metrics.deliveries += 1;
     if !conn.dirty {
         conn.dirty = true;
@@ -724,12 +728,12 @@ impl ShardCore {
                 Output::Deliver { to, frame } => self.remote.send_control(to.shard, RemoteMsg::Deliver { to, frame }),
                 Output::Broadcast { room, audience, skip, frame } => {
                     self.metrics.broadcasts += 1;
-                    let cap = self.settings.limits.outbound_queue_bytes_max as usize;
+                    let bounds = self.member_queue_bounds();
                     let mut slow = Vec::new();
                     for member in self.rooms.local_audience(room, audience) {
                         if Some(member) != skip
                             && let Err(slot) =
-                                enqueue(&mut self.conns, &mut self.dirty, &mut self.metrics, member, &frame, cap)
+                                enqueue(&mut self.conns, &mut self.dirty, &mut self.metrics, member, &frame, bounds)
                         {
                             slow.push(slot);
                         }
@@ -762,17 +766,33 @@ impl ShardCore {
         if conn.doomed || conn.state != ConnState::Open {
             return;
         }
-        let cap = match conn.role {
-            Role::Echo => (self.settings.limits.echo_message_bytes_max * 2)
-                .max(self.settings.limits.outbound_queue_bytes_max as usize),
-            Role::Member(_) => self.settings.limits.outbound_queue_bytes_max as usize,
+        let bounds = match conn.role {
+            Role::Echo => {
+                // Echo (conformance runs) queues whole large messages: one fixed bound.
+                let cap = (self.settings.limits.echo_message_bytes_max * 2)
+                    .max(self.settings.limits.outbound_queue_hard_bytes_max as usize);
+                QueueBounds { soft: cap, hard: cap, grace_ms: 0, now_ms: 0 }
+            }
+            Role::Member(_) => self.member_queue_bounds(),
         };
-        if conn.outbound.push(frame, cap).is_err() {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.push_bounded(frame, bounds).is_err() {
             self.close_slow_consumer(slot);
             return;
         }
         self.metrics.deliveries += 1;
         self.mark_dirty(slot);
+    }
+
+    /// A room member's outbound bounds, now.
+    fn member_queue_bounds(&self) -> QueueBounds {
+        let limits = &self.settings.limits;
+        QueueBounds {
+            soft: limits.outbound_queue_bytes_max as usize,
+            hard: limits.outbound_queue_hard_bytes_max as usize,
+            grace_ms: limits.outbound_queue_grace_ms,
+            now_ms: self.now_ms() as u32,
+        }
     }
 
     fn close_slow_consumer(&mut self, slot: usize) {
@@ -934,6 +954,15 @@ impl ShardCore {
                     self.begin_close(slot, CloseCode::DEAD_PEER, Some(LimitKind::DeadPeer));
                     return;
                 }
+                // A reader that stopped while nothing more is sent to it.
+                let bounds = self.member_queue_bounds();
+                if matches!(conn.role, Role::Member(_))
+                    && let Some(conn) = self.conns.get_mut(slot)
+                    && conn.check_backlog(bounds).is_err()
+                {
+                    self.close_slow_consumer(slot);
+                    return;
+                }
                 if silent + crate::timer::TICK >= self.ping_interval() {
                     let ping = Arc::clone(&self.ping_frame);
                     self.queue(slot, ping);
@@ -960,6 +989,8 @@ impl ShardCore {
     /// One vectored write per connection with something queued.
     fn flush_dirty(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
+        let bounds = self.member_queue_bounds();
+        let mut slow = Vec::new();
         for &slot in &dirty {
             let Some(conn) = self.conns.get_mut(slot) else { continue };
             conn.dirty = false;
@@ -972,14 +1003,25 @@ impl ShardCore {
             self.metrics.writes += 1;
             match outcome {
                 FlushOutcome::Drained => {
+                    conn.over_soft_since_ms = 0;
                     if conn.state == (ConnState::Closing { peer_closed: true }) {
                         self.drop_conn(slot);
                     }
                 }
                 // The WRITABLE event marks it dirty again when the socket drains.
-                FlushOutcome::WouldBlock => {}
+                FlushOutcome::WouldBlock => {
+                    if conn.state == ConnState::Open
+                        && matches!(conn.role, Role::Member(_))
+                        && conn.check_backlog(bounds).is_err()
+                    {
+                        slow.push(slot);
+                    }
+                }
                 FlushOutcome::Failed(_) => self.drop_conn(slot),
             }
+        }
+        for slot in slow {
+            self.close_slow_consumer(slot);
         }
         let mut dirty = dirty;
         dirty.clear();

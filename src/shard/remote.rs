@@ -344,13 +344,13 @@ impl ShardCore {
 
     fn on_fanout(&mut self, key: &RoomKey, audience: Audience, skip: Option<ConnId>, frame: Frame) {
         let Some(members) = self.remote.mirrors.get(key) else { return };
-        let cap = self.settings.limits.outbound_queue_bytes_max as usize;
+        let bounds = self.member_queue_bounds();
         let mut slow = Vec::new();
         for &(conn, role) in members {
             if Some(conn) != skip
                 && audience.includes(role)
                 && let Err(slot) =
-                    super::enqueue(&mut self.conns, &mut self.dirty, &mut self.metrics, conn, &frame, cap)
+                    super::enqueue(&mut self.conns, &mut self.dirty, &mut self.metrics, conn, &frame, bounds)
             {
                 slow.push(slot);
             }

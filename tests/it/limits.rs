@@ -427,3 +427,36 @@ fn pending_handshakes_pause_accepting_and_are_counted() {
     assert!(series(server.addr, &limit_hits("handshakes_pending")) >= 1.0);
     assert!(series(server.addr, "roomcast_accept_paused_total") >= 1.0);
 }
+
+#[test]
+fn a_burst_past_the_queue_bound_reaches_a_healthy_reader_whole() {
+    // Frames decided in one loop turn are queued before the turn's write: a
+    // reader that keeps up may pass the soft bound for a moment, and only
+    // staying over it (limits.outbound_queue_grace_ms) makes a slow consumer.
+    let server = Server::start(&[
+        "--set",
+        "limits.outbound_queue_bytes_max=16384",
+        "--set",
+        "limits.message_inbound_bytes_max=16384",
+        "--set",
+        "limits.outbound_queue_grace_ms=30000",
+    ]);
+    let (mut publisher, _) = server.join("burst", "pub");
+    let (mut reader, _) = server.join("burst", "reader");
+    publisher.next_of_type("member_joined");
+    // Four 8 KiB publishes in one write: 32 KiB, one loopback segment, read
+    // in one turn, so 32 KiB are queued for the reader before anything is written.
+    let payload = "y".repeat(8 * 1024);
+    for n in 1..=4 {
+        let text = json!({"type": "publish", "ref": n, "data": payload}).to_string();
+        publisher.ws.write(Message::text(text)).expect("buffer the publish");
+    }
+    publisher.ws.flush().expect("one write");
+    for seq in 1..=4 {
+        let message = reader.next_of_type("message");
+        assert_eq!((message["seq"].as_u64(), message["data"].as_str().map(str::len)), (Some(seq), Some(8192)));
+    }
+    // Still open and served afterwards.
+    publisher.send(json!({"type": "publish", "data": "after"}));
+    assert_eq!(reader.next_of_type("message")["data"], "after");
+}
