@@ -96,6 +96,7 @@ impl Server {
                     .with_context(|| format!("store in {}", config.data_dir.display()))?;
                 db.set_busy_timeout(Duration::from_millis(config.store.busy_timeout_ms))
                     .context("store.busy_timeout_ms")?;
+                db.set_cache_kib(config.store.cache_kib).context("store.cache_kib")?;
                 let path = config.data_dir.join(crate::store::DB_FILE);
                 tracing::info!(path = %path.display(), boot = db.boot, "store open");
                 Some(db)

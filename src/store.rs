@@ -356,6 +356,12 @@ impl Database {
     pub fn set_busy_timeout(&self, timeout: Duration) -> rusqlite::Result<()> {
         self.conn.busy_timeout(timeout)
     }
+
+    /// SQLite's page cache for this connection (`store.cache_kib`).
+    pub fn set_cache_kib(&self, kib: u32) -> rusqlite::Result<()> {
+        // A negative cache_size is a size in KiB, not a page count.
+        self.conn.pragma_update(None, "cache_size", -i64::from(kib))
+    }
 }
 
 /// Deletes the `revoked_tokens` rows whose token has expired by `now_s`.
@@ -1253,6 +1259,15 @@ mod tests {
         store.outbox = vec![Vec::new()];
         store.outbox_full = vec![false];
         store
+    }
+
+    #[test]
+    fn the_page_cache_takes_store_cache_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), Synchronous::Normal).unwrap();
+        db.set_cache_kib(256).unwrap();
+        let size: i64 = db.conn.query_row("PRAGMA cache_size", [], |row| row.get(0)).unwrap();
+        assert_eq!(size, -256, "negative: KiB, not pages");
     }
 
     #[test]

@@ -319,6 +319,8 @@ pub struct StoreConfig {
     /// How long a transaction waits for a lock another process holds on the
     /// database before it fails (`store_failed`); 0 fails at once.
     pub busy_timeout_ms: u64,
+    /// SQLite's page cache, in KiB.
+    pub cache_kib: u32,
     /// Replies held per shard while that shard's store-reply channel is
     /// full; past it acks are dropped (counted). At least `batch_max`.
     pub outbox_max: usize,
@@ -506,6 +508,9 @@ impl Config {
                 "store.busy_timeout_ms",
                 format!("{} is over the maximum of {STORE_BUSY_TIMEOUT_MS_MAX}", store.busy_timeout_ms),
             ));
+        }
+        if !(64..=1_048_576).contains(&store.cache_kib) {
+            return Err(ConfigError::invalid("store.cache_kib", "from 64 to 1048576 (KiB)"));
         }
         Ok(())
     }
