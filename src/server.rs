@@ -184,6 +184,7 @@ impl Server {
                     outbox_max: config.store.outbox_max,
                     audit_retention_days: config.store.audit_retention_days,
                     chat_history_max: config.rooms.history_max,
+                    audit_linger: Duration::from_millis(config.store.audit_linger_ms),
                 };
                 let store = Store::new(db, store_rx, shards.clone(), &settings);
                 store_monitor = Some(store.monitor());

@@ -135,6 +135,13 @@ pub enum StoreEvent {
     Revoke { jti: Box<str>, expires_s: u64, revoked_ms: u64, reason: &'static str },
 }
 
+impl StoreEvent {
+    /// A session audit event: written in batches nobody waits for.
+    fn is_audit(&self) -> bool {
+        matches!(self, StoreEvent::SessionOpen(_) | StoreEvent::SessionClose { .. })
+    }
+}
+
 /// The start of one session audit row (one per room connection).
 #[derive(Debug)]
 pub struct SessionOpen {
@@ -640,11 +647,20 @@ pub struct StoreSettings {
     /// Chat rows kept per room unless its registry entry sets
     /// `history_max` (`rooms.history_max`).
     pub chat_history_max: u32,
+    /// How long a batch of session audit events alone waits for more
+    /// (`store.audit_linger_ms`); 0 commits at once.
+    pub audit_linger: Duration,
 }
 
 impl Default for StoreSettings {
     fn default() -> StoreSettings {
-        StoreSettings { batch_max: 1024, outbox_max: 65_536, audit_retention_days: 0, chat_history_max: 100 }
+        StoreSettings {
+            batch_max: 1024,
+            outbox_max: 65_536,
+            audit_retention_days: 0,
+            chat_history_max: 100,
+            audit_linger: Duration::ZERO,
+        }
     }
 }
 
@@ -666,6 +682,7 @@ pub struct Store {
     /// `store.audit_retention_days` as a duration; `None` keeps audit rows forever.
     audit_retention: Option<Duration>,
     chat_history_max: u32,
+    audit_linger: Duration,
     stats: StoreMonitor,
 }
 
@@ -691,6 +708,7 @@ impl Store {
             logged_causes: HashSet::new(),
             audit_retention: (days > 0).then(|| Duration::from_secs(u64::from(days) * 86_400)),
             chat_history_max: settings.chat_history_max,
+            audit_linger: settings.audit_linger,
             stats: StoreMonitor::default(),
         }
     }
@@ -724,12 +742,7 @@ impl Store {
             match self.events.recv_timeout(wait) {
                 Ok(event) => {
                     batch.push(event);
-                    while batch.len() < self.batch_max {
-                        match self.events.try_recv() {
-                            Ok(event) => batch.push(event),
-                            Err(_) => break,
-                        }
-                    }
+                    self.fill(&mut batch);
                     self.apply(&mut batch);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -748,6 +761,27 @@ impl Store {
             "store stopped"
         );
         stats
+    }
+
+    /// Adds what is queued to `batch`, up to `batch_max`. A batch of session
+    /// audit events alone waits up to `audit_linger` for more: nobody waits
+    /// for those rows, and one commit (one fsync) for many connects is what
+    /// keeps a connect storm from costing a commit per handful of rows. Any
+    /// other event (a chat awaiting its ack, a history load, an HTTP read, a
+    /// revocation) ends the wait.
+    fn fill(&self, batch: &mut Vec<StoreEvent>) {
+        let linger_until = Instant::now() + self.audit_linger;
+        while batch.len() < self.batch_max {
+            match self.events.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) if self.audit_linger.is_zero() || !batch.iter().all(StoreEvent::is_audit) => return,
+                Err(_) => match self.events.recv_deadline(linger_until) {
+                    Ok(event) => batch.push(event),
+                    // Past the linger, or every sender gone: commit what there is.
+                    Err(_) => return,
+                },
+            }
+        }
     }
 
     /// Writes `batch` in one transaction and queues the answers.
@@ -1259,6 +1293,44 @@ mod tests {
         store.outbox = vec![Vec::new()];
         store.outbox_full = vec![false];
         store
+    }
+
+    fn session_close(slot: u32) -> StoreEvent {
+        StoreEvent::SessionClose { conn: conn(slot), disconnected_ms: 1, close_code: 1000 }
+    }
+
+    #[test]
+    fn a_batch_takes_what_is_queued_up_to_batch_max_and_an_ended_queue_ends_the_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), Synchronous::Normal).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let settings = StoreSettings { batch_max: 3, audit_linger: Duration::from_secs(3600), ..Default::default() };
+        let store = Store::new(db, rx, Vec::new(), &settings);
+        for slot in 0..4 {
+            tx.send(session_close(slot)).unwrap();
+        }
+        let mut batch = vec![session_close(9)];
+        store.fill(&mut batch);
+        assert_eq!(batch.len(), 3, "batch_max ends the batch, linger or not");
+        // Two audit events are left; with every sender gone, the linger ends at once.
+        drop(tx);
+        let mut batch = Vec::new();
+        store.fill(&mut batch);
+        assert_eq!(batch.len(), 2);
+    }
+
+    #[test]
+    fn without_a_linger_an_audit_batch_commits_with_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), Synchronous::Normal).unwrap();
+        // The sender stays alive: a lingering fill would wait here.
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let store = Store::new(db, rx, Vec::new(), &StoreSettings::default());
+        tx.send(session_close(1)).unwrap();
+        let mut batch = vec![session_close(0)];
+        store.fill(&mut batch);
+        assert_eq!(batch.len(), 2);
+        assert!(batch.iter().all(StoreEvent::is_audit) && !chat(&RoomKey::new("", "r"), 1, None).is_audit());
     }
 
     #[test]

@@ -321,6 +321,8 @@ pub struct StoreConfig {
     pub busy_timeout_ms: u64,
     /// SQLite's page cache, in KiB.
     pub cache_kib: u32,
+    /// How long a batch of session audit events alone waits for more, in ms.
+    pub audit_linger_ms: u64,
     /// Replies held per shard while that shard's store-reply channel is
     /// full; past it acks are dropped (counted). At least `batch_max`.
     pub outbox_max: usize,
@@ -508,6 +510,9 @@ impl Config {
                 "store.busy_timeout_ms",
                 format!("{} is over the maximum of {STORE_BUSY_TIMEOUT_MS_MAX}", store.busy_timeout_ms),
             ));
+        }
+        if store.audit_linger_ms > 1000 {
+            return Err(ConfigError::invalid("store.audit_linger_ms", "at most 1000"));
         }
         if !(64..=1_048_576).contains(&store.cache_kib) {
             return Err(ConfigError::invalid("store.cache_kib", "from 64 to 1048576 (KiB)"));
