@@ -1101,18 +1101,7 @@ fn run_query(conn: &Connection, request: &QueryRequest) -> rusqlite::Result<Stor
             let added = conn.execute(
                 "INSERT OR IGNORE INTO rooms (tenant, id, name, description, capacity, lobby, private,
                  history_max, metadata, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
-                params![
-                    room.tenant,
-                    room.id,
-                    room.name,
-                    room.description,
-                    room.capacity,
-                    room.lobby,
-                    room.private,
-                    room.history_max,
-                    room.metadata,
-                    now
-                ],
+                &room_params(room, &now)[..],
             )?;
             if added == 0 {
                 return Ok(StoreAnswer::Room(None));
@@ -1120,21 +1109,11 @@ fn run_query(conn: &Connection, request: &QueryRequest) -> rusqlite::Result<Stor
             get_room(conn, &room.tenant, &room.id).map(StoreAnswer::Room)
         }
         QueryRequest::RoomReplace(room) => {
+            let now = unix_now_ms() as i64;
             let changed = conn.execute(
                 "UPDATE rooms SET name = ?3, description = ?4, capacity = ?5, lobby = ?6, private = ?7,
                  history_max = ?8, metadata = ?9, updated_ms = ?10 WHERE tenant = ?1 AND id = ?2",
-                params![
-                    room.tenant,
-                    room.id,
-                    room.name,
-                    room.description,
-                    room.capacity,
-                    room.lobby,
-                    room.private,
-                    room.history_max,
-                    room.metadata,
-                    unix_now_ms() as i64
-                ],
+                &room_params(room, &now)[..],
             )?;
             if changed == 0 {
                 return Ok(StoreAnswer::Room(None));
@@ -1155,6 +1134,23 @@ fn run_query(conn: &Connection, request: &QueryRequest) -> rusqlite::Result<Stor
             rows.collect::<rusqlite::Result<Vec<_>>>().map(StoreAnswer::Rooms)
         }
     }
+}
+
+/// The parameters `?1`…`?10` of both registry writes (create and replace):
+/// the room's fields in `ROOM_COLUMNS` order, then the time of the write.
+fn room_params<'a>(room: &'a RoomRecord, now_ms: &'a i64) -> [&'a dyn rusqlite::ToSql; 10] {
+    [
+        &room.tenant,
+        &room.id,
+        &room.name,
+        &room.description,
+        &room.capacity,
+        &room.lobby,
+        &room.private,
+        &room.history_max,
+        &room.metadata,
+        now_ms,
+    ]
 }
 
 const ROOM_COLUMNS: &str =
