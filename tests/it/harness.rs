@@ -38,23 +38,16 @@ impl Server {
 
     /// As `start`, on an existing data directory (one `kill` or `stop` gave back).
     pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> Server {
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--no-pin", "--log-level", "info"];
-        if !extra.contains(&"--shards") {
-            args.extend(["--shards", "2"]);
-        }
-        if !extra.contains(&"--auth-mode") {
-            args.extend(["--jwt-secret", SECRET]);
-        }
-        let dir = data_dir.path().to_str().expect("utf-8 path").to_string();
-        args.extend(["--data-dir", &dir]);
-        args.extend(extra);
-        Server::spawn(&args, data_dir)
+        Server::start_with("info", data_dir, extra)
     }
 
     /// As `start`, logging at `level` instead of `info`, for tests that wait
     /// for a debug line (`wait_for_log`).
     pub fn start_logging(level: &str, extra: &[&str]) -> Server {
-        let data_dir = tempfile::tempdir().expect("temp dir");
+        Server::start_with(level, tempfile::tempdir().expect("temp dir"), extra)
+    }
+
+    fn start_with(level: &str, data_dir: tempfile::TempDir, extra: &[&str]) -> Server {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--no-pin", "--log-level", level];
         if !extra.contains(&"--shards") {
             args.extend(["--shards", "2"]);
