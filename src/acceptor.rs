@@ -849,7 +849,8 @@ impl Acceptor {
             );
         }
         let key = RoomKey::new(&identity.tenant, room);
-        let names_room = matches!(&identity.room_scope, Some(auth::RoomScope::Exact(named)) if named == room);
+        // may_join held, so an exact claim is this room's.
+        let names_room = identity.has_exact_room_claim();
         match registry::admission(self.registry.get(&key), self.config.rooms.require_registration, room, names_room) {
             Some(Admission::NotRegistered) => {
                 return self.respond_error(slot, 404, "room_not_registered", "the room is not in the registry", "");
@@ -865,8 +866,8 @@ impl Acceptor {
             Some(Ok(seq)) => Some(Box::new(Since { seq, epoch: head.query_param("epoch").map(Into::into) })),
             Some(Err(_)) => return self.respond_error(slot, 400, "bad_since", "since must be a message seq (u64)", ""),
         };
+        // Expired entries go in `revoked.tick`, once per loop.
         let now_s = unix_now_s();
-        self.revoked.purge(now_s);
         if let Err(refusal) = self.revoked.admit(&identity, now_s, now_s.saturating_mul(1000)) {
             return self.respond_error(slot, refusal.status(), refusal.code(), refusal.message(), "");
         }

@@ -335,6 +335,12 @@ impl Identity {
         may_join(&self.user, &self.groups, self.room_scope.as_ref(), room)
     }
 
+    /// Whether the token's `room` claim is one room id (not `prefix*`, not
+    /// absent): with `may_join` checked, it names the room being entered.
+    pub fn has_exact_room_claim(&self) -> bool {
+        matches!(self.room_scope, Some(RoomScope::Exact(_)))
+    }
+
     /// Whether the token's `room` claim allows entering `room`.
     pub fn may_enter(&self, room: &str) -> bool {
         self.room_scope.as_ref().is_none_or(|scope| scope.allows(room))

@@ -254,7 +254,7 @@ impl RevokedTokens {
     }
 
     /// Drops expired entries, at most once a minute.
-    pub fn purge(&mut self, now_s: u64) {
+    fn purge(&mut self, now_s: u64) {
         if now_s < self.next_purge_s {
             return;
         }

@@ -146,12 +146,12 @@ impl StoreEvent {
 #[derive(Debug)]
 pub struct SessionOpen {
     pub conn: ConnId,
-    pub tenant: Box<str>,
-    /// The home room (the URL's `/ws/{room}`).
-    pub room: Box<str>,
+    /// The home room (the URL's `/ws/{room}`) in its tenant; shared, not copied.
+    pub key: RoomKey,
     pub user: Box<str>,
-    /// The peer's `ip:port` as the acceptor saw it ("" when unknown).
-    pub peer: Box<str>,
+    /// The peer's address as the acceptor saw it; written as `ip:port`
+    /// ("" when unknown) by the store thread, not the shard.
+    pub peer: Option<std::net::SocketAddr>,
     pub connected_ms: u64,
 }
 
@@ -1037,13 +1037,14 @@ fn write_batch(
                     "INSERT OR IGNORE INTO sessions (boot, conn, tenant, room, user, peer, connected_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
+                let peer = open.peer.map(|addr| addr.to_string()).unwrap_or_default();
                 insert.execute(params![
                     boot as i64,
                     open.conn.to_string(),
-                    &*open.tenant,
-                    &*open.room,
+                    open.key.tenant(),
+                    open.key.room(),
                     &*open.user,
-                    &*open.peer,
+                    peer,
                     sql_int(open.connected_ms),
                 ])?;
             }
@@ -1409,10 +1410,9 @@ mod tests {
     fn open(slot: u32, user: &str, room: &str, connected_ms: u64) -> StoreEvent {
         StoreEvent::SessionOpen(Box::new(SessionOpen {
             conn: conn(slot),
-            tenant: "t".into(),
-            room: room.into(),
+            key: RoomKey::new("t", room),
             user: user.into(),
-            peer: "127.0.0.1:1".into(),
+            peer: Some("127.0.0.1:1".parse().unwrap()),
             connected_ms,
         }))
     }

@@ -697,20 +697,15 @@ impl Rooms {
         protocol::encode_message(out, room.key.room(), &publisher.user_json, seq, data);
         let frame = self.frames.finish(Opcode::Text);
         // Kept for recovery: the same shared bytes, no second encoding.
+        // With recovery_messages_max = 0 the message is dropped at once.
         let recent = room.recent.get_or_insert_default();
-        let held_max = self.limits.recovery_messages_max as usize;
         self.recovery.dropped += recent.expire(now_ms, self.limits.recovery_age_ms);
-        if held_max == 0 {
-            recent.dropped = seq;
+        recent.held.push_back((seq, now_ms, Arc::clone(&frame)));
+        while recent.held.len() > self.limits.recovery_messages_max as usize
+            && let Some((old, ..)) = recent.held.pop_front()
+        {
+            recent.dropped = old;
             self.recovery.dropped += 1;
-        } else {
-            if recent.held.len() >= held_max
-                && let Some((old, ..)) = recent.held.pop_front()
-            {
-                recent.dropped = old;
-                self.recovery.dropped += 1;
-            }
-            recent.held.push_back((seq, now_ms, Arc::clone(&frame)));
         }
         if room.members.len() > 1 {
             self.push_broadcast(slot, Audience::Admitted, Some(conn), frame);

@@ -284,12 +284,12 @@ impl Shard {
         self.core.remote.peers = peers;
     }
 
-    /// Runs until a drain completes.
     /// The registry settings of the rooms this shard owns, before `run`.
     pub fn load_registry(&mut self, policies: Vec<(RoomKey, RoomPolicy)>) {
         self.core.rooms.load_policies(policies);
     }
 
+    /// Runs until a drain completes.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(self.core.settings.limits.poll_events_max);
         loop {
@@ -421,8 +421,8 @@ impl Shard {
         let (role, home, expires_at_s) = match kind {
             HandoffKind::Room { identity, key, since } => {
                 home_since = since;
-                let exact_claim = matches!(identity.room_scope, Some(crate::auth::RoomScope::Exact(_)));
-                let peer = Peer::with_claims(id, &identity.user, identity.name.as_deref(), identity.host, exact_claim);
+                let exact = identity.has_exact_room_claim();
+                let peer = Peer::with_claims(id, &identity.user, identity.name.as_deref(), identity.host, exact);
                 let expires_at_s = identity.expires_at_s;
                 (
                     Role::Member(Box::new(Member {
@@ -1036,8 +1036,8 @@ impl ShardCore {
             if let Some(mut conn) = self.conns.try_remove(slot) {
                 let _ = registry.deregister(&mut conn.stream);
                 self.metrics.connections_closed += 1;
-                // 1006: no Close frame was exchanged (as in the session audit).
-                let close_code = conn.close_code.unwrap_or(1006);
+                // No Close frame was exchanged: 1006, as in the session audit.
+                let close_code = conn.close_code.unwrap_or(crate::store::CLOSE_ABNORMAL);
                 tracing::debug!(conn = %conn.id, close_code, "connection closed");
                 self.audit_close(&conn);
             }

@@ -70,14 +70,16 @@ impl ShardCore {
 
     /// Starts the audit row of a room connection just admitted in `slot`.
     pub(super) fn audit_open(&mut self, slot: usize, home: Option<&RoomKey>, peer: Option<std::net::SocketAddr>) {
+        if self.settings.store.is_none() {
+            return;
+        }
         let (Some(key), Some(conn)) = (home, self.conns.get(slot)) else { return };
         let Role::Member(member) = &conn.role else { return };
         let open = SessionOpen {
             conn: conn.id,
-            tenant: key.tenant().into(),
-            room: key.room().into(),
+            key: key.clone(),
             user: member.peer.user().into(),
-            peer: peer.map(|p| p.to_string()).unwrap_or_default().into(),
+            peer,
             connected_ms: self.now_unix_ms(),
         };
         self.audit(StoreEvent::SessionOpen(Box::new(open)));
