@@ -25,6 +25,7 @@ pub mod http;
 pub mod http_api;
 pub mod ids;
 pub mod metrics;
+pub mod msg;
 pub mod protocol;
 pub mod registry;
 pub mod revocation;

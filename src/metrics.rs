@@ -2,9 +2,18 @@
 //! a snapshot to the acceptor once a second; the acceptor serves the sum in
 //! Prometheus text format at `GET /metrics`, together with its own counters
 //! (handshake outcomes, HTTP API responses, the limits it enforces).
+//!
+//! This module is the one place that writes Prometheus text. Other threads'
+//! figures are plain structs defined here and filled by their owners: the
+//! store thread's in `metrics/store.rs` ([`StoreStats`]), the acceptor's
+//! revoked-token set's as [`RevocationMetrics`].
+
+mod store;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
+
+pub use store::{BatchSizes, PruneKind, RowKind, StoreGauges, StoreStats};
 
 /// Every limit roomcast enforces, as counted when hit. `docs/http-api.md` §7
 /// maps each config key to its kind. The first group is counted by the
@@ -330,9 +339,47 @@ pub struct Gauges {
     pub uptime_s: u64,
     pub draining: bool,
     /// The store thread's figures; `None` with `--no-store`.
-    pub store: Option<crate::store::StoreGauges>,
+    pub store: Option<StoreGauges>,
     /// The acceptor's revoked-token set.
-    pub revocations: crate::revocation::RevocationMetrics,
+    pub revocations: RevocationMetrics,
+}
+
+/// What `/metrics` shows of the acceptor's revoked-token set
+/// (`revocation::RevokedTokens` fills it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevocationMetrics {
+    /// Entries held now, and `limits.revoked_tokens_max`.
+    pub held: u64,
+    pub max: u64,
+    /// Entries not yet handed to the store (its queue was full).
+    pub unpersisted: u64,
+    /// Times an entry could not be queued to the store at once.
+    pub deferred: u64,
+    /// Entries refused because the set was full, by reason (`revoked`, `used`).
+    pub refused_revoked: u64,
+    pub refused_used: u64,
+}
+
+impl RevocationMetrics {
+    /// Appends the revocation families in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        for (name, kind, value) in [
+            ("roomcast_revoked_tokens", "gauge", self.held),
+            ("roomcast_revoked_tokens_max", "gauge", self.max),
+            ("roomcast_revocations_unpersisted", "gauge", self.unpersisted),
+            ("roomcast_revocations_deferred_total", "counter", self.deferred),
+        ] {
+            write_scalar(out, name, kind, value);
+        }
+        let _ = writeln!(out, "# TYPE roomcast_revocations_refused_total counter");
+        let _ = writeln!(out, "roomcast_revocations_refused_total{{reason=\"revoked\"}} {}", self.refused_revoked);
+        let _ = writeln!(out, "roomcast_revocations_refused_total{{reason=\"used\"}} {}", self.refused_used);
+    }
+}
+
+/// Writes a family of one unlabelled sample: its `# TYPE` line and its value.
+fn write_scalar(out: &mut String, name: &str, kind: &str, value: impl Display) {
+    let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
 }
 
 /// Resident set size of this process, from `/proc/self/statm`.
@@ -466,7 +513,7 @@ mod tests {
         acceptor.count_handshake(503, "draining");
         acceptor.count_http(200);
         acceptor.hit(LimitKind::HeadTooBig);
-        let store = crate::store::StoreGauges { queue_depth: 3, queue_max: 8, ..Default::default() };
+        let store = StoreGauges { queue_depth: 3, queue_max: 8, ..Default::default() };
         let gauges = Gauges { inbox_depths: vec![0, 7], uptime_s: 5, store: Some(store), ..Gauges::default() };
         let text = render_prometheus(&[shard, ShardMetrics::default()], &acceptor, &gauges);
         for line in [

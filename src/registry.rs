@@ -12,7 +12,24 @@
 use std::collections::HashMap;
 
 use crate::ids::{self, RoomKey};
-use crate::store::RoomRecord;
+
+/// A room of the registry (`rooms` table; written and read by the store).
+/// `None` fields take the server defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoomRecord {
+    pub tenant: String,
+    pub id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub capacity: Option<u32>,
+    pub lobby: Option<bool>,
+    pub private: bool,
+    pub history_max: Option<u32>,
+    /// A JSON object, as text.
+    pub metadata: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
 
 /// What a registry room changes about the room while it is live. `None`
 /// fields take the server defaults.

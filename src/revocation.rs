@@ -20,13 +20,13 @@
 //! bounded time, so a revocation answered 200 is not forgotten at a restart.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
 use crate::auth::Identity;
-use crate::store::StoreEvent;
+use crate::metrics::RevocationMetrics;
+use crate::msg::StoreEvent;
 
 /// How often expired entries are dropped from memory, in seconds.
 const PURGE_EVERY_S: u64 = 60;
@@ -101,38 +101,6 @@ impl SetFull {
             FULL_CODE,
             "the server holds limits.revoked_tokens_max revoked tokens that have not expired; the token was not revoked",
         )
-    }
-}
-
-/// What `/metrics` shows of the set.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RevocationMetrics {
-    /// Entries held now, and `limits.revoked_tokens_max`.
-    pub held: u64,
-    pub max: u64,
-    /// Entries not yet handed to the store (its queue was full).
-    pub unpersisted: u64,
-    /// Times an entry could not be queued to the store at once.
-    pub deferred: u64,
-    /// Entries refused because the set was full, by [`Reason`].
-    pub refused_revoked: u64,
-    pub refused_used: u64,
-}
-
-impl RevocationMetrics {
-    /// Appends the revocation families in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        for (name, kind, value) in [
-            ("roomcast_revoked_tokens", "gauge", self.held),
-            ("roomcast_revoked_tokens_max", "gauge", self.max),
-            ("roomcast_revocations_unpersisted", "gauge", self.unpersisted),
-            ("roomcast_revocations_deferred_total", "counter", self.deferred),
-        ] {
-            let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
-        }
-        let _ = writeln!(out, "# TYPE roomcast_revocations_refused_total counter");
-        let _ = writeln!(out, "roomcast_revocations_refused_total{{reason=\"revoked\"}} {}", self.refused_revoked);
-        let _ = writeln!(out, "roomcast_revocations_refused_total{{reason=\"used\"}} {}", self.refused_used);
     }
 }
 

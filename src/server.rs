@@ -186,7 +186,7 @@ impl Server {
                     chat_history_max: config.rooms.history_max,
                     audit_linger: Duration::from_millis(config.store.audit_linger_ms),
                 };
-                let store = Store::new(db, store_rx, shards.clone(), &settings);
+                let store = Store::new(db, store_rx, shards.iter().map(ShardHandle::store_reply).collect(), &settings);
                 store_monitor = Some(store.monitor());
                 Some(std::thread::Builder::new().name("store".into()).spawn(move || store.run())?)
             }

@@ -313,7 +313,7 @@ pub struct StoreConfig {
     /// Events written in one transaction at most.
     pub batch_max: usize,
     /// `full`: every commit synced; `normal`: durable across a process crash only.
-    pub synchronous: crate::store::Synchronous,
+    pub synchronous: Synchronous,
     /// Days session audit rows are kept (by connect time); 0 keeps them forever.
     pub audit_retention_days: u32,
     /// How long a transaction waits for a lock another process holds on the
@@ -326,6 +326,15 @@ pub struct StoreConfig {
     /// Replies held per shard while that shard's store-reply channel is
     /// full; past it acks are dropped (counted). At least `batch_max`.
     pub outbox_max: usize,
+}
+
+/// `store.synchronous`: `full` syncs the WAL at every commit (an ack survives
+/// power loss); `normal` only survives a crash of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
 }
 
 /// `[shutdown]`: how SIGTERM/SIGINT drains.
@@ -1031,11 +1040,11 @@ mod tests {
         let config = Config::load(Sources::default()).unwrap();
         assert!(config.store.enabled);
         assert_eq!((config.store.queue_max, config.store.batch_max), (65536, 1024));
-        assert_eq!(config.store.synchronous, crate::store::Synchronous::Full);
+        assert_eq!(config.store.synchronous, Synchronous::Full);
         let config =
             load_env(&[("ROOMCAST_STORE_ENABLED", "false"), ("ROOMCAST_STORE_SYNCHRONOUS", "normal")]).unwrap();
         assert!(!config.store.enabled);
-        assert_eq!(config.store.synchronous, crate::store::Synchronous::Normal);
+        assert_eq!(config.store.synchronous, Synchronous::Normal);
         assert_names(load_set("store.queue_max", int(0)), "store.queue_max");
         assert_names(load_set("store.batch_max", int(0)), "store.batch_max");
         assert_names(load_set("store.synchronous", Value::String("off".into())), "store.synchronous");

@@ -10,10 +10,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use super::persist::{ChatRecord, Persist, StoredChat};
 use super::{Audience, Member, Membership, Output, Peer, Room, RoomLimits, Rooms};
 use crate::ids::{ConnId, ShardId};
 use crate::protocol::{self, push_json_str, push_u64};
-use crate::store::{ChatRecord, StoreEvent, StoredChat};
 use crate::ws::CloseCode;
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
@@ -392,7 +392,7 @@ impl Rooms {
         }
         self.broadcast(slot, Audience::Admitted, frame);
         match record {
-            Some(record) => self.outputs.push_back(Output::Persist(StoreEvent::Chat(Box::new(record)))),
+            Some(record) => self.outputs.push_back(Output::Persist(Persist::Chat(Box::new(record)))),
             None => self.ack(peer.conn, reference, Some(seq)),
         }
         self.debug_check_invariants();
@@ -403,7 +403,7 @@ impl Rooms {
         let room = &mut self.rooms[slot];
         room.meeting.history.retain(|e| *e.id != *id);
         if self.durable {
-            self.outputs.push_back(Output::Persist(StoreEvent::ChatDelete { key: room.key.clone(), id: id.into() }));
+            self.outputs.push_back(Output::Persist(Persist::ChatDelete { key: room.key.clone(), id: id.into() }));
         }
         let out = self.frames.begin();
         out.extend_from_slice(b"{\"type\":\"chat_deleted\",\"room\":");

@@ -19,18 +19,19 @@ use slab::Slab;
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::protocol::{self, push_json_str, push_u64};
 use crate::registry::{self, Admission, RoomPolicy};
-use crate::store::{StoreEvent, StoredChat};
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
 mod meeting;
 #[cfg(test)]
 mod meeting_tests;
+mod persist;
 #[cfg(test)]
 mod registry_tests;
 #[cfg(test)]
 mod tests;
 
 pub use meeting::{FORBIDDEN, MeetingRequest, Refusal, RequestKind, Role, allowed};
+pub use persist::{ChatRecord, Persist, StoredChat};
 
 /// A member as the room sees it: immutable, shared with the connection.
 #[derive(Debug)]
@@ -258,11 +259,11 @@ pub enum Output {
     /// Close a connection (it was kicked or denied); it has already been
     /// removed from the room.
     Close { conn: ConnId, code: crate::ws::CloseCode },
-    /// Hand an event to the store thread (only with the store on). A
-    /// `StoreEvent::Chat` carries the sender's ack, which the store sends
+    /// Durable work for the store thread (only with the store on). A
+    /// `Persist::Chat` carries the sender's ack, which the store sends
     /// after its commit; if the store cannot take it, the shard answers the
     /// sender `store_overloaded`.
-    Persist(StoreEvent),
+    Persist(Persist),
 }
 
 #[derive(Debug)]
@@ -502,7 +503,7 @@ impl Rooms {
                 });
                 self.index.insert(key.clone(), slot);
                 if loading {
-                    self.outputs.push_back(Output::Persist(StoreEvent::LoadHistory {
+                    self.outputs.push_back(Output::Persist(Persist::LoadHistory {
                         key: key.clone(),
                         load: incarnation,
                         shard: self.shard,

@@ -1,7 +1,6 @@
 //! Unit tests of the room state machine: plain values in, outputs out.
 
 use super::*;
-use crate::store::StoredChat;
 
 pub(super) fn conn(slot: u32) -> ConnId {
     ConnId { shard: 0, slot, generation: 1 }
@@ -344,7 +343,7 @@ fn issue_7_durable_chat_acks_through_the_store_and_history_loads_once() {
     let alice = rooms.join(&Peer::new(conn(1), "alice", None), &key, false, None).expect("space");
     let out = outputs(&mut rooms);
     let load = match &out[0] {
-        Output::Persist(StoreEvent::LoadHistory { key: asked, load, shard: 0, limit: 3 }) if *asked == key => *load,
+        Output::Persist(Persist::LoadHistory { key: asked, load, shard: 0, limit: 3 }) if *asked == key => *load,
         other => panic!("expected a history load first, got {other:?}"),
     };
     let Output::Deliver { frame, .. } = &out[1] else { panic!("expected the welcome") };
@@ -360,7 +359,7 @@ fn issue_7_durable_chat_acks_through_the_store_and_history_loads_once() {
     assert_eq!((chat["seq"].as_u64(), chat["epoch"].as_str()), (Some(1), Some("7.0.1")));
     assert_eq!(chat["id"], "srv-7.0.1-1");
     match &out[1] {
-        Output::Persist(StoreEvent::Chat(record)) => {
+        Output::Persist(Persist::Chat(record)) => {
             assert_eq!((record.seq, record.sender, record.reference.as_deref()), (1, conn(1), Some(&b"\"r1\""[..])));
             assert_eq!(serde_json::from_slice::<serde_json::Value>(&record.json).unwrap(), chat, "stored as sent");
         }
@@ -390,7 +389,7 @@ fn issue_7_durable_chat_acks_through_the_store_and_history_loads_once() {
     rooms.request(alice, conn(1), &delete, None, 0).expect("a host may delete");
     let deleted = outputs(&mut rooms)
         .into_iter()
-        .any(|o| matches!(o, Output::Persist(StoreEvent::ChatDelete { ref id, .. }) if &**id == "b"));
+        .any(|o| matches!(o, Output::Persist(Persist::ChatDelete { ref id, .. }) if &**id == "b"));
     assert!(deleted, "the deletion is persisted");
 }
 

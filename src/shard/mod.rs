@@ -19,7 +19,9 @@ mod remote;
 mod requests;
 mod store_link;
 
-pub use admin::{AdminAnswer, AdminQuery, AdminReply, AdminRequest, ConnInfo, SendTarget};
+pub use admin::{AdminQuery, AdminRequest, SendTarget};
+// Answer types live in `msg` (the store answers with them too); named here as well for the API side.
+pub use crate::msg::{AdminAnswer, AdminReply, ConnInfo};
 pub use remote::RemoteMsg;
 
 use std::io::{self, Read};
@@ -39,10 +41,10 @@ use crate::conn::{
 };
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::{EpisodeLog, LimitKind, ShardMetrics};
+use crate::msg::{Reply, StoreEvent, StoreReply};
 use crate::protocol::{self, RequestDecoder};
 use crate::registry::RoomPolicy;
 use crate::room::{Output, Peer, RoomLimits, Rooms};
-use crate::store::{StoreEvent, StoreReply};
 use crate::timer::{TimerKind, TimerWheel};
 use crate::ws::CloseCode;
 use crate::ws::frame::{self, Event, Flow, Frame, FrameBuilder, Opcode};
@@ -121,14 +123,10 @@ impl ShardHandle {
         })
     }
 
-    /// Queues a batch of store answers without blocking; the caller wakes
-    /// the shard. `Err(Some(batch))`: the channel is full, try again later;
-    /// `Err(None)`: the shard has stopped.
-    pub fn try_store_replies(&self, batch: Vec<StoreReply>) -> Result<(), Option<Vec<StoreReply>>> {
-        self.store_replies.try_send(batch).map_err(|e| match e {
-            TrySendError::Full(batch) => Some(batch),
-            TrySendError::Disconnected(_) => None,
-        })
+    /// The handle the store thread answers this shard through (batches of
+    /// acks and histories, one wake per batch).
+    pub fn store_reply(&self) -> Reply<Vec<StoreReply>> {
+        Reply::new(self.store_replies.clone(), Arc::clone(&self.waker))
     }
 
     /// Messages waiting in the shard's inbox (handoffs and cross-shard batches).
@@ -220,7 +218,7 @@ impl Shard {
         let (tx, rx) = crossbeam_channel::bounded(settings.limits.shard_inbox_max);
         let (drain_tx, drain_rx) = crossbeam_channel::bounded(1);
         let (admin_tx, admin_rx) = crossbeam_channel::bounded(ADMIN_INBOX_MAX);
-        let (store_tx, store_rx) = crossbeam_channel::bounded(crate::store::REPLY_CHANNEL_MAX);
+        let (store_tx, store_rx) = crossbeam_channel::bounded(crate::msg::REPLY_CHANNEL_MAX);
         let limits = &settings.limits;
         let now = Instant::now();
         let connections_max = limits.connections_per_shard_max as usize;
@@ -1037,7 +1035,7 @@ impl ShardCore {
                 let _ = registry.deregister(&mut conn.stream);
                 self.metrics.connections_closed += 1;
                 // No Close frame was exchanged: 1006, as in the session audit.
-                let close_code = conn.close_code.unwrap_or(crate::store::CLOSE_ABNORMAL);
+                let close_code = conn.close_code.unwrap_or(crate::msg::CLOSE_ABNORMAL);
                 tracing::debug!(conn = %conn.id, close_code, "connection closed");
                 self.audit_close(&conn);
             }

@@ -1,6 +1,6 @@
-//! The shard's side of the store thread. Room outputs `Persist(event)` go
-//! to the store's bounded queue with `try_send`: a shard never waits for the
-//! disk. When the queue is full the event is refused here, counted
+//! The shard's side of the store thread. Room outputs `Persist(work)` go,
+//! as `StoreEvent`s, to the store's bounded queue with `try_send`: a shard
+//! never waits for the disk. When the queue is full the event is refused here, counted
 //! (`store_overloaded`) and answered: a chat message has already been
 //! broadcast, so it is live but not durable, and its sender gets `error`
 //! `store_overloaded` instead of an ack. A history request that cannot be
@@ -16,15 +16,17 @@ use super::ShardCore;
 use crate::conn::{Connection, Role};
 use crate::ids::RoomKey;
 use crate::metrics::LimitKind;
+use crate::msg::{CLOSE_ABNORMAL, SessionOpen, StoreEvent, StoreReply};
 use crate::protocol;
-use crate::store::{CLOSE_ABNORMAL, SessionOpen, StoreEvent, StoreReply};
+use crate::room::Persist;
 use crate::ws::frame::Opcode;
 
 impl ShardCore {
-    /// Hands `event` to the store thread, or refuses it when its queue is full.
-    pub(super) fn persist(&mut self, event: StoreEvent) {
+    /// Hands a room's durable work to the store thread as its event, or
+    /// refuses it when its queue is full.
+    pub(super) fn persist(&mut self, persist: Persist) {
         let Some(store) = &self.settings.store else { return };
-        match store.try_send(event) {
+        match store.try_send(StoreEvent::from(persist)) {
             Ok(()) => self.store_refusing = false,
             Err(TrySendError::Full(event) | TrySendError::Disconnected(event)) => self.store_refused(event),
         }
