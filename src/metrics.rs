@@ -228,6 +228,8 @@ pub struct ShardMetrics {
     pub recovery_dropped: u64,
     /// Welcomes that answered a `since` with `recovered: false`.
     pub recovery_refused: u64,
+    /// `refresh` requests answered `overloaded`: the acceptor's refresh channel was full.
+    pub refresh_overloaded: u64,
 }
 
 /// An HDR histogram of microseconds, 1 µs to 60 s at 2 significant digits

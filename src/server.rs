@@ -20,16 +20,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
-use crate::acceptor::{self, Acceptor, AcceptorMsg, AcceptorParts};
+use crate::acceptor::{self, Acceptor, AcceptorMsg, AcceptorParts, AcceptorPoll};
 use crate::auth::{self, AuthSettings, Verifier};
 use crate::config::{AuthMode, Config};
 use crate::ids::{RoomKey, ShardId};
 use crate::registry::{Registry, RoomPolicy};
-use crate::shard::{Shard, ShardHandle, ShardSettings};
-use crate::store::{Database, Store, StoreSettings, StoreStats};
+use crate::revocation::RevokedTokens;
+use crate::shard::{RefreshLink, Shard, ShardHandle, ShardSettings};
+use crate::store::{Database, Store, StoreEvent, StoreMonitor, StoreSettings, StoreStats};
 
 /// A running server.
 pub struct Server {
@@ -82,6 +83,8 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
 }
 
 impl Server {
+    /// Opens the store, builds the shards, binds the listeners, then starts
+    /// the store, shard and acceptor threads, in that order (see the module doc).
     pub fn start(config: Config) -> anyhow::Result<Server> {
         let config = Arc::new(config);
         let verifier = build_verifier(&config)?;
@@ -89,151 +92,59 @@ impl Server {
             AuthMode::Jwt => Some(jwt_secret(&config)?),
             AuthMode::None => None,
         };
-
-        let database = match config.store.enabled {
-            true => {
-                let db = Database::open(&config.data_dir, config.store.synchronous)
-                    .with_context(|| format!("store in {}", config.data_dir.display()))?;
-                db.set_busy_timeout(Duration::from_millis(config.store.busy_timeout_ms))
-                    .context("store.busy_timeout_ms")?;
-                db.set_cache_kib(config.store.cache_kib).context("store.cache_kib")?;
-                let path = config.data_dir.join(crate::store::DB_FILE);
-                tracing::info!(path = %path.display(), boot = db.boot, "store open");
-                Some(db)
-            }
-            false => {
-                tracing::info!("store off (--no-store): chat history is kept in memory only");
-                None
-            }
-        };
+        let database = open_database(&config)?;
         let boot = database.as_ref().map_or_else(unix_now_ms, |db| db.boot);
         let (store_tx, store_rx) = crossbeam_channel::bounded(config.store.queue_max);
         // The acceptor's clone (HTTP API reads) is dropped when its thread
         // ends, after the shards have stopped; then the store sees its queue close.
         let acceptor_store = database.is_some().then(|| store_tx.clone());
-        // Revoked and spent single-use tokens: loaded once here, then kept by the acceptor.
-        let revoked = match &database {
-            Some(db) => db.revoked_tokens(unix_now_ms() / 1000).context("load revoked tokens")?,
-            None => Vec::new(),
-        };
-        let revoked =
-            crate::revocation::RevokedTokens::new(revoked, acceptor_store.clone(), config.limits.revoked_tokens_max);
-        // The room registry: loaded once here; the acceptor keeps it current.
-        let registered: Vec<(RoomKey, RoomPolicy)> = match &database {
-            Some(db) => db.registry().context("load the room registry")?,
-            None => Vec::new(),
-        }
-        .iter()
-        .map(|room| (RoomKey::new(&room.tenant, &room.id), RoomPolicy::of(room)))
-        .collect();
-        let registry = Registry::new(registered.clone(), config.rooms.registry_max).map_err(|_| {
-            anyhow::anyhow!(
-                "the registry holds {} rooms, more than rooms.registry_max ({})",
-                registered.len(),
-                config.rooms.registry_max
-            )
-        })?;
+        let revoked = load_revoked_tokens(&config, database.as_ref(), acceptor_store.clone())?;
+        let (registered, registry) = load_registry(&config, database.as_ref())?;
+
+        // The acceptor's poll comes first: the shards need its waker to send it refreshes.
+        let acceptor_poll = AcceptorPoll::new().context("acceptor poll")?;
+        let (refresh_tx, refresh_rx) = crossbeam_channel::bounded(acceptor::REFRESH_QUEUE_MAX);
         let (metrics_tx, metrics_rx) = crossbeam_channel::bounded(config.shards * 4);
         let settings = Arc::new(ShardSettings {
             limits: config.limits.clone(),
             rooms: config.rooms.clone(),
             shards: config.shards,
             token_leeway_s: config.auth.leeway_s,
-            verifier: verifier.clone(),
+            refresh: verifier.is_some().then(|| RefreshLink { requests: refresh_tx, waker: acceptor_poll.waker() }),
             metrics_out: metrics_tx,
             store: database.is_some().then_some(store_tx),
             boot,
         });
-        let mut built = Vec::with_capacity(config.shards);
-        let mut shards = Vec::with_capacity(config.shards);
-        for id in 0..config.shards {
-            let (mut shard, handle) = Shard::new(id as ShardId, Arc::clone(&settings)).context("create shard")?;
-            let owned = registered.iter().filter(|(key, _)| key.shard(config.shards) as usize == id);
-            shard.load_registry(owned.cloned().collect());
-            built.push(shard);
-            shards.push(handle);
-        }
+        let (built, shards) = build_shards(&config, &settings, &registered)?;
 
         // Everything that can take time or fail slowly is done: bind now, so
         // a connection the kernel accepts is served at once.
-        let main = acceptor::bind(config.listen, config.net.backlog, config.net.reuseport)
-            .with_context(|| format!("listen on {}", config.listen))?;
-        let local_addr = main.local_addr()?;
-        let echo = match config.echo_listen {
-            Some(addr) => Some(
-                acceptor::bind(addr, config.net.backlog, false).with_context(|| format!("echo_listen on {addr}"))?,
-            ),
-            None => None,
-        };
-        let echo_addr = echo.as_ref().map(|l| l.local_addr()).transpose()?;
-        let admin = match config.admin_listen {
-            Some(addr) => Some(
-                acceptor::bind(addr, config.net.backlog, false).with_context(|| format!("admin_listen on {addr}"))?,
-            ),
-            None => None,
-        };
-        if let Some(admin) = &admin {
-            tracing::info!(addr = %admin.local_addr()?, "admin listener (HTTP API, /metrics) open");
-        }
-
-        let mut store_monitor = None;
-        let store_thread = match database {
-            Some(db) => {
-                let settings = StoreSettings {
-                    batch_max: config.store.batch_max,
-                    outbox_max: config.store.outbox_max,
-                    audit_retention_days: config.store.audit_retention_days,
-                    chat_history_max: config.rooms.history_max,
-                    audit_linger: Duration::from_millis(config.store.audit_linger_ms),
-                };
-                let store = Store::new(db, store_rx, shards.iter().map(ShardHandle::store_reply).collect(), &settings);
-                store_monitor = Some(store.monitor());
-                Some(std::thread::Builder::new().name("store".into()).spawn(move || store.run())?)
-            }
-            None => None,
-        };
-        // Read on this thread before any shard pins itself (a thread inherits the mask).
-        let cores = allowed_cores();
-        let mut shard_threads = Vec::with_capacity(config.shards);
-        for (id, mut shard) in built.into_iter().enumerate() {
-            shard.connect_peers(shards.clone());
-            let id = id as ShardId;
-            let pin = config.pin.then(|| cores[id as usize % cores.len()]);
-            let thread = std::thread::Builder::new().name(format!("shard-{id}")).spawn(move || {
-                if let Some(core) = pin {
-                    pin_current_thread(id, core);
-                }
-                if let Err(e) = shard.run() {
-                    tracing::error!(shard = id, error = %e, "shard stopped");
-                }
-            })?;
-            shard_threads.push(thread);
-        }
+        let listeners = bind_listeners(&config)?;
+        let (store_thread, store_monitor) = spawn_store(&config, database, store_rx, &shards)?;
+        let shard_threads = spawn_shards(&config, built, &shards)?;
 
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
-        let (mut acceptor, acceptor_waker) = Acceptor::new(AcceptorParts {
-            main,
-            echo,
-            admin,
+        let acceptor_waker = acceptor_poll.waker();
+        let parts = AcceptorParts {
+            main: listeners.main,
+            echo: listeners.echo,
+            admin: listeners.admin,
             config: Arc::clone(&config),
             verifier,
             mint_secret,
             shards: shards.clone(),
             control: control_rx,
             metrics_in: metrics_rx,
+            refresh_requests: refresh_rx,
             store: acceptor_store,
             store_monitor,
             revoked,
             registry,
-        })?;
-        let acceptor_thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || {
-            if let Err(e) = acceptor.run() {
-                tracing::error!(error = %e, "acceptor stopped");
-            }
-        })?;
+        };
+        let acceptor_thread = spawn_acceptor(acceptor_poll, parts)?;
         Ok(Server {
-            local_addr,
-            echo_addr,
+            local_addr: listeners.local_addr,
+            echo_addr: listeners.echo_addr,
             shards,
             shard_threads,
             acceptor_thread,
@@ -281,6 +192,163 @@ impl Server {
             let _ = store.join();
         }
     }
+}
+
+/// Opens (and migrates) the database; `None` with `--no-store`.
+fn open_database(config: &Config) -> anyhow::Result<Option<Database>> {
+    if !config.store.enabled {
+        tracing::info!("store off (--no-store): chat history is kept in memory only");
+        return Ok(None);
+    }
+    let db = Database::open(&config.data_dir, config.store.synchronous)
+        .with_context(|| format!("store in {}", config.data_dir.display()))?;
+    db.set_busy_timeout(Duration::from_millis(config.store.busy_timeout_ms)).context("store.busy_timeout_ms")?;
+    db.set_cache_kib(config.store.cache_kib).context("store.cache_kib")?;
+    let path = config.data_dir.join(crate::store::DB_FILE);
+    tracing::info!(path = %path.display(), boot = db.boot, "store open");
+    Ok(Some(db))
+}
+
+/// Revoked and spent single-use tokens: loaded once here, then kept by the acceptor.
+fn load_revoked_tokens(
+    config: &Config,
+    database: Option<&Database>,
+    store: Option<Sender<StoreEvent>>,
+) -> anyhow::Result<RevokedTokens> {
+    let loaded = match database {
+        Some(db) => db.revoked_tokens(unix_now_ms() / 1000).context("load revoked tokens")?,
+        None => Vec::new(),
+    };
+    Ok(RevokedTokens::new(loaded, store, config.limits.revoked_tokens_max))
+}
+
+/// The room registry: loaded once here; the acceptor keeps its copy
+/// current, and each shard gets the rooms it owns. Returns both.
+fn load_registry(
+    config: &Config,
+    database: Option<&Database>,
+) -> anyhow::Result<(Vec<(RoomKey, RoomPolicy)>, Registry)> {
+    let registered: Vec<(RoomKey, RoomPolicy)> = match database {
+        Some(db) => db.registry().context("load the room registry")?,
+        None => Vec::new(),
+    }
+    .iter()
+    .map(|room| (RoomKey::new(&room.tenant, &room.id), RoomPolicy::of(room)))
+    .collect();
+    let registry = Registry::new(registered.clone(), config.rooms.registry_max).map_err(|_| {
+        anyhow::anyhow!(
+            "the registry holds {} rooms, more than rooms.registry_max ({})",
+            registered.len(),
+            config.rooms.registry_max
+        )
+    })?;
+    Ok((registered, registry))
+}
+
+/// Builds every shard (not yet running) with the registry rooms it owns, and their handles.
+fn build_shards(
+    config: &Config,
+    settings: &Arc<ShardSettings>,
+    registered: &[(RoomKey, RoomPolicy)],
+) -> anyhow::Result<(Vec<Shard>, Vec<ShardHandle>)> {
+    let mut built = Vec::with_capacity(config.shards);
+    let mut shards = Vec::with_capacity(config.shards);
+    for id in 0..config.shards {
+        let (mut shard, handle) = Shard::new(id as ShardId, Arc::clone(settings)).context("create shard")?;
+        let owned = registered.iter().filter(|(key, _)| key.shard(config.shards) as usize == id);
+        shard.load_registry(owned.cloned().collect());
+        built.push(shard);
+        shards.push(handle);
+    }
+    Ok((built, shards))
+}
+
+/// The bound listeners and their addresses.
+struct BoundListeners {
+    main: std::net::TcpListener,
+    echo: Option<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
+    local_addr: SocketAddr,
+    echo_addr: Option<SocketAddr>,
+}
+
+/// Binds `listen`, and `echo_listen` and `admin_listen` when configured.
+fn bind_listeners(config: &Config) -> anyhow::Result<BoundListeners> {
+    let main = acceptor::bind(config.listen, config.net.backlog, config.net.reuseport)
+        .with_context(|| format!("listen on {}", config.listen))?;
+    let local_addr = main.local_addr()?;
+    let echo = match config.echo_listen {
+        Some(addr) => {
+            Some(acceptor::bind(addr, config.net.backlog, false).with_context(|| format!("echo_listen on {addr}"))?)
+        }
+        None => None,
+    };
+    let echo_addr = echo.as_ref().map(|l| l.local_addr()).transpose()?;
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            Some(acceptor::bind(addr, config.net.backlog, false).with_context(|| format!("admin_listen on {addr}"))?)
+        }
+        None => None,
+    };
+    if let Some(admin) = &admin {
+        tracing::info!(addr = %admin.local_addr()?, "admin listener (HTTP API, /metrics) open");
+    }
+    Ok(BoundListeners { main, echo, admin, local_addr, echo_addr })
+}
+
+/// Starts the store thread; returns it and its figures' monitor (neither
+/// with `--no-store`).
+fn spawn_store(
+    config: &Config,
+    database: Option<Database>,
+    queue: Receiver<StoreEvent>,
+    shards: &[ShardHandle],
+) -> anyhow::Result<(Option<JoinHandle<StoreStats>>, Option<StoreMonitor>)> {
+    let Some(db) = database else { return Ok((None, None)) };
+    let settings = StoreSettings {
+        batch_max: config.store.batch_max,
+        outbox_max: config.store.outbox_max,
+        audit_retention_days: config.store.audit_retention_days,
+        chat_history_max: config.rooms.history_max,
+        audit_linger: Duration::from_millis(config.store.audit_linger_ms),
+    };
+    let store = Store::new(db, queue, shards.iter().map(ShardHandle::store_reply).collect(), &settings);
+    let monitor = store.monitor();
+    let thread = std::thread::Builder::new().name("store".into()).spawn(move || store.run())?;
+    Ok((Some(thread), Some(monitor)))
+}
+
+/// Starts one thread per shard, each pinned to its core with `pin = true`.
+fn spawn_shards(config: &Config, built: Vec<Shard>, shards: &[ShardHandle]) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    // Read on this thread before any shard pins itself (a thread inherits the mask).
+    let cores = allowed_cores();
+    let mut shard_threads = Vec::with_capacity(config.shards);
+    for (id, mut shard) in built.into_iter().enumerate() {
+        shard.connect_peers(shards.to_vec());
+        let id = id as ShardId;
+        let pin = config.pin.then(|| cores[id as usize % cores.len()]);
+        let thread = std::thread::Builder::new().name(format!("shard-{id}")).spawn(move || {
+            if let Some(core) = pin {
+                pin_current_thread(id, core);
+            }
+            if let Err(e) = shard.run() {
+                tracing::error!(shard = id, error = %e, "shard stopped");
+            }
+        })?;
+        shard_threads.push(thread);
+    }
+    Ok(shard_threads)
+}
+
+/// Builds the acceptor on its poll and starts its thread.
+fn spawn_acceptor(poll: AcceptorPoll, parts: AcceptorParts) -> anyhow::Result<JoinHandle<()>> {
+    let mut acceptor = Acceptor::new(poll, parts)?;
+    let thread = std::thread::Builder::new().name("acceptor".into()).spawn(move || {
+        if let Err(e) = acceptor.run() {
+            tracing::error!(error = %e, "acceptor stopped");
+        }
+    })?;
+    Ok(thread)
 }
 
 fn unix_now_ms() -> u64 {

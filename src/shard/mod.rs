@@ -15,6 +15,7 @@
 //! into room calls or remote messages in `requests.rs`.
 
 mod admin;
+mod refresh;
 mod remote;
 mod requests;
 mod store_link;
@@ -22,6 +23,7 @@ mod store_link;
 pub use admin::{AdminQuery, AdminRequest, SendTarget};
 // Answer types live in `msg` (the store answers with them too); named here as well for the API side.
 pub use crate::msg::{AdminAnswer, AdminReply, ConnInfo};
+pub use refresh::{RefreshAnswer, RefreshLink, RefreshRequest};
 pub use remote::RemoteMsg;
 
 use std::io::{self, Read};
@@ -33,7 +35,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::auth::{Identity, Verifier};
+use crate::auth::Identity;
 use crate::config::Limits;
 use crate::conn::{
     ConnState, Connection, FlushOutcome, Grants, Member, OutboundQueue, Place, QueueBounds, RateBucket, Role,
@@ -63,6 +65,8 @@ pub enum ShardMsg {
     Handoff(Box<Handoff>),
     /// A batch from another shard, in the order it was sent.
     Remote(ShardId, Vec<RemoteMsg>),
+    /// The acceptor's verdict on a connection's `refresh` (`refresh.rs`).
+    Refreshed(Box<RefreshAnswer>),
 }
 
 #[derive(Debug)]
@@ -150,8 +154,9 @@ pub struct ShardSettings {
     pub shards: usize,
     /// Seconds past a token's `exp` it is still honoured (`auth.leeway_s`).
     pub token_leeway_s: u64,
-    /// `None` in dev mode (`auth.mode = none`): `refresh` is then refused.
-    pub verifier: Option<Arc<Verifier>>,
+    /// Where `refresh` tokens go to be verified (the acceptor); `None` in
+    /// dev mode (`auth.mode = none`): `refresh` is then refused.
+    pub refresh: Option<RefreshLink>,
     pub metrics_out: Sender<(ShardId, ShardMetrics)>,
     /// The store thread's queue; `None` runs without persistence.
     pub store: Option<Sender<StoreEvent>>,
@@ -354,6 +359,7 @@ impl Shard {
                         self.core.on_remote(from, msg);
                     }
                 }
+                Ok(ShardMsg::Refreshed(answer)) => self.core.on_refreshed(*answer),
                 Err(_) => break,
             }
         }

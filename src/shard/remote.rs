@@ -233,7 +233,7 @@ impl ShardCore {
                     peer.wake();
                 }
                 Err(ShardMsg::Remote(_, unsent)) => *batch = unsent,
-                Err(ShardMsg::Handoff(_)) => {}
+                Err(ShardMsg::Handoff(_) | ShardMsg::Refreshed(_)) => {}
             }
         }
     }

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
+use super::refresh::{self, RefreshRequest};
 use super::{RemoteMsg, ShardCore};
-use crate::auth::Verifier;
 use crate::conn::{JoinedRoom, Member, Place, Role};
 use crate::ids::{self, RoomKey};
 use crate::protocol::{self, Request};
@@ -257,17 +257,31 @@ impl ShardCore {
     }
 
     /// `refresh`: a new token for the same user and tenant that still allows
-    /// the home room extends the connection's life.
+    /// the home room extends the connection's life. It is verified on the
+    /// acceptor (`refresh.rs`); the ack or error goes out when it answers.
     fn refresh(&mut self, slot: usize, token: &str, reference: Option<&[u8]>) -> Result<(), Refusal> {
-        let verifier = self.settings.verifier.clone();
-        let (_, member) = self.member(slot)?;
-        let expires_at_s = check_refresh(verifier.as_deref(), member, token)?;
-        if let Some(conn) = self.conns.get_mut(slot) {
-            conn.expires_at_s = expires_at_s;
+        let request = {
+            let (conn, member) = self.member(slot)?;
+            RefreshRequest {
+                conn,
+                token: token.into(),
+                reference: reference.map(Into::into),
+                user: member.peer.user().into(),
+                tenant: member.grants.tenant.clone(),
+                home: member.rooms.first().map(|joined| joined.key.room().into()),
+            }
+        };
+        let conn = request.conn;
+        let Some(link) = &self.settings.refresh else { return Err(refresh::UNSUPPORTED) };
+        if link.requests.try_send(request).is_err() {
+            self.metrics.refresh_overloaded += 1;
+            tracing::debug!(conn = %conn, "refresh channel full: answered overloaded");
+            return Err(refresh::OVERLOADED);
         }
-        protocol::encode_ack(self.frames.begin(), reference, None);
-        let frame = self.frames.finish(Opcode::Text);
-        self.queue(slot, frame);
+        // One wake per refresh: refreshes are rare, and the acceptor may sleep a second otherwise.
+        if let Err(e) = link.waker.wake() {
+            tracing::error!(error = %e, "cannot wake the acceptor");
+        }
         Ok(())
     }
 
@@ -298,24 +312,4 @@ fn may_join(member: &Member, room: &str) -> Result<(), Refusal> {
     } else {
         Err(("forbidden", "the token does not allow this room"))
     }
-}
-
-/// Checks a refresh token and returns its expiry.
-fn check_refresh(verifier: Option<&Verifier>, member: &Member, token: &str) -> Result<u64, Refusal> {
-    let Some(verifier) = verifier else {
-        return Err(("unsupported", "refresh needs auth.mode = jwt"));
-    };
-    let fresh = verifier.verify(token).map_err(|e| (e.code(), e.message()))?;
-    // The shards do not see the acceptor's revoked set, so a single-use token could be replayed here.
-    if fresh.once {
-        return Err(("forbidden", "a single-use token cannot refresh a connection"));
-    }
-    if *fresh.user != *member.peer.user() || *fresh.tenant != *member.grants.tenant {
-        return Err(("forbidden", "a refresh token must be for the same user and tenant"));
-    }
-    let home = member.rooms.first().map(|joined| joined.key.room());
-    if home.is_some_and(|room| !fresh.may_enter(room)) {
-        return Err(("forbidden", "the refresh token's room claim does not allow this room"));
-    }
-    Ok(fresh.expires_at_s)
 }

@@ -96,6 +96,27 @@ fn without_the_store_revocation_holds_in_memory() {
 }
 
 #[test]
+fn refresh_refuses_revoked_and_single_use_tokens() {
+    let server = Server::start(&["--admin-key", ADMIN_KEY]);
+    let mut client = Client::connect(&server.url("t", &format!("token={}", minted("conn-1", false)))).expect("connect");
+    client.next_of_type("welcome");
+    let revoked = minted("refresh-revoked", false);
+    assert_eq!(call(server.addr, "DELETE", "/api/v1/tokens/refresh-revoked", ADMIN_KEY, "").0, 200);
+    client.send(json!({"type": "refresh", "token": revoked, "ref": 1}));
+    let error = client.next_of_type("error");
+    assert_eq!((&error["code"], &error["ref"]), (&json!("token_revoked"), &json!(1)), "{error}");
+
+    let once = minted("refresh-once", true);
+    client.send(json!({"type": "refresh", "token": once, "ref": 2}));
+    let error = client.next_of_type("error");
+    assert_eq!((&error["code"], &error["ref"]), (&json!("forbidden"), &json!(2)), "{error}");
+    assert_eq!(connects(&server, &once), Ok(()), "a refused refresh does not spend a single-use token");
+
+    client.send(json!({"type": "refresh", "token": minted("refresh-ok", false), "ref": 3}));
+    assert_eq!(client.next_of_type("ack")["ref"], 3, "the connection is still open and refreshable");
+}
+
+#[test]
 fn roomcast_token_once_mints_a_single_use_token() {
     let server = Server::start(&[]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))

@@ -1,0 +1,150 @@
+//! Listeners and the accept loop: binding with socket2 (backlog,
+//! SO_REUSEPORT), accepting until the kernel has no more, the socket options
+//! of an accepted connection, and pausing at `limits.handshakes_pending_max`
+//! (the rest wait in the kernel's backlog until a pending slot frees).
+
+use std::io;
+use std::net::SocketAddr;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+
+use super::Acceptor;
+use super::pending::{Family, PendingState};
+use crate::metrics::LimitKind;
+
+pub(super) const MAIN_LISTENER: Token = Token(usize::MAX - 1);
+pub(super) const ECHO_LISTENER: Token = Token(usize::MAX - 2);
+pub(super) const ADMIN_LISTENER: Token = Token(usize::MAX - 4);
+
+/// Which listener a connection came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Listener {
+    Main,
+    Echo,
+    /// `admin_listen`: the HTTP API only, no WebSocket.
+    Admin,
+}
+
+/// The listening sockets, registered with the acceptor's poll.
+pub(super) struct Listeners {
+    main: TcpListener,
+    echo: Option<TcpListener>,
+    admin: Option<TcpListener>,
+    /// Accepting stopped at `limits.handshakes_pending_max`.
+    paused: bool,
+}
+
+/// Binds a listener with socket2 so that backlog and SO_REUSEPORT are ours to set.
+pub fn bind(addr: SocketAddr, backlog: i32, reuseport: bool) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if reuseport {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+impl Listeners {
+    pub(super) fn register(
+        registry: &mio::Registry,
+        main: std::net::TcpListener,
+        echo: Option<std::net::TcpListener>,
+        admin: Option<std::net::TcpListener>,
+    ) -> io::Result<Listeners> {
+        let register = |listener: std::net::TcpListener, token: Token| -> io::Result<TcpListener> {
+            let mut listener = TcpListener::from_std(listener);
+            registry.register(&mut listener, token, Interest::READABLE)?;
+            Ok(listener)
+        };
+        Ok(Listeners {
+            main: register(main, MAIN_LISTENER)?,
+            echo: echo.map(|listener| register(listener, ECHO_LISTENER)).transpose()?,
+            admin: admin.map(|listener| register(listener, ADMIN_LISTENER)).transpose()?,
+            paused: false,
+        })
+    }
+
+    /// Whether a separate admin listener exists (the main one is then public).
+    pub(super) fn has_admin(&self) -> bool {
+        self.admin.is_some()
+    }
+
+    /// The next connection on `listener`; `None` when it is not configured.
+    fn accept(&self, listener: Listener) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+        match listener {
+            Listener::Main => Some(self.main.accept()),
+            Listener::Echo => self.echo.as_ref().map(TcpListener::accept),
+            Listener::Admin => self.admin.as_ref().map(TcpListener::accept),
+        }
+    }
+}
+
+impl Acceptor {
+    /// Accepts from `listener` until the kernel has no more or the pending table is full.
+    pub(super) fn accept_all(&mut self, listener: Listener) {
+        loop {
+            if self.pending.is_full() {
+                self.pause_accepting();
+                return;
+            }
+            let Some(accepted) = self.listeners.accept(listener) else { return };
+            match accepted {
+                Ok((stream, peer)) => self.start_pending(stream, listener, Some(peer)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: log and come back on the next event.
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Leaves the rest in the kernel's backlog until a slot frees.
+    fn pause_accepting(&mut self) {
+        if self.listeners.paused {
+            return;
+        }
+        self.listeners.paused = true;
+        self.counters.acceptor.accept_paused += 1;
+        self.counters.hit(LimitKind::HandshakesPending);
+        if self.counters.episodes.starts_episode(LimitKind::HandshakesPending) {
+            tracing::warn!(pending = self.pending.len(), "limits.handshakes_pending_max reached: accepting paused");
+        }
+    }
+
+    /// Accepts again, from every listener, once the pending table has room.
+    pub(super) fn resume_accepting(&mut self) {
+        if self.listeners.paused && !self.pending.is_full() {
+            self.listeners.paused = false;
+            self.accept_all(Listener::Main);
+            self.accept_all(Listener::Echo);
+            self.accept_all(Listener::Admin);
+        }
+    }
+
+    fn start_pending(&mut self, mut stream: TcpStream, listener: Listener, peer: Option<SocketAddr>) {
+        if self.config.net.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        let slot = self.pending.next_slot();
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
+        {
+            tracing::warn!(error = %e, "cannot register accepted connection");
+            return;
+        }
+        let family = match listener {
+            Listener::Main => Family::Unknown,
+            Listener::Echo => Family::WebSocket,
+            Listener::Admin => Family::Api,
+        };
+        self.pending.insert(stream, listener, family, peer, PendingState::ReadingHead);
+        // The request may already be here; edge-triggered readiness would not tell us again.
+        self.on_pending(slot);
+    }
+}

@@ -1,0 +1,349 @@
+//! Connections before their handoff: the pending table (a slab of
+//! connections plus one FIFO of deadlines), reading the request head (and an
+//! API request's body) under a byte cap, writing the one HTTP response a
+//! refused or API connection gets, and the deadlines.
+//!
+//! Every entry gets the same timeout (`limits.handshake_timeout_ms`) when it
+//! is inserted, so deadlines are in insertion order and a FIFO replaces a
+//! timer structure; an entry carries its slot's generation so that a
+//! deadline left behind by a freed slot is told from the slot's next user.
+//! Policies on who may hold a slot and for how long belong in
+//! [`PendingTable`], which every insertion and expiry goes through.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use slab::Slab;
+
+use super::Acceptor;
+use super::accept::Listener;
+use crate::http::{self, HeadError, RequestHead};
+use crate::http_api::{ApiError, Endpoint, Gather};
+use crate::metrics::LimitKind;
+use crate::shard::AdminAnswer;
+
+/// Which metrics family a connection's response is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Family {
+    /// Not known until the head is read: a head that cannot be read (too
+    /// big, malformed, too slow) counts as a failed handshake.
+    Unknown,
+    /// `/ws/…` on the main listener, or the echo listener.
+    WebSocket,
+    /// Any other request: `roomcast_http_responses_total`.
+    Api,
+}
+
+/// A connection before its handoff.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) stream: TcpStream,
+    pub(super) listener: Listener,
+    pub(super) family: Family,
+    /// Its deadline passed once already (it is writing the 408 or 503 `timeout`).
+    pub(super) timed_out: bool,
+    /// The address `accept` gave (handed to the shard for the session audit).
+    pub(super) peer: Option<SocketAddr>,
+    /// Request head bytes so far; never more than `handshake_head_bytes_max`.
+    pub(super) head: Vec<u8>,
+    pub(super) state: PendingState,
+    /// Tells this connection's deadline entry from a later one in the same
+    /// slot; also the ticket of its HTTP API request.
+    pub(super) generation: u64,
+}
+
+#[derive(Debug)]
+pub(super) enum PendingState {
+    ReadingHead,
+    /// An API request whose body (`len` bytes, gathered in `head`) is still arriving.
+    ReadingBody {
+        request: Box<RequestHead>,
+        endpoint: Endpoint,
+        tenant: Option<String>,
+        len: usize,
+    },
+    /// Waiting for `remaining` shards to answer an API request.
+    Awaiting {
+        ticket: u64,
+        gather: Gather,
+        remaining: usize,
+        answers: Vec<AdminAnswer>,
+        /// A shard's admin inbox was full: the answer would be partial.
+        incomplete: bool,
+    },
+    /// Writing an HTTP response; the connection closes after it.
+    Responding {
+        response: Vec<u8>,
+        written: usize,
+    },
+}
+
+/// The pending connections and their deadlines. Slot numbers are the
+/// connections' poll tokens.
+pub(super) struct PendingTable {
+    slots: Slab<Pending>,
+    /// `(deadline, slot, generation)`, oldest first.
+    deadlines: VecDeque<(Instant, usize, u64)>,
+    next_generation: u64,
+    /// `limits.handshakes_pending_max`.
+    max: usize,
+    /// `limits.handshake_timeout_ms`.
+    timeout: Duration,
+}
+
+impl PendingTable {
+    pub(super) fn new(max: usize, timeout: Duration) -> PendingTable {
+        PendingTable {
+            slots: Slab::with_capacity(max),
+            deadlines: VecDeque::with_capacity(max),
+            next_generation: 0,
+            max,
+            timeout,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// At `limits.handshakes_pending_max`: accepting pauses.
+    pub(super) fn is_full(&self) -> bool {
+        self.slots.len() >= self.max
+    }
+
+    /// The slot the next `insert` takes, to register its socket under first.
+    pub(super) fn next_slot(&self) -> usize {
+        self.slots.vacant_key()
+    }
+
+    /// Adds a registered connection with a fresh deadline; returns its slot.
+    pub(super) fn insert(
+        &mut self,
+        stream: TcpStream,
+        listener: Listener,
+        family: Family,
+        peer: Option<SocketAddr>,
+        state: PendingState,
+    ) -> usize {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let slot = self.slots.insert(Pending {
+            stream,
+            listener,
+            family,
+            timed_out: false,
+            peer,
+            head: Vec::new(),
+            state,
+            generation,
+        });
+        self.deadlines.push_back((Instant::now() + self.timeout, slot, generation));
+        slot
+    }
+
+    pub(super) fn get(&self, slot: usize) -> Option<&Pending> {
+        self.slots.get(slot)
+    }
+
+    pub(super) fn get_mut(&mut self, slot: usize) -> Option<&mut Pending> {
+        self.slots.get_mut(slot)
+    }
+
+    /// Takes the connection out (handed off or closed); its deadline entry
+    /// is skipped when it comes up.
+    pub(super) fn remove(&mut self, slot: usize) -> Option<Pending> {
+        self.slots.try_remove(slot)
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.front().map(|&(at, _, _)| at)
+    }
+
+    /// The slot of the next connection whose deadline passed at `now`;
+    /// `None` once no deadline has passed.
+    pub(super) fn next_expired(&mut self, now: Instant) -> Option<usize> {
+        while let Some(&(at, slot, generation)) = self.deadlines.front() {
+            if at > now {
+                return None;
+            }
+            self.deadlines.pop_front();
+            if self.slots.get(slot).is_some_and(|p| p.generation == generation) {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// A fresh deadline for `slot` from `now`, for writing its last response.
+    pub(super) fn renew_deadline(&mut self, slot: usize, now: Instant) {
+        if let Some(pending) = self.slots.get(slot) {
+            self.deadlines.push_back((now + self.timeout, slot, pending.generation));
+        }
+    }
+}
+
+impl Acceptor {
+    pub(super) fn on_pending(&mut self, slot: usize) {
+        let Some(pending) = self.pending.get_mut(slot) else { return };
+        match pending.state {
+            PendingState::ReadingHead | PendingState::ReadingBody { .. } => self.read_head(slot),
+            PendingState::Responding { .. } => self.write_response(slot),
+            // Nothing more is read until the answer is out.
+            PendingState::Awaiting { .. } => {}
+        }
+    }
+
+    /// Reads the request head, or (`ReadingBody`) an API request's body.
+    pub(super) fn read_head(&mut self, slot: usize) {
+        let Some(pending) = self.pending.get_mut(slot) else { return };
+        let (head_max, body) = match pending.state {
+            PendingState::ReadingBody { len, .. } => (len, true),
+            _ => (self.config.limits.handshake_head_bytes_max, false),
+        };
+        let mut chunk = [0u8; 4096];
+        loop {
+            let room = head_max.saturating_sub(pending.head.len());
+            if room == 0 && body {
+                break;
+            }
+            if room == 0 {
+                // A complete head followed by body bytes filled the buffer:
+                // the rest of the body is read in `ReadingBody`.
+                if matches!(http::parse_head(&pending.head), Ok(Some(_))) {
+                    break;
+                }
+                self.counters.hit(LimitKind::HeadTooBig);
+                self.respond_error(slot, 431, "headers_too_large", "request head over handshake_head_bytes_max", "");
+                return;
+            }
+            let limit = room.min(chunk.len());
+            match pending.stream.read(&mut chunk[..limit]) {
+                Ok(0) => {
+                    self.close_pending(slot);
+                    return;
+                }
+                Ok(n) => pending.head.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close_pending(slot);
+                    return;
+                }
+            }
+        }
+        if body {
+            if pending.head.len() >= head_max {
+                let state = std::mem::replace(&mut pending.state, PendingState::ReadingHead);
+                let body = std::mem::take(&mut pending.head);
+                if let PendingState::ReadingBody { request, endpoint, tenant, .. } = state {
+                    self.api_dispatch(slot, &endpoint, tenant, &request, &body);
+                }
+            }
+            return;
+        }
+        match http::parse_head(&pending.head) {
+            Ok(None) => {}
+            Ok(Some((head, len))) => {
+                let leftover = pending.head[len..].to_vec();
+                self.route(slot, head, leftover);
+            }
+            Err(HeadError::TooLarge) => {
+                self.counters.hit(LimitKind::HeadTooBig);
+                self.respond_error(slot, 431, "headers_too_large", "too many request headers", "")
+            }
+            Err(HeadError::Malformed) => self.respond_error(slot, 400, "bad_request", "malformed HTTP request", ""),
+        }
+    }
+
+    pub(super) fn respond_error(
+        &mut self,
+        slot: usize,
+        status: u16,
+        code: &'static str,
+        message: &str,
+        extra_headers: &str,
+    ) {
+        self.respond(slot, status, code, http::error_response(status, code, message, extra_headers));
+    }
+
+    /// Writes `response` and closes. It is counted once, here, in the
+    /// connection's family: a handshake by `status` and `cause` (the body's
+    /// error code), an HTTP API response by `status`.
+    pub(super) fn respond(&mut self, slot: usize, status: u16, cause: &'static str, response: Vec<u8>) {
+        let Some(pending) = self.pending.get_mut(slot) else { return };
+        match pending.family {
+            Family::Unknown | Family::WebSocket => {
+                self.counters.acceptor.count_handshake(status, cause);
+                tracing::debug!(status, cause, peer = ?pending.peer, "handshake refused");
+            }
+            Family::Api => self.counters.acceptor.count_http(status),
+        }
+        pending.head = Vec::new();
+        pending.state = PendingState::Responding { response, written: 0 };
+        self.write_response(slot);
+    }
+
+    fn write_response(&mut self, slot: usize) {
+        let Some(pending) = self.pending.get_mut(slot) else { return };
+        let PendingState::Responding { response, written } = &mut pending.state else { return };
+        while *written < response.len() {
+            match pending.stream.write(&response[*written..]) {
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = pending.stream.shutdown(Shutdown::Write);
+        self.close_pending(slot);
+    }
+
+    fn close_pending(&mut self, slot: usize) {
+        if let Some(mut pending) = self.pending.remove(slot) {
+            if let PendingState::Awaiting { ticket, .. } = pending.state {
+                self.api.forget(ticket);
+            }
+            let _ = self.poll.registry().deregister(&mut pending.stream);
+        }
+    }
+
+    /// Answers (or drops) every connection whose deadline has passed.
+    pub(super) fn expire_deadlines(&mut self, now: Instant) {
+        while let Some(slot) = self.pending.next_expired(now) {
+            let Some(pending) = self.pending.get_mut(slot) else { continue };
+            let first = !std::mem::replace(&mut pending.timed_out, true);
+            if first {
+                self.counters.hit(LimitKind::HandshakeTimeout);
+            }
+            match pending.state {
+                PendingState::Awaiting { ticket, .. } => {
+                    // A shard did not answer in time: say so, with a fresh deadline for the write.
+                    self.api.forget(ticket);
+                    self.pending.renew_deadline(slot, now);
+                    let late = ApiError::new(503, "timeout", "a shard did not answer in time");
+                    self.respond_api_error(slot, &late);
+                }
+                PendingState::ReadingHead | PendingState::ReadingBody { .. } => {
+                    // The request did not arrive in time: answer 408 (as the
+                    // socket allows, under a fresh deadline), so what is
+                    // counted is what the client gets.
+                    self.counters.acceptor.handshake_timeouts += 1;
+                    self.pending.renew_deadline(slot, now);
+                    let message = "the request did not arrive within limits.handshake_timeout_ms";
+                    self.respond_error(slot, 408, "timeout", message, "");
+                }
+                PendingState::Responding { .. } => {
+                    // The client does not read its response: drop it. Its
+                    // status was counted when the response was decided.
+                    if first {
+                        self.counters.acceptor.handshake_timeouts += 1;
+                    }
+                    self.close_pending(slot);
+                }
+            }
+        }
+    }
+}
