@@ -8,6 +8,7 @@
 use crate::account::{Obs, SeqTracker, Tally};
 use crate::clock::{TimerFd, mono_ns};
 use crate::frame::{self, MaskGen, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Parse};
+use crate::refusal;
 use crate::report::{new_hist, record};
 use crate::scan;
 use crate::shard;
@@ -164,6 +165,10 @@ pub struct Stats {
     pub expected: u64,
     pub connected: u64,
     pub failures: BTreeMap<String, u64>,
+    /// Handshakes the server answered with an HTTP error, by the reason
+    /// its body gave ([`refusal::describe`]): `failures` says `http_401`,
+    /// this says why.
+    pub refusals: BTreeMap<String, u64>,
     pub closed_by_server: BTreeMap<String, u64>,
     pub churn_opened: u64,
     pub churn_closed: u64,
@@ -204,6 +209,7 @@ impl Stats {
             expected: 0,
             connected: 0,
             failures: BTreeMap::new(),
+            refusals: BTreeMap::new(),
             closed_by_server: BTreeMap::new(),
             churn_opened: 0,
             churn_closed: 0,
@@ -237,6 +243,9 @@ impl Stats {
         self.connected += o.connected;
         for (k, v) in &o.failures {
             *self.failures.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.refusals {
+            *self.refusals.entry(k.clone()).or_default() += v;
         }
         for (k, v) in &o.closed_by_server {
             *self.closed_by_server.entry(k.clone()).or_default() += v;
@@ -785,8 +794,11 @@ impl Worker {
                 return Ok(0);
             };
             let status = buf.strip_prefix(b"HTTP/1.1 ").and_then(scan::parse_u64).map(|(v, _)| v).unwrap_or(0);
+            if status == 0 {
+                return Err("bad_response".into());
+            }
             if status != 101 {
-                return Err(if status == 0 { "bad_response".into() } else { format!("http_{status}") });
+                return self.refused(status, buf, end + 4);
             }
             pos = end + 4;
             if self.cfg.proto == Proto::Roomcast {
@@ -826,6 +838,18 @@ impl Worker {
             }
         }
         Ok(pos)
+    }
+
+    /// A handshake answered with `status` instead of 101: once its body is
+    /// here (the server closes after it), notes the body's reason and
+    /// drops the connection as `http_STATUS`; until then consumes nothing.
+    fn refused(&mut self, status: u64, buf: &[u8], body_start: usize) -> Result<usize, String> {
+        if !refusal::body_complete(buf, body_start) && buf.len() <= 16 * 1024 {
+            return Ok(0);
+        }
+        let reason = refusal::describe(status, &buf[body_start..]);
+        *self.stats.refusals.entry(reason).or_default() += 1;
+        Err(format!("http_{status}"))
     }
 
     /// Returns true if a latency sample was recorded; an error drops the

@@ -42,9 +42,15 @@ pub struct LoadArgs {
     /// Seconds of measured load (connect: seconds to hold the connections).
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, value_parser = num::<f64>)]
     pub duration: f64,
-    /// HS256 secret to mint tokens (`sub`, `exp`, `room`) with.
-    #[arg(long, conflicts_with = "dev")]
+    /// HS256 secret to mint tokens (`sub`, `exp`, `room`) with. Also read
+    /// from ROOMCAST_JWT_SECRET (the server's own variable), which then
+    /// counts as this flag.
+    #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true, conflicts_with = "dev")]
     pub jwt_secret: Option<String>,
+    /// A file holding the HS256 secret (one trailing newline is dropped),
+    /// so that the secret is not on the command line for `ps` to show.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["jwt_secret", "dev"])]
+    pub jwt_secret_file: Option<PathBuf>,
     /// Dev mode: connect with `?user=NAME`, no token.
     #[arg(long)]
     pub dev: bool,
@@ -344,8 +350,8 @@ fn validate(a: &LoadArgs, scenario: Scenario) -> anyhow::Result<()> {
     if a.procs > a.rooms {
         bail!("--procs ({}) must not exceed --rooms ({}): processes split the rooms", a.procs, a.rooms);
     }
-    if a.proto == Proto::Roomcast && a.jwt_secret.is_none() && !a.dev {
-        bail!("--proto roomcast needs --jwt-secret SECRET or --dev");
+    if a.proto == Proto::Roomcast && a.jwt_secret.is_none() && a.jwt_secret_file.is_none() && !a.dev {
+        bail!("--proto roomcast needs --jwt-secret SECRET (or ROOMCAST_JWT_SECRET), --jwt-secret-file PATH, or --dev");
     }
     if a.cross_shard > 0 {
         if scenario != Scenario::Fanout {
@@ -365,6 +371,9 @@ fn validate(a: &LoadArgs, scenario: Scenario) -> anyhow::Result<()> {
     if a.stalled > 0 && !sends {
         bail!("--stalled is for fanout and churn");
     }
+    // An unreadable or empty secret file is a setup error, before any
+    // child process is started.
+    jwt_secret(a)?;
     if a.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
@@ -389,6 +398,27 @@ fn validate(a: &LoadArgs, scenario: Scenario) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads `--jwt-secret-file`: the file's text without one trailing newline
+/// (`echo SECRET > FILE` writes one; a CRLF counts as one).
+fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--jwt-secret-file {}", path.display()))?;
+    let secret = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    if secret.is_empty() {
+        bail!("--jwt-secret-file {}: the file is empty", path.display());
+    }
+    Ok(secret.to_string())
+}
+
+/// The secret tokens are signed with, from `--jwt-secret` (or its
+/// environment variable) or `--jwt-secret-file`; `None`: no tokens.
+fn jwt_secret(a: &LoadArgs) -> anyhow::Result<Option<String>> {
+    match (&a.jwt_secret, &a.jwt_secret_file) {
+        (Some(s), _) => Ok(Some(s.clone())),
+        (None, Some(path)) => read_secret_file(path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -402,7 +432,7 @@ fn build_cfg(a: &LoadArgs, scenario: Scenario, proc_index: u32) -> anyhow::Resul
     let rate = a.rate * rooms.len() as f64 / a.rooms as f64;
     let rooms_here = rooms.len();
     let receivers = rooms_here as u64 * u64::from(a.members);
-    let auth = match &a.jwt_secret {
+    let auth = match jwt_secret(a)? {
         Some(s) => Auth::Jwt(jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
         None => Auth::Dev,
     };
@@ -623,13 +653,7 @@ fn run_proc(a: &LoadArgs, scenario: Scenario, proc_index: u32, child: bool) -> a
         if progress {
             eprintln!();
         }
-        bail!(
-            "no connection to {} could be made ({} of {} failed: {:?}); is the server running there?",
-            a.url,
-            sh.failed.load(Relaxed),
-            planned,
-            st.failures
-        );
+        bail!(no_connection_error(&a.url, sh.failed.load(Relaxed), planned, &st));
     }
     let connect_ns = mono_ns() - t0;
     let rss_growth = match (rss0, a.server_pid.and_then(rss_bytes)) {
@@ -728,6 +752,27 @@ fn run_proc(a: &LoadArgs, scenario: Scenario, proc_index: u32, child: bool) -> a
         room_shards: st.room_shards,
         shard_mismatches: st.shard_mismatches,
     })
+}
+
+/// Why a run made no connection at all, worded by what went wrong: a
+/// refused handshake gives the server's reason (a refused token says so,
+/// and which flags set the secret); only a refused TCP connect asks
+/// whether the server is running.
+fn no_connection_error(url: &str, failed: u64, planned: u64, st: &Stats) -> String {
+    let mut e = format!("no connection to {url} could be made ({failed} of {planned} failed: {:?})", st.failures);
+    if st.refusals.keys().any(|r| crate::refusal::is_token_refusal(r)) {
+        e.push_str(
+            "; the server refused the token: check that --jwt-secret (or --jwt-secret-file, ROOMCAST_JWT_SECRET) is the server's secret",
+        );
+    }
+    if !st.refusals.is_empty() {
+        let reasons: Vec<String> = st.refusals.iter().map(|(r, n)| format!("{r} (×{n})")).collect();
+        e.push_str(&format!("; the server answered: {}", reasons.join(", ")));
+    }
+    if st.failures.contains_key("refused") {
+        e.push_str("; is the server running there?");
+    }
+    e
 }
 
 /// What a child's stdout reader hands the parent.
@@ -1228,5 +1273,95 @@ mod tests {
         assert_eq!(ips.len(), 256);
         assert!(parse_src_ips("127.0.0.9-127.0.0.2", &addr, 0).is_err());
         assert!(parse_src_ips("none", &addr, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_refused_token_is_named_not_a_missing_server() {
+        let mut st = Stats::new();
+        st.failures.insert("http_401".into(), 3);
+        st.refusals.insert("HTTP 401 token_bad_signature: the token's signature is invalid".into(), 3);
+        let e = no_connection_error("ws://h:1", 3, 3, &st);
+        assert!(e.contains("refused the token"), "{e}");
+        assert!(e.contains("HTTP 401 token_bad_signature: the token's signature is invalid (×3)"), "{e}");
+        assert!(!e.contains("running"), "{e}");
+        let mut st = Stats::new();
+        st.failures.insert("refused".into(), 2);
+        let e = no_connection_error("ws://h:1", 2, 2, &st);
+        assert_eq!(
+            e,
+            r#"no connection to ws://h:1 could be made (2 of 2 failed: {"refused": 2}); is the server running there?"#
+        );
+        let mut st = Stats::new();
+        st.failures.insert("timeout".into(), 2);
+        let e = no_connection_error("ws://h:1", 2, 2, &st);
+        assert!(!e.contains("running") && !e.contains("token"), "{e}");
+    }
+
+    /// A file in the temp dir, unique to this process and `tag`, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn with(tag: &str, text: &str) -> TempFile {
+            let path = std::env::temp_dir().join(format!("roomcast-load-{}-{tag}", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn secret_file_loses_one_trailing_newline() {
+        for (tag, text, want) in [
+            ("lf", "s3cret\n", "s3cret"),
+            ("crlf", "s3cret\r\n", "s3cret"),
+            ("bare", "s3cret", "s3cret"),
+            ("two", "s3cret\n\n", "s3cret\n"),
+            ("spaces", " s3cret \n", " s3cret "),
+        ] {
+            let f = TempFile::with(tag, text);
+            assert_eq!(read_secret_file(&f.0).unwrap(), want, "{text:?}");
+        }
+        let empty = TempFile::with("empty", "\n");
+        let e = read_secret_file(&empty.0).unwrap_err().to_string();
+        assert!(e.contains("--jwt-secret-file") && e.contains("empty"), "{e}");
+        let missing = std::env::temp_dir().join(format!("roomcast-load-{}-none", std::process::id()));
+        let e = format!("{:#}", read_secret_file(&missing).unwrap_err());
+        assert!(e.contains("--jwt-secret-file"), "{e}");
+    }
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+
+    fn flags(args: &[&str]) -> Result<LoadArgs, clap::Error> {
+        use clap::Parser as _;
+        Flags::try_parse_from(std::iter::once("fanout").chain(args.iter().copied())).map(|f| f.load)
+    }
+
+    #[test]
+    fn secret_file_signs_the_tokens_and_excludes_the_other_sources() {
+        let f = TempFile::with("signs", "from-the-file\n");
+        let path = f.0.to_str().unwrap();
+        let a = flags(&["--jwt-secret-file", path]).unwrap();
+        assert_eq!(jwt_secret(&a).unwrap().as_deref(), Some("from-the-file"));
+        validate(&a, Scenario::Fanout).unwrap();
+        assert!(matches!(build_cfg(&a, Scenario::Fanout, 0).unwrap().auth, Auth::Jwt(_)));
+        let a = flags(&["--jwt-secret", "raw"]).unwrap();
+        assert_eq!(jwt_secret(&a).unwrap().as_deref(), Some("raw"));
+        for other in [&["--jwt-secret", "raw"][..], &["--dev"][..]] {
+            let e = flags(&[&["--jwt-secret-file", path][..], other].concat()).err().map(|e| e.kind());
+            assert_eq!(e, Some(clap::error::ErrorKind::ArgumentConflict), "{other:?}");
+        }
+        let mut none = flags(&[]).unwrap();
+        none.jwt_secret = None;
+        let e = validate(&none, Scenario::Fanout).unwrap_err().to_string();
+        assert!(e.contains("--jwt-secret-file") && e.contains("ROOMCAST_JWT_SECRET"), "{e}");
     }
 }
