@@ -8,6 +8,7 @@
 use crate::account::{Obs, SeqTracker, Tally};
 use crate::clock::{TimerFd, mono_ns};
 use crate::frame::{self, MaskGen, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Parse};
+use crate::refusal;
 use crate::report::{new_hist, record};
 use crate::scan;
 use crate::shard;
@@ -164,6 +165,10 @@ pub struct Stats {
     pub expected: u64,
     pub connected: u64,
     pub failures: BTreeMap<String, u64>,
+    /// Handshakes the server answered with an HTTP error, by the reason
+    /// its body gave ([`refusal::describe`]): `failures` says `http_401`,
+    /// this says why.
+    pub refusals: BTreeMap<String, u64>,
     pub closed_by_server: BTreeMap<String, u64>,
     pub churn_opened: u64,
     pub churn_closed: u64,
@@ -204,6 +209,7 @@ impl Stats {
             expected: 0,
             connected: 0,
             failures: BTreeMap::new(),
+            refusals: BTreeMap::new(),
             closed_by_server: BTreeMap::new(),
             churn_opened: 0,
             churn_closed: 0,
@@ -237,6 +243,9 @@ impl Stats {
         self.connected += o.connected;
         for (k, v) in &o.failures {
             *self.failures.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.refusals {
+            *self.refusals.entry(k.clone()).or_default() += v;
         }
         for (k, v) in &o.closed_by_server {
             *self.closed_by_server.entry(k.clone()).or_default() += v;
@@ -398,6 +407,29 @@ fn cause_of(e: &io::Error) -> &'static str {
             _ => "io_other",
         },
     }
+}
+
+/// Counters already added to the shared ones ([`Shared`]), so that each
+/// tick adds only what is new.
+#[derive(Default)]
+struct Published {
+    sent: u64,
+    expected: u64,
+    distinct: u64,
+    unsent: u64,
+}
+
+/// The measured window as one loop saw it: when it began (0: not yet),
+/// the thread's CPU time and CPU wait at its start and end (0: not yet),
+/// and when the current loop turn began (0: no turn being timed).
+#[derive(Default)]
+struct Window {
+    from: u64,
+    cpu_from: u64,
+    delay_from: u64,
+    cpu_end: u64,
+    delay_end: u64,
+    turn_from: u64,
 }
 
 pub struct Worker {
@@ -785,8 +817,11 @@ impl Worker {
                 return Ok(0);
             };
             let status = buf.strip_prefix(b"HTTP/1.1 ").and_then(scan::parse_u64).map(|(v, _)| v).unwrap_or(0);
+            if status == 0 {
+                return Err("bad_response".into());
+            }
             if status != 101 {
-                return Err(if status == 0 { "bad_response".into() } else { format!("http_{status}") });
+                return self.refused(status, buf, end + 4);
             }
             pos = end + 4;
             if self.cfg.proto == Proto::Roomcast {
@@ -828,129 +863,167 @@ impl Worker {
         Ok(pos)
     }
 
+    /// A handshake answered with `status` instead of 101: once its body is
+    /// here (the server closes after it), notes the body's reason and
+    /// drops the connection as `http_STATUS`; until then consumes nothing.
+    fn refused(&mut self, status: u64, buf: &[u8], body_start: usize) -> Result<usize, String> {
+        if !refusal::body_complete(buf, body_start) && buf.len() <= 16 * 1024 {
+            return Ok(0);
+        }
+        let reason = refusal::describe(status, &buf[body_start..]);
+        *self.stats.refusals.entry(reason).or_default() += 1;
+        Err(format!("http_{status}"))
+    }
+
     /// Returns true if a latency sample was recorded; an error drops the
     /// connection with that cause.
     fn on_text(&mut self, key: usize, payload: &[u8], now: u64) -> Result<bool, String> {
-        let c = &mut self.conns[key];
-        Ok(match c.st {
-            St::WaitWelcome => {
-                if scan::find_type(payload) == Some(b"welcome") {
-                    let seq = scan::find_u64_after(payload, b"\"seq\":").unwrap_or(0);
-                    c.tracker = SeqTracker::new(seq, self.cfg.seq_window);
-                    if self.cfg.cross_shard > 0 {
-                        // Home room joined: note its shard, join the target.
-                        let shard = scan::find_u64_after(payload, b"\"shard\":").unwrap_or(u64::MAX);
-                        if shard != u64::from(c.home_shard) {
-                            self.stats.shard_mismatches += 1;
-                        }
-                        let by_role = match c.spec.role {
-                            Role::Publisher => &mut self.stats.publisher_home_shards,
-                            _ => &mut self.stats.home_shards,
-                        };
-                        *by_role.entry(shard.min(u64::from(u16::MAX)) as u16).or_default() += 1;
-                        self.pbuf.clear();
-                        let target = &self.cfg.rooms[c.spec.room as usize];
-                        let _ = write!(self.pbuf, r#"{{"type":"join","room":"{target}","ref":{JOIN_REF}}}"#);
-                        let mask = self.masks.next_mask();
-                        frame::push_client_frame(&mut c.out, OP_TEXT, &self.pbuf, mask);
-                        c.st = St::WaitJoin;
-                    } else {
-                        self.became_ready(key, now);
-                    }
-                }
+        let c = &self.conns[key];
+        Ok(match (c.st, c.spec.role) {
+            (St::WaitWelcome, _) => {
+                self.on_welcome(key, payload, now);
                 false
             }
-            St::WaitJoin => {
-                match scan::find_type(payload) {
-                    Some(b"welcome") => {
-                        // The joined room's welcome (from its owner): the seq base.
-                        let seq = scan::find_u64_after(payload, b"\"seq\":").unwrap_or(0);
-                        c.tracker = SeqTracker::new(seq, self.cfg.seq_window);
-                        let shard = scan::find_u64_after(payload, b"\"shard\":").unwrap_or(u64::MAX);
-                        if shard != u64::from(c.room_shard) {
-                            self.stats.shard_mismatches += 1;
-                        }
-                        *self.stats.room_shards.entry(shard.min(u64::from(u16::MAX)) as u16).or_default() += 1;
-                    }
-                    Some(b"ack") if scan::find_u64_after(payload, b"\"ref\":") == Some(JOIN_REF) => {
-                        self.became_ready(key, now);
-                    }
-                    Some(b"error") => {
-                        let code = scan::find_str_after(payload, b"\"code\":")
-                            .map(|c| String::from_utf8_lossy(c).into_owned())
-                            .unwrap_or_else(|| "unknown".into());
-                        return Err(format!("join_{code}"));
-                    }
-                    _ => {}
-                }
+            (St::WaitJoin, _) => {
+                self.on_join_reply(key, payload, now)?;
                 false
             }
-            St::Ready => match c.spec.role {
-                Role::Member => {
-                    // The server's `seq` (roomcast) or the tool's own (raw).
-                    let found = match self.cfg.proto {
-                        Proto::Roomcast => scan::find_delivery(payload),
-                        Proto::Raw => scan::find_marker(payload).map(|m| (m.seq, m)),
-                    };
-                    let Some((seq, m)) = found else {
-                        return Ok(false);
-                    };
-                    let lat = now.saturating_sub(m.intended_ns) / 1000;
-                    record(&mut self.stats.lat, lat);
-                    if self.cfg.progress {
-                        record(&mut self.ihist, lat);
-                    }
-                    let obs = c.tracker.observe(seq);
-                    if obs != Obs::Duplicate && now <= self.window_end {
-                        self.stats.window_distinct += 1;
-                    }
-                    self.stats.tally.record(obs);
-                    true
-                }
-                Role::Rtt => {
-                    let intended = if self.cfg.proto == Proto::Raw {
-                        match scan::find_marker(payload) {
-                            Some(m) if m.publisher == c.spec.id => m.intended_ns,
-                            _ => return Ok(false),
-                        }
-                    } else {
-                        let t = scan::find_type(payload);
-                        if t != Some(b"pong") && t != Some(b"ack") {
-                            return Ok(false);
-                        }
-                        let Some(r) = scan::find_u64_after(payload, b"\"ref\":") else {
-                            return Ok(false);
-                        };
-                        let ring = c.ring.as_mut().expect("rtt ring");
-                        let slot = &mut ring[(r as usize) % RTT_RING];
-                        let v = *slot;
-                        *slot = 0;
-                        if v == 0 {
-                            // A second answer to one request.
-                            self.stats.tally.delivered += 1;
-                            self.stats.tally.duplicates += 1;
-                            return Ok(false);
-                        }
-                        v
-                    };
-                    let lat = now.saturating_sub(intended) / 1000;
-                    record(&mut self.stats.lat, lat);
-                    if self.cfg.progress {
-                        record(&mut self.ihist, lat);
-                    }
-                    if now <= self.window_end {
-                        self.stats.window_distinct += 1;
-                    }
-                    self.stats.tally.delivered += 1;
-                    true
-                }
-                Role::Publisher | Role::Churn | Role::Stalled => {
-                    self.stats.publisher_rx += 1;
-                    false
-                }
-            },
+            (St::Ready, Role::Member) => self.on_delivery(key, payload, now),
+            (St::Ready, Role::Rtt) => self.on_rtt_reply(key, payload, now),
+            (St::Ready, Role::Publisher | Role::Churn | Role::Stalled) => {
+                self.stats.publisher_rx += 1;
+                false
+            }
             _ => false,
         })
+    }
+
+    /// The connection's first `welcome`: the base of its seq accounting,
+    /// and it is ready; with `--cross-shard` it is the home room's, so the
+    /// connection notes its shard and joins the measured room.
+    fn on_welcome(&mut self, key: usize, payload: &[u8], now: u64) {
+        if scan::find_type(payload) != Some(b"welcome") {
+            return;
+        }
+        let c = &mut self.conns[key];
+        let seq = scan::find_u64_after(payload, b"\"seq\":").unwrap_or(0);
+        c.tracker = SeqTracker::new(seq, self.cfg.seq_window);
+        if self.cfg.cross_shard == 0 {
+            self.became_ready(key, now);
+            return;
+        }
+        // Home room joined: note its shard, join the target.
+        let shard = scan::find_u64_after(payload, b"\"shard\":").unwrap_or(u64::MAX);
+        if shard != u64::from(c.home_shard) {
+            self.stats.shard_mismatches += 1;
+        }
+        let by_role = match c.spec.role {
+            Role::Publisher => &mut self.stats.publisher_home_shards,
+            _ => &mut self.stats.home_shards,
+        };
+        *by_role.entry(shard.min(u64::from(u16::MAX)) as u16).or_default() += 1;
+        self.pbuf.clear();
+        let target = &self.cfg.rooms[c.spec.room as usize];
+        let _ = write!(self.pbuf, r#"{{"type":"join","room":"{target}","ref":{JOIN_REF}}}"#);
+        let mask = self.masks.next_mask();
+        frame::push_client_frame(&mut c.out, OP_TEXT, &self.pbuf, mask);
+        c.st = St::WaitJoin;
+    }
+
+    /// `--cross-shard`: the measured room's `welcome` (from its owner: the
+    /// seq base), then the join's `ack` (ready); an `error` drops the
+    /// connection as `join_CODE`.
+    fn on_join_reply(&mut self, key: usize, payload: &[u8], now: u64) -> Result<(), String> {
+        let c = &mut self.conns[key];
+        match scan::find_type(payload) {
+            Some(b"welcome") => {
+                // The joined room's welcome (from its owner): the seq base.
+                let seq = scan::find_u64_after(payload, b"\"seq\":").unwrap_or(0);
+                c.tracker = SeqTracker::new(seq, self.cfg.seq_window);
+                let shard = scan::find_u64_after(payload, b"\"shard\":").unwrap_or(u64::MAX);
+                if shard != u64::from(c.room_shard) {
+                    self.stats.shard_mismatches += 1;
+                }
+                *self.stats.room_shards.entry(shard.min(u64::from(u16::MAX)) as u16).or_default() += 1;
+            }
+            Some(b"ack") if scan::find_u64_after(payload, b"\"ref\":") == Some(JOIN_REF) => {
+                self.became_ready(key, now);
+            }
+            Some(b"error") => {
+                let code = scan::find_str_after(payload, b"\"code\":")
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .unwrap_or_else(|| "unknown".into());
+                return Err(format!("join_{code}"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A receiver's delivery: latency from its intended send time, and
+    /// loss/duplicate/order accounting by the server's `seq` (roomcast) or
+    /// the tool's own (raw). True if it carried a load marker.
+    fn on_delivery(&mut self, key: usize, payload: &[u8], now: u64) -> bool {
+        let found = match self.cfg.proto {
+            Proto::Roomcast => scan::find_delivery(payload),
+            Proto::Raw => scan::find_marker(payload).map(|m| (m.seq, m)),
+        };
+        let Some((seq, m)) = found else {
+            return false;
+        };
+        let lat = now.saturating_sub(m.intended_ns) / 1000;
+        record(&mut self.stats.lat, lat);
+        if self.cfg.progress {
+            record(&mut self.ihist, lat);
+        }
+        let obs = self.conns[key].tracker.observe(seq);
+        if obs != Obs::Duplicate && now <= self.window_end {
+            self.stats.window_distinct += 1;
+        }
+        self.stats.tally.record(obs);
+        true
+    }
+
+    /// An rtt answer: the round trip from its request's intended send
+    /// time (raw: the echoed marker; roomcast: the `ref` of a `pong` or
+    /// `ack`, looked up in the ring). True if a round trip was recorded.
+    fn on_rtt_reply(&mut self, key: usize, payload: &[u8], now: u64) -> bool {
+        let c = &mut self.conns[key];
+        let intended = if self.cfg.proto == Proto::Raw {
+            match scan::find_marker(payload) {
+                Some(m) if m.publisher == c.spec.id => m.intended_ns,
+                _ => return false,
+            }
+        } else {
+            let t = scan::find_type(payload);
+            if t != Some(b"pong") && t != Some(b"ack") {
+                return false;
+            }
+            let Some(r) = scan::find_u64_after(payload, b"\"ref\":") else {
+                return false;
+            };
+            let ring = c.ring.as_mut().expect("rtt ring");
+            let slot = &mut ring[(r as usize) % RTT_RING];
+            let v = *slot;
+            *slot = 0;
+            if v == 0 {
+                // A second answer to one request.
+                self.stats.tally.delivered += 1;
+                self.stats.tally.duplicates += 1;
+                return false;
+            }
+            v
+        };
+        let lat = now.saturating_sub(intended) / 1000;
+        record(&mut self.stats.lat, lat);
+        if self.cfg.progress {
+            record(&mut self.ihist, lat);
+        }
+        if now <= self.window_end {
+            self.stats.window_distinct += 1;
+        }
+        self.stats.tally.delivered += 1;
+        true
     }
 
     fn build_publish(&mut self, key: usize, intended: u64) {
@@ -1016,56 +1089,19 @@ impl Worker {
     pub fn run(mut self) -> Stats {
         // Room for every socket of a big room in one poll call.
         let mut events = Events::with_capacity(4096);
-        let cfg = self.cfg.clone();
-        let sh = self.sh.clone();
-        let nthreads = cfg.threads as f64;
-        let connect_rate = cfg.connect_rate / nthreads;
-        // This worker's share of the send schedule.
-        let sched_conns: usize = plan_specs(&cfg, self.idx).1.len();
-        let total_sched = match cfg.scenario {
-            Scenario::Rtt => planned_conns(&cfg) as f64,
-            _ => (cfg.publishers as usize * cfg.rooms.len()) as f64,
-        };
-        let my_sched = match cfg.scenario {
-            Scenario::Rtt => plan_specs(&cfg, self.idx).0.len() as f64,
-            _ => sched_conns as f64,
-        };
-        let my_rate = if total_sched > 0.0 { cfg.rate * my_sched / total_sched } else { 0.0 };
-        let interval_ns = if my_rate > 0.0 { (1e9 / my_rate) as u64 } else { u64::MAX };
-        self.interval_ns = interval_ns;
+        let connect_rate = self.cfg.connect_rate / self.cfg.threads as f64;
+        self.interval_ns = self.send_interval_ns();
         let mut next_tick = 0u64;
-        let mut measure_from = 0u64;
-        let mut delay_from = 0u64;
-        let mut cpu_from = 0u64;
-        let mut cpu_end = 0u64;
-        let mut delay_end = 0u64;
-        let mut turn_from = 0u64;
         let mut last_interval = mono_ns();
-        let mut pub_sent = 0u64;
-        let mut pub_exp = 0u64;
-        let mut pub_dd = 0u64;
-        let mut pub_unsent = 0u64;
+        let mut published = Published::default();
+        let mut window = Window::default();
         self.connect_start = mono_ns();
         loop {
             let now = mono_ns();
-            if sh.stop.load(Relaxed) {
+            if self.sh.stop.load(Relaxed) {
                 break;
             }
-            // Open connections: paced, and at most `inflight_max` handshakes.
-            while let Some(&spec) = self.to_open.last() {
-                if self.inflight >= cfg.inflight_max {
-                    break;
-                }
-                if connect_rate > 0.0 {
-                    let allowed = ((now - self.connect_start) as f64 / 1e9 * connect_rate) as u64 + 1;
-                    if self.opened >= allowed {
-                        break;
-                    }
-                }
-                self.to_open.pop();
-                self.opened += 1;
-                self.open(spec, now);
-            }
+            self.open_due(now, connect_rate);
             let mut deadline = now + TICK_NS;
             if connect_rate > 0.0 && !self.to_open.is_empty() {
                 let next = self.connect_start + ((self.opened as f64) / connect_rate * 1e9) as u64;
@@ -1075,95 +1111,163 @@ impl Worker {
             if now >= next_tick {
                 next_tick = now + TICK_NS;
                 self.housekeeping(now);
-                sh.sent.fetch_add(self.stats.sent - pub_sent, Relaxed);
-                pub_sent = self.stats.sent;
-                sh.expected.fetch_add(self.stats.expected - pub_exp, Relaxed);
-                pub_exp = self.stats.expected;
-                let dd = self.stats.tally.distinct();
-                sh.delivered_distinct.fetch_add(dd - pub_dd, Relaxed);
-                pub_dd = dd;
-                sh.unsent.fetch_add(self.stats.unsent - pub_unsent, Relaxed);
-                pub_unsent = self.stats.unsent;
-                if cfg.progress && now - last_interval >= 1_000_000_000 {
+                self.publish_counters(&mut published);
+                if self.cfg.progress && now - last_interval >= 1_000_000_000 {
                     last_interval = now;
-                    let p = if self.ihist.is_empty() { 0 } else { self.ihist.value_at_quantile(0.99) };
-                    sh.interval_p99[self.idx].store(p, Relaxed);
-                    self.ihist.reset();
+                    self.publish_interval_p99();
                 }
             }
-            let timeout = if deadline <= now {
-                Some(std::time::Duration::ZERO)
-            } else {
-                // Sub-ms precision: the timerfd wakes the loop on time
-                // (epoll's own timeout is rounded up to whole ms).
-                self.timer.arm(deadline);
-                Some(std::time::Duration::from_nanos(deadline - now + 2_000_000))
-            };
-            let before = mono_ns();
-            if turn_from != 0 {
-                // The turn that began at the last poll's return ends here.
-                record(&mut self.stats.turn, (before - turn_from) / 1000);
-            }
-            let res = self.poll.poll(&mut events, timeout);
-            let start = sh.start_ns.load(Relaxed);
-            let measuring = start != 0 && before >= start && before < start.saturating_add(cfg.duration_ns);
-            turn_from = 0;
-            if measuring {
-                let after = mono_ns();
-                self.stats.poll_ns += after - before;
-                if measure_from == 0 {
-                    measure_from = before;
-                    delay_from = crate::clock::thread_run_delay_ns();
-                    cpu_from = crate::clock::thread_cpu_ns();
-                    self.window_end = start + cfg.duration_ns;
-                }
-                self.stats.wall_ns = after - measure_from;
-                if !events.is_empty() {
-                    turn_from = after;
-                }
-            } else if measure_from != 0 && cpu_end == 0 {
-                // The measured window is over: its loop CPU share.
-                cpu_end = crate::clock::thread_cpu_ns();
-                delay_end = crate::clock::thread_run_delay_ns();
-            }
-            if let Err(e) = res
+            if let Err(e) = self.poll_until(&mut events, now, deadline, &mut window)
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 break;
             }
-            for (i, ev) in events.iter().enumerate() {
-                if i % 32 == 31 {
-                    // Keep the send schedule on time while a long batch of
-                    // readable connections is being handled.
-                    self.pump(mono_ns());
-                }
-                if ev.token() == TIMER {
-                    self.timer.drain();
-                    continue;
-                }
-                let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                let w = ev.is_writable();
-                self.on_event(ev.token().0, r, w);
-            }
+            self.dispatch(&events);
         }
-        if measure_from != 0 {
-            if cpu_end == 0 {
-                cpu_end = crate::clock::thread_cpu_ns();
-                delay_end = crate::clock::thread_run_delay_ns();
-            }
-            self.stats.run_delay_ns = delay_end.saturating_sub(delay_from);
-            if self.stats.wall_ns > 0 {
-                self.stats.loop_cpu_max_pct =
-                    cpu_end.saturating_sub(cpu_from) as f64 / self.stats.wall_ns as f64 * 100.0;
-            }
-        }
+        self.close_window(&window);
         // Final counters for the progress line.
-        sh.sent.fetch_add(self.stats.sent - pub_sent, Relaxed);
-        sh.expected.fetch_add(self.stats.expected - pub_exp, Relaxed);
-        let dd = self.stats.tally.distinct();
-        sh.delivered_distinct.fetch_add(dd - pub_dd, Relaxed);
-        sh.unsent.fetch_add(self.stats.unsent - pub_unsent, Relaxed);
+        self.publish_counters(&mut published);
         self.stats
+    }
+
+    /// Nanoseconds between this worker's sends: its share of the send
+    /// schedule (publishers, or rtt connections) of the aggregate rate.
+    fn send_interval_ns(&self) -> u64 {
+        let cfg = &self.cfg;
+        let total_sched = match cfg.scenario {
+            Scenario::Rtt => planned_conns(cfg) as f64,
+            _ => (cfg.publishers as usize * cfg.rooms.len()) as f64,
+        };
+        let (others, pubs) = plan_specs(cfg, self.idx);
+        let my_sched = match cfg.scenario {
+            Scenario::Rtt => others.len() as f64,
+            _ => pubs.len() as f64,
+        };
+        let my_rate = if total_sched > 0.0 { cfg.rate * my_sched / total_sched } else { 0.0 };
+        if my_rate > 0.0 { (1e9 / my_rate) as u64 } else { u64::MAX }
+    }
+
+    /// Opens planned connections: paced, and at most `inflight_max` handshakes.
+    fn open_due(&mut self, now: u64, connect_rate: f64) {
+        while let Some(&spec) = self.to_open.last() {
+            if self.inflight >= self.cfg.inflight_max {
+                break;
+            }
+            if connect_rate > 0.0 {
+                let allowed = ((now - self.connect_start) as f64 / 1e9 * connect_rate) as u64 + 1;
+                if self.opened >= allowed {
+                    break;
+                }
+            }
+            self.to_open.pop();
+            self.opened += 1;
+            self.open(spec, now);
+        }
+    }
+
+    /// Adds what is new in this worker's counters to the shared ones the
+    /// progress line reads.
+    fn publish_counters(&self, published: &mut Published) {
+        let sh = &self.sh;
+        sh.sent.fetch_add(self.stats.sent - published.sent, Relaxed);
+        published.sent = self.stats.sent;
+        sh.expected.fetch_add(self.stats.expected - published.expected, Relaxed);
+        published.expected = self.stats.expected;
+        let dd = self.stats.tally.distinct();
+        sh.delivered_distinct.fetch_add(dd - published.distinct, Relaxed);
+        published.distinct = dd;
+        sh.unsent.fetch_add(self.stats.unsent - published.unsent, Relaxed);
+        published.unsent = self.stats.unsent;
+    }
+
+    /// The last second's latency p99 for the progress line; starts the next second.
+    fn publish_interval_p99(&mut self) {
+        let p = if self.ihist.is_empty() { 0 } else { self.ihist.value_at_quantile(0.99) };
+        self.sh.interval_p99[self.idx].store(p, Relaxed);
+        self.ihist.reset();
+    }
+
+    /// Polls until `deadline`, timing the loop turn that ends here and, in
+    /// the measured window, the time spent in poll.
+    fn poll_until(&mut self, events: &mut Events, now: u64, deadline: u64, w: &mut Window) -> io::Result<()> {
+        let timeout = if deadline <= now {
+            Some(std::time::Duration::ZERO)
+        } else {
+            // Sub-ms precision: the timerfd wakes the loop on time
+            // (epoll's own timeout is rounded up to whole ms).
+            self.timer.arm(deadline);
+            Some(std::time::Duration::from_nanos(deadline - now + 2_000_000))
+        };
+        let before = mono_ns();
+        if w.turn_from != 0 {
+            // The turn that began at the last poll's return ends here.
+            record(&mut self.stats.turn, (before - w.turn_from) / 1000);
+        }
+        let res = self.poll.poll(events, timeout);
+        self.account_poll(before, !events.is_empty(), w);
+        res
+    }
+
+    /// After a poll that began at `before`: inside the measured window,
+    /// its poll time and wall time (and, at the window's start, the
+    /// thread's CPU time and CPU wait); after it, their values at its end.
+    fn account_poll(&mut self, before: u64, had_events: bool, w: &mut Window) {
+        let start = self.sh.start_ns.load(Relaxed);
+        let measuring = start != 0 && before >= start && before < start.saturating_add(self.cfg.duration_ns);
+        w.turn_from = 0;
+        if measuring {
+            let after = mono_ns();
+            self.stats.poll_ns += after - before;
+            if w.from == 0 {
+                w.from = before;
+                w.delay_from = crate::clock::thread_run_delay_ns();
+                w.cpu_from = crate::clock::thread_cpu_ns();
+                self.window_end = start + self.cfg.duration_ns;
+            }
+            self.stats.wall_ns = after - w.from;
+            if had_events {
+                w.turn_from = after;
+            }
+        } else if w.from != 0 && w.cpu_end == 0 {
+            // The measured window is over: its loop CPU share.
+            w.cpu_end = crate::clock::thread_cpu_ns();
+            w.delay_end = crate::clock::thread_run_delay_ns();
+        }
+    }
+
+    /// Handles the events of one poll.
+    fn dispatch(&mut self, events: &Events) {
+        for (i, ev) in events.iter().enumerate() {
+            if i % 32 == 31 {
+                // Keep the send schedule on time while a long batch of
+                // readable connections is being handled.
+                self.pump(mono_ns());
+            }
+            if ev.token() == TIMER {
+                self.timer.drain();
+                continue;
+            }
+            let r = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+            let w = ev.is_writable();
+            self.on_event(ev.token().0, r, w);
+        }
+    }
+
+    /// The loop's CPU share and CPU wait over the measured window (if the
+    /// loop saw it).
+    fn close_window(&mut self, w: &Window) {
+        if w.from == 0 {
+            return;
+        }
+        let (cpu_end, delay_end) = if w.cpu_end == 0 {
+            (crate::clock::thread_cpu_ns(), crate::clock::thread_run_delay_ns())
+        } else {
+            (w.cpu_end, w.delay_end)
+        };
+        self.stats.run_delay_ns = delay_end.saturating_sub(w.delay_from);
+        if self.stats.wall_ns > 0 {
+            self.stats.loop_cpu_max_pct = cpu_end.saturating_sub(w.cpu_from) as f64 / self.stats.wall_ns as f64 * 100.0;
+        }
     }
 
     /// Sends what the open-loop schedule has due (and opens due churn

@@ -7,6 +7,7 @@
 //! - [`frame`], [`scan`], [`account`]: the in-place frame parser, the tiny
 //!   payload scanners and the loss/duplicate/out-of-order accounting.
 //! - [`report`]: percentiles, `.hgrm` and SVG output.
+//! - [`refusal`]: why a server refused a handshake (its JSON error body).
 //! - [`shard`]: the server's room → shard function, home rooms for
 //!   `fanout --cross-shard`.
 
@@ -14,6 +15,7 @@ pub mod account;
 pub mod client;
 pub mod clock;
 pub mod frame;
+pub mod refusal;
 pub mod report;
 pub mod run;
 pub mod scan;

@@ -42,9 +42,15 @@ pub struct LoadArgs {
     /// Seconds of measured load (connect: seconds to hold the connections).
     #[arg(long, default_value_t = 10.0, allow_negative_numbers = true, value_parser = num::<f64>)]
     pub duration: f64,
-    /// HS256 secret to mint tokens (`sub`, `exp`, `room`) with.
-    #[arg(long, conflicts_with = "dev")]
+    /// HS256 secret to mint tokens (`sub`, `exp`, `room`) with. Also read
+    /// from ROOMCAST_JWT_SECRET (the server's own variable), which then
+    /// counts as this flag.
+    #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true, conflicts_with = "dev")]
     pub jwt_secret: Option<String>,
+    /// A file holding the HS256 secret (one trailing newline is dropped),
+    /// so that the secret is not on the command line for `ps` to show.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["jwt_secret", "dev"])]
+    pub jwt_secret_file: Option<PathBuf>,
     /// Dev mode: connect with `?user=NAME`, no token.
     #[arg(long)]
     pub dev: bool,
@@ -312,6 +318,8 @@ fn parse_src_ips(spec: &str, target: &SocketAddr, proc_index: u32) -> anyhow::Re
     }
 }
 
+/// Refuses flags that are out of range or do not apply, naming the flag:
+/// sizes and rates here, then modes and pacing.
 fn validate(a: &LoadArgs, scenario: Scenario) -> anyhow::Result<()> {
     let sends = matches!(scenario, Scenario::Fanout | Scenario::Churn);
     if !(a.duration > 0.0 && a.duration <= 3600.0) {
@@ -344,8 +352,14 @@ fn validate(a: &LoadArgs, scenario: Scenario) -> anyhow::Result<()> {
     if a.procs > a.rooms {
         bail!("--procs ({}) must not exceed --rooms ({}): processes split the rooms", a.procs, a.rooms);
     }
-    if a.proto == Proto::Roomcast && a.jwt_secret.is_none() && !a.dev {
-        bail!("--proto roomcast needs --jwt-secret SECRET or --dev");
+    validate_modes(a, scenario, sends)?;
+    validate_pacing(a)
+}
+
+/// Authentication, `--cross-shard` and `--stalled`: each only where it applies.
+fn validate_modes(a: &LoadArgs, scenario: Scenario, sends: bool) -> anyhow::Result<()> {
+    if a.proto == Proto::Roomcast && a.jwt_secret.is_none() && a.jwt_secret_file.is_none() && !a.dev {
+        bail!("--proto roomcast needs --jwt-secret SECRET (or ROOMCAST_JWT_SECRET), --jwt-secret-file PATH, or --dev");
     }
     if a.cross_shard > 0 {
         if scenario != Scenario::Fanout {
@@ -365,6 +379,14 @@ fn validate(a: &LoadArgs, scenario: Scenario) -> anyhow::Result<()> {
     if a.stalled > 0 && !sends {
         bail!("--stalled is for fanout and churn");
     }
+    // An unreadable or empty secret file is a setup error, before any
+    // child process is started.
+    jwt_secret(a)?;
+    Ok(())
+}
+
+/// Threads, handshakes in flight, connect and churn rates, timeouts.
+fn validate_pacing(a: &LoadArgs) -> anyhow::Result<()> {
     if a.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
@@ -389,6 +411,27 @@ fn validate(a: &LoadArgs, scenario: Scenario) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads `--jwt-secret-file`: the file's text without one trailing newline
+/// (`echo SECRET > FILE` writes one; a CRLF counts as one).
+fn read_secret_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("--jwt-secret-file {}", path.display()))?;
+    let secret = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    if secret.is_empty() {
+        bail!("--jwt-secret-file {}: the file is empty", path.display());
+    }
+    Ok(secret.to_string())
+}
+
+/// The secret tokens are signed with, from `--jwt-secret` (or its
+/// environment variable) or `--jwt-secret-file`; `None`: no tokens.
+fn jwt_secret(a: &LoadArgs) -> anyhow::Result<Option<String>> {
+    match (&a.jwt_secret, &a.jwt_secret_file) {
+        (Some(s), _) => Ok(Some(s.clone())),
+        (None, Some(path)) => read_secret_file(path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -402,7 +445,7 @@ fn build_cfg(a: &LoadArgs, scenario: Scenario, proc_index: u32) -> anyhow::Resul
     let rate = a.rate * rooms.len() as f64 / a.rooms as f64;
     let rooms_here = rooms.len();
     let receivers = rooms_here as u64 * u64::from(a.members);
-    let auth = match &a.jwt_secret {
+    let auth = match jwt_secret(a)? {
         Some(s) => Auth::Jwt(jsonwebtoken::EncodingKey::from_secret(s.as_bytes())),
         None => Auth::Dev,
     };
@@ -571,124 +614,180 @@ impl Ticker {
     }
 }
 
+/// Where one process shows its progress: its own line on a terminal, or,
+/// as a child of a parent showing one, counters on stdout every 500 ms,
+/// which the parent merges into one line.
+struct ProgressOut {
+    /// Our own line on stderr.
+    line: bool,
+    /// Counters for the parent on stdout.
+    report: bool,
+    ticker: Ticker,
+}
+
+impl ProgressOut {
+    /// Sends `p` to the parent, or shows it on our line.
+    fn send_or_show(&mut self, p: Progress) -> anyhow::Result<()> {
+        if self.report {
+            println!("{}", p.wire());
+            std::io::stdout().flush()?;
+        } else {
+            self.ticker.show(p);
+        }
+        Ok(())
+    }
+
+    /// Ends our line (the next output starts on a fresh one).
+    fn end_line(&self) {
+        if self.line {
+            eprintln!();
+        }
+    }
+}
+
+/// What a process timed around its measured window, for its result.
+struct ProcTimes {
+    connect_ns: u64,
+    measure_ns: u64,
+    cpu_user_ns: u64,
+    cpu_sys_ns: u64,
+    rss_growth: Option<u64>,
+}
+
 /// Runs this process's share; `child` = talk to the parent over stdio.
 fn run_proc(a: &LoadArgs, scenario: Scenario, proc_index: u32, child: bool) -> anyhow::Result<ProcResult> {
     let cfg = Arc::new(build_cfg(a, scenario, proc_index)?);
     let sh = Arc::new(Shared::new(cfg.rooms.len(), cfg.threads));
     let planned = client::planned_conns(&cfg);
-    // On a terminal: our own line; a child of such a parent: counters on
-    // stdout every 500 ms, which the parent merges into one line.
-    let progress = !child && std::io::stderr().is_terminal();
-    let report = child && a.child_progress;
-    let mut ticker = Ticker::new(1);
-    let rss0 = a.server_pid.and_then(rss_bytes);
-    let mut handles = Vec::new();
-    for i in 0..cfg.threads {
-        let w = Worker::new(cfg.clone(), sh.clone(), i).context("creating a worker")?;
-        handles.push(std::thread::Builder::new().name(format!("load-{i}")).spawn(move || w.run())?);
-    }
-    let join = |handles: Vec<std::thread::JoinHandle<Stats>>| -> anyhow::Result<Stats> {
-        let mut st = Stats::new();
-        for h in handles {
-            let s = h.join().map_err(|_| anyhow!("a worker thread panicked"))?;
-            st.merge(&s);
-        }
-        Ok(st)
+    let mut out = ProgressOut {
+        line: !child && std::io::stderr().is_terminal(),
+        report: child && a.child_progress,
+        ticker: Ticker::new(1),
     };
+    let rss0 = a.server_pid.and_then(rss_bytes);
+    let handles = start_workers(&cfg, &sh)?;
     let t0 = mono_ns();
-    let setup_deadline = t0 + (a.setup_timeout * 1e9) as u64;
-    let mut last_print = 0;
-    loop {
-        let done = sh.ready.load(Relaxed) + sh.failed.load(Relaxed);
-        let now = mono_ns();
-        if done >= planned || now >= setup_deadline {
-            break;
-        }
-        if (progress || report) && now - last_print > 500_000_000 {
-            last_print = now;
-            let p = Progress::of(&sh, planned, false);
-            if report {
-                println!("{}", p.wire());
-                std::io::stdout().flush()?;
-            } else {
-                ticker.show(p);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_setup(&sh, planned, t0 + (a.setup_timeout * 1e9) as u64, &mut out)?;
     if planned > 0 && sh.ready.load(Relaxed) == 0 && sh.failed.load(Relaxed) >= planned {
         // Nothing to measure: say why now instead of waiting out --duration.
         sh.stop.store(true, Relaxed);
-        let st = join(handles)?;
-        if progress {
-            eprintln!();
-        }
-        bail!(
-            "no connection to {} could be made ({} of {} failed: {:?}); is the server running there?",
-            a.url,
-            sh.failed.load(Relaxed),
-            planned,
-            st.failures
-        );
+        let st = join_workers(handles)?;
+        out.end_line();
+        bail!(no_connection_error(&a.url, sh.failed.load(Relaxed), planned, &st));
     }
     let connect_ns = mono_ns() - t0;
     let rss_growth = match (rss0, a.server_pid.and_then(rss_bytes)) {
         (Some(x), Some(y)) => Some(y.saturating_sub(x)),
         _ => None,
     };
-    let start = if child {
-        println!("READY {} {}", sh.ready.load(Relaxed), sh.failed.load(Relaxed));
-        std::io::stdout().flush()?;
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        line.trim()
-            .strip_prefix("GO ")
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| anyhow!("child: expected GO <ns> from the parent, got {line:?}"))?
-    } else {
-        mono_ns() + 20_000_000
-    };
+    let start = agree_start(&sh, child)?;
     sh.start_ns.store(start, Relaxed);
     while mono_ns() < start {
         std::thread::sleep(Duration::from_millis(1));
     }
     let cpu0 = process_cpu_split_ns();
-    let end = start + cfg.duration_ns;
+    measure(&sh, planned, start, start + cfg.duration_ns, &mut out)?;
+    let cpu1 = process_cpu_split_ns();
+    let measure_ns = mono_ns() - start;
+    drain(&sh, a.drain);
+    sh.stop.store(true, Relaxed);
+    out.end_line();
+    let st = join_workers(handles)?;
+    let (cpu_user_ns, cpu_sys_ns) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
+    let times = ProcTimes { connect_ns, measure_ns, cpu_user_ns, cpu_sys_ns, rss_growth };
+    Ok(proc_result(st, &cfg, planned, times))
+}
+
+/// One event-loop thread per `cfg.threads`.
+fn start_workers(cfg: &Arc<RunCfg>, sh: &Arc<Shared>) -> anyhow::Result<Vec<std::thread::JoinHandle<Stats>>> {
+    let mut handles = Vec::new();
+    for i in 0..cfg.threads {
+        let w = Worker::new(cfg.clone(), sh.clone(), i).context("creating a worker")?;
+        handles.push(std::thread::Builder::new().name(format!("load-{i}")).spawn(move || w.run())?);
+    }
+    Ok(handles)
+}
+
+/// Waits for the workers (after `stop`) and merges what they measured.
+fn join_workers(handles: Vec<std::thread::JoinHandle<Stats>>) -> anyhow::Result<Stats> {
+    let mut st = Stats::new();
+    for h in handles {
+        let s = h.join().map_err(|_| anyhow!("a worker thread panicked"))?;
+        st.merge(&s);
+    }
+    Ok(st)
+}
+
+/// The connect phase: until every planned connection is ready or failed,
+/// or `deadline`; progress every 500 ms.
+fn wait_for_setup(sh: &Shared, planned: u64, deadline: u64, out: &mut ProgressOut) -> anyhow::Result<()> {
+    let mut last_print = 0;
+    loop {
+        let done = sh.ready.load(Relaxed) + sh.failed.load(Relaxed);
+        let now = mono_ns();
+        if done >= planned || now >= deadline {
+            return Ok(());
+        }
+        if (out.line || out.report) && now - last_print > 500_000_000 {
+            last_print = now;
+            out.send_or_show(Progress::of(sh, planned, false))?;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// When the schedule starts: a child says READY and takes the parent's
+/// `GO <ns>` (every process starts at once); alone, 20 ms from now.
+fn agree_start(sh: &Shared, child: bool) -> anyhow::Result<u64> {
+    if !child {
+        return Ok(mono_ns() + 20_000_000);
+    }
+    println!("READY {} {}", sh.ready.load(Relaxed), sh.failed.load(Relaxed));
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    line.trim()
+        .strip_prefix("GO ")
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| anyhow!("child: expected GO <ns> from the parent, got {line:?}"))
+}
+
+/// The measured window [`start`, `end`): the workers run the schedule;
+/// this thread only shows progress (each second; to a parent, every 500 ms).
+fn measure(sh: &Shared, planned: u64, start: u64, end: u64, out: &mut ProgressOut) -> anyhow::Result<()> {
     let mut last_t = start;
-    if progress {
-        ticker.show(Progress::of(&sh, planned, true));
+    if out.line {
+        out.ticker.show(Progress::of(sh, planned, true));
     }
     loop {
         let now = mono_ns();
         if now >= end {
-            break;
+            return Ok(());
         }
-        let step = if report { 500_000_000 } else { 100_000_000 };
+        let step = if out.report { 500_000_000 } else { 100_000_000 };
         std::thread::sleep(Duration::from_nanos((end - now).min(step)));
         let now = mono_ns();
-        if report {
-            println!("{}", Progress::of(&sh, planned, true).wire());
-            std::io::stdout().flush()?;
-        } else if progress && now - last_t >= 1_000_000_000 {
-            ticker.show(Progress::of(&sh, planned, true));
+        if out.report {
+            out.send_or_show(Progress::of(sh, planned, true))?;
+        } else if out.line && now - last_t >= 1_000_000_000 {
+            out.ticker.show(Progress::of(sh, planned, true));
             last_t = now;
         }
     }
-    let cpu1 = process_cpu_split_ns();
-    let (cpu_user_ns, cpu_sys_ns) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
-    let measure_ns = mono_ns() - start;
-    // Drain: wait for deliveries in flight (counters lag by ≤ 10 ms).
-    let drain_end = mono_ns() + (a.drain * 1e9) as u64;
+}
+
+/// Waits up to `drain_s` for deliveries in flight (counters lag by ≤ 10 ms).
+fn drain(sh: &Shared, drain_s: f64) {
+    let drain_end = mono_ns() + (drain_s * 1e9) as u64;
     std::thread::sleep(Duration::from_millis(30));
     while mono_ns() < drain_end && sh.delivered_distinct.load(Relaxed) < sh.expected.load(Relaxed) {
         std::thread::sleep(Duration::from_millis(5));
     }
-    sh.stop.store(true, Relaxed);
-    if progress {
-        eprintln!();
-    }
-    let st = join(handles)?;
-    Ok(ProcResult {
+}
+
+/// This process's result, as sent to a parent.
+fn proc_result(st: Stats, cfg: &RunCfg, planned: u64, times: ProcTimes) -> ProcResult {
+    ProcResult {
         delivered: st.tally.delivered,
         duplicates: st.tally.duplicates,
         out_of_order: st.tally.out_of_order,
@@ -709,15 +808,15 @@ fn run_proc(a: &LoadArgs, scenario: Scenario, proc_index: u32, child: bool) -> a
         churn_handshake: hist_to_b64(&st.churn_handshake),
         slip: hist_to_b64(&st.slip),
         turn: hist_to_b64(&st.turn),
-        cpu_ns: cpu_user_ns + cpu_sys_ns,
-        cpu_user_ns,
-        cpu_sys_ns,
+        cpu_ns: times.cpu_user_ns + times.cpu_sys_ns,
+        cpu_user_ns: times.cpu_user_ns,
+        cpu_sys_ns: times.cpu_sys_ns,
         loop_cpu_max_pct: st.loop_cpu_max_pct,
         seq_window: cfg.seq_window,
-        measure_ns,
-        connect_ns,
+        measure_ns: times.measure_ns,
+        connect_ns: times.connect_ns,
         threads: cfg.threads,
-        rss_growth,
+        rss_growth: times.rss_growth,
         reads: st.reads,
         frames: st.frames,
         poll_ns: st.poll_ns,
@@ -727,7 +826,28 @@ fn run_proc(a: &LoadArgs, scenario: Scenario, proc_index: u32, child: bool) -> a
         publisher_home_shards: st.publisher_home_shards,
         room_shards: st.room_shards,
         shard_mismatches: st.shard_mismatches,
-    })
+    }
+}
+
+/// Why a run made no connection at all, worded by what went wrong: a
+/// refused handshake gives the server's reason (a refused token says so,
+/// and which flags set the secret); only a refused TCP connect asks
+/// whether the server is running.
+fn no_connection_error(url: &str, failed: u64, planned: u64, st: &Stats) -> String {
+    let mut e = format!("no connection to {url} could be made ({failed} of {planned} failed: {:?})", st.failures);
+    if st.refusals.keys().any(|r| crate::refusal::is_token_refusal(r)) {
+        e.push_str(
+            "; the server refused the token: check that --jwt-secret (or --jwt-secret-file, ROOMCAST_JWT_SECRET) is the server's secret",
+        );
+    }
+    if !st.refusals.is_empty() {
+        let reasons: Vec<String> = st.refusals.iter().map(|(r, n)| format!("{r} (×{n})")).collect();
+        e.push_str(&format!("; the server answered: {}", reasons.join(", ")));
+    }
+    if st.failures.contains_key("refused") {
+        e.push_str("; is the server running there?");
+    }
+    e
 }
 
 /// What a child's stdout reader hands the parent.
@@ -739,283 +859,394 @@ enum FromChild {
 
 /// Multi-process mode: children are this binary with `--child-index`.
 fn run_children(a: &LoadArgs) -> anyhow::Result<Vec<ProcResult>> {
-    use std::process::{Command, Stdio};
-    let exe = std::env::current_exe()?;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let progress = std::io::stderr().is_terminal();
-    let mut kids = Vec::new();
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, FromChild)>();
-    for i in 0..a.procs {
-        let mut cmd = Command::new(&exe);
-        cmd.args(&args).arg("--child-index").arg(i.to_string());
-        if progress {
-            cmd.arg("--child-progress");
-        }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawning a child process")?;
-        let out = child.stdout.take().ok_or_else(|| anyhow!("child stdout not piped"))?;
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((i as usize, FromChild::Line(line))).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send((i as usize, FromChild::Eof));
-        });
-        kids.push(child);
-    }
-    drop(tx);
-    let kill_all = |kids: &mut Vec<std::process::Child>| {
-        for k in kids.iter_mut() {
-            let _ = k.kill();
-            let _ = k.wait();
-        }
-    };
-    let mut ticker = Ticker::new(a.procs);
-    let mut latest = vec![Progress::default(); a.procs as usize];
-    let mut last_show = 0u64;
-    let mut show = |latest: &[Progress], ticker: &mut Ticker| {
-        let now = mono_ns();
-        let load = latest.iter().all(|p| p.load);
-        if progress && now - last_show >= if load { 1_000_000_000 } else { 500_000_000 } {
-            last_show = now;
-            ticker.show(Progress::merge(latest));
-        }
-    };
-    let deadline = Duration::from_secs_f64(a.setup_timeout + 10.0);
-    let mut ready = 0;
-    let t0 = std::time::Instant::now();
-    while ready < a.procs {
-        let left = deadline.saturating_sub(t0.elapsed());
-        match rx.recv_timeout(left) {
-            Ok((_, FromChild::Line(l))) if l.starts_with("READY") => ready += 1,
-            Ok((i, FromChild::Line(l))) => {
-                if let Some(p) = Progress::parse(&l) {
-                    latest[i] = p;
-                    show(&latest, &mut ticker);
-                }
-            }
-            Ok((i, FromChild::Eof)) => {
-                kill_all(&mut kids);
-                if progress {
-                    eprintln!();
-                }
-                bail!("child process {i} exited during setup (its error is above)");
-            }
-            Err(_) => {
-                kill_all(&mut kids);
-                bail!("children did not all become ready in time");
-            }
-        }
-    }
-    let start = mono_ns() + 50_000_000;
-    for k in &mut kids {
-        let stdin = k.stdin.as_mut().ok_or_else(|| anyhow!("child stdin not piped"))?;
-        writeln!(stdin, "GO {start}")?;
-        stdin.flush()?;
-    }
-    let mut results = Vec::new();
-    let deadline = Duration::from_secs_f64(a.duration + a.drain + 30.0);
-    let t1 = std::time::Instant::now();
-    let mut done = vec![false; a.procs as usize];
-    while results.len() < a.procs as usize {
-        let left = deadline.saturating_sub(t1.elapsed());
-        match rx.recv_timeout(left) {
-            Ok((i, FromChild::Line(l))) => {
-                if let Some(j) = l.strip_prefix("RESULT ") {
-                    results.push(serde_json::from_str(j)?);
-                    done[i] = true;
-                } else if let Some(p) = Progress::parse(&l) {
-                    latest[i] = p;
-                    show(&latest, &mut ticker);
-                }
-            }
-            Ok((i, FromChild::Eof)) => {
-                if !done[i] {
-                    kill_all(&mut kids);
-                    bail!("child process {i} exited without a result (its error is above)");
-                }
-            }
-            Err(_) => {
-                kill_all(&mut kids);
-                bail!("children did not all report in time");
-            }
-        }
-    }
-    if progress {
+    let mut children = Children::spawn(a)?;
+    children.wait_ready(Duration::from_secs_f64(a.setup_timeout + 10.0))?;
+    children.go(mono_ns() + 50_000_000)?;
+    let results = children.collect(Duration::from_secs_f64(a.duration + a.drain + 30.0))?;
+    if children.progress {
         eprintln!();
     }
-    for mut k in kids {
+    for mut k in children.kids {
         let _ = k.wait();
     }
     Ok(results)
 }
 
-fn summarize(
-    a: &LoadArgs,
-    scenario: Scenario,
-    rs: &[ProcResult],
-) -> anyhow::Result<(Summary, [hdrhistogram::Histogram<u64>; 3])> {
-    let mut lat = report::new_hist();
-    let mut hs = report::new_hist();
-    let mut chs = report::new_hist();
-    let mut slip = report::new_hist();
-    let mut turn = report::new_hist();
-    let mut s = Summary {
-        scenario,
-        proto: a.proto,
-        url: a.url.clone(),
-        procs: a.procs,
-        threads: 0,
-        rooms: a.rooms,
-        members: a.members,
-        publishers: if matches!(scenario, Scenario::Fanout | Scenario::Churn) { a.publishers } else { 0 },
-        rate: a.rate,
-        size: a.size,
-        duration_s: a.duration,
-        connections: 0,
-        connected: 0,
-        connect_failures: BTreeMap::new(),
-        closed_by_server: BTreeMap::new(),
-        connect_s: 0.0,
-        connects_per_sec: 0.0,
-        sent: 0,
-        unsent: 0,
-        delivered: 0,
-        expected: 0,
-        lost: 0,
-        duplicates: 0,
-        out_of_order: 0,
-        too_old: 0,
-        seq_window: 0,
-        deliveries_per_sec: 0.0,
-        latency_us: Pcts::default(),
-        handshake_us: Pcts::default(),
-        churn_handshake_us: Pcts::default(),
-        slip_us: Pcts::default(),
-        tool_turn_us: Pcts::default(),
-        churn_opened: 0,
-        churn_closed: 0,
-        tool_cpu_pct: 0.0,
-        tool_cpu_user_pct: 0.0,
-        tool_cpu_sys_pct: 0.0,
-        tool_loop_cpu_pct: 0.0,
-        tool_cpu_capacity_pct: 0.0,
-        tool_busy_pct: 0.0,
-        tool_cpu_wait_pct: 0.0,
-        frames_per_read: 0.0,
-        tool_bottleneck: false,
-        bottleneck_reason: None,
-        server_rss_per_conn_bytes: None,
-        cross_shard: a.cross_shard,
-        home_shards: BTreeMap::new(),
-        publisher_home_shards: BTreeMap::new(),
-        room_shards: BTreeMap::new(),
-        shard_mismatches: 0,
-        server_ok: false,
-        pass: false,
-        hgrm: None,
-        svg: None,
-    };
-    let (mut cpu_ns, mut cpu_user_ns, mut cpu_sys_ns) = (0u64, 0u64, 0u64);
-    let mut window_distinct = 0u64;
-    let mut measure_ns = 0u64;
-    let mut rss = 0u64;
-    let mut has_rss = false;
-    let (mut reads, mut frames, mut poll_ns, mut wall_ns, mut run_delay_ns) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    for r in rs {
-        reads += r.reads;
-        frames += r.frames;
-        poll_ns += r.poll_ns;
-        wall_ns += r.wall_ns;
-        run_delay_ns += r.run_delay_ns;
-        lat.add(hist_from_b64(&r.lat)?)?;
-        hs.add(hist_from_b64(&r.handshake)?)?;
-        chs.add(hist_from_b64(&r.churn_handshake)?)?;
-        slip.add(hist_from_b64(&r.slip)?)?;
-        turn.add(hist_from_b64(&r.turn)?)?;
-        s.unsent += r.unsent;
-        s.too_old += r.too_old;
-        s.seq_window = s.seq_window.max(r.seq_window);
-        window_distinct += r.window_distinct;
-        cpu_user_ns += r.cpu_user_ns;
-        cpu_sys_ns += r.cpu_sys_ns;
-        s.tool_loop_cpu_pct = s.tool_loop_cpu_pct.max((r.loop_cpu_max_pct * 10.0).round() / 10.0);
-        s.threads += r.threads;
-        s.connections += r.planned;
-        s.connected += r.connected;
+/// The children of a multi-process run, the lines they send (one reader
+/// thread each, into `rx`) and their merged progress line.
+struct Children {
+    kids: Vec<std::process::Child>,
+    rx: std::sync::mpsc::Receiver<(usize, FromChild)>,
+    /// Show a merged progress line (stderr is a terminal).
+    progress: bool,
+    ticker: Ticker,
+    /// Each child's last progress counters.
+    latest: Vec<Progress>,
+    last_show: u64,
+}
+
+impl Children {
+    /// Starts `a.procs` children with this process's arguments.
+    fn spawn(a: &LoadArgs) -> anyhow::Result<Children> {
+        use std::process::{Command, Stdio};
+        let exe = std::env::current_exe()?;
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let progress = std::io::stderr().is_terminal();
+        let mut kids = Vec::new();
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, FromChild)>();
+        for i in 0..a.procs {
+            let mut cmd = Command::new(&exe);
+            cmd.args(&args).arg("--child-index").arg(i.to_string());
+            if progress {
+                cmd.arg("--child-progress");
+            }
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .context("spawning a child process")?;
+            let out = child.stdout.take().ok_or_else(|| anyhow!("child stdout not piped"))?;
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send((i as usize, FromChild::Line(line))).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send((i as usize, FromChild::Eof));
+            });
+            kids.push(child);
+        }
+        Ok(Children {
+            kids,
+            rx,
+            progress,
+            ticker: Ticker::new(a.procs),
+            latest: vec![Progress::default(); a.procs as usize],
+            last_show: 0,
+        })
+    }
+
+    fn kill_all(&mut self) {
+        for k in self.kids.iter_mut() {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+    }
+
+    /// Notes child `i`'s progress line, if `line` is one, and shows the
+    /// merged line when it is due (each second while measuring, every
+    /// 500 ms while connecting).
+    fn progress_line(&mut self, i: usize, line: &str) {
+        let Some(p) = Progress::parse(line) else { return };
+        self.latest[i] = p;
+        let now = mono_ns();
+        let load = self.latest.iter().all(|p| p.load);
+        if self.progress && now - self.last_show >= if load { 1_000_000_000 } else { 500_000_000 } {
+            self.last_show = now;
+            self.ticker.show(Progress::merge(&self.latest));
+        }
+    }
+
+    /// Until every child said READY (its connections are made), within `deadline`.
+    fn wait_ready(&mut self, deadline: Duration) -> anyhow::Result<()> {
+        let mut ready = 0;
+        let t0 = std::time::Instant::now();
+        while ready < self.kids.len() {
+            let left = deadline.saturating_sub(t0.elapsed());
+            match self.rx.recv_timeout(left) {
+                Ok((_, FromChild::Line(l))) if l.starts_with("READY") => ready += 1,
+                Ok((i, FromChild::Line(l))) => self.progress_line(i, &l),
+                Ok((i, FromChild::Eof)) => {
+                    self.kill_all();
+                    if self.progress {
+                        eprintln!();
+                    }
+                    bail!("child process {i} exited during setup (its error is above)");
+                }
+                Err(_) => {
+                    self.kill_all();
+                    bail!("children did not all become ready in time");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Tells every child when the schedule starts.
+    fn go(&mut self, start: u64) -> anyhow::Result<()> {
+        for k in &mut self.kids {
+            let stdin = k.stdin.as_mut().ok_or_else(|| anyhow!("child stdin not piped"))?;
+            writeln!(stdin, "GO {start}")?;
+            stdin.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Every child's RESULT, within `deadline`.
+    fn collect(&mut self, deadline: Duration) -> anyhow::Result<Vec<ProcResult>> {
+        let mut results = Vec::new();
+        let t1 = std::time::Instant::now();
+        let mut done = vec![false; self.kids.len()];
+        while results.len() < self.kids.len() {
+            let left = deadline.saturating_sub(t1.elapsed());
+            match self.rx.recv_timeout(left) {
+                Ok((i, FromChild::Line(l))) => {
+                    if let Some(j) = l.strip_prefix("RESULT ") {
+                        results.push(serde_json::from_str(j)?);
+                        done[i] = true;
+                    } else {
+                        self.progress_line(i, &l);
+                    }
+                }
+                Ok((i, FromChild::Eof)) => {
+                    if !done[i] {
+                        self.kill_all();
+                        bail!("child process {i} exited without a result (its error is above)");
+                    }
+                }
+                Err(_) => {
+                    self.kill_all();
+                    bail!("children did not all report in time");
+                }
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// The five histograms of a run, merged over its processes.
+struct Hists {
+    lat: hdrhistogram::Histogram<u64>,
+    handshake: hdrhistogram::Histogram<u64>,
+    churn_handshake: hdrhistogram::Histogram<u64>,
+    slip: hdrhistogram::Histogram<u64>,
+    turn: hdrhistogram::Histogram<u64>,
+}
+
+impl Hists {
+    fn new() -> Hists {
+        Hists {
+            lat: report::new_hist(),
+            handshake: report::new_hist(),
+            churn_handshake: report::new_hist(),
+            slip: report::new_hist(),
+            turn: report::new_hist(),
+        }
+    }
+
+    fn add(&mut self, r: &ProcResult) -> anyhow::Result<()> {
+        self.lat.add(hist_from_b64(&r.lat)?)?;
+        self.handshake.add(hist_from_b64(&r.handshake)?)?;
+        self.churn_handshake.add(hist_from_b64(&r.churn_handshake)?)?;
+        self.slip.add(hist_from_b64(&r.slip)?)?;
+        self.turn.add(hist_from_b64(&r.turn)?)?;
+        Ok(())
+    }
+}
+
+/// The tool's own counters over the processes, from which the summary's
+/// shares are derived (they are not in it themselves).
+#[derive(Default)]
+struct ToolTotals {
+    cpu_ns: u64,
+    cpu_user_ns: u64,
+    cpu_sys_ns: u64,
+    window_distinct: u64,
+    /// The longest measured window of a process.
+    measure_ns: u64,
+    /// The largest server RSS growth a process saw (`--server-pid`).
+    rss_growth: Option<u64>,
+    reads: u64,
+    frames: u64,
+    poll_ns: u64,
+    wall_ns: u64,
+    run_delay_ns: u64,
+}
+
+impl ToolTotals {
+    fn add(&mut self, r: &ProcResult) {
+        self.reads += r.reads;
+        self.frames += r.frames;
+        self.poll_ns += r.poll_ns;
+        self.wall_ns += r.wall_ns;
+        self.run_delay_ns += r.run_delay_ns;
+        self.window_distinct += r.window_distinct;
+        self.cpu_user_ns += r.cpu_user_ns;
+        self.cpu_sys_ns += r.cpu_sys_ns;
+        self.cpu_ns += r.cpu_ns;
+        self.measure_ns = self.measure_ns.max(r.measure_ns);
+        if let Some(g) = r.rss_growth {
+            self.rss_growth = Some(self.rss_growth.unwrap_or(0).max(g));
+        }
+    }
+}
+
+impl Summary {
+    /// The run's settings, every figure zero.
+    fn blank(a: &LoadArgs, scenario: Scenario) -> Summary {
+        Summary {
+            scenario,
+            proto: a.proto,
+            url: a.url.clone(),
+            procs: a.procs,
+            threads: 0,
+            rooms: a.rooms,
+            members: a.members,
+            publishers: if matches!(scenario, Scenario::Fanout | Scenario::Churn) { a.publishers } else { 0 },
+            rate: a.rate,
+            size: a.size,
+            duration_s: a.duration,
+            connections: 0,
+            connected: 0,
+            connect_failures: BTreeMap::new(),
+            closed_by_server: BTreeMap::new(),
+            connect_s: 0.0,
+            connects_per_sec: 0.0,
+            sent: 0,
+            unsent: 0,
+            delivered: 0,
+            expected: 0,
+            lost: 0,
+            duplicates: 0,
+            out_of_order: 0,
+            too_old: 0,
+            seq_window: 0,
+            deliveries_per_sec: 0.0,
+            latency_us: Pcts::default(),
+            handshake_us: Pcts::default(),
+            churn_handshake_us: Pcts::default(),
+            slip_us: Pcts::default(),
+            tool_turn_us: Pcts::default(),
+            churn_opened: 0,
+            churn_closed: 0,
+            tool_cpu_pct: 0.0,
+            tool_cpu_user_pct: 0.0,
+            tool_cpu_sys_pct: 0.0,
+            tool_loop_cpu_pct: 0.0,
+            tool_cpu_capacity_pct: 0.0,
+            tool_busy_pct: 0.0,
+            tool_cpu_wait_pct: 0.0,
+            frames_per_read: 0.0,
+            tool_bottleneck: false,
+            bottleneck_reason: None,
+            server_rss_per_conn_bytes: None,
+            cross_shard: a.cross_shard,
+            home_shards: BTreeMap::new(),
+            publisher_home_shards: BTreeMap::new(),
+            room_shards: BTreeMap::new(),
+            shard_mismatches: 0,
+            server_ok: false,
+            pass: false,
+            hgrm: None,
+            svg: None,
+        }
+    }
+
+    /// Adds one process's counts (sums, or the largest for windows and
+    /// per-loop shares).
+    fn add_counts(&mut self, r: &ProcResult) {
+        self.unsent += r.unsent;
+        self.too_old += r.too_old;
+        self.seq_window = self.seq_window.max(r.seq_window);
+        self.tool_loop_cpu_pct = self.tool_loop_cpu_pct.max((r.loop_cpu_max_pct * 10.0).round() / 10.0);
+        self.threads += r.threads;
+        self.connections += r.planned;
+        self.connected += r.connected;
         for (k, v) in &r.failures {
-            *s.connect_failures.entry(k.clone()).or_default() += v;
+            *self.connect_failures.entry(k.clone()).or_default() += v;
         }
         for (k, v) in &r.closed_by_server {
-            *s.closed_by_server.entry(k.clone()).or_default() += v;
+            *self.closed_by_server.entry(k.clone()).or_default() += v;
         }
-        s.connect_s = s.connect_s.max(r.connect_ns as f64 / 1e9);
-        s.sent += r.sent;
-        s.delivered += r.delivered;
-        s.expected += r.expected;
-        s.duplicates += r.duplicates;
-        s.out_of_order += r.out_of_order;
-        s.churn_opened += r.churn_opened;
-        s.churn_closed += r.churn_closed;
+        self.connect_s = self.connect_s.max(r.connect_ns as f64 / 1e9);
+        self.sent += r.sent;
+        self.delivered += r.delivered;
+        self.expected += r.expected;
+        self.duplicates += r.duplicates;
+        self.out_of_order += r.out_of_order;
+        self.churn_opened += r.churn_opened;
+        self.churn_closed += r.churn_closed;
         for (mine, theirs) in [
-            (&mut s.home_shards, &r.home_shards),
-            (&mut s.publisher_home_shards, &r.publisher_home_shards),
-            (&mut s.room_shards, &r.room_shards),
+            (&mut self.home_shards, &r.home_shards),
+            (&mut self.publisher_home_shards, &r.publisher_home_shards),
+            (&mut self.room_shards, &r.room_shards),
         ] {
             for (k, v) in theirs {
                 *mine.entry(*k).or_default() += v;
             }
         }
-        s.shard_mismatches += r.shard_mismatches;
-        cpu_ns += r.cpu_ns;
-        measure_ns = measure_ns.max(r.measure_ns);
-        if let Some(g) = r.rss_growth {
-            rss = rss.max(g);
-            has_rss = true;
-        }
+        self.shard_mismatches += r.shard_mismatches;
+    }
+
+    /// The tool's shares of CPU, poll and CPU wait over the measured
+    /// window, and frames per read.
+    fn set_tool_shares(&mut self, t: &ToolTotals) {
+        let secs = (t.measure_ns as f64 / 1e9).max(1e-9);
+        let pct = |ns: u64| (ns as f64 / secs / 1e7 * 10.0).round() / 10.0;
+        self.tool_cpu_pct = pct(t.cpu_ns);
+        self.tool_cpu_user_pct = pct(t.cpu_user_ns);
+        self.tool_cpu_sys_pct = pct(t.cpu_sys_ns);
+        self.tool_cpu_capacity_pct = self.threads as f64 * 100.0;
+        self.tool_busy_pct =
+            if t.wall_ns > 0 { ((1.0 - t.poll_ns as f64 / t.wall_ns as f64) * 1000.0).round() / 10.0 } else { 0.0 };
+        self.frames_per_read =
+            if t.reads > 0 { ((t.frames as f64 / t.reads as f64) * 100.0).round() / 100.0 } else { 0.0 };
+        self.tool_cpu_wait_pct =
+            if t.wall_ns > 0 { (t.run_delay_ns as f64 / t.wall_ns as f64 * 1000.0).round() / 10.0 } else { 0.0 };
+    }
+
+    /// Was the tool in the way, and did the server's figures and the run pass?
+    fn set_verdict(&mut self, scenario: Scenario) {
+        let reasons = bottleneck_reasons(self);
+        self.tool_bottleneck = !reasons.is_empty();
+        self.bottleneck_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
+        let latency_ok = match scenario {
+            Scenario::Connect => true,
+            _ => self.latency_us.count > 0 && self.latency_us.p99 < 10_000,
+        };
+        self.server_ok = latency_ok && self.lost == 0 && self.connected == self.connections;
+        // A run the tool may have limited says nothing about the server: it
+        // does not pass (bench tables show it, flagged).
+        self.pass = self.server_ok && !self.tool_bottleneck;
+    }
+}
+
+/// The run's summary from its processes' results, and its latency,
+/// handshake and churn-handshake histograms.
+fn summarize(
+    a: &LoadArgs,
+    scenario: Scenario,
+    rs: &[ProcResult],
+) -> anyhow::Result<(Summary, [hdrhistogram::Histogram<u64>; 3])> {
+    let mut s = Summary::blank(a, scenario);
+    let mut h = Hists::new();
+    let mut t = ToolTotals::default();
+    for r in rs {
+        h.add(r)?;
+        s.add_counts(r);
+        t.add(r);
     }
     s.lost = s.expected.saturating_sub(s.delivered - s.duplicates);
-    let secs = (measure_ns as f64 / 1e9).max(1e-9);
     // Distinct deliveries that arrived inside [start, start + duration],
     // over that window (the drain's late arrivals count for loss, not rate).
-    s.deliveries_per_sec = (window_distinct as f64 / a.duration).round();
+    s.deliveries_per_sec = (t.window_distinct as f64 / a.duration).round();
     s.connects_per_sec = if s.connect_s > 0.0 { (s.connected as f64 / s.connect_s).round() } else { 0.0 };
-    s.latency_us = Pcts::of(&lat);
-    s.handshake_us = Pcts::of(&hs);
-    s.churn_handshake_us = Pcts::of(&chs);
-    s.slip_us = Pcts::of(&slip);
-    s.tool_turn_us = Pcts::of(&turn);
-    let pct = |ns: u64| (ns as f64 / secs / 1e7 * 10.0).round() / 10.0;
-    s.tool_cpu_pct = pct(cpu_ns);
-    s.tool_cpu_user_pct = pct(cpu_user_ns);
-    s.tool_cpu_sys_pct = pct(cpu_sys_ns);
-    s.tool_cpu_capacity_pct = s.threads as f64 * 100.0;
-    s.tool_busy_pct = if wall_ns > 0 { ((1.0 - poll_ns as f64 / wall_ns as f64) * 1000.0).round() / 10.0 } else { 0.0 };
-    s.frames_per_read = if reads > 0 { ((frames as f64 / reads as f64) * 100.0).round() / 100.0 } else { 0.0 };
-    s.tool_cpu_wait_pct =
-        if wall_ns > 0 { (run_delay_ns as f64 / wall_ns as f64 * 1000.0).round() / 10.0 } else { 0.0 };
-    let reasons = bottleneck_reasons(&s);
-    s.tool_bottleneck = !reasons.is_empty();
-    s.bottleneck_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
-    if has_rss && s.connected > 0 {
+    s.latency_us = Pcts::of(&h.lat);
+    s.handshake_us = Pcts::of(&h.handshake);
+    s.churn_handshake_us = Pcts::of(&h.churn_handshake);
+    s.slip_us = Pcts::of(&h.slip);
+    s.tool_turn_us = Pcts::of(&h.turn);
+    s.set_tool_shares(&t);
+    if let Some(rss) = t.rss_growth
+        && s.connected > 0
+    {
         s.server_rss_per_conn_bytes = Some(rss / s.connected);
     }
-    let latency_ok = match scenario {
-        Scenario::Connect => true,
-        _ => s.latency_us.count > 0 && s.latency_us.p99 < 10_000,
-    };
-    s.server_ok = latency_ok && s.lost == 0 && s.connected == s.connections;
-    // A run the tool may have limited says nothing about the server: it
-    // does not pass (bench tables show it, flagged).
-    s.pass = s.server_ok && !s.tool_bottleneck;
-    Ok((s, [lat, hs, chs]))
+    s.set_verdict(scenario);
+    Ok((s, [h.lat, h.handshake, h.churn_handshake]))
 }
 
 /// Loop CPU share (thread CPU ÷ wall) at or above which a loop counts as
@@ -1066,8 +1297,20 @@ pub fn bottleneck_reasons(s: &Summary) -> Vec<String> {
     reasons
 }
 
+/// The summary for a reader (stderr): what was run and connected, the
+/// deliveries and their latency, where things were, and the tool's own
+/// figures with the verdict.
 fn human(s: &Summary) -> String {
     let mut o = String::new();
+    human_setup(&mut o, s);
+    human_load(&mut o, s);
+    human_extras(&mut o, s);
+    human_tool(&mut o, s);
+    o
+}
+
+/// The run's settings, its connections and handshakes.
+fn human_setup(o: &mut String, s: &Summary) {
     use std::fmt::Write as _;
     let _ = writeln!(
         o,
@@ -1101,6 +1344,11 @@ fn human(s: &Summary) -> String {
             h.p50, h.p90, h.p99, h.p999, h.max
         );
     }
+}
+
+/// Sent, delivered, lost, and the latency (not for `connect`).
+fn human_load(o: &mut String, s: &Summary) {
+    use std::fmt::Write as _;
     if s.scenario != Scenario::Connect {
         let _ = writeln!(
             o,
@@ -1127,6 +1375,11 @@ fn human(s: &Summary) -> String {
             l.p50, l.p90, l.p99, l.p999, l.p9999, l.max
         );
     }
+}
+
+/// Cross-shard placement, churn counts, server RSS growth, where they apply.
+fn human_extras(o: &mut String, s: &Summary) {
+    use std::fmt::Write as _;
     if s.cross_shard > 0 {
         let _ = writeln!(
             o,
@@ -1140,6 +1393,11 @@ fn human(s: &Summary) -> String {
     if let Some(r) = s.server_rss_per_conn_bytes {
         let _ = writeln!(o, "server RSS growth per connection: {r} B");
     }
+}
+
+/// The tool's own figures and the verdict.
+fn human_tool(o: &mut String, s: &Summary) {
+    use std::fmt::Write as _;
     let _ = writeln!(
         o,
         "tool: CPU {:.1}% of {:.0}% (user {:.1}, sys {:.1}), busiest loop on CPU {:.1}%, not in poll {:.1}%, turn p99 {} µs max {} µs, waited for CPU {:.1}%, {} frames/read, schedule slip p99 {} µs max {} µs{}",
@@ -1166,7 +1424,6 @@ fn human(s: &Summary) -> String {
         s.pass,
         if s.server_ok && !s.pass { " (the server's figures were within bounds; the tool was not)" } else { "" }
     );
-    o
 }
 
 /// Entry point for the four load scenarios.
@@ -1228,5 +1485,95 @@ mod tests {
         assert_eq!(ips.len(), 256);
         assert!(parse_src_ips("127.0.0.9-127.0.0.2", &addr, 0).is_err());
         assert!(parse_src_ips("none", &addr, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_refused_token_is_named_not_a_missing_server() {
+        let mut st = Stats::new();
+        st.failures.insert("http_401".into(), 3);
+        st.refusals.insert("HTTP 401 token_bad_signature: the token's signature is invalid".into(), 3);
+        let e = no_connection_error("ws://h:1", 3, 3, &st);
+        assert!(e.contains("refused the token"), "{e}");
+        assert!(e.contains("HTTP 401 token_bad_signature: the token's signature is invalid (×3)"), "{e}");
+        assert!(!e.contains("running"), "{e}");
+        let mut st = Stats::new();
+        st.failures.insert("refused".into(), 2);
+        let e = no_connection_error("ws://h:1", 2, 2, &st);
+        assert_eq!(
+            e,
+            r#"no connection to ws://h:1 could be made (2 of 2 failed: {"refused": 2}); is the server running there?"#
+        );
+        let mut st = Stats::new();
+        st.failures.insert("timeout".into(), 2);
+        let e = no_connection_error("ws://h:1", 2, 2, &st);
+        assert!(!e.contains("running") && !e.contains("token"), "{e}");
+    }
+
+    /// A file in the temp dir, unique to this process and `tag`, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn with(tag: &str, text: &str) -> TempFile {
+            let path = std::env::temp_dir().join(format!("roomcast-load-{}-{tag}", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn secret_file_loses_one_trailing_newline() {
+        for (tag, text, want) in [
+            ("lf", "s3cret\n", "s3cret"),
+            ("crlf", "s3cret\r\n", "s3cret"),
+            ("bare", "s3cret", "s3cret"),
+            ("two", "s3cret\n\n", "s3cret\n"),
+            ("spaces", " s3cret \n", " s3cret "),
+        ] {
+            let f = TempFile::with(tag, text);
+            assert_eq!(read_secret_file(&f.0).unwrap(), want, "{text:?}");
+        }
+        let empty = TempFile::with("empty", "\n");
+        let e = read_secret_file(&empty.0).unwrap_err().to_string();
+        assert!(e.contains("--jwt-secret-file") && e.contains("empty"), "{e}");
+        let missing = std::env::temp_dir().join(format!("roomcast-load-{}-none", std::process::id()));
+        let e = format!("{:#}", read_secret_file(&missing).unwrap_err());
+        assert!(e.contains("--jwt-secret-file"), "{e}");
+    }
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+
+    fn flags(args: &[&str]) -> Result<LoadArgs, clap::Error> {
+        use clap::Parser as _;
+        Flags::try_parse_from(std::iter::once("fanout").chain(args.iter().copied())).map(|f| f.load)
+    }
+
+    #[test]
+    fn secret_file_signs_the_tokens_and_excludes_the_other_sources() {
+        let f = TempFile::with("signs", "from-the-file\n");
+        let path = f.0.to_str().unwrap();
+        let a = flags(&["--jwt-secret-file", path]).unwrap();
+        assert_eq!(jwt_secret(&a).unwrap().as_deref(), Some("from-the-file"));
+        validate(&a, Scenario::Fanout).unwrap();
+        assert!(matches!(build_cfg(&a, Scenario::Fanout, 0).unwrap().auth, Auth::Jwt(_)));
+        let a = flags(&["--jwt-secret", "raw"]).unwrap();
+        assert_eq!(jwt_secret(&a).unwrap().as_deref(), Some("raw"));
+        for other in [&["--jwt-secret", "raw"][..], &["--dev"][..]] {
+            let e = flags(&[&["--jwt-secret-file", path][..], other].concat()).err().map(|e| e.kind());
+            assert_eq!(e, Some(clap::error::ErrorKind::ArgumentConflict), "{other:?}");
+        }
+        let mut none = flags(&[]).unwrap();
+        none.jwt_secret = None;
+        let e = validate(&none, Scenario::Fanout).unwrap_err().to_string();
+        assert!(e.contains("--jwt-secret-file") && e.contains("ROOMCAST_JWT_SECRET"), "{e}");
     }
 }

@@ -461,19 +461,7 @@ impl Sink {
 
 /// Runs the sink until `duration_s` has passed.
 pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
-    use socket2::{Domain, Socket, Type};
-    let sock = Socket::new(Domain::for_address(cfg.listen), Type::STREAM, None)?;
-    sock.set_reuse_address(true)?;
-    if cfg.reuseport {
-        sock.set_reuse_port(true)?;
-    }
-    sock.bind(&cfg.listen.into())?;
-    sock.listen(4096)?;
-    sock.set_nonblocking(true)?;
-    let mut listener = TcpListener::from_std(sock.into());
-    // The bound address (the port, when `--listen` asked for port 0): tests
-    // and scripts wait for this line instead of sleeping.
-    eprintln!("sink {} listening on {} ({:?})", std::process::id(), listener.local_addr()?, cfg.mode);
+    let mut listener = bind(cfg)?;
     let poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut s = Sink {
@@ -496,8 +484,7 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
     let mut next_ping = t0 + ping_ns;
     let report_ns = cfg.report_interval_s.max(1) * 1_000_000_000;
     let mut next_report = t0 + report_ns;
-    // For the periodic line: is the sink itself keeping up?
-    let mut last = (t0, crate::clock::process_cpu_split_ns(), crate::clock::thread_run_delay_ns(), 0u64, 0u64);
+    let mut status = StatusLine::new(t0);
     loop {
         let now = mono_ns();
         if now >= end {
@@ -505,47 +492,14 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
         }
         if cfg.ping_interval_s > 0 && now >= next_ping {
             next_ping = now + ping_ns;
-            let keys: Vec<usize> = s.conns.iter().filter(|c| c.1.open).map(|c| c.0).collect();
-            for k in keys {
-                frame::push_server_frame(&mut s.conns[k].out, OP_PING, b"");
-                s.mark(k);
-            }
+            s.ping_all();
         }
         if !cfg.quiet && now >= next_report {
             next_report = now + report_ns;
-            let (cpu, delay) = (crate::clock::process_cpu_split_ns(), crate::clock::thread_run_delay_ns());
-            let wall = (now - last.0).max(1) as f64;
-            let (writes, deliveries) = (s.stats.writes - last.3, s.stats.deliveries - last.4);
-            eprintln!(
-                "sink {}: conns {} accepted {} messages {} deliveries {} | last {:.1} s: {:.0} deliveries/s, {:.1} frames/write, CPU {:.1}% (user {:.1}, sys {:.1}), waited for CPU {:.1}%",
-                std::process::id(),
-                s.conns.len(),
-                s.stats.accepted,
-                s.stats.messages,
-                s.stats.deliveries,
-                wall / 1e9,
-                deliveries as f64 / wall * 1e9,
-                if writes > 0 { deliveries as f64 / writes as f64 } else { 0.0 },
-                ((cpu.0 - last.1.0) + (cpu.1 - last.1.1)) as f64 / wall * 100.0,
-                (cpu.0 - last.1.0) as f64 / wall * 100.0,
-                (cpu.1 - last.1.1) as f64 / wall * 100.0,
-                delay.saturating_sub(last.2) as f64 / wall * 100.0
-            );
-            last = (now, cpu, delay, s.stats.writes, s.stats.deliveries);
+            status.print(&s, now);
         }
         s.flush_rooms();
-        let dirty = std::mem::take(&mut s.dirty);
-        for &k in &dirty {
-            if let Some(c) = s.conns.get_mut(k) {
-                c.queued = false;
-            }
-            if s.conns.contains(k) && !s.flush(k) {
-                s.stats.dropped_slow += 1;
-                s.close(k);
-            }
-        }
-        s.dirty = dirty;
-        s.dirty.clear();
+        s.flush_dirty();
         let timeout = std::time::Duration::from_millis(100).min(std::time::Duration::from_nanos(end - now));
         if let Err(e) = s.poll.poll(&mut events, Some(timeout)) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -555,51 +509,148 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
         }
         for ev in events.iter() {
             if ev.token() == LISTENER {
-                loop {
-                    match listener.accept() {
-                        Ok((mut stream, _)) => {
-                            let _ = stream.set_nodelay(true);
-                            let entry = s.conns.vacant_entry();
-                            if s.poll.registry().register(&mut stream, Token(entry.key()), Interest::READABLE).is_ok() {
-                                entry.insert(Conn {
-                                    stream,
-                                    open: false,
-                                    room: 0,
-                                    slot: 0,
-                                    user: String::new(),
-                                    pending: Vec::new(),
-                                    out: Vec::new(),
-                                    out_off: 0,
-                                    writable: false,
-                                    queued: false,
-                                    publishes: 0,
-                                });
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
-                            // Out of fds: stop accepting for this turn.
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                continue;
-            }
-            let key = ev.token().0;
-            if !s.conns.contains(key) {
-                continue;
-            }
-            if ev.is_writable() && s.conns[key].writable && !s.flush(key) {
-                s.close(key);
-                continue;
-            }
-            if (ev.is_readable() || ev.is_read_closed() || ev.is_error()) && !s.on_readable(key, &mut rbuf) {
-                s.close(key);
+                s.accept_all(&listener);
+            } else {
+                s.on_event(ev, &mut rbuf);
             }
         }
     }
     Ok(s.stats)
+}
+
+/// The listening socket (`SO_REUSEPORT` for `--procs`); says where it
+/// listens.
+fn bind(cfg: &SinkCfg) -> anyhow::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(cfg.listen), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    if cfg.reuseport {
+        sock.set_reuse_port(true)?;
+    }
+    sock.bind(&cfg.listen.into())?;
+    sock.listen(4096)?;
+    sock.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(sock.into());
+    // The bound address (the port, when `--listen` asked for port 0): tests
+    // and scripts wait for this line instead of sleeping.
+    eprintln!("sink {} listening on {} ({:?})", std::process::id(), listener.local_addr()?, cfg.mode);
+    Ok(listener)
+}
+
+/// The periodic status line: is the sink itself keeping up? Holds the
+/// figures of the previous line, to print rates since.
+struct StatusLine {
+    at: u64,
+    cpu: (u64, u64),
+    delay: u64,
+    writes: u64,
+    deliveries: u64,
+}
+
+impl StatusLine {
+    fn new(t0: u64) -> StatusLine {
+        let (cpu, delay) = (crate::clock::process_cpu_split_ns(), crate::clock::thread_run_delay_ns());
+        StatusLine { at: t0, cpu, delay, writes: 0, deliveries: 0 }
+    }
+
+    fn print(&mut self, s: &Sink, now: u64) {
+        let (cpu, delay) = (crate::clock::process_cpu_split_ns(), crate::clock::thread_run_delay_ns());
+        let wall = (now - self.at).max(1) as f64;
+        let (writes, deliveries) = (s.stats.writes - self.writes, s.stats.deliveries - self.deliveries);
+        eprintln!(
+            "sink {}: conns {} accepted {} messages {} deliveries {} | last {:.1} s: {:.0} deliveries/s, {:.1} frames/write, CPU {:.1}% (user {:.1}, sys {:.1}), waited for CPU {:.1}%",
+            std::process::id(),
+            s.conns.len(),
+            s.stats.accepted,
+            s.stats.messages,
+            s.stats.deliveries,
+            wall / 1e9,
+            deliveries as f64 / wall * 1e9,
+            if writes > 0 { deliveries as f64 / writes as f64 } else { 0.0 },
+            ((cpu.0 - self.cpu.0) + (cpu.1 - self.cpu.1)) as f64 / wall * 100.0,
+            (cpu.0 - self.cpu.0) as f64 / wall * 100.0,
+            (cpu.1 - self.cpu.1) as f64 / wall * 100.0,
+            delay.saturating_sub(self.delay) as f64 / wall * 100.0
+        );
+        *self = StatusLine { at: now, cpu, delay, writes: s.stats.writes, deliveries: s.stats.deliveries };
+    }
+}
+
+impl Sink {
+    /// A WebSocket ping to every open connection.
+    fn ping_all(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().filter(|c| c.1.open).map(|c| c.0).collect();
+        for k in keys {
+            frame::push_server_frame(&mut self.conns[k].out, OP_PING, b"");
+            self.mark(k);
+        }
+    }
+
+    /// One write per connection with queued frames; one that cannot take
+    /// them is closed as a slow consumer.
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &k in &dirty {
+            if let Some(c) = self.conns.get_mut(k) {
+                c.queued = false;
+            }
+            if self.conns.contains(k) && !self.flush(k) {
+                self.stats.dropped_slow += 1;
+                self.close(k);
+            }
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    /// Accepts every pending connection (until the backlog is empty or
+    /// the fds run out).
+    fn accept_all(&mut self, listener: &TcpListener) {
+        loop {
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    if self.poll.registry().register(&mut stream, Token(entry.key()), Interest::READABLE).is_ok() {
+                        entry.insert(Conn {
+                            stream,
+                            open: false,
+                            room: 0,
+                            slot: 0,
+                            user: String::new(),
+                            pending: Vec::new(),
+                            out: Vec::new(),
+                            out_off: 0,
+                            writable: false,
+                            queued: false,
+                            publishes: 0,
+                        });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.raw_os_error() == Some(libc::EMFILE) => {
+                    // Out of fds: stop accepting for this turn.
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// A connection's readiness: writes what waits, reads what came.
+    fn on_event(&mut self, ev: &mio::event::Event, rbuf: &mut [u8]) {
+        let key = ev.token().0;
+        if !self.conns.contains(key) {
+            return;
+        }
+        if ev.is_writable() && self.conns[key].writable && !self.flush(key) {
+            self.close(key);
+            return;
+        }
+        if (ev.is_readable() || ev.is_read_closed() || ev.is_error()) && !self.on_readable(key, rbuf) {
+            self.close(key);
+        }
+    }
 }
 
 #[cfg(test)]

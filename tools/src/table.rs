@@ -30,6 +30,12 @@ fn pass_cell(v: &Value) -> &'static str {
     }
 }
 
+/// The name a run is listed under: its `bench` tag from `bench/run`, or,
+/// for the tool's own `--json` line (no tag), its scenario.
+fn bench_name(v: &Value) -> &str {
+    v.get("bench").or_else(|| v.get("scenario")).and_then(Value::as_str).unwrap_or("?")
+}
+
 fn lat(v: &Value, k: &str) -> f64 {
     v.get("latency_us").and_then(|l| l.get(k)).and_then(Value::as_f64).unwrap_or(0.0)
 }
@@ -41,7 +47,7 @@ pub fn markdown(lines: &str) -> String {
     let mut order = Vec::new();
     for l in lines.lines() {
         let Ok(v) = serde_json::from_str::<Value>(l) else { continue };
-        let name = v.get("bench").and_then(Value::as_str).unwrap_or("?").to_string();
+        let name = bench_name(&v).to_string();
         if !rows.contains_key(&name) {
             order.push(name.clone());
         }
@@ -158,7 +164,7 @@ pub fn tool(lines: &str) -> String {
     let sub = |v: &Value, k: &str, f: &str| v.get(k).and_then(|x| x.get(f)).and_then(Value::as_f64).unwrap_or(0.0);
     for l in lines.lines() {
         let Ok(v) = serde_json::from_str::<Value>(l) else { continue };
-        let step = v.get("step").or_else(|| v.get("bench")).and_then(Value::as_str).unwrap_or("?");
+        let step = v.get("step").and_then(Value::as_str).unwrap_or_else(|| bench_name(&v));
         let _ = writeln!(
             o,
             "| {step} | {}/{} | {:.0} | {} ({} / {}) | {} | {} | {} / {} / {} | {} | {} | {} | {} |",
@@ -263,6 +269,22 @@ not json"#;
         let md = super::markdown(lines);
         assert!(md.contains("| room1000 | 200 |"), "{md}");
         assert!(md.contains("| idle | none passed |"), "{md}");
+    }
+
+    /// The tool's own `--json` line has no `bench` tag: its runs are listed
+    /// under their scenario, not `?`.
+    #[test]
+    fn an_untagged_summary_is_listed_by_its_scenario() {
+        let lines = r#"{"scenario":"fanout","proto":"roomcast","rate":100.0,"connected":11,"connections":11,"pass":true,"tool_bottleneck":false,"latency_us":{"count":1000,"p50":120,"p99":900,"p999":950,"max":990}}
+{"scenario":"connect","proto":"roomcast","rate":100.0,"connected":10,"connections":10,"pass":true,"connects_per_sec":500.0,"handshake_us":{"p99":2000}}"#;
+        let md = super::markdown(lines);
+        assert!(md.contains("| fanout | 100 |"), "{md}");
+        assert!(md.contains("| connect | 10 connections held"), "{md}");
+        assert!(md.contains("| fanout | 100 | 11/11 |"), "{md}");
+        assert!(!md.contains("| ? |"), "{md}");
+        let tool = super::tool(lines);
+        assert!(tool.contains("| fanout | 11/11 |"), "{tool}");
+        assert!(tool.contains("| connect | 10/10 |"), "{tool}");
     }
 
     /// A tool-bound run never counts as the highest passing rate, and the

@@ -3,7 +3,8 @@
 //! line (it binds port 0 and prints the port) and the fanout's exit; every
 //! wait has a deadline, and both processes are ended by their handles.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -66,8 +67,17 @@ fn run_tool(args: &[&str], limit: Duration) -> String {
 /// Runs the tool with `args` (it must exit within `limit`): success,
 /// stdout, stderr.
 fn run_tool_status(args: &[&str], limit: Duration) -> (bool, String, String) {
+    run_tool_env(args, &[], limit)
+}
+
+/// `run_tool_status` with `env` set, and nothing else of this test's
+/// environment that the tool reads (a ROOMCAST_JWT_SECRET there would
+/// count as `--jwt-secret`).
+fn run_tool_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> (bool, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
+        .env_remove("ROOMCAST_JWT_SECRET")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -147,7 +157,8 @@ fn bad_cross_shard_use_is_refused_by_name() {
         &["rtt", "--dev", "--cross-shard", "2", "--duration", "1"][..],
         &["fanout", "--proto", "raw", "--cross-shard", "2", "--duration", "1"][..],
     ] {
-        let out = Command::new(BIN).args(args).output().expect("running roomcast-load");
+        let out =
+            Command::new(BIN).args(args).env_remove("ROOMCAST_JWT_SECRET").output().expect("running roomcast-load");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains("--cross-shard"), "{args:?}: {err}");
@@ -168,7 +179,8 @@ fn bad_numbers_are_refused_by_flag_name() {
         (&["rtt", "--dev", "--size", "-64"][..], "--size"),
         (&["connect", "--dev", "--stalled", "2"][..], "--stalled"),
     ] {
-        let out = Command::new(BIN).args(args).output().expect("running roomcast-load");
+        let out =
+            Command::new(BIN).args(args).env_remove("ROOMCAST_JWT_SECRET").output().expect("running roomcast-load");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(flag), "{args:?} should name {flag}: {err}");
@@ -305,4 +317,141 @@ fn two_processes_merge_exactly() {
     assert_eq!(num(&v, "expected"), sent * 10, "{v}");
     assert_eq!(num(&v, "delivered"), sent * 10, "{v}");
     assert_eq!(num(&v, "lost") + num(&v, "duplicates") + num(&v, "unsent"), 0, "{v}");
+}
+
+/// The secret the roomcast server of these tests is started with.
+const SECRET: &str = "e2e-load-secret-0123456789abcdef0123";
+
+/// The roomcast server binary, built next to this tool by `cargo test
+/// --workspace` (cargo names only this crate's own binaries to its tests).
+fn roomcast_bin() -> Option<PathBuf> {
+    let bin = std::path::Path::new(BIN).parent()?.join("roomcast");
+    bin.is_file().then_some(bin)
+}
+
+/// A started roomcast server, its address, and its data directory
+/// (removed when the test ends).
+struct Roomcast {
+    _server: Reap,
+    addr: String,
+    data_dir: PathBuf,
+}
+
+impl Drop for Roomcast {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// `roomcast serve` on 127.0.0.1:0 with [`SECRET`], one shard; `None`
+/// (the test says so and passes) when the binary has not been built, as
+/// under `cargo test -p roomcast-load` in a fresh checkout.
+fn start_roomcast(test: &str) -> Option<Roomcast> {
+    let Some(bin) = roomcast_bin() else {
+        eprintln!("{test}: no roomcast binary next to {BIN}; `cargo test --workspace` builds it. Not run.");
+        return None;
+    };
+    let data_dir = std::env::temp_dir().join(format!("roomcast-load-e2e-{}-{test}", std::process::id()));
+    std::fs::create_dir_all(&data_dir).expect("creating the server's data dir");
+    let dir = data_dir.to_str().expect("a UTF-8 temp dir").to_string();
+    let args = ["serve", "--listen", "127.0.0.1:0", "--shards", "1", "--no-pin", "--log-level", "info"];
+    let mut child = Command::new(bin)
+        .args(args)
+        .args(["--jwt-secret", SECRET, "--data-dir", &dir])
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning roomcast");
+    let stderr = child.stderr.take().expect("piped");
+    let server = Reap(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { return };
+            if line.contains("roomcast listening")
+                && let Some(rest) = line.split(" addr=").nth(1)
+            {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
+                break;
+            }
+        }
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("roomcast did not say where it listens");
+    Some(Roomcast { _server: server, addr, data_dir })
+}
+
+/// A `connect` run of three connections to `url` that should fail: its
+/// stderr.
+fn failed_connect(url: &str, secret_flags: &[&str]) -> String {
+    let args =
+        [&["connect", "--url", url, "--rooms", "1", "--members", "3", "--duration", "60"][..], secret_flags].concat();
+    let (ok, _, err) = run_tool_status(&args, Duration::from_secs(30));
+    assert!(!ok, "{err}");
+    err
+}
+
+/// A token signed with another secret: the run stops at once and says
+/// that the server refused the token and why, not "is the server running".
+#[test]
+fn a_wrong_secret_is_reported_as_a_refused_token() {
+    let Some(server) = start_roomcast("wrong-secret") else { return };
+    let err = failed_connect(&format!("ws://{}", server.addr), &["--jwt-secret", "not-the-servers-secret-0123456789"]);
+    assert!(err.contains("no connection to") && err.contains("http_401"), "{err}");
+    assert!(err.contains("refused the token"), "{err}");
+    assert!(err.contains("HTTP 401 token_bad_signature: the token's signature is invalid"), "{err}");
+    assert!(!err.contains("is the server running"), "{err}");
+}
+
+/// The same refusal from a stand-in that answers every upgrade as roomcast
+/// answers a bad signature: the path from the response body to the error
+/// is checked even where the roomcast binary has not been built.
+#[test]
+fn a_refused_handshake_reports_the_servers_reason() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the stand-in");
+    let addr = listener.local_addr().expect("stand-in address");
+    std::thread::spawn(move || {
+        let body = r#"{"error":"token_bad_signature","message":"the token's signature is invalid"}"#;
+        let response = format!(
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    let err = failed_connect(&format!("ws://{addr}"), &["--jwt-secret", "any", "--source-ips", "none"]);
+    assert!(err.contains("refused the token"), "{err}");
+    assert!(err.contains("HTTP 401 token_bad_signature: the token's signature is invalid (×3)"), "{err}");
+    assert!(!err.contains("is the server running"), "{err}");
+}
+
+/// The secret from a file (with the newline `echo` adds) or from
+/// ROOMCAST_JWT_SECRET signs tokens the server accepts.
+#[test]
+fn the_secret_from_a_file_or_the_environment_is_accepted() {
+    let Some(server) = start_roomcast("secret-file") else { return };
+    let url = format!("ws://{}", server.addr);
+    let file = server.data_dir.join("load-secret");
+    std::fs::write(&file, format!("{SECRET}\n")).expect("writing the secret file");
+    let file = file.to_str().expect("a UTF-8 path");
+    let connect = ["connect", "--url", &url, "--rooms", "1", "--members", "3", "--duration", "0.2", "--json"];
+    for (flags, env) in [(&["--jwt-secret-file", file][..], &[][..]), (&[][..], &[("ROOMCAST_JWT_SECRET", SECRET)][..])]
+    {
+        let (ok, out, err) = run_tool_env(&[&connect[..], flags].concat(), env, Duration::from_secs(30));
+        assert!(ok, "{flags:?} {env:?}: {err}");
+        let line = out.lines().last().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}\n{err}"));
+        assert_eq!(num(&v, "connected"), 3, "{flags:?} {env:?}: {v}");
+    }
 }
