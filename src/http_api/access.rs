@@ -45,6 +45,30 @@ pub fn authorize(config: &Config, access: Access, head: &RequestHead) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Sources, TenantConfig};
+
+    fn head_with(authorization: Option<&str>) -> RequestHead {
+        RequestHead { authorization: authorization.map(str::to_owned), ..RequestHead::default() }
+    }
+
+    #[test]
+    fn keys_are_read_from_the_bearer_credential() {
+        let mut config = Config::load(Sources::default()).expect("default config");
+        config.admin_key = Some("admin-key".to_owned());
+        config.tenants = vec![TenantConfig { id: "acme".to_owned(), api_key: "acme-key".to_owned() }];
+        let access = |authorization, access| authorize(&config, access, &head_with(authorization));
+        assert_eq!(access(Some("Bearer admin-key"), Access::Admin), Ok(None));
+        assert_eq!(access(Some("bearer   admin-key"), Access::Admin), Ok(None));
+        assert_eq!(access(Some("Bearer\tadmin-key"), Access::Admin), Ok(None), "one Bearer parser for all");
+        assert_eq!(access(Some("Bearer acme-key"), Access::Tenant), Ok(Some("acme".to_owned())));
+        assert_eq!(access(Some("Bearer acme-key"), Access::AdminOrTenant), Ok(Some("acme".to_owned())));
+        assert_eq!(access(Some("Bearer admin-key"), Access::AdminOrTenant), Ok(None));
+        for refused in [None, Some("Bearer "), Some("Basic admin-key"), Some("Bearer admin"), Some("admin-key")] {
+            assert_eq!(access(refused, Access::Admin), Err(ApiError::unauthorized()), "{refused:?}");
+        }
+        assert_eq!(access(Some("Bearer admin-key"), Access::Tenant), Err(ApiError::unauthorized()));
+        assert_eq!(access(None, Access::Public), Ok(None));
+    }
 
     #[test]
     fn constant_time_comparison() {
