@@ -89,20 +89,10 @@ impl Refusal {
 /// The error code of a full set, for handshakes (503) and revocations (507).
 pub const FULL_CODE: &str = "revocations_full";
 
-/// The set is at `limits.revoked_tokens_max`: nothing was added.
+/// The set is at `limits.revoked_tokens_max`: nothing was added. The HTTP
+/// API answers it with 507 (`http_api`, beside `DELETE /api/v1/tokens/{jti}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SetFull;
-
-impl SetFull {
-    /// The answer to `DELETE /api/v1/tokens/{jti}`.
-    pub fn api_error(self) -> crate::http_api::ApiError {
-        crate::http_api::ApiError::new(
-            507,
-            FULL_CODE,
-            "the server holds limits.revoked_tokens_max revoked tokens that have not expired; the token was not revoked",
-        )
-    }
-}
 
 /// An entry the store queue had no room for: `(expires_s, revoked_ms, reason)`.
 type Unpersisted = (u64, u64, Reason);
@@ -328,7 +318,6 @@ mod tests {
         assert_eq!(set.add("b", 3_000, Reason::Revoked, 50_000), Ok(()), "replacing needs no room");
         assert_eq!(set.admit(&identity(Some("once"), true), 50, 50_000), Err(Refusal::Full));
         assert_eq!(Refusal::Full.status(), 503);
-        assert_eq!(SetFull.api_error().status, 507);
         let metrics = set.metrics();
         assert_eq!((metrics.held, metrics.max, metrics.refused_revoked, metrics.refused_used), (2, 2, 1, 1));
         // At 100 s "a" has expired: its place is taken without waiting for the purge.

@@ -1,5 +1,9 @@
-//! HTTP/1.1 request heads and responses for the acceptor: just enough HTTP to
-//! upgrade WebSocket connections and answer small API requests, with limits.
+//! Request heads: parsing the bytes the acceptor read into the few header
+//! values roomcast looks at, with a cap on the number of headers.
+
+use std::borrow::Cow;
+
+use super::params;
 
 /// The parts of a request head roomcast looks at.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -86,86 +90,8 @@ impl RequestHead {
 
     /// The first value of query parameter `name`, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query.as_deref()?.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (key == name).then(|| percent_decode(value))
-        })
+        params::query_param(self.query.as_deref()?, name).map(Cow::into_owned)
     }
-}
-
-/// Decodes `%XX` and `+` in a query value; invalid escapes are kept as written.
-pub fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).filter(|h| h.iter().all(u8::is_ascii_hexdigit));
-                if let Some(byte) =
-                    hex.and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    out.push(byte);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            b'+' => out.push(b' '),
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        101 => "Switching Protocols",
-        200 => "OK",
-        202 => "Accepted",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        415 => "Unsupported Media Type",
-        426 => "Upgrade Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "Error",
-    }
-}
-
-/// A complete response with a body; the connection closes after it.
-pub fn response(status: u16, content_type: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
-        reason(status),
-        body.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-/// A JSON error response `{"error":CODE,"message":MESSAGE}`.
-pub fn error_response(status: u16, code: &str, message: &str, extra_headers: &str) -> Vec<u8> {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
-    response(status, "application/json", extra_headers, body.as_bytes())
-}
-
-/// The 101 response completing a WebSocket handshake.
-pub fn switching_protocols(ws_key: &str) -> Vec<u8> {
-    let accept = tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
-    format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
-        .into_bytes()
 }
 
 #[cfg(test)]
@@ -186,6 +112,22 @@ mod tests {
     }
 
     #[test]
+    fn query_param_of_a_head_without_query_or_with_odd_pairs() {
+        let (head, _) = parse_head(b"GET /ws/demo HTTP/1.1\r\n\r\n").expect("valid").expect("complete");
+        assert_eq!(head.query, None);
+        assert_eq!(head.query_param("token"), None);
+        let (head, _) = parse_head(b"GET /x?a=1&a=2&flag&e=&p=%zz HTTP/1.1\r\n\r\n").expect("valid").expect("complete");
+        assert_eq!(head.query_param("a").as_deref(), Some("1"), "the first of repeated keys");
+        assert_eq!(head.query_param("flag").as_deref(), Some(""), "a key without = has the empty value");
+        assert_eq!(head.query_param("e").as_deref(), Some(""));
+        assert_eq!(head.query_param("p").as_deref(), Some("%zz"), "a bad escape is kept as written");
+        // Only the first `?` separates path and query.
+        let (head, _) = parse_head(b"GET /x??token=t HTTP/1.1\r\n\r\n").expect("valid").expect("complete");
+        assert_eq!(head.query.as_deref(), Some("?token=t"));
+        assert_eq!(head.query_param("token"), None);
+    }
+
+    #[test]
     fn incomplete_malformed_and_oversize_heads() {
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: h\r\n"), Ok(None));
         assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n"), Err(HeadError::Malformed));
@@ -195,17 +137,5 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert_eq!(parse_head(&many), Err(HeadError::TooLarge));
-    }
-
-    #[test]
-    fn percent_decoding_keeps_bad_escapes() {
-        assert_eq!(percent_decode("a%20b%zz%4"), "a b%zz%4");
-        assert_eq!(percent_decode("%E2%82%AC"), "€");
-    }
-
-    #[test]
-    fn accept_key_matches_rfc_6455_example() {
-        let response = String::from_utf8(switching_protocols("dGhlIHNhbXBsZSBub25jZQ==")).expect("ascii");
-        assert!(response.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{response}");
     }
 }
