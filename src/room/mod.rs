@@ -22,6 +22,7 @@ use crate::registry::{self, Admission, RoomPolicy};
 use crate::store::{StoreEvent, StoredChat};
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
+mod invariants;
 mod meeting;
 #[cfg(test)]
 mod meeting_tests;
