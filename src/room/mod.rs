@@ -29,6 +29,8 @@ mod meeting_tests;
 #[cfg(test)]
 mod registry_tests;
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 
 pub use meeting::{FORBIDDEN, MeetingRequest, Refusal, RequestKind, Role, allowed};
