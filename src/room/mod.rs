@@ -21,12 +21,15 @@ use crate::protocol::{self, push_json_str, push_u64};
 use crate::registry::{self, Admission, RoomPolicy};
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
+mod invariants;
 mod meeting;
 #[cfg(test)]
 mod meeting_tests;
 mod persist;
 #[cfg(test)]
 mod registry_tests;
+#[cfg(test)]
+mod sim;
 #[cfg(test)]
 mod tests;
 
