@@ -24,9 +24,7 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use super::{
-    Audience, MeetingRequest, Membership, Output, Peer, Role, RoomLimits, Rooms, Since, StoreEvent, StoredChat,
-};
+use super::{Audience, MeetingRequest, Membership, Output, Peer, Persist, Role, RoomLimits, Rooms, Since, StoredChat};
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::registry::RoomPolicy;
 use crate::ws::frame::Frame;
@@ -863,7 +861,7 @@ impl Sim {
                         self.send(s, conn.shard as usize, Msg::Close { conn });
                     }
                 }
-                Output::Persist(StoreEvent::LoadHistory { key, load, limit, .. }) => {
+                Output::Persist(Persist::LoadHistory { key, load, limit, .. }) => {
                     let Some(key) = self.keys.iter().position(|k| *k == key) else {
                         return Err(format!("history load for unknown room {key:?}"));
                     };
