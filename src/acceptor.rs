@@ -32,9 +32,9 @@ use crate::http::{self, HeadError, RequestHead};
 use crate::http_api::{self, Access, ApiError, Endpoint, Gather, Outcome, Targets};
 use crate::ids::{self, RoomKey, ShardId};
 use crate::metrics::{AcceptorMetrics, EpisodeLog, Gauges, LimitKind, ShardMetrics};
+use crate::protocol::Since;
 use crate::registry::{self, Admission, Registry, RoomPolicy};
 use crate::revocation::{Reason, RevokedTokens};
-use crate::room::Since;
 use crate::shard::{AdminAnswer, AdminQuery, AdminReply, AdminRequest, Handoff, HandoffKind, ShardHandle, ShardMsg};
 use crate::store::{QueryRequest, StoreEvent, StoreGauges, StoreMonitor, StoreQuery};
 

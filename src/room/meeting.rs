@@ -12,18 +12,14 @@ use std::sync::Arc;
 
 use super::{Audience, Member, Membership, Output, Peer, Room, RoomLimits, Rooms};
 use crate::ids::{ConnId, ShardId};
-use crate::protocol::{self, push_json_str, push_u64};
+use crate::protocol::{self, MeetingRequest, push_json_str, push_u64};
+use crate::refusal::Refusal;
 use crate::store::{ChatRecord, StoreEvent, StoredChat};
 use crate::ws::CloseCode;
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
-/// A refusal: wire code and message.
-pub type Refusal = (&'static str, &'static str);
-
-pub const FORBIDDEN: Refusal = ("forbidden", "your role in this room may not make this request");
 /// Chat ids the server makes up start with this; client ids may not.
 const GENERATED_ID_PREFIX: &str = "srv-";
-const NOT_JOINED: Refusal = ("not_joined", "this connection is not in that room");
 
 /// A member's role in one room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,25 +123,6 @@ pub fn allowed(role: Role, kind: RequestKind) -> bool {
     }
 }
 
-/// A meeting request, owned so it can travel to the shard owning the room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MeetingRequest {
-    ChatSend { text: Box<str>, id: Option<Box<str>> },
-    ChatDelete { id: Box<str> },
-    ChatHistory { limit: Option<u32> },
-    HandRaise,
-    HandLower { user: Option<Box<str>> },
-    ScreenshareRequest,
-    ScreenshareGrant { user: Box<str> },
-    ScreenshareDeny { user: Box<str> },
-    ScreenshareStop { user: Option<Box<str>> },
-    LobbyAdmit { user: Box<str> },
-    LobbyDeny { user: Box<str> },
-    LobbySet { enabled: bool },
-    Kick { user: Box<str> },
-    Signal { to: Box<str>, data: Box<[u8]> },
-}
-
 /// A chat message kept for `chat.history` and `welcome`.
 #[derive(Debug)]
 pub(super) struct ChatEntry {
@@ -227,16 +204,16 @@ impl Rooms {
         now_unix_ms: u64,
     ) -> Result<(), Refusal> {
         self.begin_call();
-        let member = self.member_of(membership, conn).ok_or(NOT_JOINED)?;
+        let member = self.member_of(membership, conn).ok_or(Refusal::NotJoined)?;
         let (role, peer) = (member.role, Arc::clone(&member.peer));
         // The lobby may do nothing; say so before looking anything up for it.
         if role == Role::Waiting {
-            return Err(FORBIDDEN);
+            return Err(Refusal::RoleForbids);
         }
         let slot = membership.room as usize;
         let kind = self.kind_of(slot, peer.user(), request)?;
         if !allowed(role, kind) {
-            return Err(FORBIDDEN);
+            return Err(Refusal::RoleForbids);
         }
         match request {
             MeetingRequest::ChatSend { text, id } => {
@@ -259,7 +236,7 @@ impl Rooms {
             MeetingRequest::LobbySet { enabled } => self.lobby_set(slot, *enabled),
             MeetingRequest::Kick { user } => {
                 if **user == *peer.user() {
-                    return Err(("bad_request", "a host cannot kick itself; close the connection instead"));
+                    return Err(Refusal::KickSelf);
                 }
                 self.remove_user(slot, user, None, CloseCode::KICKED)?;
             }
@@ -282,7 +259,7 @@ impl Rooms {
                 match entry {
                     Some(entry) if *entry.author == *user => K::ChatDeleteOwn,
                     Some(_) => K::ChatDeleteOther,
-                    None => return Err(("not_found", "no chat message with that id in the room's history")),
+                    None => return Err(Refusal::NoSuchChat),
                 }
             }
             MeetingRequest::ChatHistory { .. } => K::ChatHistory,
@@ -328,18 +305,18 @@ impl Rooms {
         now_unix_ms: u64,
     ) -> Result<(), Refusal> {
         if text.trim().is_empty() {
-            return Err(("bad_request", "chat text is empty"));
+            return Err(Refusal::ChatEmpty);
         }
         if text.chars().count() > self.limits.chat_text_chars_max as usize {
-            return Err(("too_long", "chat text is over rooms.chat_text_chars_max characters"));
+            return Err(Refusal::ChatTooLong);
         }
         let room = &mut self.rooms[slot];
         if let Some(id) = id {
             if id.is_empty() || id.len() > 64 || id.starts_with(GENERATED_ID_PREFIX) {
-                return Err(("bad_request", "a chat id is 1-64 bytes and does not start with \"srv-\""));
+                return Err(Refusal::ChatIdInvalid);
             }
             if room.meeting.history.iter().any(|e| *e.id == *id) {
-                return Err(("duplicate_id", "a chat message with that id is in the history"));
+                return Err(Refusal::ChatIdTaken);
             }
         }
         room.seq += 1;
@@ -486,13 +463,13 @@ impl Rooms {
         let screenshare_max = self.limits.screenshare_max as usize;
         let room = &mut self.rooms[slot];
         if !room.members.iter().any(|(_, m)| *m.peer.user() == *user && m.role != Role::Waiting) {
-            return Err(("not_found", "no admitted member with that user id"));
+            return Err(Refusal::NotAdmitted);
         }
         if room.meeting.sharers.iter().any(|u| **u == *user) {
             return Ok(());
         }
         if room.meeting.sharers.len() >= screenshare_max {
-            return Err(("screenshare_busy", "rooms.screenshare_max members are sharing already"));
+            return Err(Refusal::ScreenshareBusy);
         }
         room.meeting.sharers.push(user.into());
         room.meeting.share_requests.retain(|u| **u != *user);
@@ -505,7 +482,7 @@ impl Rooms {
     fn screenshare_deny(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
         let room = &mut self.rooms[slot];
         if !take_user(&mut room.meeting.share_requests, user) {
-            return Err(("not_found", "that user has not asked to share"));
+            return Err(Refusal::NotAskedToShare);
         }
         let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "denied");
         let targets: Vec<ConnId> = room
@@ -523,7 +500,7 @@ impl Rooms {
     fn screenshare_stop(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
         let room = &mut self.rooms[slot];
         if !take_user(&mut room.meeting.sharers, user) {
-            return Err(("not_found", "that user is not sharing"));
+            return Err(Refusal::NotSharing);
         }
         let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "stopped");
         self.broadcast(slot, Audience::Admitted, frame);
@@ -557,7 +534,7 @@ impl Rooms {
             .map(|(at, _)| at)
             .collect();
         if waiting.is_empty() {
-            return Err(("not_found", "no connection of that user is waiting"));
+            return Err(Refusal::NotWaiting);
         }
         for member in waiting {
             self.admit_member(slot, member);
@@ -585,7 +562,7 @@ impl Rooms {
             .map(|(at, m)| (at, m.conn))
             .collect();
         if targets.is_empty() {
-            return Err(("not_found", "no such member in the room"));
+            return Err(Refusal::NoSuchMember);
         }
         for (member, conn) in targets {
             self.outputs.push_back(Output::Close { conn, code });
@@ -633,7 +610,7 @@ impl Rooms {
             .map(|(_, m)| m.conn)
             .collect();
         if targets.is_empty() {
-            return Err(("not_found", "no admitted member with that user id in this room"));
+            return Err(Refusal::NoSignalTarget);
         }
         let out = self.frames.begin();
         out.extend_from_slice(b"{\"type\":\"signal\",\"room\":");

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use slab::Slab;
 
 use crate::ids::{ConnId, RoomKey, ShardId};
-use crate::protocol::{self, push_json_str, push_u64};
+use crate::protocol::{self, Since, push_json_str, push_u64};
+use crate::refusal::Refusal;
 use crate::registry::{self, Admission, RoomPolicy};
 use crate::store::{StoreEvent, StoredChat};
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
@@ -30,7 +31,7 @@ mod registry_tests;
 #[cfg(test)]
 mod tests;
 
-pub use meeting::{FORBIDDEN, MeetingRequest, Refusal, RequestKind, Role, allowed};
+pub use meeting::{RequestKind, Role, allowed};
 
 /// A member as the room sees it: immutable, shared with the connection.
 #[derive(Debug)]
@@ -123,15 +124,6 @@ pub struct RoomLimits {
     pub require_registration: bool,
 }
 
-/// Where a reconnecting client stopped: the last `seq` it saw in the room's
-/// `epoch` (`?since=SEQ&epoch=E`, or `join` with `since` and `epoch`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Since {
-    pub seq: u64,
-    /// `None` when the client sent no epoch: then nothing is recovered.
-    pub epoch: Option<Box<str>>,
-}
-
 /// A room's recent `publish` messages, for recovery. Exists only once the
 /// room had a publish, so idle rooms (every personal room) hold none.
 #[derive(Debug, Default)]
@@ -181,38 +173,6 @@ impl Membership {
     /// The room's slot, as carried by `Output::Broadcast`.
     pub fn room_slot(self) -> usize {
         self.room as usize
-    }
-}
-
-/// Why a join was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinRefused {
-    RoomFull,
-    /// The shard holds `rooms_max` rooms already.
-    TooManyRooms,
-    /// `rooms.require_registration` and the room is not in the registry.
-    NotRegistered,
-    /// A private registry room and the token's `room` claim does not name it.
-    Private,
-}
-
-impl JoinRefused {
-    pub fn code(self) -> &'static str {
-        match self {
-            JoinRefused::RoomFull => "room_full",
-            JoinRefused::TooManyRooms => "too_many_rooms",
-            JoinRefused::NotRegistered => "room_not_registered",
-            JoinRefused::Private => "room_private",
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            JoinRefused::RoomFull => "the room is at its member limit",
-            JoinRefused::TooManyRooms => "the shard owning this room holds limits.rooms_per_shard_max rooms",
-            JoinRefused::NotRegistered => "the room is not in the registry (rooms.require_registration)",
-            JoinRefused::Private => "the room is private: only a token whose room claim names it may enter",
-        }
     }
 }
 
@@ -448,7 +408,7 @@ impl Rooms {
         key: &RoomKey,
         quiet: bool,
         reference: Option<&[u8]>,
-    ) -> Result<Membership, JoinRefused> {
+    ) -> Result<Membership, Refusal> {
         self.join_since(peer, key, quiet, reference, None, 0)
     }
 
@@ -466,20 +426,20 @@ impl Rooms {
         reference: Option<&[u8]>,
         since: Option<&Since>,
         now_ms: u64,
-    ) -> Result<Membership, JoinRefused> {
+    ) -> Result<Membership, Refusal> {
         self.begin_call();
         let admission =
             registry::admission(self.policy(key), self.limits.require_registration, key.room(), peer.names_room());
         match admission {
-            Some(Admission::NotRegistered) => return Err(JoinRefused::NotRegistered),
-            Some(Admission::Private) => return Err(JoinRefused::Private),
+            Some(Admission::NotRegistered) => return Err(Refusal::RoomNotRegistered),
+            Some(Admission::Private) => return Err(Refusal::RoomPrivate),
             None => {}
         }
         let slot = match self.index.get(key) {
             Some(&slot) => slot,
             None => {
                 if self.index.len() >= self.limits.rooms_max as usize {
-                    return Err(JoinRefused::TooManyRooms);
+                    return Err(Refusal::ShardRoomsFull);
                 }
                 self.incarnations += 1;
                 let incarnation = self.incarnations;
@@ -516,7 +476,7 @@ impl Rooms {
         let room = &mut self.rooms[slot];
         if room.members.len() >= capacity {
             self.debug_check_invariants();
-            return Err(JoinRefused::RoomFull);
+            return Err(Refusal::RoomFull);
         }
         let role = if room.members.is_empty() || peer.host {
             Role::Host
@@ -686,7 +646,7 @@ impl Rooms {
         self.begin_call();
         let member = self.member_of(membership, conn)?;
         if !allowed(member.role, RequestKind::Publish) {
-            return Some(Err(FORBIDDEN));
+            return Some(Err(Refusal::RoleForbids));
         }
         let publisher = Arc::clone(&member.peer);
         let slot = membership.room as usize;

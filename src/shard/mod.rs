@@ -15,6 +15,7 @@
 //! into room calls or remote messages in `requests.rs`.
 
 mod admin;
+pub mod conn;
 mod remote;
 mod requests;
 mod store_link;
@@ -33,19 +34,20 @@ use slab::Slab;
 
 use crate::auth::{Identity, Verifier};
 use crate::config::Limits;
-use crate::conn::{
-    ConnState, Connection, FlushOutcome, Grants, Member, OutboundQueue, Place, QueueBounds, RateBucket, Role,
-    SlowConsumer,
-};
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::{EpisodeLog, LimitKind, ShardMetrics};
 use crate::protocol::{self, RequestDecoder};
+use crate::refusal::Refusal;
 use crate::registry::RoomPolicy;
 use crate::room::{Output, Peer, RoomLimits, Rooms};
 use crate::store::{StoreEvent, StoreReply};
 use crate::timer::{TimerKind, TimerWheel};
 use crate::ws::CloseCode;
 use crate::ws::frame::{self, Event, Flow, Frame, FrameBuilder, Opcode};
+use conn::{
+    ConnState, Connection, FlushOutcome, Grants, Member, OutboundQueue, Place, QueueBounds, RateBucket, Role,
+    SlowConsumer,
+};
 
 /// The waker's token; connection tokens are slab slots, far below it.
 const WAKER: Token = Token(usize::MAX);
@@ -80,7 +82,7 @@ pub enum HandoffKind {
     Room {
         identity: Box<Identity>,
         key: RoomKey,
-        since: Option<Box<crate::room::Since>>,
+        since: Option<Box<crate::protocol::Since>>,
     },
     Echo,
 }
@@ -401,12 +403,12 @@ impl Shard {
         let core = &mut self.core;
         if core.draining.is_some() {
             core.note_shard_limit(LimitKind::Draining);
-            refuse_handoff(&mut stream, "draining", "the server is shutting down");
+            refuse_handoff(&mut stream, Refusal::Draining);
             return;
         }
         if core.conns.len() >= core.settings.limits.connections_per_shard_max as usize {
             core.note_shard_limit(LimitKind::ShardFull);
-            refuse_handoff(&mut stream, "server_full", "the shard holding this room is full");
+            refuse_handoff(&mut stream, Refusal::ServerFull);
             return;
         }
         let slot = core.conns.vacant_key();
@@ -519,10 +521,11 @@ impl Shard {
 /// Answers a handoff the shard cannot take: the 101 has not been written yet,
 /// so the client still gets a plain HTTP 503. The socket is fresh, so this
 /// one small write fits in its buffer; if not, the client sees a reset.
-fn refuse_handoff(stream: &mut TcpStream, code: &str, message: &str) {
+fn refuse_handoff(stream: &mut TcpStream, refusal: Refusal) {
     use std::io::Write;
+    let response = crate::http::error_response(refusal.http_status(), refusal.code(), refusal.message(), "");
     // One write: a client may read the head and stop before a second one.
-    let _ = stream.write_all(&crate::http::error_response(503, code, message, ""));
+    let _ = stream.write_all(&response);
 }
 
 /// Queues a broadcast frame for one member: the hot loop of every fanout.
@@ -689,7 +692,7 @@ impl ShardCore {
                 self.begin_close(slot, CloseCode::RATE_ABUSE, Some(LimitKind::RateAbuse));
             } else {
                 self.note_limit(slot, LimitKind::RateLimited);
-                self.send_error(slot, None, "rate_limited", "message rate over rate_messages_per_s; message dropped");
+                self.send_error(slot, None, Refusal::RateLimited);
             }
             return;
         }
@@ -706,8 +709,8 @@ impl ShardCore {
         self.on_request(slot, payload);
     }
 
-    fn send_error(&mut self, slot: usize, reference: Option<&[u8]>, code: &str, message: &str) {
-        protocol::encode_error(self.frames.begin(), reference, code, message);
+    fn send_error(&mut self, slot: usize, reference: Option<&[u8]>, refusal: Refusal) {
+        protocol::encode_error(self.frames.begin(), reference, refusal.code(), refusal.message());
         let frame = self.frames.finish(Opcode::Text);
         self.queue(slot, frame);
     }
@@ -821,25 +824,12 @@ impl ShardCore {
         }
     }
 
-    /// Counts the limits behind a refused request (by its error code), for connection `id`.
-    fn note_refusal(&mut self, id: ConnId, code: &str) {
-        let limit = match code {
-            "too_long" => LimitKind::ChatTooLong,
-            "screenshare_busy" => LimitKind::ScreenshareBusy,
-            _ => return,
-        };
-        self.note_limit_of(id, limit);
-    }
-
-    /// Counts a refused join for connection `id`.
-    fn note_join_refused(&mut self, id: ConnId, reason: crate::room::JoinRefused) {
-        let limit = match reason {
-            crate::room::JoinRefused::RoomFull => LimitKind::RoomFull,
-            crate::room::JoinRefused::TooManyRooms => LimitKind::ShardRoomsFull,
-            // Access decisions of the registry, not limits.
-            crate::room::JoinRefused::NotRegistered | crate::room::JoinRefused::Private => return,
-        };
-        self.note_limit_of(id, limit);
+    /// Counts the limit behind a refused request or join (`Refusal::limit`),
+    /// for connection `id`. Registry access decisions are not limits.
+    fn note_refusal(&mut self, id: ConnId, refusal: Refusal) {
+        if let Some(limit) = refusal.limit() {
+            self.note_limit_of(id, LimitKind::from(limit));
+        }
     }
 
     /// Counts a limit hit and logs it once per connection.
