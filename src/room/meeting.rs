@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::{Audience, Member, Membership, Output, Peer, Room, RoomLimits, Rooms};
 use crate::ids::{ConnId, ShardId};
-use crate::protocol::{self, MeetingRequest, push_json_str, push_u64};
+use crate::protocol::{self, Chat, MeetingRequest, Welcome, WelcomeHead};
 use crate::refusal::Refusal;
 use crate::store::{ChatRecord, StoreEvent, StoredChat};
 use crate::ws::CloseCode;
@@ -328,26 +328,18 @@ impl Rooms {
         // generated id never equals one a client chose; the epoch keeps
         // them unique across restarts, where `seq` starts again.
         let id: Box<str> = id.map_or_else(|| format!("{GENERATED_ID_PREFIX}{epoch}-{seq}").into(), Into::into);
+        let chat = Chat {
+            room: room.key.room(),
+            id: &id,
+            from_json: &peer.user_json,
+            name: peer.name.as_deref(),
+            text,
+            ts_ms: now_unix_ms,
+            seq,
+            epoch: &epoch,
+        };
         let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"chat\",\"room\":");
-        push_json_str(out, room.key.room());
-        out.extend_from_slice(b",\"id\":");
-        push_json_str(out, &id);
-        out.extend_from_slice(b",\"from\":");
-        out.extend_from_slice(peer.user_json.as_bytes());
-        if let Some(name) = &peer.name {
-            out.extend_from_slice(b",\"name\":");
-            push_json_str(out, name);
-        }
-        out.extend_from_slice(b",\"text\":");
-        push_json_str(out, text);
-        out.extend_from_slice(b",\"ts\":");
-        push_u64(out, now_unix_ms);
-        out.extend_from_slice(b",\"seq\":");
-        push_u64(out, seq);
-        out.extend_from_slice(b",\"epoch\":");
-        push_json_str(out, &epoch);
-        out.push(b'}');
+        protocol::encode_chat(out, &chat);
         let json: Box<[u8]> = out[crate::ws::frame::HEADER_ROOM..].into();
         let frame = self.frames.finish(Opcode::Text);
         let author: Box<str> = peer.user().into();
@@ -382,14 +374,7 @@ impl Rooms {
         if self.durable {
             self.outputs.push_back(Output::Persist(StoreEvent::ChatDelete { key: room.key.clone(), id: id.into() }));
         }
-        let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"chat_deleted\",\"room\":");
-        push_json_str(out, room.key.room());
-        out.extend_from_slice(b",\"id\":");
-        push_json_str(out, id);
-        out.extend_from_slice(b",\"by\":");
-        out.extend_from_slice(peer.user_json.as_bytes());
-        out.push(b'}');
+        protocol::encode_chat_deleted(self.frames.begin(), room.key.room(), id, &peer.user_json);
         let frame = self.frames.finish(Opcode::Text);
         self.broadcast(slot, Audience::Admitted, frame);
     }
@@ -439,12 +424,7 @@ impl Rooms {
 
     fn send_hands(&mut self, slot: usize) {
         let room = &self.rooms[slot];
-        let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"hands\",\"room\":");
-        push_json_str(out, room.key.room());
-        out.extend_from_slice(b",\"queue\":");
-        push_str_list(out, &room.meeting.hands);
-        out.push(b'}');
+        protocol::encode_hands(self.frames.begin(), room.key.room(), &room.meeting.hands);
         let frame = self.frames.finish(Opcode::Text);
         self.broadcast(slot, Audience::Admitted, frame);
     }
@@ -592,10 +572,7 @@ impl Rooms {
                 self.admit_member(slot, member);
             }
         }
-        let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"lobby_state\",\"room\":");
-        push_json_str(out, self.rooms[slot].key.room());
-        out.extend_from_slice(if enabled { b",\"enabled\":true}" } else { b",\"enabled\":false}" });
+        protocol::encode_lobby_state(self.frames.begin(), self.rooms[slot].key.room(), enabled);
         let frame = self.frames.finish(Opcode::Text);
         self.broadcast(slot, Audience::Admitted, frame);
     }
@@ -612,14 +589,7 @@ impl Rooms {
         if targets.is_empty() {
             return Err(Refusal::NoSignalTarget);
         }
-        let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"signal\",\"room\":");
-        push_json_str(out, room.key.room());
-        out.extend_from_slice(b",\"from\":");
-        out.extend_from_slice(from.user_json.as_bytes());
-        out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(data);
-        out.push(b'}');
+        protocol::encode_signal(self.frames.begin(), room.key.room(), &from.user_json, data);
         let frame = self.frames.finish(Opcode::Text);
         for to in targets {
             self.outputs.push_back(Output::Deliver { to, frame: Arc::clone(&frame) });
@@ -705,39 +675,26 @@ fn take_user(users: &mut Vec<Box<str>>, user: &str) -> bool {
     users.len() != before
 }
 
-/// `{"type":KIND,"room":R,"user":U,"state"|"role":V}`
+/// A `role` or `screenshare` event (`protocol::encode_user_event`).
 fn encode_user_event(frames: &mut FrameBuilder, room: &Room, kind: &str, user: &str, value: &str) -> Frame {
-    let out = frames.begin();
-    out.extend_from_slice(b"{\"type\":\"");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\",\"room\":");
-    push_json_str(out, room.key.room());
-    out.extend_from_slice(b",\"user\":");
-    push_json_str(out, user);
-    out.extend_from_slice(if kind == "role" { b",\"role\":" } else { b",\"state\":" });
-    push_json_str(out, value);
-    out.push(b'}');
+    protocol::encode_user_event(frames.begin(), kind, room.key.room(), user, value);
     frames.finish(Opcode::Text)
 }
 
-/// `{"type":"lobby","room":R,"event":E,"member":{…}}`, for hosts.
+/// A `lobby` event about `peer`, for hosts.
 pub(super) fn encode_lobby_event(frames: &mut FrameBuilder, room: &Room, event: &str, peer: &Peer) -> Frame {
-    let out = frames.begin();
-    out.extend_from_slice(b"{\"type\":\"lobby\",\"room\":");
-    push_json_str(out, room.key.room());
-    out.extend_from_slice(b",\"event\":\"");
-    out.extend_from_slice(event.as_bytes());
-    out.extend_from_slice(b"\",\"member\":");
-    peer.push_json(out);
-    out.push(b'}');
+    protocol::encode_lobby_event(frames.begin(), room.key.room(), event, peer.json());
     frames.finish(Opcode::Text)
+}
+
+/// The head every welcome of `peer` in `room` starts with.
+fn welcome_head<'a>(room: &'a Room, peer: &'a Peer, shard: ShardId, role: Role) -> WelcomeHead<'a> {
+    WelcomeHead { conn: peer.conn, room: room.key.room(), shard, user_json: &peer.user_json, role: role.as_str() }
 }
 
 /// The welcome of a lobby member: its own admission state and nothing else.
 pub(super) fn encode_waiting_welcome(frames: &mut FrameBuilder, room: &Room, peer: &Peer, shard: ShardId) -> Frame {
-    let out = frames.begin();
-    push_welcome_head(out, room, peer, shard, Role::Waiting);
-    out.extend_from_slice(b",\"lobby\":true}");
+    protocol::encode_waiting_welcome(frames.begin(), &welcome_head(room, peer, shard, Role::Waiting));
     frames.finish(Opcode::Text)
 }
 
@@ -754,111 +711,40 @@ pub(super) fn encode_welcome(
     limits: &RoomLimits,
 ) -> Frame {
     let peer = &member.peer;
-    let out = frames.begin();
-    push_welcome_head(out, room, peer, shard, member.role);
-    out.extend_from_slice(b",\"seq\":");
-    push_u64(out, room.seq);
-    out.extend_from_slice(b",\"epoch\":");
-    push_json_str(out, epoch);
-    out.extend_from_slice(b",\"member_count\":");
-    push_u64(out, (room.members.len() - room.waiting as usize) as u64);
-    out.extend_from_slice(b",\"members\":[");
-    let others =
-        room.members.iter().filter(|(_, m)| m.conn != peer.conn && m.role != super::Role::Waiting).map(|(_, m)| m);
-    for (i, other) in others.take(limits.welcome_members_max as usize).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        push_member(out, other);
-    }
-    out.extend_from_slice(b"],\"lobby\":");
-    out.extend_from_slice(if room.lobby { b"true" } else { b"false" });
-    out.extend_from_slice(b",\"hands\":");
-    push_str_list(out, &room.meeting.hands);
-    out.extend_from_slice(b",\"sharers\":");
-    push_str_list(out, &room.meeting.sharers);
-    out.extend_from_slice(b",\"history\":");
-    push_history(out, &room.meeting.history, limits.welcome_history_max as usize);
-    if room.loading {
-        out.extend_from_slice(b",\"history_loading\":true");
-    }
-    if let Some(recovered) = recovered {
-        out.extend_from_slice(if recovered { b",\"recovered\":true" } else { b",\"recovered\":false" });
-    }
-    if member.role == Role::Host {
-        out.extend_from_slice(b",\"waiting\":[");
-        let waiting = room.members.iter().filter(|(_, m)| m.role == Role::Waiting).map(|(_, m)| m);
-        for (i, other) in waiting.take(limits.welcome_members_max as usize).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            other.peer.push_json(out);
-        }
-        out.push(b']');
-    }
-    out.push(b'}');
+    let shown = limits.welcome_members_max as usize;
+    let welcome = Welcome {
+        seq: room.seq,
+        epoch,
+        member_count: (room.members.len() - room.waiting as usize) as u64,
+        lobby: room.lobby,
+        hands: &room.meeting.hands,
+        sharers: &room.meeting.sharers,
+        history_loading: room.loading,
+        recovered,
+    };
+    let others = room
+        .members
+        .iter()
+        .filter(|(_, m)| m.conn != peer.conn && m.role != Role::Waiting)
+        .take(shown)
+        .map(|(_, m)| (m.peer.json(), m.role.as_str()));
+    let waiting = (member.role == Role::Host)
+        .then(|| room.members.iter().filter(|(_, m)| m.role == Role::Waiting).take(shown).map(|(_, m)| m.peer.json()));
+    let history = recent_chat(&room.meeting.history, limits.welcome_history_max as usize);
+    let head = welcome_head(room, peer, shard, member.role);
+    protocol::encode_welcome(frames.begin(), &head, &welcome, others, history, waiting);
     frames.finish(Opcode::Text)
 }
 
-/// `{"type":"welcome","conn":C,"room":R,"shard":S,"user":U,"role":ROLE` (open).
-fn push_welcome_head(out: &mut Vec<u8>, room: &Room, peer: &Peer, shard: ShardId, role: Role) {
-    out.extend_from_slice(b"{\"type\":\"welcome\",\"conn\":\"");
-    out.extend_from_slice(peer.conn.to_string().as_bytes());
-    out.extend_from_slice(b"\",\"room\":");
-    push_json_str(out, room.key.room());
-    out.extend_from_slice(b",\"shard\":");
-    push_u64(out, u64::from(shard));
-    out.extend_from_slice(b",\"user\":");
-    out.extend_from_slice(peer.user_json.as_bytes());
-    out.extend_from_slice(b",\"role\":\"");
-    out.extend_from_slice(role.as_str().as_bytes());
-    out.push(b'"');
-}
-
-/// `{"conn":…,"user":…,"name":…,"role":…}`
-fn push_member(out: &mut Vec<u8>, member: &Member) {
-    member.peer.push_json(out);
-    out.pop(); // the closing brace
-    out.extend_from_slice(b",\"role\":\"");
-    out.extend_from_slice(member.role.as_str().as_bytes());
-    out.extend_from_slice(b"\"}");
-}
-
-fn push_str_list(out: &mut Vec<u8>, items: &[Box<str>]) {
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        push_json_str(out, item);
-    }
-    out.push(b']');
-}
-
-/// `{"type":"chat_history","room":R,"messages":[…]}` with the last `limit`
-/// messages, plus `"loading":true` while the stored history is on its way.
+/// A `chat_history` with the last `limit` messages, plus `"loading":true`
+/// while the stored history is on its way.
 pub(super) fn encode_history(frames: &mut FrameBuilder, room: &Room, limit: usize) -> Frame {
-    let out = frames.begin();
-    out.extend_from_slice(b"{\"type\":\"chat_history\",\"room\":");
-    push_json_str(out, room.key.room());
-    out.extend_from_slice(b",\"messages\":");
-    push_history(out, &room.meeting.history, limit);
-    if room.loading {
-        out.extend_from_slice(b",\"loading\":true");
-    }
-    out.push(b'}');
+    let messages = recent_chat(&room.meeting.history, limit);
+    protocol::encode_history(frames.begin(), room.key.room(), messages, room.loading);
     frames.finish(Opcode::Text)
 }
 
-/// The last `limit` chat messages, oldest first, as a JSON array.
-fn push_history(out: &mut Vec<u8>, history: &VecDeque<ChatEntry>, limit: usize) {
-    out.push(b'[');
-    let skip = history.len().saturating_sub(limit);
-    for (i, entry) in history.iter().skip(skip).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&entry.json);
-    }
-    out.push(b']');
+/// The last `limit` chat messages, oldest first, as the `chat` events sent.
+fn recent_chat(history: &VecDeque<ChatEntry>, limit: usize) -> impl Iterator<Item = &[u8]> {
+    history.iter().skip(history.len().saturating_sub(limit)).map(|entry| &*entry.json)
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use slab::Slab;
 
 use crate::ids::{ConnId, RoomKey, ShardId};
-use crate::protocol::{self, Since, push_json_str, push_u64};
+use crate::protocol::{self, PeerJson, Since};
 use crate::refusal::Refusal;
 use crate::registry::{self, Admission, RoomPolicy};
 use crate::store::{StoreEvent, StoredChat};
@@ -85,17 +85,9 @@ impl Peer {
         }
     }
 
-    /// `{"conn":"…","user":"…","name":"…"}` (name only when set).
-    fn push_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"conn\":\"");
-        out.extend_from_slice(self.conn.to_string().as_bytes());
-        out.extend_from_slice(b"\",\"user\":");
-        out.extend_from_slice(self.user_json.as_bytes());
-        if let Some(name) = &self.name {
-            out.extend_from_slice(b",\"name\":");
-            push_json_str(out, name);
-        }
-        out.push(b'}');
+    /// The peer as presence frames show it.
+    fn json(&self) -> PeerJson<'_> {
+        PeerJson { conn: self.conn, user_json: &self.user_json, name: self.name.as_deref() }
     }
 }
 
@@ -684,12 +676,7 @@ impl Rooms {
     pub fn direct(&mut self, key: &RoomKey, from: &Peer, reference: Option<&[u8]>, data: &[u8]) -> bool {
         self.begin_call();
         let Some(&slot) = self.index.get(key) else { return false };
-        let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"direct\",\"from\":");
-        out.extend_from_slice(from.user_json.as_bytes());
-        out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(data);
-        out.push(b'}');
+        protocol::encode_direct(self.frames.begin(), &from.user_json, data);
         let frame = self.frames.finish(Opcode::Text);
         self.push_broadcast(slot, Audience::All, None, frame);
         if reference.is_some() {
@@ -896,17 +883,9 @@ impl Rooms {
     }
 }
 
-/// `{"type":KIND,"room":R,"member":{…},"member_count":K}`; the count is of admitted members.
+/// `member_joined` or `member_left` (`kind`) about `peer`; the count is of admitted members.
 fn encode_presence(frames: &mut FrameBuilder, kind: &str, room: &Room, peer: &Peer) -> Frame {
-    let out = frames.begin();
-    out.extend_from_slice(b"{\"type\":\"");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\",\"room\":");
-    push_json_str(out, room.key.room());
-    out.extend_from_slice(b",\"member\":");
-    peer.push_json(out);
-    out.extend_from_slice(b",\"member_count\":");
-    push_u64(out, (room.members.len() - room.waiting as usize) as u64);
-    out.push(b'}');
+    let member_count = (room.members.len() - room.waiting as usize) as u64;
+    protocol::encode_presence(frames.begin(), kind, room.key.room(), peer.json(), member_count);
     frames.finish(Opcode::Text)
 }
