@@ -304,21 +304,8 @@ impl Rooms {
         reference: Option<&[u8]>,
         now_unix_ms: u64,
     ) -> Result<(), Refusal> {
-        if text.trim().is_empty() {
-            return Err(Refusal::ChatEmpty);
-        }
-        if text.chars().count() > self.limits.chat_text_chars_max as usize {
-            return Err(Refusal::ChatTooLong);
-        }
+        self.check_chat(slot, text, id)?;
         let room = &mut self.rooms[slot];
-        if let Some(id) = id {
-            if id.is_empty() || id.len() > 64 || id.starts_with(GENERATED_ID_PREFIX) {
-                return Err(Refusal::ChatIdInvalid);
-            }
-            if room.meeting.history.iter().any(|e| *e.id == *id) {
-                return Err(Refusal::ChatIdTaken);
-            }
-        }
         room.seq += 1;
         let seq = room.seq;
         let epoch = self.epoch(slot);
@@ -365,6 +352,25 @@ impl Rooms {
             None => self.ack(peer.conn, reference, Some(seq)),
         }
         self.debug_check_invariants();
+        Ok(())
+    }
+
+    /// Why a `chat.send` of `text` with the client's `id` cannot go to room `slot`, if it cannot.
+    fn check_chat(&self, slot: usize, text: &str, id: Option<&str>) -> Result<(), Refusal> {
+        if text.trim().is_empty() {
+            return Err(Refusal::ChatEmpty);
+        }
+        if text.chars().count() > self.limits.chat_text_chars_max as usize {
+            return Err(Refusal::ChatTooLong);
+        }
+        if let Some(id) = id {
+            if id.is_empty() || id.len() > 64 || id.starts_with(GENERATED_ID_PREFIX) {
+                return Err(Refusal::ChatIdInvalid);
+            }
+            if self.rooms[slot].meeting.history.iter().any(|e| *e.id == *id) {
+                return Err(Refusal::ChatIdTaken);
+            }
+        }
         Ok(())
     }
 

@@ -420,56 +420,89 @@ impl Rooms {
         now_ms: u64,
     ) -> Result<Membership, Refusal> {
         self.begin_call();
-        let admission =
-            registry::admission(self.policy(key), self.limits.require_registration, key.room(), peer.names_room());
-        match admission {
-            Some(Admission::NotRegistered) => return Err(Refusal::RoomNotRegistered),
-            Some(Admission::Private) => return Err(Refusal::RoomPrivate),
-            None => {}
-        }
+        self.check_admission(peer, key)?;
         let slot = match self.index.get(key) {
             Some(&slot) => slot,
-            None => {
-                if self.index.len() >= self.limits.rooms_max as usize {
-                    return Err(Refusal::ShardRoomsFull);
-                }
-                self.incarnations += 1;
-                let incarnation = self.incarnations;
-                // Rooms made by quiet joins (personal and group rooms at
-                // admit, one per connection) do not read the disk.
-                let loading = self.durable && !quiet;
-                let slot = self.rooms.insert(Room {
-                    key: key.clone(),
-                    // Most rooms (every personal room) hold one member.
-                    members: Slab::with_capacity(1),
-                    per_shard: None,
-                    waiting: 0,
-                    seq: 0,
-                    incarnation,
-                    loading,
-                    arrivals: 0,
-                    lobby: self.policy(key).and_then(|p| p.lobby).unwrap_or(self.limits.lobby_default),
-                    meeting: meeting::LazyMeeting::default(),
-                    recent: None,
-                });
-                self.index.insert(key.clone(), slot);
-                if loading {
-                    self.outputs.push_back(Output::Persist(StoreEvent::LoadHistory {
-                        key: key.clone(),
-                        load: incarnation,
-                        shard: self.shard,
-                        limit: self.history_max(key),
-                    }));
-                }
-                slot
-            }
+            None => self.create_room(key, quiet)?,
         };
-        let capacity = self.capacity(key);
-        let room = &mut self.rooms[slot];
-        if room.members.len() >= capacity {
+        if self.rooms[slot].members.len() >= self.capacity(key) {
             self.debug_check_invariants();
             return Err(Refusal::RoomFull);
         }
+        let (member, role) = self.add_member(slot, peer, quiet);
+        if role == Role::Waiting {
+            self.greet_waiting(slot, peer);
+        } else if !quiet {
+            match since {
+                Some(since) => self.admitted_since(slot, member, since, now_ms),
+                None => self.admitted(slot, member),
+            }
+        }
+        // After the welcome, which carries the state the ack refers to.
+        if reference.is_some() {
+            protocol::encode_ack(self.frames.begin(), reference, Some(self.rooms[slot].seq));
+            let ack = self.frames.finish(Opcode::Text);
+            self.outputs.push_back(Output::Deliver { to: peer.conn, frame: ack });
+        }
+        self.debug_check_invariants();
+        Ok(Membership { room: slot as u32, member: member as u32, incarnation: self.rooms[slot].incarnation as u32 })
+    }
+
+    /// The registry's word on `peer` entering room `key`: registration and privacy.
+    fn check_admission(&self, peer: &Peer, key: &RoomKey) -> Result<(), Refusal> {
+        let admission =
+            registry::admission(self.policy(key), self.limits.require_registration, key.room(), peer.names_room());
+        match admission {
+            Some(Admission::NotRegistered) => Err(Refusal::RoomNotRegistered),
+            Some(Admission::Private) => Err(Refusal::RoomPrivate),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates room `key`, which a join found absent, unless the shard holds
+    /// `rooms_max` rooms already; returns its slot. A durable room made by a
+    /// join that is not quiet asks the store for its chat history.
+    fn create_room(&mut self, key: &RoomKey, quiet: bool) -> Result<usize, Refusal> {
+        if self.index.len() >= self.limits.rooms_max as usize {
+            return Err(Refusal::ShardRoomsFull);
+        }
+        self.incarnations += 1;
+        let incarnation = self.incarnations;
+        // Rooms made by quiet joins (personal and group rooms at
+        // admit, one per connection) do not read the disk.
+        let loading = self.durable && !quiet;
+        let slot = self.rooms.insert(Room {
+            key: key.clone(),
+            // Most rooms (every personal room) hold one member.
+            members: Slab::with_capacity(1),
+            per_shard: None,
+            waiting: 0,
+            seq: 0,
+            incarnation,
+            loading,
+            arrivals: 0,
+            lobby: self.policy(key).and_then(|p| p.lobby).unwrap_or(self.limits.lobby_default),
+            meeting: meeting::LazyMeeting::default(),
+            recent: None,
+        });
+        self.index.insert(key.clone(), slot);
+        if loading {
+            self.outputs.push_back(Output::Persist(StoreEvent::LoadHistory {
+                key: key.clone(),
+                load: incarnation,
+                shard: self.shard,
+                limit: self.history_max(key),
+            }));
+        }
+        Ok(slot)
+    }
+
+    /// Puts `peer` in room `slot` with the role it arrives with: host when
+    /// first in the room or a token host, waiting when the room's lobby is
+    /// on (and the join is not quiet), else participant. Returns its slot in
+    /// the room and that role; nobody is told yet.
+    fn add_member(&mut self, slot: usize, peer: &Arc<Peer>, quiet: bool) -> (usize, Role) {
+        let room = &mut self.rooms[slot];
         let role = if room.members.is_empty() || peer.host {
             Role::Host
         } else if room.lobby && !quiet {
@@ -487,25 +520,16 @@ impl Rooms {
         if role == Role::Waiting {
             room.waiting += 1;
         }
-        if role == Role::Waiting {
-            let waiting = meeting::encode_waiting_welcome(&mut self.frames, room, peer, self.shard);
-            self.outputs.push_back(Output::Deliver { to: peer.conn, frame: waiting });
-            let event = meeting::encode_lobby_event(&mut self.frames, room, "waiting", peer);
-            self.push_broadcast(slot, Audience::Hosts, None, event);
-        } else if !quiet {
-            match since {
-                Some(since) => self.admitted_since(slot, member, since, now_ms),
-                None => self.admitted(slot, member),
-            }
-        }
-        // After the welcome, which carries the state the ack refers to.
-        if reference.is_some() {
-            protocol::encode_ack(self.frames.begin(), reference, Some(self.rooms[slot].seq));
-            let ack = self.frames.finish(Opcode::Text);
-            self.outputs.push_back(Output::Deliver { to: peer.conn, frame: ack });
-        }
-        self.debug_check_invariants();
-        Ok(Membership { room: slot as u32, member: member as u32, incarnation: self.rooms[slot].incarnation as u32 })
+        (member, role)
+    }
+
+    /// A lobby arrival: its own waiting welcome, and a lobby `waiting` event for hosts.
+    fn greet_waiting(&mut self, slot: usize, peer: &Arc<Peer>) {
+        let room = &self.rooms[slot];
+        let waiting = meeting::encode_waiting_welcome(&mut self.frames, room, peer, self.shard);
+        self.outputs.push_back(Output::Deliver { to: peer.conn, frame: waiting });
+        let event = meeting::encode_lobby_event(&mut self.frames, room, "waiting", peer);
+        self.push_broadcast(slot, Audience::Hosts, None, event);
     }
 
     /// A member becomes visible: its full `welcome`, and `member_joined` for the others.

@@ -36,7 +36,7 @@ use crate::auth::{Identity, Verifier};
 use crate::config::Limits;
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::{EpisodeLog, LimitKind, ShardMetrics};
-use crate::protocol::{self, RequestDecoder};
+use crate::protocol::{self, RequestDecoder, Since};
 use crate::refusal::Refusal;
 use crate::registry::RoomPolicy;
 use crate::room::{Output, Peer, RoomLimits, Rooms};
@@ -82,7 +82,7 @@ pub enum HandoffKind {
     Room {
         identity: Box<Identity>,
         key: RoomKey,
-        since: Option<Box<crate::protocol::Since>>,
+        since: Option<Box<Since>>,
     },
     Echo,
 }
@@ -419,26 +419,7 @@ impl Shard {
         }
         core.generation = core.generation.wrapping_add(1);
         let id = ConnId { shard: self.id, slot: slot as u32, generation: core.generation };
-        let mut home_since = None;
-        let (role, home, expires_at_s) = match kind {
-            HandoffKind::Room { identity, key, since } => {
-                home_since = since;
-                let exact = identity.has_exact_room_claim();
-                let peer = Peer::with_claims(id, &identity.user, identity.name.as_deref(), identity.host, exact);
-                let expires_at_s = identity.expires_at_s;
-                (
-                    Role::Member(Box::new(Member {
-                        rooms: Vec::with_capacity(2 + identity.groups.len()),
-                        grants: Grants::from_identity(*identity),
-                        peer,
-                        joins: 0,
-                    })),
-                    Some(key),
-                    expires_at_s,
-                )
-            }
-            HandoffKind::Echo => (Role::Echo, None, u64::MAX),
-        };
+        let Arrival { role, home, expires_at_s } = arrival(id, kind);
         let mut outbound = OutboundQueue::default();
         outbound.push_unbounded(Arc::from(response));
         let rate = RateBucket::full(core.settings.limits.rate_burst, core.now_ms());
@@ -460,13 +441,14 @@ impl Shard {
             over_soft_since_ms: 0,
         });
         core.metrics.connections_opened += 1;
-        core.audit_open(slot, home.as_ref(), peer_addr);
-        tracing::debug!(conn = %id, room = home.as_ref().map(RoomKey::room), "connection opened");
+        let home_key = home.as_ref().map(|(key, _)| key);
+        core.audit_open(slot, home_key, peer_addr);
+        tracing::debug!(conn = %id, room = home_key.map(RoomKey::room), "connection opened");
         core.mark_dirty(slot);
         let first_check = core.next_heartbeat(core.now, expires_at_s);
         core.schedule(id, first_check, TimerKind::Heartbeat);
-        if let Some(key) = home {
-            core.join_initial_rooms(slot, key, home_since.as_deref());
+        if let Some((key, since)) = home {
+            core.join_initial_rooms(slot, key, since.as_deref());
         }
         if !leftover.is_empty() {
             let mut bytes = leftover;
@@ -515,6 +497,34 @@ impl Shard {
                 }
             }
         }
+    }
+}
+
+/// What a handoff makes of a new connection.
+struct Arrival {
+    role: Role,
+    /// The URL room of a room connection, with the point to recover from (`?since=`).
+    home: Option<(RoomKey, Option<Box<Since>>)>,
+    /// Unix seconds at which the token runs out (`u64::MAX` without a token).
+    expires_at_s: u64,
+}
+
+/// The role, home room and expiry of connection `id`, handed off as `kind`.
+fn arrival(id: ConnId, kind: HandoffKind) -> Arrival {
+    match kind {
+        HandoffKind::Room { identity, key, since } => {
+            let exact = identity.has_exact_room_claim();
+            let peer = Peer::with_claims(id, &identity.user, identity.name.as_deref(), identity.host, exact);
+            let expires_at_s = identity.expires_at_s;
+            let member = Member {
+                rooms: Vec::with_capacity(2 + identity.groups.len()),
+                grants: Grants::from_identity(*identity),
+                peer,
+                joins: 0,
+            };
+            Arrival { role: Role::Member(Box::new(member)), home: Some((key, since)), expires_at_s }
+        }
+        HandoffKind::Echo => Arrival { role: Role::Echo, home: None, expires_at_s: u64::MAX },
     }
 }
 

@@ -243,21 +243,7 @@ impl ShardCore {
     pub(super) fn on_remote(&mut self, from: ShardId, msg: RemoteMsg) {
         match msg {
             RemoteMsg::Join { peer, key, tag, quiet, reference, since } => {
-                let home = peer.conn.shard;
-                let now_ms = self.now_unix_ms();
-                match self.rooms.join_since(&peer, &key, quiet, reference.as_deref(), since.as_deref(), now_ms) {
-                    Ok(membership) => {
-                        // Before the welcome and any broadcast: the home adds its mirror entry first.
-                        let role = self.rooms.role_of(membership, peer.conn).unwrap_or(Role::Waiting);
-                        let joined = RemoteMsg::Joined { conn: peer.conn, key, tag, membership, role };
-                        self.remote.send_control(home, joined);
-                        self.apply_room_outputs();
-                    }
-                    Err(reason) => {
-                        let refused = RemoteMsg::JoinRefused { conn: peer.conn, key, tag, reason, reference };
-                        self.remote.send_control(home, refused);
-                    }
-                }
+                self.on_remote_join(peer, key, tag, quiet, reference, since)
             }
             RemoteMsg::Leave { key, membership, conn, reference } => {
                 if self.rooms.leave(membership, conn, reference.as_deref()) {
@@ -303,14 +289,7 @@ impl ShardCore {
                 self.on_joined(from, conn, key, tag, membership, role)
             }
             RemoteMsg::JoinRefused { conn, key, tag, reason, reference } => {
-                self.note_refusal(conn, reason);
-                if let Some(member) = self.live_member(conn) {
-                    let pending = |j: &super::conn::JoinedRoom| {
-                        j.key == key && j.tag == tag && matches!(j.place, Place::Remote { membership: None, .. })
-                    };
-                    member.rooms.retain(|joined| !pending(joined));
-                    self.send_error(conn.slot as usize, reference.as_deref(), reason);
-                }
+                self.on_join_refused(conn, &key, tag, reason, reference.as_deref())
             }
             RemoteMsg::Left { conn, key } => self.remote.forget_member(&key, conn),
             RemoteMsg::Deliver { to, frame } => {
@@ -319,6 +298,47 @@ impl ShardCore {
                 }
             }
             RemoteMsg::Fanout { key, audience, skip, frame } => self.on_fanout(&key, audience, skip, frame),
+        }
+    }
+
+    /// A join from a member on shard `peer.conn.shard`: the owner answers
+    /// `Joined` (before the welcome and any broadcast) or `JoinRefused`.
+    fn on_remote_join(
+        &mut self,
+        peer: Arc<Peer>,
+        key: RoomKey,
+        tag: u32,
+        quiet: bool,
+        reference: Option<Box<[u8]>>,
+        since: Option<Box<Since>>,
+    ) {
+        let home = peer.conn.shard;
+        let now_ms = self.now_unix_ms();
+        match self.rooms.join_since(&peer, &key, quiet, reference.as_deref(), since.as_deref(), now_ms) {
+            Ok(membership) => {
+                // Before the welcome and any broadcast: the home adds its mirror entry first.
+                let role = self.rooms.role_of(membership, peer.conn).unwrap_or(Role::Waiting);
+                let joined = RemoteMsg::Joined { conn: peer.conn, key, tag, membership, role };
+                self.remote.send_control(home, joined);
+                self.apply_room_outputs();
+            }
+            Err(reason) => {
+                let refused = RemoteMsg::JoinRefused { conn: peer.conn, key, tag, reason, reference };
+                self.remote.send_control(home, refused);
+            }
+        }
+    }
+
+    /// The owner refused a join: counted, the pending room dropped, and
+    /// the error sent (when the connection is still here).
+    fn on_join_refused(&mut self, conn: ConnId, key: &RoomKey, tag: u32, reason: Refusal, reference: Option<&[u8]>) {
+        self.note_refusal(conn, reason);
+        if let Some(member) = self.live_member(conn) {
+            let pending = |j: &super::conn::JoinedRoom| {
+                j.key == *key && j.tag == tag && matches!(j.place, Place::Remote { membership: None, .. })
+            };
+            member.rooms.retain(|joined| !pending(joined));
+            self.send_error(conn.slot as usize, reference, reason);
         }
     }
 
