@@ -285,10 +285,12 @@ impl Refusal {
     }
 
     /// The limit counter (`roomcast_limit_hits_total{kind}`) this refusal
-    /// belongs to. The shard counts room refusals when it hears of them
-    /// (`ShardCore::note_refusal`); `overloaded` and the store refusals are
-    /// counted where the condition is met, because it is also met where
-    /// nobody is refused (a dropped fan-out, a history load).
+    /// belongs to. The shard counts room and join refusals where it hears of
+    /// them (`ShardCore::note_refusal`, once per refusal, on the shard that
+    /// decided or, for a remote join, the member's home) and the others where
+    /// it makes them; `overloaded` and the store refusals are counted where
+    /// the condition is met, because it is also met where nobody is refused
+    /// (a dropped fan-out, a history load).
     pub fn limit(self) -> Option<Limit> {
         Some(match self {
             Refusal::RoomFull => Limit::RoomFull,
