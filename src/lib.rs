@@ -9,7 +9,7 @@
 //! The acceptor ([`acceptor`]) does all per-connection work that is not room
 //! work and hands each upgraded connection to the shard that owns its room
 //! (`RoomKey::shard`). A shard ([`shard`]) runs one poll loop over its
-//! connections ([`conn`]), decodes frames in place ([`ws`]), turns text frames
+//! connections ([`shard::conn`]), decodes frames in place ([`ws`]), turns text frames
 //! into requests ([`protocol`]) and lets the sans-IO room logic ([`room`])
 //! decide who receives what. Broadcast frames are encoded once and shared.
 //! The store thread ([`store`]) writes chat history to SQLite in batched
@@ -20,13 +20,13 @@ pub mod acceptor;
 pub mod auth;
 pub mod cli;
 pub mod config;
-pub mod conn;
 pub mod http;
 pub mod http_api;
 pub mod ids;
 pub mod metrics;
 pub mod msg;
 pub mod protocol;
+pub mod refusal;
 pub mod registry;
 pub mod revocation;
 pub mod room;

@@ -158,6 +158,26 @@ impl LimitKind {
     }
 }
 
+/// The counter a refusal belongs to (`Refusal::limit`).
+impl From<crate::refusal::Limit> for LimitKind {
+    fn from(limit: crate::refusal::Limit) -> LimitKind {
+        use crate::refusal::Limit;
+        match limit {
+            Limit::RoomFull => LimitKind::RoomFull,
+            Limit::ShardRoomsFull => LimitKind::ShardRoomsFull,
+            Limit::TooManyRooms => LimitKind::TooManyRooms,
+            Limit::ChatTooLong => LimitKind::ChatTooLong,
+            Limit::ScreenshareBusy => LimitKind::ScreenshareBusy,
+            Limit::RateLimited => LimitKind::RateLimited,
+            Limit::OutboxFull => LimitKind::OutboxFull,
+            Limit::StoreOverloaded => LimitKind::StoreOverloaded,
+            Limit::StoreFailed => LimitKind::StoreFailed,
+            Limit::Draining => LimitKind::Draining,
+            Limit::ShardFull => LimitKind::ShardFull,
+        }
+    }
+}
+
 // Every kind must have a bit in a u32 set.
 const _: () = assert!(LimitKind::ALL.len() <= 32);
 

@@ -16,18 +16,13 @@ use std::collections::VecDeque;
 use crossbeam_channel::Receiver;
 
 use super::{Acceptor, Tokens, unix_now_s};
-use crate::room::Refusal;
+use crate::refusal::Refusal;
 use crate::shard::{RefreshAnswer, RefreshRequest, ShardMsg};
 
 /// Refresh requests queued for the acceptor, from all shards together; a
 /// shard whose request does not fit answers `overloaded`. Also the most
 /// verdicts held for shards with a full inbox.
 pub const REFRESH_QUEUE_MAX: usize = 256;
-
-const UNSUPPORTED: Refusal = ("unsupported", "refresh needs auth.mode = jwt");
-const SINGLE_USE: Refusal = ("forbidden", "a single-use token cannot refresh a connection");
-const OTHER_USER: Refusal = ("forbidden", "a refresh token must be for the same user and tenant");
-const OTHER_ROOM: Refusal = ("forbidden", "the refresh token's room claim does not allow this room");
 
 /// Refresh requests from the shards, and verdicts waiting for a full inbox.
 pub(super) struct RefreshQueue {
@@ -54,21 +49,23 @@ impl Tokens {
     /// single-use and not revoked, names the connection's user and tenant,
     /// and its room claim allows the connection's URL room. `Ok`: its `exp`.
     fn check_refresh(&mut self, request: &RefreshRequest) -> Result<u64, Refusal> {
-        let Some(verifier) = &self.verifier else { return Err(UNSUPPORTED) };
-        let fresh = verifier.verify(&request.token).map_err(|e| (e.code(), e.message()))?;
+        let Some(verifier) = &self.verifier else { return Err(Refusal::RefreshUnsupported) };
+        let fresh = verifier
+            .verify(&request.token)
+            .map_err(|e| Refusal::TokenRefused { code: e.code(), message: e.message() })?;
         if fresh.once {
-            return Err(SINGLE_USE);
+            return Err(Refusal::RefreshSingleUse);
         }
         // Not single-use, so this only reads the set. Expired entries go in `revoked.tick`.
         let now_s = unix_now_s();
         if let Err(refusal) = self.revoked.admit(&fresh, now_s, now_s.saturating_mul(1000)) {
-            return Err((refusal.code(), refusal.message()));
+            return Err(Refusal::TokenRefused { code: refusal.code(), message: refusal.message() });
         }
         if *fresh.user != *request.user || *fresh.tenant != *request.tenant {
-            return Err(OTHER_USER);
+            return Err(Refusal::RefreshOtherIdentity);
         }
         if request.home.as_deref().is_some_and(|room| !fresh.may_enter(room)) {
-            return Err(OTHER_ROOM);
+            return Err(Refusal::RefreshRoomClaim);
         }
         Ok(fresh.expires_at_s)
     }

@@ -16,8 +16,8 @@ use crate::auth::{self, Identity};
 use crate::http::{self, RequestHead};
 use crate::ids::{self, RoomKey, ShardId};
 use crate::metrics::LimitKind;
+use crate::protocol::Since;
 use crate::registry::{self, Admission};
-use crate::room::Since;
 use crate::shard::{Handoff, HandoffKind, ShardMsg};
 
 impl Acceptor {

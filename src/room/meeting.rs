@@ -13,17 +13,13 @@ use std::sync::Arc;
 use super::persist::{ChatRecord, Persist, StoredChat};
 use super::{Audience, Member, Membership, Output, Peer, Room, RoomLimits, Rooms};
 use crate::ids::{ConnId, ShardId};
-use crate::protocol::{self, push_json_str, push_u64};
+use crate::protocol::{self, Chat, MeetingRequest, Welcome, WelcomeHead};
+use crate::refusal::Refusal;
 use crate::ws::CloseCode;
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
-/// A refusal: wire code and message.
-pub type Refusal = (&'static str, &'static str);
-
-pub const FORBIDDEN: Refusal = ("forbidden", "your role in this room may not make this request");
 /// Chat ids the server makes up start with this; client ids may not.
 const GENERATED_ID_PREFIX: &str = "srv-";
-const NOT_JOINED: Refusal = ("not_joined", "this connection is not in that room");
 
 /// A member's role in one room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,25 +123,6 @@ pub fn allowed(role: Role, kind: RequestKind) -> bool {
     }
 }
 
-/// A meeting request, owned so it can travel to the shard owning the room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MeetingRequest {
-    ChatSend { text: Box<str>, id: Option<Box<str>> },
-    ChatDelete { id: Box<str> },
-    ChatHistory { limit: Option<u32> },
-    HandRaise,
-    HandLower { user: Option<Box<str>> },
-    ScreenshareRequest,
-    ScreenshareGrant { user: Box<str> },
-    ScreenshareDeny { user: Box<str> },
-    ScreenshareStop { user: Option<Box<str>> },
-    LobbyAdmit { user: Box<str> },
-    LobbyDeny { user: Box<str> },
-    LobbySet { enabled: bool },
-    Kick { user: Box<str> },
-    Signal { to: Box<str>, data: Box<[u8]> },
-}
-
 /// A chat message kept for `chat.history` and `welcome`.
 #[derive(Debug)]
 pub(super) struct ChatEntry {
@@ -227,16 +204,16 @@ impl Rooms {
         now_unix_ms: u64,
     ) -> Result<(), Refusal> {
         self.begin_call();
-        let member = self.member_of(membership, conn).ok_or(NOT_JOINED)?;
+        let member = self.member_of(membership, conn).ok_or(Refusal::NotJoined)?;
         let (role, peer) = (member.role, Arc::clone(&member.peer));
         // The lobby may do nothing; say so before looking anything up for it.
         if role == Role::Waiting {
-            return Err(FORBIDDEN);
+            return Err(Refusal::RoleForbids);
         }
         let slot = membership.room as usize;
         let kind = self.kind_of(slot, peer.user(), request)?;
         if !allowed(role, kind) {
-            return Err(FORBIDDEN);
+            return Err(Refusal::RoleForbids);
         }
         match request {
             MeetingRequest::ChatSend { text, id } => {
@@ -259,7 +236,7 @@ impl Rooms {
             MeetingRequest::LobbySet { enabled } => self.lobby_set(slot, *enabled),
             MeetingRequest::Kick { user } => {
                 if **user == *peer.user() {
-                    return Err(("bad_request", "a host cannot kick itself; close the connection instead"));
+                    return Err(Refusal::KickSelf);
                 }
                 self.remove_user(slot, user, None, CloseCode::KICKED)?;
             }
@@ -282,7 +259,7 @@ impl Rooms {
                 match entry {
                     Some(entry) if *entry.author == *user => K::ChatDeleteOwn,
                     Some(_) => K::ChatDeleteOther,
-                    None => return Err(("not_found", "no chat message with that id in the room's history")),
+                    None => return Err(Refusal::NoSuchChat),
                 }
             }
             MeetingRequest::ChatHistory { .. } => K::ChatHistory,
@@ -327,21 +304,8 @@ impl Rooms {
         reference: Option<&[u8]>,
         now_unix_ms: u64,
     ) -> Result<(), Refusal> {
-        if text.trim().is_empty() {
-            return Err(("bad_request", "chat text is empty"));
-        }
-        if text.chars().count() > self.limits.chat_text_chars_max as usize {
-            return Err(("too_long", "chat text is over rooms.chat_text_chars_max characters"));
-        }
+        self.check_chat(slot, text, id)?;
         let room = &mut self.rooms[slot];
-        if let Some(id) = id {
-            if id.is_empty() || id.len() > 64 || id.starts_with(GENERATED_ID_PREFIX) {
-                return Err(("bad_request", "a chat id is 1-64 bytes and does not start with \"srv-\""));
-            }
-            if room.meeting.history.iter().any(|e| *e.id == *id) {
-                return Err(("duplicate_id", "a chat message with that id is in the history"));
-            }
-        }
         room.seq += 1;
         let seq = room.seq;
         let epoch = self.epoch(slot);
@@ -351,26 +315,18 @@ impl Rooms {
         // generated id never equals one a client chose; the epoch keeps
         // them unique across restarts, where `seq` starts again.
         let id: Box<str> = id.map_or_else(|| format!("{GENERATED_ID_PREFIX}{epoch}-{seq}").into(), Into::into);
+        let chat = Chat {
+            room: room.key.room(),
+            id: &id,
+            from_json: &peer.user_json,
+            name: peer.name.as_deref(),
+            text,
+            ts_ms: now_unix_ms,
+            seq,
+            epoch: &epoch,
+        };
         let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"chat\",\"room\":");
-        push_json_str(out, room.key.room());
-        out.extend_from_slice(b",\"id\":");
-        push_json_str(out, &id);
-        out.extend_from_slice(b",\"from\":");
-        out.extend_from_slice(peer.user_json.as_bytes());
-        if let Some(name) = &peer.name {
-            out.extend_from_slice(b",\"name\":");
-            push_json_str(out, name);
-        }
-        out.extend_from_slice(b",\"text\":");
-        push_json_str(out, text);
-        out.extend_from_slice(b",\"ts\":");
-        push_u64(out, now_unix_ms);
-        out.extend_from_slice(b",\"seq\":");
-        push_u64(out, seq);
-        out.extend_from_slice(b",\"epoch\":");
-        push_json_str(out, &epoch);
-        out.push(b'}');
+        protocol::encode_chat(out, &chat);
         let json: Box<[u8]> = out[crate::ws::frame::HEADER_ROOM..].into();
         let frame = self.frames.finish(Opcode::Text);
         let author: Box<str> = peer.user().into();
@@ -399,20 +355,32 @@ impl Rooms {
         Ok(())
     }
 
+    /// Why a `chat.send` of `text` with the client's `id` cannot go to room `slot`, if it cannot.
+    fn check_chat(&self, slot: usize, text: &str, id: Option<&str>) -> Result<(), Refusal> {
+        if text.trim().is_empty() {
+            return Err(Refusal::ChatEmpty);
+        }
+        if text.chars().count() > self.limits.chat_text_chars_max as usize {
+            return Err(Refusal::ChatTooLong);
+        }
+        if let Some(id) = id {
+            if id.is_empty() || id.len() > 64 || id.starts_with(GENERATED_ID_PREFIX) {
+                return Err(Refusal::ChatIdInvalid);
+            }
+            if self.rooms[slot].meeting.history.iter().any(|e| *e.id == *id) {
+                return Err(Refusal::ChatIdTaken);
+            }
+        }
+        Ok(())
+    }
+
     fn chat_delete(&mut self, slot: usize, peer: &Peer, id: &str) {
         let room = &mut self.rooms[slot];
         room.meeting.history.retain(|e| *e.id != *id);
         if self.durable {
             self.outputs.push_back(Output::Persist(Persist::ChatDelete { key: room.key.clone(), id: id.into() }));
         }
-        let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"chat_deleted\",\"room\":");
-        push_json_str(out, room.key.room());
-        out.extend_from_slice(b",\"id\":");
-        push_json_str(out, id);
-        out.extend_from_slice(b",\"by\":");
-        out.extend_from_slice(peer.user_json.as_bytes());
-        out.push(b'}');
+        protocol::encode_chat_deleted(self.frames.begin(), room.key.room(), id, &peer.user_json);
         let frame = self.frames.finish(Opcode::Text);
         self.broadcast(slot, Audience::Admitted, frame);
     }
@@ -462,12 +430,7 @@ impl Rooms {
 
     fn send_hands(&mut self, slot: usize) {
         let room = &self.rooms[slot];
-        let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"hands\",\"room\":");
-        push_json_str(out, room.key.room());
-        out.extend_from_slice(b",\"queue\":");
-        push_str_list(out, &room.meeting.hands);
-        out.push(b'}');
+        protocol::encode_hands(self.frames.begin(), room.key.room(), &room.meeting.hands);
         let frame = self.frames.finish(Opcode::Text);
         self.broadcast(slot, Audience::Admitted, frame);
     }
@@ -486,13 +449,13 @@ impl Rooms {
         let screenshare_max = self.limits.screenshare_max as usize;
         let room = &mut self.rooms[slot];
         if !room.members.iter().any(|(_, m)| *m.peer.user() == *user && m.role != Role::Waiting) {
-            return Err(("not_found", "no admitted member with that user id"));
+            return Err(Refusal::NotAdmitted);
         }
         if room.meeting.sharers.iter().any(|u| **u == *user) {
             return Ok(());
         }
         if room.meeting.sharers.len() >= screenshare_max {
-            return Err(("screenshare_busy", "rooms.screenshare_max members are sharing already"));
+            return Err(Refusal::ScreenshareBusy);
         }
         room.meeting.sharers.push(user.into());
         room.meeting.share_requests.retain(|u| **u != *user);
@@ -505,7 +468,7 @@ impl Rooms {
     fn screenshare_deny(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
         let room = &mut self.rooms[slot];
         if !take_user(&mut room.meeting.share_requests, user) {
-            return Err(("not_found", "that user has not asked to share"));
+            return Err(Refusal::NotAskedToShare);
         }
         let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "denied");
         let targets: Vec<ConnId> = room
@@ -523,7 +486,7 @@ impl Rooms {
     fn screenshare_stop(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
         let room = &mut self.rooms[slot];
         if !take_user(&mut room.meeting.sharers, user) {
-            return Err(("not_found", "that user is not sharing"));
+            return Err(Refusal::NotSharing);
         }
         let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "stopped");
         self.broadcast(slot, Audience::Admitted, frame);
@@ -557,7 +520,7 @@ impl Rooms {
             .map(|(at, _)| at)
             .collect();
         if waiting.is_empty() {
-            return Err(("not_found", "no connection of that user is waiting"));
+            return Err(Refusal::NotWaiting);
         }
         for member in waiting {
             self.admit_member(slot, member);
@@ -585,7 +548,7 @@ impl Rooms {
             .map(|(at, m)| (at, m.conn))
             .collect();
         if targets.is_empty() {
-            return Err(("not_found", "no such member in the room"));
+            return Err(Refusal::NoSuchMember);
         }
         for (member, conn) in targets {
             self.outputs.push_back(Output::Close { conn, code });
@@ -615,10 +578,7 @@ impl Rooms {
                 self.admit_member(slot, member);
             }
         }
-        let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"lobby_state\",\"room\":");
-        push_json_str(out, self.rooms[slot].key.room());
-        out.extend_from_slice(if enabled { b",\"enabled\":true}" } else { b",\"enabled\":false}" });
+        protocol::encode_lobby_state(self.frames.begin(), self.rooms[slot].key.room(), enabled);
         let frame = self.frames.finish(Opcode::Text);
         self.broadcast(slot, Audience::Admitted, frame);
     }
@@ -633,16 +593,9 @@ impl Rooms {
             .map(|(_, m)| m.conn)
             .collect();
         if targets.is_empty() {
-            return Err(("not_found", "no admitted member with that user id in this room"));
+            return Err(Refusal::NoSignalTarget);
         }
-        let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"signal\",\"room\":");
-        push_json_str(out, room.key.room());
-        out.extend_from_slice(b",\"from\":");
-        out.extend_from_slice(from.user_json.as_bytes());
-        out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(data);
-        out.push(b'}');
+        protocol::encode_signal(self.frames.begin(), room.key.room(), &from.user_json, data);
         let frame = self.frames.finish(Opcode::Text);
         for to in targets {
             self.outputs.push_back(Output::Deliver { to, frame: Arc::clone(&frame) });
@@ -728,39 +681,26 @@ fn take_user(users: &mut Vec<Box<str>>, user: &str) -> bool {
     users.len() != before
 }
 
-/// `{"type":KIND,"room":R,"user":U,"state"|"role":V}`
+/// A `role` or `screenshare` event (`protocol::encode_user_event`).
 fn encode_user_event(frames: &mut FrameBuilder, room: &Room, kind: &str, user: &str, value: &str) -> Frame {
-    let out = frames.begin();
-    out.extend_from_slice(b"{\"type\":\"");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\",\"room\":");
-    push_json_str(out, room.key.room());
-    out.extend_from_slice(b",\"user\":");
-    push_json_str(out, user);
-    out.extend_from_slice(if kind == "role" { b",\"role\":" } else { b",\"state\":" });
-    push_json_str(out, value);
-    out.push(b'}');
+    protocol::encode_user_event(frames.begin(), kind, room.key.room(), user, value);
     frames.finish(Opcode::Text)
 }
 
-/// `{"type":"lobby","room":R,"event":E,"member":{…}}`, for hosts.
+/// A `lobby` event about `peer`, for hosts.
 pub(super) fn encode_lobby_event(frames: &mut FrameBuilder, room: &Room, event: &str, peer: &Peer) -> Frame {
-    let out = frames.begin();
-    out.extend_from_slice(b"{\"type\":\"lobby\",\"room\":");
-    push_json_str(out, room.key.room());
-    out.extend_from_slice(b",\"event\":\"");
-    out.extend_from_slice(event.as_bytes());
-    out.extend_from_slice(b"\",\"member\":");
-    peer.push_json(out);
-    out.push(b'}');
+    protocol::encode_lobby_event(frames.begin(), room.key.room(), event, peer.json());
     frames.finish(Opcode::Text)
+}
+
+/// The head every welcome of `peer` in `room` starts with.
+fn welcome_head<'a>(room: &'a Room, peer: &'a Peer, shard: ShardId, role: Role) -> WelcomeHead<'a> {
+    WelcomeHead { conn: peer.conn, room: room.key.room(), shard, user_json: &peer.user_json, role: role.as_str() }
 }
 
 /// The welcome of a lobby member: its own admission state and nothing else.
 pub(super) fn encode_waiting_welcome(frames: &mut FrameBuilder, room: &Room, peer: &Peer, shard: ShardId) -> Frame {
-    let out = frames.begin();
-    push_welcome_head(out, room, peer, shard, Role::Waiting);
-    out.extend_from_slice(b",\"lobby\":true}");
+    protocol::encode_waiting_welcome(frames.begin(), &welcome_head(room, peer, shard, Role::Waiting));
     frames.finish(Opcode::Text)
 }
 
@@ -777,111 +717,40 @@ pub(super) fn encode_welcome(
     limits: &RoomLimits,
 ) -> Frame {
     let peer = &member.peer;
-    let out = frames.begin();
-    push_welcome_head(out, room, peer, shard, member.role);
-    out.extend_from_slice(b",\"seq\":");
-    push_u64(out, room.seq);
-    out.extend_from_slice(b",\"epoch\":");
-    push_json_str(out, epoch);
-    out.extend_from_slice(b",\"member_count\":");
-    push_u64(out, (room.members.len() - room.waiting as usize) as u64);
-    out.extend_from_slice(b",\"members\":[");
-    let others =
-        room.members.iter().filter(|(_, m)| m.conn != peer.conn && m.role != super::Role::Waiting).map(|(_, m)| m);
-    for (i, other) in others.take(limits.welcome_members_max as usize).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        push_member(out, other);
-    }
-    out.extend_from_slice(b"],\"lobby\":");
-    out.extend_from_slice(if room.lobby { b"true" } else { b"false" });
-    out.extend_from_slice(b",\"hands\":");
-    push_str_list(out, &room.meeting.hands);
-    out.extend_from_slice(b",\"sharers\":");
-    push_str_list(out, &room.meeting.sharers);
-    out.extend_from_slice(b",\"history\":");
-    push_history(out, &room.meeting.history, limits.welcome_history_max as usize);
-    if room.loading {
-        out.extend_from_slice(b",\"history_loading\":true");
-    }
-    if let Some(recovered) = recovered {
-        out.extend_from_slice(if recovered { b",\"recovered\":true" } else { b",\"recovered\":false" });
-    }
-    if member.role == Role::Host {
-        out.extend_from_slice(b",\"waiting\":[");
-        let waiting = room.members.iter().filter(|(_, m)| m.role == Role::Waiting).map(|(_, m)| m);
-        for (i, other) in waiting.take(limits.welcome_members_max as usize).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            other.peer.push_json(out);
-        }
-        out.push(b']');
-    }
-    out.push(b'}');
+    let shown = limits.welcome_members_max as usize;
+    let welcome = Welcome {
+        seq: room.seq,
+        epoch,
+        member_count: (room.members.len() - room.waiting as usize) as u64,
+        lobby: room.lobby,
+        hands: &room.meeting.hands,
+        sharers: &room.meeting.sharers,
+        history_loading: room.loading,
+        recovered,
+    };
+    let others = room
+        .members
+        .iter()
+        .filter(|(_, m)| m.conn != peer.conn && m.role != Role::Waiting)
+        .take(shown)
+        .map(|(_, m)| (m.peer.json(), m.role.as_str()));
+    let waiting = (member.role == Role::Host)
+        .then(|| room.members.iter().filter(|(_, m)| m.role == Role::Waiting).take(shown).map(|(_, m)| m.peer.json()));
+    let history = recent_chat(&room.meeting.history, limits.welcome_history_max as usize);
+    let head = welcome_head(room, peer, shard, member.role);
+    protocol::encode_welcome(frames.begin(), &head, &welcome, others, history, waiting);
     frames.finish(Opcode::Text)
 }
 
-/// `{"type":"welcome","conn":C,"room":R,"shard":S,"user":U,"role":ROLE` (open).
-fn push_welcome_head(out: &mut Vec<u8>, room: &Room, peer: &Peer, shard: ShardId, role: Role) {
-    out.extend_from_slice(b"{\"type\":\"welcome\",\"conn\":\"");
-    out.extend_from_slice(peer.conn.to_string().as_bytes());
-    out.extend_from_slice(b"\",\"room\":");
-    push_json_str(out, room.key.room());
-    out.extend_from_slice(b",\"shard\":");
-    push_u64(out, u64::from(shard));
-    out.extend_from_slice(b",\"user\":");
-    out.extend_from_slice(peer.user_json.as_bytes());
-    out.extend_from_slice(b",\"role\":\"");
-    out.extend_from_slice(role.as_str().as_bytes());
-    out.push(b'"');
-}
-
-/// `{"conn":…,"user":…,"name":…,"role":…}`
-fn push_member(out: &mut Vec<u8>, member: &Member) {
-    member.peer.push_json(out);
-    out.pop(); // the closing brace
-    out.extend_from_slice(b",\"role\":\"");
-    out.extend_from_slice(member.role.as_str().as_bytes());
-    out.extend_from_slice(b"\"}");
-}
-
-fn push_str_list(out: &mut Vec<u8>, items: &[Box<str>]) {
-    out.push(b'[');
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        push_json_str(out, item);
-    }
-    out.push(b']');
-}
-
-/// `{"type":"chat_history","room":R,"messages":[…]}` with the last `limit`
-/// messages, plus `"loading":true` while the stored history is on its way.
+/// A `chat_history` with the last `limit` messages, plus `"loading":true`
+/// while the stored history is on its way.
 pub(super) fn encode_history(frames: &mut FrameBuilder, room: &Room, limit: usize) -> Frame {
-    let out = frames.begin();
-    out.extend_from_slice(b"{\"type\":\"chat_history\",\"room\":");
-    push_json_str(out, room.key.room());
-    out.extend_from_slice(b",\"messages\":");
-    push_history(out, &room.meeting.history, limit);
-    if room.loading {
-        out.extend_from_slice(b",\"loading\":true");
-    }
-    out.push(b'}');
+    let messages = recent_chat(&room.meeting.history, limit);
+    protocol::encode_history(frames.begin(), room.key.room(), messages, room.loading);
     frames.finish(Opcode::Text)
 }
 
-/// The last `limit` chat messages, oldest first, as a JSON array.
-fn push_history(out: &mut Vec<u8>, history: &VecDeque<ChatEntry>, limit: usize) {
-    out.push(b'[');
-    let skip = history.len().saturating_sub(limit);
-    for (i, entry) in history.iter().skip(skip).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(&entry.json);
-    }
-    out.push(b']');
+/// The last `limit` chat messages, oldest first, as the `chat` events sent.
+fn recent_chat(history: &VecDeque<ChatEntry>, limit: usize) -> impl Iterator<Item = &[u8]> {
+    history.iter().skip(history.len().saturating_sub(limit)).map(|entry| &*entry.json)
 }

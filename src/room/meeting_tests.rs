@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::tests::{conn, drain, limits};
 use super::*;
+use crate::protocol::MeetingRequest;
 
 const NOW_MS: u64 = 1_700_000_000_000;
 
@@ -304,7 +305,7 @@ fn every_request_from_every_role_follows_the_matrix() {
                 assert_eq!(meeting.summary(), expected, "{role:?} {kind:?}: the events and their audiences");
                 assert_effect(&meeting, kind, actor, seq_before);
             } else {
-                assert_eq!(result, Err(FORBIDDEN), "{role:?} may not {kind:?}");
+                assert_eq!(result, Err(Refusal::RoleForbids), "{role:?} may not {kind:?}");
                 assert_eq!(format!("{:?}", meeting.rooms), before, "a refused {kind:?} by {role:?} changed something");
                 assert!(meeting.events().is_empty(), "a refused {kind:?} by {role:?} sent something");
             }
@@ -345,7 +346,9 @@ fn the_lobby_sees_only_its_own_admission_state() {
     meeting.ok("p", MeetingRequest::HandRaise);
     assert!(!meeting.receivers("hands").contains(&w));
     assert_eq!(
-        meeting.request("p", MeetingRequest::Signal { to: "w".into(), data: b"1".as_slice().into() }),
+        meeting
+            .request("p", MeetingRequest::Signal { to: "w".into(), data: b"1".as_slice().into() })
+            .map_err(|r| (r.code(), r.message())),
         Err(("not_found", "no admitted member with that user id in this room"))
     );
     // A newcomer to the lobby gets a welcome with nothing in it; only hosts hear of it.
@@ -384,7 +387,7 @@ fn admitting_sends_the_full_welcome_and_presence() {
     let told: Vec<ConnId> = ["h", "p", "s", "t", "x"].iter().map(|u| meeting.conn(u)).collect();
     assert_eq!(joined.0, told, "h, p, s, t and x are told, not w itself");
     assert_eq!(
-        meeting.request("h", MeetingRequest::LobbyAdmit { user: "w".into() }).map_err(|r| r.0),
+        meeting.request("h", MeetingRequest::LobbyAdmit { user: "w".into() }).map_err(Refusal::code),
         Err("not_found")
     );
 }
@@ -402,7 +405,10 @@ fn deny_and_kick_close_with_their_codes() {
     assert!(events.contains(&(vec![meeting.conn("t")], json!({"close": 4003}))));
     let hands = events.iter().find(|(_, v)| v["type"] == "hands").expect("t's hand goes with t");
     assert_eq!(hands.1["queue"], json!([]));
-    assert_eq!(meeting.request("h", MeetingRequest::Kick { user: "h".into() }).map_err(|r| r.0), Err("bad_request"));
+    assert_eq!(
+        meeting.request("h", MeetingRequest::Kick { user: "h".into() }).map_err(Refusal::code),
+        Err("bad_request")
+    );
 }
 
 #[test]
@@ -426,15 +432,17 @@ fn chat_is_bounded_validated_and_deletable_by_author_or_host() {
     let mut meeting = Meeting::new();
     let long = "é".repeat(101);
     assert_eq!(
-        meeting.request("p", MeetingRequest::ChatSend { text: long.into(), id: None }).map_err(|r| r.0),
+        meeting.request("p", MeetingRequest::ChatSend { text: long.into(), id: None }).map_err(Refusal::code),
         Err("too_long")
     );
     assert_eq!(
-        meeting.request("p", MeetingRequest::ChatSend { text: "  ".into(), id: None }).map_err(|r| r.0),
+        meeting.request("p", MeetingRequest::ChatSend { text: "  ".into(), id: None }).map_err(Refusal::code),
         Err("bad_request")
     );
     assert_eq!(
-        meeting.request("p", MeetingRequest::ChatSend { text: "x".into(), id: Some("t1".into()) }).map_err(|r| r.0),
+        meeting
+            .request("p", MeetingRequest::ChatSend { text: "x".into(), id: Some("t1".into()) })
+            .map_err(Refusal::code),
         Err("duplicate_id")
     );
     meeting.events();
@@ -447,7 +455,7 @@ fn chat_is_bounded_validated_and_deletable_by_author_or_host() {
     );
     let ack = &events.iter().find(|(_, v)| v["type"] == "ack").expect("ack").1;
     assert_eq!(ack["seq"], chat["seq"]);
-    assert_eq!(meeting.request("p", MeetingRequest::ChatDelete { id: "t1".into() }), Err(FORBIDDEN));
+    assert_eq!(meeting.request("p", MeetingRequest::ChatDelete { id: "t1".into() }), Err(Refusal::RoleForbids));
     meeting.ok("h", MeetingRequest::ChatDelete { id: "t1".into() });
     let deleted = meeting.events().into_iter().find(|(_, v)| v["type"] == "chat_deleted").expect("deleted");
     assert_eq!(deleted.1["by"], "h");
@@ -485,7 +493,7 @@ fn screen_share_goes_request_grant_stop_with_roles() {
     assert!(events.iter().any(|(_, v)| *v == json!({"type":"screenshare","room":"m","user":"p","state":"started"})));
     assert!(events.iter().any(|(_, v)| *v == json!({"type":"role","room":"m","user":"p","role":"screenshare"})));
     assert_eq!(
-        meeting.request("h", MeetingRequest::ScreenshareGrant { user: "t".into() }).map_err(|r| r.0),
+        meeting.request("h", MeetingRequest::ScreenshareGrant { user: "t".into() }).map_err(Refusal::code),
         Err("screenshare_busy"),
         "screenshare_max is 3: s, x and p"
     );
@@ -689,9 +697,9 @@ fn a_membership_of_a_freed_room_is_refused_after_its_slot_is_reused() {
     // A request that was in flight under the old membership acts on nothing.
     assert_eq!(rooms.publish(stale, a, Some(b"1"), b"1", 0), None);
     let chat = MeetingRequest::ChatSend { text: "hi".into(), id: None };
-    assert_eq!(rooms.request(stale, a, &chat, Some(b"1"), NOW_MS).map_err(|r| r.0), Err("not_joined"));
+    assert_eq!(rooms.request(stale, a, &chat, Some(b"1"), NOW_MS).map_err(Refusal::code), Err("not_joined"));
     let kick = MeetingRequest::Kick { user: "b".into() };
-    assert_eq!(rooms.request(stale, a, &kick, Some(b"1"), NOW_MS).map_err(|r| r.0), Err("not_joined"));
+    assert_eq!(rooms.request(stale, a, &kick, Some(b"1"), NOW_MS).map_err(Refusal::code), Err("not_joined"));
     rooms.relay_binary(stale, a, &[1]);
     assert_eq!(rooms.role_of(stale, a), None);
     assert!(!rooms.leave(stale, a, Some(b"1")));
@@ -704,7 +712,9 @@ fn a_membership_of_a_freed_room_is_refused_after_its_slot_is_reused() {
 fn generated_chat_ids_never_collide_with_client_ids() {
     let mut meeting = Meeting::new();
     assert_eq!(
-        meeting.request("p", MeetingRequest::ChatSend { text: "x".into(), id: Some("srv-99".into()) }).map_err(|r| r.0),
+        meeting
+            .request("p", MeetingRequest::ChatSend { text: "x".into(), id: Some("srv-99".into()) })
+            .map_err(Refusal::code),
         Err("bad_request")
     );
     meeting.ok("p", MeetingRequest::ChatSend { text: "generated".into(), id: None });

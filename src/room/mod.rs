@@ -17,7 +17,8 @@ use std::sync::Arc;
 use slab::Slab;
 
 use crate::ids::{ConnId, RoomKey, ShardId};
-use crate::protocol::{self, push_json_str, push_u64};
+use crate::protocol::{self, PeerJson, Since};
+use crate::refusal::Refusal;
 use crate::registry::{self, Admission, RoomPolicy};
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
@@ -33,7 +34,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
-pub use meeting::{FORBIDDEN, MeetingRequest, Refusal, RequestKind, Role, allowed};
+pub use meeting::{RequestKind, Role, allowed};
 pub use persist::{ChatRecord, Persist, StoredChat};
 
 /// A member as the room sees it: immutable, shared with the connection.
@@ -88,17 +89,9 @@ impl Peer {
         }
     }
 
-    /// `{"conn":"…","user":"…","name":"…"}` (name only when set).
-    fn push_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"conn\":\"");
-        out.extend_from_slice(self.conn.to_string().as_bytes());
-        out.extend_from_slice(b"\",\"user\":");
-        out.extend_from_slice(self.user_json.as_bytes());
-        if let Some(name) = &self.name {
-            out.extend_from_slice(b",\"name\":");
-            push_json_str(out, name);
-        }
-        out.push(b'}');
+    /// The peer as presence frames show it.
+    fn json(&self) -> PeerJson<'_> {
+        PeerJson { conn: self.conn, user_json: &self.user_json, name: self.name.as_deref() }
     }
 }
 
@@ -125,15 +118,6 @@ pub struct RoomLimits {
     pub recovery_age_ms: u64,
     /// Only registry rooms admit anyone (`rooms.require_registration`).
     pub require_registration: bool,
-}
-
-/// Where a reconnecting client stopped: the last `seq` it saw in the room's
-/// `epoch` (`?since=SEQ&epoch=E`, or `join` with `since` and `epoch`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Since {
-    pub seq: u64,
-    /// `None` when the client sent no epoch: then nothing is recovered.
-    pub epoch: Option<Box<str>>,
 }
 
 /// A room's recent `publish` messages, for recovery. Exists only once the
@@ -185,38 +169,6 @@ impl Membership {
     /// The room's slot, as carried by `Output::Broadcast`.
     pub fn room_slot(self) -> usize {
         self.room as usize
-    }
-}
-
-/// Why a join was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinRefused {
-    RoomFull,
-    /// The shard holds `rooms_max` rooms already.
-    TooManyRooms,
-    /// `rooms.require_registration` and the room is not in the registry.
-    NotRegistered,
-    /// A private registry room and the token's `room` claim does not name it.
-    Private,
-}
-
-impl JoinRefused {
-    pub fn code(self) -> &'static str {
-        match self {
-            JoinRefused::RoomFull => "room_full",
-            JoinRefused::TooManyRooms => "too_many_rooms",
-            JoinRefused::NotRegistered => "room_not_registered",
-            JoinRefused::Private => "room_private",
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            JoinRefused::RoomFull => "the room is at its member limit",
-            JoinRefused::TooManyRooms => "the shard owning this room holds limits.rooms_per_shard_max rooms",
-            JoinRefused::NotRegistered => "the room is not in the registry (rooms.require_registration)",
-            JoinRefused::Private => "the room is private: only a token whose room claim names it may enter",
-        }
     }
 }
 
@@ -452,7 +404,7 @@ impl Rooms {
         key: &RoomKey,
         quiet: bool,
         reference: Option<&[u8]>,
-    ) -> Result<Membership, JoinRefused> {
+    ) -> Result<Membership, Refusal> {
         self.join_since(peer, key, quiet, reference, None, 0)
     }
 
@@ -470,58 +422,91 @@ impl Rooms {
         reference: Option<&[u8]>,
         since: Option<&Since>,
         now_ms: u64,
-    ) -> Result<Membership, JoinRefused> {
+    ) -> Result<Membership, Refusal> {
         self.begin_call();
+        self.check_admission(peer, key)?;
+        let slot = match self.index.get(key) {
+            Some(&slot) => slot,
+            None => self.create_room(key, quiet)?,
+        };
+        if self.rooms[slot].members.len() >= self.capacity(key) {
+            self.debug_check_invariants();
+            return Err(Refusal::RoomFull);
+        }
+        let (member, role) = self.add_member(slot, peer, quiet);
+        if role == Role::Waiting {
+            self.greet_waiting(slot, peer);
+        } else if !quiet {
+            match since {
+                Some(since) => self.admitted_since(slot, member, since, now_ms),
+                None => self.admitted(slot, member),
+            }
+        }
+        // After the welcome, which carries the state the ack refers to.
+        if reference.is_some() {
+            protocol::encode_ack(self.frames.begin(), reference, Some(self.rooms[slot].seq));
+            let ack = self.frames.finish(Opcode::Text);
+            self.outputs.push_back(Output::Deliver { to: peer.conn, frame: ack });
+        }
+        self.debug_check_invariants();
+        Ok(Membership { room: slot as u32, member: member as u32, incarnation: self.rooms[slot].incarnation as u32 })
+    }
+
+    /// The registry's word on `peer` entering room `key`: registration and privacy.
+    fn check_admission(&self, peer: &Peer, key: &RoomKey) -> Result<(), Refusal> {
         let admission =
             registry::admission(self.policy(key), self.limits.require_registration, key.room(), peer.names_room());
         match admission {
-            Some(Admission::NotRegistered) => return Err(JoinRefused::NotRegistered),
-            Some(Admission::Private) => return Err(JoinRefused::Private),
-            None => {}
+            Some(Admission::NotRegistered) => Err(Refusal::RoomNotRegistered),
+            Some(Admission::Private) => Err(Refusal::RoomPrivate),
+            None => Ok(()),
         }
-        let slot = match self.index.get(key) {
-            Some(&slot) => slot,
-            None => {
-                if self.index.len() >= self.limits.rooms_max as usize {
-                    return Err(JoinRefused::TooManyRooms);
-                }
-                self.incarnations += 1;
-                let incarnation = self.incarnations;
-                // Rooms made by quiet joins (personal and group rooms at
-                // admit, one per connection) do not read the disk.
-                let loading = self.durable && !quiet;
-                let slot = self.rooms.insert(Room {
-                    key: key.clone(),
-                    // Most rooms (every personal room) hold one member.
-                    members: Slab::with_capacity(1),
-                    per_shard: None,
-                    waiting: 0,
-                    seq: 0,
-                    incarnation,
-                    loading,
-                    arrivals: 0,
-                    lobby: self.policy(key).and_then(|p| p.lobby).unwrap_or(self.limits.lobby_default),
-                    meeting: meeting::LazyMeeting::default(),
-                    recent: None,
-                });
-                self.index.insert(key.clone(), slot);
-                if loading {
-                    self.outputs.push_back(Output::Persist(Persist::LoadHistory {
-                        key: key.clone(),
-                        load: incarnation,
-                        shard: self.shard,
-                        limit: self.history_max(key),
-                    }));
-                }
-                slot
-            }
-        };
-        let capacity = self.capacity(key);
+    }
+
+    /// Creates room `key`, which a join found absent, unless the shard holds
+    /// `rooms_max` rooms already; returns its slot. A durable room made by a
+    /// join that is not quiet asks the store for its chat history.
+    fn create_room(&mut self, key: &RoomKey, quiet: bool) -> Result<usize, Refusal> {
+        if self.index.len() >= self.limits.rooms_max as usize {
+            return Err(Refusal::ShardRoomsFull);
+        }
+        self.incarnations += 1;
+        let incarnation = self.incarnations;
+        // Rooms made by quiet joins (personal and group rooms at
+        // admit, one per connection) do not read the disk.
+        let loading = self.durable && !quiet;
+        let slot = self.rooms.insert(Room {
+            key: key.clone(),
+            // Most rooms (every personal room) hold one member.
+            members: Slab::with_capacity(1),
+            per_shard: None,
+            waiting: 0,
+            seq: 0,
+            incarnation,
+            loading,
+            arrivals: 0,
+            lobby: self.policy(key).and_then(|p| p.lobby).unwrap_or(self.limits.lobby_default),
+            meeting: meeting::LazyMeeting::default(),
+            recent: None,
+        });
+        self.index.insert(key.clone(), slot);
+        if loading {
+            self.outputs.push_back(Output::Persist(Persist::LoadHistory {
+                key: key.clone(),
+                load: incarnation,
+                shard: self.shard,
+                limit: self.history_max(key),
+            }));
+        }
+        Ok(slot)
+    }
+
+    /// Puts `peer` in room `slot` with the role it arrives with: host when
+    /// first in the room or a token host, waiting when the room's lobby is
+    /// on (and the join is not quiet), else participant. Returns its slot in
+    /// the room and that role; nobody is told yet.
+    fn add_member(&mut self, slot: usize, peer: &Arc<Peer>, quiet: bool) -> (usize, Role) {
         let room = &mut self.rooms[slot];
-        if room.members.len() >= capacity {
-            self.debug_check_invariants();
-            return Err(JoinRefused::RoomFull);
-        }
         let role = if room.members.is_empty() || peer.host {
             Role::Host
         } else if room.lobby && !quiet {
@@ -539,25 +524,16 @@ impl Rooms {
         if role == Role::Waiting {
             room.waiting += 1;
         }
-        if role == Role::Waiting {
-            let waiting = meeting::encode_waiting_welcome(&mut self.frames, room, peer, self.shard);
-            self.outputs.push_back(Output::Deliver { to: peer.conn, frame: waiting });
-            let event = meeting::encode_lobby_event(&mut self.frames, room, "waiting", peer);
-            self.push_broadcast(slot, Audience::Hosts, None, event);
-        } else if !quiet {
-            match since {
-                Some(since) => self.admitted_since(slot, member, since, now_ms),
-                None => self.admitted(slot, member),
-            }
-        }
-        // After the welcome, which carries the state the ack refers to.
-        if reference.is_some() {
-            protocol::encode_ack(self.frames.begin(), reference, Some(self.rooms[slot].seq));
-            let ack = self.frames.finish(Opcode::Text);
-            self.outputs.push_back(Output::Deliver { to: peer.conn, frame: ack });
-        }
-        self.debug_check_invariants();
-        Ok(Membership { room: slot as u32, member: member as u32, incarnation: self.rooms[slot].incarnation as u32 })
+        (member, role)
+    }
+
+    /// A lobby arrival: its own waiting welcome, and a lobby `waiting` event for hosts.
+    fn greet_waiting(&mut self, slot: usize, peer: &Arc<Peer>) {
+        let room = &self.rooms[slot];
+        let waiting = meeting::encode_waiting_welcome(&mut self.frames, room, peer, self.shard);
+        self.outputs.push_back(Output::Deliver { to: peer.conn, frame: waiting });
+        let event = meeting::encode_lobby_event(&mut self.frames, room, "waiting", peer);
+        self.push_broadcast(slot, Audience::Hosts, None, event);
     }
 
     /// A member becomes visible: its full `welcome`, and `member_joined` for the others.
@@ -690,7 +666,7 @@ impl Rooms {
         self.begin_call();
         let member = self.member_of(membership, conn)?;
         if !allowed(member.role, RequestKind::Publish) {
-            return Some(Err(FORBIDDEN));
+            return Some(Err(Refusal::RoleForbids));
         }
         let publisher = Arc::clone(&member.peer);
         let slot = membership.room as usize;
@@ -728,12 +704,7 @@ impl Rooms {
     pub fn direct(&mut self, key: &RoomKey, from: &Peer, reference: Option<&[u8]>, data: &[u8]) -> bool {
         self.begin_call();
         let Some(&slot) = self.index.get(key) else { return false };
-        let out = self.frames.begin();
-        out.extend_from_slice(b"{\"type\":\"direct\",\"from\":");
-        out.extend_from_slice(from.user_json.as_bytes());
-        out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(data);
-        out.push(b'}');
+        protocol::encode_direct(self.frames.begin(), &from.user_json, data);
         let frame = self.frames.finish(Opcode::Text);
         self.push_broadcast(slot, Audience::All, None, frame);
         if reference.is_some() {
@@ -940,17 +911,9 @@ impl Rooms {
     }
 }
 
-/// `{"type":KIND,"room":R,"member":{…},"member_count":K}`; the count is of admitted members.
+/// `member_joined` or `member_left` (`kind`) about `peer`; the count is of admitted members.
 fn encode_presence(frames: &mut FrameBuilder, kind: &str, room: &Room, peer: &Peer) -> Frame {
-    let out = frames.begin();
-    out.extend_from_slice(b"{\"type\":\"");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\",\"room\":");
-    push_json_str(out, room.key.room());
-    out.extend_from_slice(b",\"member\":");
-    peer.push_json(out);
-    out.extend_from_slice(b",\"member_count\":");
-    push_u64(out, (room.members.len() - room.waiting as usize) as u64);
-    out.push(b'}');
+    let member_count = (room.members.len() - room.waiting as usize) as u64;
+    protocol::encode_presence(frames.begin(), kind, room.key.room(), peer.json(), member_count);
     frames.finish(Opcode::Text)
 }

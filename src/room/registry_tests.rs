@@ -3,6 +3,7 @@
 
 use super::tests::{conn, drain, limits};
 use super::*;
+use crate::protocol::MeetingRequest;
 
 fn key(room: &str) -> RoomKey {
     RoomKey::new("t", room)
@@ -27,7 +28,7 @@ fn a_private_room_admits_only_tokens_that_name_it() {
     let private = RoomPolicy { private: true, ..policy() };
     let mut rooms = rooms_with(vec![(key("board"), private)], false);
     let prefix_or_no_claim = Peer::with_claims(conn(1), "a", None, false, false);
-    assert_eq!(rooms.join(&prefix_or_no_claim, &key("board"), false, None), Err(JoinRefused::Private));
+    assert_eq!(rooms.join(&prefix_or_no_claim, &key("board"), false, None), Err(Refusal::RoomPrivate));
     assert!(drain(&mut rooms).is_empty(), "a refused join creates no room and sends nothing");
     // The shard checked that the claim allows the room before the join, so an exact claim names it.
     let named = Peer::with_claims(conn(3), "c", None, false, true);
@@ -39,12 +40,12 @@ fn a_private_room_admits_only_tokens_that_name_it() {
 fn with_registration_required_only_registered_rooms_and_personal_ones_admit() {
     let mut rooms = rooms_with(vec![(key("known"), policy())], true);
     let peer = Peer::new(conn(1), "a", None);
-    assert_eq!(rooms.join(&peer, &key("adhoc"), false, None), Err(JoinRefused::NotRegistered));
+    assert_eq!(rooms.join(&peer, &key("adhoc"), false, None), Err(Refusal::RoomNotRegistered));
     rooms.join(&peer, &key("known"), false, None).expect("registered");
     rooms.join(&peer, &key("user:a"), true, None).expect("personal rooms need no registration");
     rooms.join(&peer, &key("group:g"), true, None).expect("group rooms need no registration");
-    assert_eq!(JoinRefused::NotRegistered.code(), "room_not_registered");
-    assert_eq!(JoinRefused::Private.code(), "room_private");
+    assert_eq!(Refusal::RoomNotRegistered.code(), "room_not_registered");
+    assert_eq!(Refusal::RoomPrivate.code(), "room_private");
 }
 
 #[test]
@@ -52,7 +53,7 @@ fn registry_capacity_overrides_the_server_limit_both_ways() {
     let mut rooms = rooms_with(vec![(key("small"), RoomPolicy { capacity: Some(2), ..policy() })], false);
     rooms.join(&Peer::new(conn(1), "a", None), &key("small"), false, None).expect("space");
     rooms.join(&Peer::new(conn(2), "b", None), &key("small"), false, None).expect("space");
-    assert_eq!(rooms.join(&Peer::new(conn(3), "c", None), &key("small"), false, None), Err(JoinRefused::RoomFull));
+    assert_eq!(rooms.join(&Peer::new(conn(3), "c", None), &key("small"), false, None), Err(Refusal::RoomFull));
 
     // Above `limits.members_max` (10 here).
     let mut rooms = rooms_with(vec![(key("big"), RoomPolicy { capacity: Some(12), ..policy() })], false);
@@ -61,7 +62,7 @@ fn registry_capacity_overrides_the_server_limit_both_ways() {
             .join(&Peer::new(conn(slot), "u", None), &key("big"), false, None)
             .expect("within the registry's capacity");
     }
-    assert_eq!(rooms.join(&Peer::new(conn(13), "u", None), &key("big"), false, None), Err(JoinRefused::RoomFull));
+    assert_eq!(rooms.join(&Peer::new(conn(13), "u", None), &key("big"), false, None), Err(Refusal::RoomFull));
 }
 
 #[test]
@@ -73,7 +74,7 @@ fn a_lowered_capacity_keeps_the_members_present_and_admits_nobody_new() {
     rooms.set_policy(&key("r"), Some(RoomPolicy { capacity: Some(2), ..policy() }));
     rooms.check_invariants();
     assert_eq!(rooms.members(0).count(), 3, "nobody is removed");
-    assert_eq!(rooms.join(&Peer::new(conn(4), "u", None), &key("r"), false, None), Err(JoinRefused::RoomFull));
+    assert_eq!(rooms.join(&Peer::new(conn(4), "u", None), &key("r"), false, None), Err(Refusal::RoomFull));
     rooms.set_policy(&key("r"), None);
     rooms.join(&Peer::new(conn(4), "u", None), &key("r"), false, None).expect("deleted: the server limit again");
 }

@@ -24,8 +24,10 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use super::{Audience, MeetingRequest, Membership, Output, Peer, Persist, Role, RoomLimits, Rooms, Since, StoredChat};
+use super::{Audience, Membership, Output, Peer, Persist, Role, RoomLimits, Rooms, Since, StoredChat};
 use crate::ids::{ConnId, RoomKey, ShardId};
+use crate::protocol::MeetingRequest;
+use crate::refusal::Refusal;
 use crate::registry::RoomPolicy;
 use crate::ws::frame::Frame;
 
@@ -432,7 +434,7 @@ impl Sim {
         key: usize,
         reference: bool,
         since: Option<&Since>,
-    ) -> Result<Result<Membership, super::JoinRefused>, String> {
+    ) -> Result<Result<Membership, Refusal>, String> {
         let rooms = &mut self.shards[owner].rooms;
         if rooms.roles(&self.keys[key]).is_empty() {
             self.seqs[key] = 0;
@@ -442,7 +444,7 @@ impl Sim {
         let capacity = self.capacities[key].unwrap_or(self.members_max) as usize;
         let joined = rooms.join_since(peer, &self.keys[key], false, reference, since, self.now_ms);
         // `join` admits up to the capacity in force, and refuses a full room.
-        let full = matches!(joined, Err(super::JoinRefused::RoomFull));
+        let full = matches!(joined, Err(Refusal::RoomFull));
         ensure!(full == (before >= capacity), "join of r{key} with {before} members of {capacity}: {joined:?}");
         match joined {
             Ok(membership) => {
@@ -618,8 +620,11 @@ impl Sim {
         }
         let answer = self.shards[owner].rooms.request(membership, id, request, reference, self.now_ms);
         self.note(|| format!("  answer: {answer:?}"));
-        if held && let Err((code, _)) = answer {
-            ensure!(code != "not_joined", "{id} holds a local membership of r{key} the room refused as not_joined");
+        if held && let Err(refusal) = answer {
+            ensure!(
+                refusal.code() != "not_joined",
+                "{id} holds a local membership of r{key} the room refused as not_joined"
+            );
         }
         self.drain(owner, Some(id))
     }

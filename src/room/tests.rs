@@ -1,6 +1,7 @@
 //! Unit tests of the room state machine: plain values in, outputs out.
 
 use super::*;
+use crate::protocol::MeetingRequest;
 
 pub(super) fn conn(slot: u32) -> ConnId {
     ConnId { shard: 0, slot, generation: 1 }
@@ -123,7 +124,7 @@ fn capacity_is_enforced_and_freed_by_leave() {
     let key = RoomKey::new("", "small");
     let joined: Vec<_> =
         (1..=3).map(|i| rooms.join(&Peer::new(conn(i), "u", None), &key, false, None).expect("space")).collect();
-    assert_eq!(rooms.join(&Peer::new(conn(4), "u", None), &key, false, None), Err(JoinRefused::RoomFull));
+    assert_eq!(rooms.join(&Peer::new(conn(4), "u", None), &key, false, None), Err(Refusal::RoomFull));
     assert!(rooms.leave(joined[0], conn(1), None));
     assert!(rooms.join(&Peer::new(conn(4), "u", None), &key, false, None).is_ok());
 }
@@ -286,7 +287,7 @@ fn the_room_table_is_bounded() {
     rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("", "r2"), false, None).expect("space");
     assert_eq!(
         rooms.join(&Peer::new(conn(1), "a", None), &RoomKey::new("", "r3"), false, None),
-        Err(JoinRefused::TooManyRooms)
+        Err(Refusal::ShardRoomsFull)
     );
 }
 

@@ -15,7 +15,7 @@ use crossbeam_channel::Sender;
 use mio::Waker;
 
 use super::ShardCore;
-use crate::conn::{ConnState, Place, Role};
+use super::conn::{ConnState, Place, Role};
 use crate::ids::{ConnId, RoomKey};
 use crate::msg::{AdminAnswer, AdminReply, ConnInfo};
 use crate::registry::RoomPolicy;
@@ -203,7 +203,7 @@ impl ShardCore {
     }
 
     /// Slots of open member connections for which `pick(identity, rooms)` holds.
-    fn admin_select(&self, pick: impl Fn(&crate::conn::Member, &[&RoomKey]) -> bool) -> Vec<usize> {
+    fn admin_select(&self, pick: impl Fn(&super::conn::Member, &[&RoomKey]) -> bool) -> Vec<usize> {
         let mut rooms = Vec::new();
         let mut slots = Vec::new();
         for (slot, conn) in &self.conns {
@@ -232,7 +232,7 @@ impl ShardCore {
 
 /// The rooms of an open member connection whose membership is established
 /// (a remote join still in flight is not counted yet).
-fn open_member_rooms(conn: &crate::conn::Connection) -> Option<impl Iterator<Item = &RoomKey>> {
+fn open_member_rooms(conn: &super::conn::Connection) -> Option<impl Iterator<Item = &RoomKey>> {
     if conn.doomed || conn.state != ConnState::Open {
         return None;
     }

@@ -15,6 +15,7 @@
 //! into room calls or remote messages in `requests.rs`.
 
 mod admin;
+pub mod conn;
 mod refresh;
 mod remote;
 mod requests;
@@ -37,19 +38,20 @@ use slab::Slab;
 
 use crate::auth::Identity;
 use crate::config::Limits;
-use crate::conn::{
-    ConnState, Connection, FlushOutcome, Grants, Member, OutboundQueue, Place, QueueBounds, RateBucket, Role,
-    SlowConsumer,
-};
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::{EpisodeLog, LimitKind, ShardMetrics};
 use crate::msg::{Reply, StoreEvent, StoreReply};
-use crate::protocol::{self, RequestDecoder};
+use crate::protocol::{self, RequestDecoder, Since};
+use crate::refusal::Refusal;
 use crate::registry::RoomPolicy;
 use crate::room::{Output, Peer, RoomLimits, Rooms};
 use crate::timer::{TimerKind, TimerWheel};
 use crate::ws::CloseCode;
 use crate::ws::frame::{self, Event, Flow, Frame, FrameBuilder, Opcode};
+use conn::{
+    ConnState, Connection, FlushOutcome, Grants, Member, OutboundQueue, Place, QueueBounds, RateBucket, Role,
+    SlowConsumer,
+};
 
 /// The waker's token; connection tokens are slab slots, far below it.
 const WAKER: Token = Token(usize::MAX);
@@ -86,7 +88,7 @@ pub enum HandoffKind {
     Room {
         identity: Box<Identity>,
         key: RoomKey,
-        since: Option<Box<crate::room::Since>>,
+        since: Option<Box<Since>>,
     },
     Echo,
 }
@@ -405,12 +407,12 @@ impl Shard {
         let core = &mut self.core;
         if core.draining.is_some() {
             core.note_shard_limit(LimitKind::Draining);
-            refuse_handoff(&mut stream, "draining", "the server is shutting down");
+            refuse_handoff(&mut stream, Refusal::Draining);
             return;
         }
         if core.conns.len() >= core.settings.limits.connections_per_shard_max as usize {
             core.note_shard_limit(LimitKind::ShardFull);
-            refuse_handoff(&mut stream, "server_full", "the shard holding this room is full");
+            refuse_handoff(&mut stream, Refusal::ServerFull);
             return;
         }
         let slot = core.conns.vacant_key();
@@ -421,26 +423,7 @@ impl Shard {
         }
         core.generation = core.generation.wrapping_add(1);
         let id = ConnId { shard: self.id, slot: slot as u32, generation: core.generation };
-        let mut home_since = None;
-        let (role, home, expires_at_s) = match kind {
-            HandoffKind::Room { identity, key, since } => {
-                home_since = since;
-                let exact = identity.has_exact_room_claim();
-                let peer = Peer::with_claims(id, &identity.user, identity.name.as_deref(), identity.host, exact);
-                let expires_at_s = identity.expires_at_s;
-                (
-                    Role::Member(Box::new(Member {
-                        rooms: Vec::with_capacity(2 + identity.groups.len()),
-                        grants: Grants::from_identity(*identity),
-                        peer,
-                        joins: 0,
-                    })),
-                    Some(key),
-                    expires_at_s,
-                )
-            }
-            HandoffKind::Echo => (Role::Echo, None, u64::MAX),
-        };
+        let Arrival { role, home, expires_at_s } = arrival(id, kind);
         let mut outbound = OutboundQueue::default();
         outbound.push_unbounded(Arc::from(response));
         let rate = RateBucket::full(core.settings.limits.rate_burst, core.now_ms());
@@ -462,13 +445,14 @@ impl Shard {
             over_soft_since_ms: 0,
         });
         core.metrics.connections_opened += 1;
-        core.audit_open(slot, home.as_ref(), peer_addr);
-        tracing::debug!(conn = %id, room = home.as_ref().map(RoomKey::room), "connection opened");
+        let home_key = home.as_ref().map(|(key, _)| key);
+        core.audit_open(slot, home_key, peer_addr);
+        tracing::debug!(conn = %id, room = home_key.map(RoomKey::room), "connection opened");
         core.mark_dirty(slot);
         let first_check = core.next_heartbeat(core.now, expires_at_s);
         core.schedule(id, first_check, TimerKind::Heartbeat);
-        if let Some(key) = home {
-            core.join_initial_rooms(slot, key, home_since.as_deref());
+        if let Some((key, since)) = home {
+            core.join_initial_rooms(slot, key, since.as_deref());
         }
         if !leftover.is_empty() {
             let mut bytes = leftover;
@@ -520,13 +504,42 @@ impl Shard {
     }
 }
 
+/// What a handoff makes of a new connection.
+struct Arrival {
+    role: Role,
+    /// The URL room of a room connection, with the point to recover from (`?since=`).
+    home: Option<(RoomKey, Option<Box<Since>>)>,
+    /// Unix seconds at which the token runs out (`u64::MAX` without a token).
+    expires_at_s: u64,
+}
+
+/// The role, home room and expiry of connection `id`, handed off as `kind`.
+fn arrival(id: ConnId, kind: HandoffKind) -> Arrival {
+    match kind {
+        HandoffKind::Room { identity, key, since } => {
+            let exact = identity.has_exact_room_claim();
+            let peer = Peer::with_claims(id, &identity.user, identity.name.as_deref(), identity.host, exact);
+            let expires_at_s = identity.expires_at_s;
+            let member = Member {
+                rooms: Vec::with_capacity(2 + identity.groups.len()),
+                grants: Grants::from_identity(*identity),
+                peer,
+                joins: 0,
+            };
+            Arrival { role: Role::Member(Box::new(member)), home: Some((key, since)), expires_at_s }
+        }
+        HandoffKind::Echo => Arrival { role: Role::Echo, home: None, expires_at_s: u64::MAX },
+    }
+}
+
 /// Answers a handoff the shard cannot take: the 101 has not been written yet,
 /// so the client still gets a plain HTTP 503. The socket is fresh, so this
 /// one small write fits in its buffer; if not, the client sees a reset.
-fn refuse_handoff(stream: &mut TcpStream, code: &str, message: &str) {
+fn refuse_handoff(stream: &mut TcpStream, refusal: Refusal) {
     use std::io::Write;
+    let response = crate::http::error_response(refusal.http_status(), refusal.code(), refusal.message(), "");
     // One write: a client may read the head and stop before a second one.
-    let _ = stream.write_all(&crate::http::error_response(503, code, message, ""));
+    let _ = stream.write_all(&response);
 }
 
 /// Queues a broadcast frame for one member: the hot loop of every fanout.
@@ -693,7 +706,7 @@ impl ShardCore {
                 self.begin_close(slot, CloseCode::RATE_ABUSE, Some(LimitKind::RateAbuse));
             } else {
                 self.note_limit(slot, LimitKind::RateLimited);
-                self.send_error(slot, None, "rate_limited", "message rate over rate_messages_per_s; message dropped");
+                self.send_error(slot, None, Refusal::RateLimited);
             }
             return;
         }
@@ -710,8 +723,8 @@ impl ShardCore {
         self.on_request(slot, payload);
     }
 
-    fn send_error(&mut self, slot: usize, reference: Option<&[u8]>, code: &str, message: &str) {
-        protocol::encode_error(self.frames.begin(), reference, code, message);
+    fn send_error(&mut self, slot: usize, reference: Option<&[u8]>, refusal: Refusal) {
+        protocol::encode_error(self.frames.begin(), reference, refusal.code(), refusal.message());
         let frame = self.frames.finish(Opcode::Text);
         self.queue(slot, frame);
     }
@@ -825,25 +838,12 @@ impl ShardCore {
         }
     }
 
-    /// Counts the limits behind a refused request (by its error code), for connection `id`.
-    fn note_refusal(&mut self, id: ConnId, code: &str) {
-        let limit = match code {
-            "too_long" => LimitKind::ChatTooLong,
-            "screenshare_busy" => LimitKind::ScreenshareBusy,
-            _ => return,
-        };
-        self.note_limit_of(id, limit);
-    }
-
-    /// Counts a refused join for connection `id`.
-    fn note_join_refused(&mut self, id: ConnId, reason: crate::room::JoinRefused) {
-        let limit = match reason {
-            crate::room::JoinRefused::RoomFull => LimitKind::RoomFull,
-            crate::room::JoinRefused::TooManyRooms => LimitKind::ShardRoomsFull,
-            // Access decisions of the registry, not limits.
-            crate::room::JoinRefused::NotRegistered | crate::room::JoinRefused::Private => return,
-        };
-        self.note_limit_of(id, limit);
+    /// Counts the limit behind a refused request or join (`Refusal::limit`),
+    /// for connection `id`. Registry access decisions are not limits.
+    fn note_refusal(&mut self, id: ConnId, refusal: Refusal) {
+        if let Some(limit) = refusal.limit() {
+            self.note_limit_of(id, LimitKind::from(limit));
+        }
     }
 
     /// Counts a limit hit and logs it once per connection.

@@ -19,7 +19,7 @@ use mio::Waker;
 use super::ShardCore;
 use crate::ids::ConnId;
 use crate::protocol;
-use crate::room::Refusal;
+use crate::refusal::Refusal;
 use crate::ws::frame::Opcode;
 
 /// How a shard reaches the acceptor with a refresh: its bounded request
@@ -55,11 +55,6 @@ pub struct RefreshAnswer {
     pub outcome: Result<u64, Refusal>,
 }
 
-/// `refresh` in dev mode, where there are no keys to verify with.
-pub(super) const UNSUPPORTED: Refusal = ("unsupported", "refresh needs auth.mode = jwt");
-/// The acceptor's refresh channel is full.
-pub(super) const OVERLOADED: Refusal = ("overloaded", "the server is verifying too many refresh tokens; try again");
-
 impl ShardCore {
     /// The acceptor's answer to a refresh: the new expiry and an ack, or the
     /// error frame, for the connection that asked if it is still here.
@@ -79,7 +74,7 @@ impl ShardCore {
                 let frame = self.frames.finish(Opcode::Text);
                 self.queue(slot, frame);
             }
-            Err((code, message)) => self.send_error(slot, reference, code, message),
+            Err(refusal) => self.send_error(slot, reference, refusal),
         }
     }
 }

@@ -28,12 +28,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::conn::Place;
 use super::{ShardCore, ShardHandle, ShardMsg};
-use crate::conn::Place;
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::LimitKind;
-use crate::protocol;
-use crate::room::{Audience, JoinRefused, MeetingRequest, Membership, Peer, Role, Since};
+use crate::protocol::{self, MeetingRequest, Since};
+use crate::refusal::Refusal;
+use crate::room::{Audience, Membership, Peer, Role};
 use crate::ws::CloseCode;
 use crate::ws::frame::{Frame, Opcode};
 
@@ -79,7 +80,7 @@ pub enum RemoteMsg {
         conn: ConnId,
         key: RoomKey,
         tag: u32,
-        reason: JoinRefused,
+        reason: Refusal,
         reference: Option<Box<[u8]>>,
     },
     Left {
@@ -242,21 +243,7 @@ impl ShardCore {
     pub(super) fn on_remote(&mut self, from: ShardId, msg: RemoteMsg) {
         match msg {
             RemoteMsg::Join { peer, key, tag, quiet, reference, since } => {
-                let home = peer.conn.shard;
-                let now_ms = self.now_unix_ms();
-                match self.rooms.join_since(&peer, &key, quiet, reference.as_deref(), since.as_deref(), now_ms) {
-                    Ok(membership) => {
-                        // Before the welcome and any broadcast: the home adds its mirror entry first.
-                        let role = self.rooms.role_of(membership, peer.conn).unwrap_or(Role::Waiting);
-                        let joined = RemoteMsg::Joined { conn: peer.conn, key, tag, membership, role };
-                        self.remote.send_control(home, joined);
-                        self.apply_room_outputs();
-                    }
-                    Err(reason) => {
-                        let refused = RemoteMsg::JoinRefused { conn: peer.conn, key, tag, reason, reference };
-                        self.remote.send_control(home, refused);
-                    }
-                }
+                self.on_remote_join(peer, key, tag, quiet, reference, since)
             }
             RemoteMsg::Leave { key, membership, conn, reference } => {
                 if self.rooms.leave(membership, conn, reference.as_deref()) {
@@ -268,17 +255,16 @@ impl ShardCore {
                 let now_ms = self.now_unix_ms();
                 match self.rooms.publish(membership, conn, reference.as_deref(), &data, now_ms) {
                     Some(Ok(_)) => self.metrics.messages_published += 1,
-                    Some(Err((code, message))) => self.deliver_error(conn, reference.as_deref(), code, message),
-                    None => self.deliver_error(conn, reference.as_deref(), "not_joined", "not a member of that room"),
+                    Some(Err(refusal)) => self.deliver_error(conn, reference.as_deref(), refusal),
+                    None => self.deliver_error(conn, reference.as_deref(), Refusal::StaleMembership),
                 }
                 self.apply_room_outputs();
             }
             RemoteMsg::Meeting { membership, conn, reference, request, now_unix_ms } => {
-                if let Err((code, message)) =
-                    self.rooms.request(membership, conn, &request, reference.as_deref(), now_unix_ms)
+                if let Err(refusal) = self.rooms.request(membership, conn, &request, reference.as_deref(), now_unix_ms)
                 {
-                    self.note_refusal(conn, code);
-                    self.deliver_error(conn, reference.as_deref(), code, message);
+                    self.note_refusal(conn, refusal);
+                    self.deliver_error(conn, reference.as_deref(), refusal);
                 }
                 self.apply_room_outputs();
             }
@@ -295,7 +281,7 @@ impl ShardCore {
             }
             RemoteMsg::Direct { key, from: sender, reference, data } => {
                 if !self.rooms.direct(&key, &sender, reference.as_deref(), &data) {
-                    self.deliver_error(sender.conn, reference.as_deref(), "not_found", "that user has no connection");
+                    self.deliver_error(sender.conn, reference.as_deref(), Refusal::UserOffline);
                 }
                 self.apply_room_outputs();
             }
@@ -303,14 +289,7 @@ impl ShardCore {
                 self.on_joined(from, conn, key, tag, membership, role)
             }
             RemoteMsg::JoinRefused { conn, key, tag, reason, reference } => {
-                self.note_join_refused(conn, reason);
-                if let Some(member) = self.live_member(conn) {
-                    let pending = |j: &crate::conn::JoinedRoom| {
-                        j.key == key && j.tag == tag && matches!(j.place, Place::Remote { membership: None, .. })
-                    };
-                    member.rooms.retain(|joined| !pending(joined));
-                    self.send_error(conn.slot as usize, reference.as_deref(), reason.code(), reason.message());
-                }
+                self.on_join_refused(conn, &key, tag, reason, reference.as_deref())
             }
             RemoteMsg::Left { conn, key } => self.remote.forget_member(&key, conn),
             RemoteMsg::Deliver { to, frame } => {
@@ -319,6 +298,47 @@ impl ShardCore {
                 }
             }
             RemoteMsg::Fanout { key, audience, skip, frame } => self.on_fanout(&key, audience, skip, frame),
+        }
+    }
+
+    /// A join from a member on shard `peer.conn.shard`: the owner answers
+    /// `Joined` (before the welcome and any broadcast) or `JoinRefused`.
+    fn on_remote_join(
+        &mut self,
+        peer: Arc<Peer>,
+        key: RoomKey,
+        tag: u32,
+        quiet: bool,
+        reference: Option<Box<[u8]>>,
+        since: Option<Box<Since>>,
+    ) {
+        let home = peer.conn.shard;
+        let now_ms = self.now_unix_ms();
+        match self.rooms.join_since(&peer, &key, quiet, reference.as_deref(), since.as_deref(), now_ms) {
+            Ok(membership) => {
+                // Before the welcome and any broadcast: the home adds its mirror entry first.
+                let role = self.rooms.role_of(membership, peer.conn).unwrap_or(Role::Waiting);
+                let joined = RemoteMsg::Joined { conn: peer.conn, key, tag, membership, role };
+                self.remote.send_control(home, joined);
+                self.apply_room_outputs();
+            }
+            Err(reason) => {
+                let refused = RemoteMsg::JoinRefused { conn: peer.conn, key, tag, reason, reference };
+                self.remote.send_control(home, refused);
+            }
+        }
+    }
+
+    /// The owner refused a join: counted, the pending room dropped, and
+    /// the error sent (when the connection is still here).
+    fn on_join_refused(&mut self, conn: ConnId, key: &RoomKey, tag: u32, reason: Refusal, reference: Option<&[u8]>) {
+        self.note_refusal(conn, reason);
+        if let Some(member) = self.live_member(conn) {
+            let pending = |j: &super::conn::JoinedRoom| {
+                j.key == *key && j.tag == tag && matches!(j.place, Place::Remote { membership: None, .. })
+            };
+            member.rooms.retain(|joined| !pending(joined));
+            self.send_error(conn.slot as usize, reference, reason);
         }
     }
 
@@ -362,17 +382,17 @@ impl ShardCore {
     }
 
     /// The room side of a live, open connection.
-    pub(super) fn live_member(&mut self, conn: ConnId) -> Option<&mut crate::conn::Member> {
+    pub(super) fn live_member(&mut self, conn: ConnId) -> Option<&mut super::conn::Member> {
         let entry = self.conns.get_mut(conn.slot as usize).filter(|c| c.id == conn && !c.doomed)?;
         match &mut entry.role {
-            crate::conn::Role::Member(member) => Some(member),
-            crate::conn::Role::Echo => None,
+            super::conn::Role::Member(member) => Some(member),
+            super::conn::Role::Echo => None,
         }
     }
 
     /// An `error` frame for a connection on any shard.
-    pub(super) fn deliver_error(&mut self, to: ConnId, reference: Option<&[u8]>, code: &str, message: &str) {
-        protocol::encode_error(self.frames.begin(), reference, code, message);
+    pub(super) fn deliver_error(&mut self, to: ConnId, reference: Option<&[u8]>, refusal: Refusal) {
+        protocol::encode_error(self.frames.begin(), reference, refusal.code(), refusal.message());
         let frame = self.frames.finish(Opcode::Text);
         if to.shard == self.id {
             if self.is_live(to) {

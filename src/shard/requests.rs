@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use super::refresh::{self, RefreshRequest};
+use super::conn::{JoinedRoom, Member, Place, Role};
+use super::refresh::RefreshRequest;
 use super::{RemoteMsg, ShardCore};
-use crate::conn::{JoinedRoom, Member, Place, Role};
 use crate::ids::{self, RoomKey};
-use crate::protocol::{self, Request};
-use crate::room::{MeetingRequest, Refusal, Since};
+use crate::protocol::{self, MeetingRequest, Request, Since};
+use crate::refusal::Refusal;
 use crate::ws::CloseCode;
 use crate::ws::frame::Opcode;
 
@@ -32,10 +32,10 @@ impl ShardCore {
                 Ok(())
             }
             Ok(Request::Refresh { token }) => self.refresh(slot, token, reference),
-            Err(error) => Err((error.code(), error.message())),
+            Err(error) => Err(Refusal::Request(error)),
         };
-        if let Err((code, message)) = outcome {
-            self.send_error(slot, reference, code, message);
+        if let Err(refusal) = outcome {
+            self.send_error(slot, reference, refusal);
         }
         self.decoder = Some(decoder);
     }
@@ -52,16 +52,16 @@ impl ShardCore {
         match place {
             Place::Local(membership) => {
                 let now_ms = self.now_unix_ms();
-                self.rooms.publish(membership, conn, reference, data, now_ms).ok_or(NOT_JOINED)??;
+                self.rooms.publish(membership, conn, reference, data, now_ms).ok_or(Refusal::NotJoined)??;
                 self.metrics.messages_published += 1;
                 self.apply_room_outputs();
             }
             Place::Remote { owner, membership: Some(membership) } => {
                 let msg =
                     RemoteMsg::Publish { membership, conn, reference: reference.map(Into::into), data: data.into() };
-                self.try_send_remote(owner, msg).map_err(|_| OVERLOADED)?;
+                self.try_send_remote(owner, msg).map_err(|_| Refusal::Overloaded)?;
             }
-            Place::Remote { membership: None, .. } => return Err(JOIN_PENDING),
+            Place::Remote { membership: None, .. } => return Err(Refusal::JoinPending),
         }
         Ok(())
     }
@@ -79,18 +79,18 @@ impl ShardCore {
         match place {
             Place::Local(membership) => {
                 let refused = self.rooms.request(membership, conn, &request, reference, now_unix_ms).err();
-                if let Some((code, message)) = refused {
-                    self.note_refusal(conn, code);
-                    return Err((code, message));
+                if let Some(refusal) = refused {
+                    self.note_refusal(conn, refusal);
+                    return Err(refusal);
                 }
                 self.apply_room_outputs();
             }
             Place::Remote { owner, membership: Some(membership) } => {
                 let msg =
                     RemoteMsg::Meeting { membership, conn, reference: reference.map(Into::into), request, now_unix_ms };
-                self.try_send_remote(owner, msg).map_err(|_| OVERLOADED)?;
+                self.try_send_remote(owner, msg).map_err(|_| Refusal::Overloaded)?;
             }
-            Place::Remote { membership: None, .. } => return Err(JOIN_PENDING),
+            Place::Remote { membership: None, .. } => return Err(Refusal::JoinPending),
         }
         Ok(())
     }
@@ -102,7 +102,7 @@ impl ShardCore {
             None => member.rooms.first(),
             Some(room) => member.room(room),
         };
-        Ok((conn, joined.ok_or(NOT_JOINED)?.place))
+        Ok((conn, joined.ok_or(Refusal::NotJoined)?.place))
     }
 
     /// `join`: the same checks as the URL room (room claim, tenant), plus
@@ -110,17 +110,18 @@ impl ShardCore {
     fn join(&mut self, slot: usize, room: &str, since: Option<Since>, reference: Option<&[u8]>) -> Result<(), Refusal> {
         let rooms_max = self.settings.limits.rooms_per_connection_max as usize;
         let shards = self.settings.shards;
-        let (peer, key, full) = {
-            let (_, member) = self.member(slot)?;
+        let (conn, peer, key, full) = {
+            let (conn, member) = self.member(slot)?;
             may_join(member, room)?;
             if member.room(room).is_some() {
-                return Err(("already_joined", "this connection is already in that room"));
+                return Err(Refusal::AlreadyJoined);
             }
-            (Arc::clone(&member.peer), RoomKey::new(&member.grants.tenant, room), member.rooms.len() >= rooms_max)
+            let key = RoomKey::new(&member.grants.tenant, room);
+            (conn, Arc::clone(&member.peer), key, member.rooms.len() >= rooms_max)
         };
         if full {
-            self.note_limit(slot, crate::metrics::LimitKind::TooManyRooms);
-            return Err(("too_many_rooms", "this connection is in limits.rooms_per_connection_max rooms"));
+            self.note_refusal(conn, Refusal::ConnectionRoomsFull);
+            return Err(Refusal::ConnectionRoomsFull);
         }
         self.enter(slot, &peer, key, false, reference, since.as_ref(), shards)
     }
@@ -148,8 +149,7 @@ impl ShardCore {
         let place = if owner == self.id {
             let now_ms = self.now_unix_ms();
             let joined = self.rooms.join_since(peer, &key, quiet, reference, since, now_ms);
-            let membership =
-                joined.inspect_err(|&r| self.note_join_refused(peer.conn, r)).map_err(|r| (r.code(), r.message()))?;
+            let membership = joined.inspect_err(|&refusal| self.note_refusal(peer.conn, refusal))?;
             // Share the room's own key rather than keep a copy per member.
             key = self.rooms.key(membership.room_slot()).cloned().unwrap_or(key);
             Place::Local(membership)
@@ -157,7 +157,7 @@ impl ShardCore {
             let reference = reference.map(Into::into);
             let since = since.map(|since| Box::new(since.clone()));
             let msg = RemoteMsg::Join { peer: Arc::clone(peer), key: key.clone(), tag, quiet, reference, since };
-            self.try_send_remote(owner, msg).map_err(|_| OVERLOADED)?;
+            self.try_send_remote(owner, msg).map_err(|_| Refusal::Overloaded)?;
             Place::Remote { owner, membership: None }
         };
         if let Ok((_, member)) = self.member(slot) {
@@ -185,21 +185,15 @@ impl ShardCore {
             implicit.truncate(rooms_max.saturating_sub(1));
             self.note_limit(slot, crate::metrics::LimitKind::TooManyRooms);
         }
-        if let Err((code, message)) = self.enter(slot, &peer, home, false, None, since, shards) {
-            self.send_error(slot, None, code, message);
+        if let Err(refusal) = self.enter(slot, &peer, home, false, None, since, shards) {
+            self.send_error(slot, None, refusal);
             // The refusal was counted where it was decided (`enter`).
-            let close = match code {
-                "room_full" => CloseCode::ROOM_FULL,
-                "room_private" => CloseCode::ROOM_PRIVATE,
-                "room_not_registered" => CloseCode::ROOM_NOT_REGISTERED,
-                _ => CloseCode::SHARD_FULL,
-            };
-            self.begin_close(slot, close, None);
+            self.begin_close(slot, home_close(refusal), None);
             return;
         }
         for key in implicit {
-            if let Err((code, message)) = self.enter(slot, &peer, key, true, None, None, shards) {
-                self.send_error(slot, None, code, message);
+            if let Err(refusal) = self.enter(slot, &peer, key, true, None, None, shards) {
+                self.send_error(slot, None, refusal);
             }
         }
     }
@@ -208,9 +202,9 @@ impl ShardCore {
     fn leave(&mut self, slot: usize, room: &str, reference: Option<&[u8]>) -> Result<(), Refusal> {
         let (conn, joined) = {
             let (conn, member) = self.member(slot)?;
-            let index = member.rooms.iter().position(|joined| joined.key.room() == room).ok_or(NOT_JOINED)?;
+            let index = member.rooms.iter().position(|joined| joined.key.room() == room).ok_or(Refusal::NotJoined)?;
             if index == 0 || member.rooms[index].implicit {
-                return Err(("cannot_leave", "the room in the URL, personal and group rooms cannot be left"));
+                return Err(Refusal::CannotLeave);
             }
             (conn, member.rooms.remove(index))
         };
@@ -246,12 +240,12 @@ impl ShardCore {
         let owner = key.shard(shards);
         if owner == self.id {
             if !self.rooms.direct(&key, &peer, reference, data) {
-                return Err(NOT_FOUND);
+                return Err(Refusal::UserOffline);
             }
             self.apply_room_outputs();
         } else {
             let msg = RemoteMsg::Direct { key, from: peer, reference: reference.map(Into::into), data: data.into() };
-            self.try_send_remote(owner, msg).map_err(|_| OVERLOADED)?;
+            self.try_send_remote(owner, msg).map_err(|_| Refusal::Overloaded)?;
         }
         Ok(())
     }
@@ -272,11 +266,11 @@ impl ShardCore {
             }
         };
         let conn = request.conn;
-        let Some(link) = &self.settings.refresh else { return Err(refresh::UNSUPPORTED) };
+        let Some(link) = &self.settings.refresh else { return Err(Refusal::RefreshUnsupported) };
         if link.requests.try_send(request).is_err() {
             self.metrics.refresh_overloaded += 1;
             tracing::debug!(conn = %conn, "refresh channel full: answered overloaded");
-            return Err(refresh::OVERLOADED);
+            return Err(Refusal::RefreshOverloaded);
         }
         // One wake per refresh: refreshes are rare, and the acceptor may sleep a second otherwise.
         if let Err(e) = link.waker.wake() {
@@ -287,29 +281,40 @@ impl ShardCore {
 
     /// The open room connection in `slot`.
     fn member(&mut self, slot: usize) -> Result<(crate::ids::ConnId, &mut Member), Refusal> {
-        let conn = self.conns.get_mut(slot).ok_or(GONE)?;
+        let conn = self.conns.get_mut(slot).ok_or(Refusal::Internal)?;
         let id = conn.id;
         match &mut conn.role {
             Role::Member(member) => Ok((id, member)),
-            Role::Echo => Err(GONE),
+            Role::Echo => Err(Refusal::Internal),
         }
     }
 }
 
-const NOT_JOINED: Refusal = ("not_joined", "this connection is not in that room");
-const JOIN_PENDING: Refusal = ("join_pending", "the join of that room is not confirmed yet; wait for its welcome");
-const NOT_FOUND: Refusal = ("not_found", "that user has no connection");
-const OVERLOADED: Refusal = ("overloaded", "the shard owning that room is not keeping up; try again");
-const GONE: Refusal = ("internal", "connection state missing");
+/// The Close of a connection whose URL room refused it (`Refusal::close`;
+/// 1013 `server full` for any other refusal).
+fn home_close(refusal: Refusal) -> CloseCode {
+    refusal.close().map_or(CloseCode::SHARD_FULL, |close| CloseCode { code: close.code, reason: close.reason })
+}
 
 /// Whether `member` may join `room`: a valid id its token allows.
 fn may_join(member: &Member, room: &str) -> Result<(), Refusal> {
     if !ids::is_valid_room_id(room) {
-        return Err(("bad_room", "room ids are 1-128 bytes of [A-Za-z0-9._:-]"));
+        return Err(Refusal::BadRoom);
     }
-    if member.grants.may_join(member.peer.user(), room) {
-        Ok(())
-    } else {
-        Err(("forbidden", "the token does not allow this room"))
+    if member.grants.may_join(member.peer.user(), room) { Ok(()) } else { Err(Refusal::TokenForbidsRoom) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_room_refusals_close_as_the_ws_close_codes_say() {
+        assert_eq!(home_close(Refusal::RoomFull), CloseCode::ROOM_FULL);
+        assert_eq!(home_close(Refusal::RoomPrivate), CloseCode::ROOM_PRIVATE);
+        assert_eq!(home_close(Refusal::RoomNotRegistered), CloseCode::ROOM_NOT_REGISTERED);
+        assert_eq!(home_close(Refusal::ShardRoomsFull), CloseCode::SHARD_FULL);
+        assert_eq!(home_close(Refusal::Overloaded), CloseCode::SHARD_FULL);
+        assert_eq!(home_close(Refusal::Internal), CloseCode::SHARD_FULL);
     }
 }

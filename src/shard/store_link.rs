@@ -13,11 +13,12 @@
 use crossbeam_channel::TrySendError;
 
 use super::ShardCore;
-use crate::conn::{Connection, Role};
+use super::conn::{Connection, Role};
 use crate::ids::RoomKey;
 use crate::metrics::LimitKind;
 use crate::msg::{CLOSE_ABNORMAL, SessionOpen, StoreEvent, StoreReply};
 use crate::protocol;
+use crate::refusal::Refusal;
 use crate::room::Persist;
 use crate::ws::frame::Opcode;
 
@@ -40,12 +41,9 @@ impl ShardCore {
             tracing::warn!(shard = self.id, "store queue full (store.queue_max): chat is not durable meanwhile");
         }
         match event {
-            StoreEvent::Chat(record) => self.deliver_error(
-                record.sender,
-                record.reference.as_deref(),
-                "store_overloaded",
-                "the message was delivered but not stored: the store is behind; it is not acknowledged",
-            ),
+            StoreEvent::Chat(record) => {
+                self.deliver_error(record.sender, record.reference.as_deref(), Refusal::StoreOverloaded)
+            }
             StoreEvent::ChatDelete { .. } => {}
             // Called while room outputs are applied: the caller's loop takes
             // the outputs this makes.
@@ -110,9 +108,7 @@ impl ShardCore {
                 StoreReply::Failed { to, reference } => {
                     self.metrics.hit(LimitKind::StoreFailed);
                     if self.is_live(to) {
-                        let message =
-                            "the message was delivered but the store could not write it; it is not acknowledged";
-                        self.send_error(to.slot as usize, reference.as_deref(), "store_failed", message);
+                        self.send_error(to.slot as usize, reference.as_deref(), Refusal::StoreFailed);
                     }
                 }
                 StoreReply::History { key, load, entries } => self.rooms.history_loaded(&key, load, entries),

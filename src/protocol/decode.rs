@@ -1,20 +1,16 @@
-//! The JSON wire protocol: client requests in, server frames out.
-//!
-//! A text frame is decoded in two passes over the same bytes. simd-json
-//! validates the whole document and fills a typed `ClientFields` from a copy
-//! (simd-json rewrites its input in place). A small scanner then finds the
-//! byte spans of `data` and `ref` in the *original* bytes, because DESIGN §2
-//! fixes that `data` reaches members byte-for-byte as the publisher sent it
-//! and `ref` is echoed as it came. The scanner only ever walks documents that
-//! a parser has already accepted, so it needs no error handling of its own.
+//! Client requests in. A text frame is decoded in two passes over the same
+//! bytes. simd-json validates the whole document and fills a typed
+//! `ClientFields` from a copy (simd-json rewrites its input in place). A
+//! small scanner then finds the byte spans of `data` and `ref` in the
+//! *original* bytes, because DESIGN §2 fixes that `data` reaches members
+//! byte-for-byte as the publisher sent it and `ref` is echoed as it came.
+//! The scanner only ever walks documents that a parser has already
+//! accepted, so it needs no error handling of its own.
 //!
 //! A frame simd-json refuses takes a slower path (`diagnose`), never taken
 //! by a good frame: a lenient parse that does not decode strings tells
 //! whether it is a JSON object at all; if so its `ref` is echoed and the
 //! error names the field that is not of its type.
-//!
-//! Encoders write server messages straight into a `FrameBuilder`, once per
-//! message, whatever the number of recipients.
 
 use std::ops::Range;
 
@@ -23,7 +19,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::room::{MeetingRequest, Since};
+use super::{MeetingRequest, Request, Since};
+use crate::refusal::RequestError;
 
 /// The fields roomcast reads from any client request. Unknown fields are
 /// ignored so that clients may carry their own.
@@ -50,87 +47,6 @@ struct ClientFields<'a> {
     since: Option<u64>,
     #[serde(borrow)]
     epoch: Option<Cow<'a, str>>,
-}
-
-/// A decoded client request. Raw spans (`data`, `ref`) borrow the frame's
-/// original bytes; strings borrow the decoder's copy.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Request<'a> {
-    Publish {
-        room: Option<&'a str>,
-        data: &'a [u8],
-    },
-    Join {
-        room: &'a str,
-        /// `since` (with `epoch`): recover the messages after it.
-        since: Option<Since>,
-    },
-    Leave {
-        room: &'a str,
-    },
-    Direct {
-        to: &'a str,
-        data: &'a [u8],
-    },
-    /// A meeting request for `room` (the home room when absent).
-    Meeting {
-        room: Option<&'a str>,
-        request: MeetingRequest,
-    },
-    Ping,
-    Refresh {
-        token: &'a str,
-    },
-}
-
-/// Why a text frame is not a request; each has a wire `code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestError {
-    /// Not a JSON object (not JSON, or another kind of value).
-    BadJson,
-    MissingType,
-    UnknownType,
-    MissingField(&'static str),
-    /// A JSON object with a field of the wrong type, a string that is not
-    /// valid Unicode, or a field twice; the message names the field.
-    BadField(&'static str),
-    /// A JSON object that cannot be read for another reason (a lone
-    /// surrogate in a field roomcast does not read, such as `data`).
-    Unreadable,
-}
-
-impl RequestError {
-    pub fn code(self) -> &'static str {
-        match self {
-            RequestError::BadJson => "bad_json",
-            RequestError::MissingType
-            | RequestError::MissingField(_)
-            | RequestError::BadField(_)
-            | RequestError::Unreadable => "bad_request",
-            RequestError::UnknownType => "unknown_type",
-        }
-    }
-
-    pub fn message(self) -> &'static str {
-        match self {
-            RequestError::BadJson => "the frame is not a JSON object",
-            RequestError::BadField(message) => message,
-            RequestError::Unreadable => {
-                "the request cannot be read: a string holds an escape that is not valid Unicode (a lone surrogate)"
-            }
-            RequestError::MissingType => "the request has no string field \"type\"",
-            RequestError::UnknownType => "unknown request type",
-            RequestError::MissingField("data") => "publish and direct need a \"data\" field",
-            RequestError::MissingField("room") => "join and leave need a string \"room\" field",
-            RequestError::MissingField("to") => "direct and signal need a string \"to\" field (a user id)",
-            RequestError::MissingField("user") => "this request needs a string \"user\" field (a user id)",
-            RequestError::MissingField("text") => "chat.send needs a string \"text\" field",
-            RequestError::MissingField("id") => "chat.delete needs a string \"id\" field",
-            RequestError::MissingField("enabled") => "lobby.set needs a boolean \"enabled\" field",
-            RequestError::MissingField("token") => "refresh needs a string \"token\" field",
-            RequestError::MissingField(_) => "a required field is missing",
-        }
-    }
 }
 
 /// Per-shard decoding state: the copy simd-json may rewrite and its buffers,
@@ -453,110 +369,6 @@ fn skip_value(doc: &[u8], pos: usize) -> usize {
     }
 }
 
-/// Appends `s` as a JSON string literal.
-pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1F => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(b >> 4) as usize]);
-            out.push(HEX[(b & 0xF) as usize]);
-        } else {
-            out.extend_from_slice(escape);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
-
-/// `s` as a JSON string literal, for values encoded into many frames.
-pub fn json_str(s: &str) -> Box<str> {
-    let mut out = Vec::with_capacity(s.len() + 2);
-    push_json_str(&mut out, s);
-    // push_json_str copies valid UTF-8 and adds ASCII only.
-    String::from_utf8(out).unwrap_or_default().into_boxed_str()
-}
-
-/// Appends `n` in decimal.
-pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// Appends `,"ref":R` when the request carried a ref.
-fn push_ref(out: &mut Vec<u8>, reference: Option<&[u8]>) {
-    if let Some(raw) = reference {
-        out.extend_from_slice(b",\"ref\":");
-        out.extend_from_slice(raw);
-    }
-}
-
-/// `{"type":"ack","ref":R[,"seq":N]}`
-pub fn encode_ack(out: &mut Vec<u8>, reference: Option<&[u8]>, seq: Option<u64>) {
-    out.extend_from_slice(b"{\"type\":\"ack\"");
-    push_ref(out, reference);
-    if let Some(seq) = seq {
-        out.extend_from_slice(b",\"seq\":");
-        push_u64(out, seq);
-    }
-    out.push(b'}');
-}
-
-/// `{"type":"error","ref":R,"code":C,"message":M}`
-pub fn encode_error(out: &mut Vec<u8>, reference: Option<&[u8]>, code: &str, message: &str) {
-    out.extend_from_slice(b"{\"type\":\"error\"");
-    push_ref(out, reference);
-    out.extend_from_slice(b",\"code\":");
-    push_json_str(out, code);
-    out.extend_from_slice(b",\"message\":");
-    push_json_str(out, message);
-    out.push(b'}');
-}
-
-/// `{"type":"pong","ref":R}`
-pub fn encode_pong(out: &mut Vec<u8>, reference: Option<&[u8]>) {
-    out.extend_from_slice(b"{\"type\":\"pong\"");
-    push_ref(out, reference);
-    out.push(b'}');
-}
-
-/// `{"type":"message","room":ROOM,"from":USER,"seq":N,"data":DATA}`;
-/// `from_json` is already a JSON literal, `data` the publisher's bytes.
-pub fn encode_message(out: &mut Vec<u8>, room: &str, from_json: &str, seq: u64, data: &[u8]) {
-    out.extend_from_slice(b"{\"type\":\"message\",\"room\":");
-    push_json_str(out, room);
-    out.extend_from_slice(b",\"from\":");
-    out.extend_from_slice(from_json.as_bytes());
-    out.extend_from_slice(b",\"seq\":");
-    push_u64(out, seq);
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data);
-    out.push(b'}');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,30 +490,5 @@ mod tests {
         assert_eq!(decode(r#"{"type":"join","room":"r1","ref":1}"#), (Some("1".into()), Ok("join r1".into())));
         assert_eq!(decode(r#"{"type":"leave","room":"r1"}"#).1, Ok("leave r1".into()));
         assert_eq!(decode(r#"{"type":"direct","to":"bob","data":{"x":[1]}}"#).1, Ok(r#"direct bob {"x":[1]}"#.into()));
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(&*json_str("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");
-        let mut out = Vec::new();
-        for n in [0, 9, 10, 123456789, u64::MAX] {
-            out.clear();
-            push_u64(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
-        }
-    }
-
-    #[test]
-    fn encoders_produce_valid_json() {
-        let mut out = Vec::new();
-        encode_message(&mut out, "demo", "\"al\\\"ice\"", 42, br#"{"t":1}"#);
-        let value: serde_json::Value = serde_json::from_slice(&out).expect("valid json");
-        assert_eq!(value["from"], "al\"ice");
-        assert_eq!(value["seq"], 42);
-        out.clear();
-        encode_error(&mut out, Some(b"\"r1\""), "rate_limited", "slow \"down\"");
-        let value: serde_json::Value = serde_json::from_slice(&out).expect("valid json");
-        assert_eq!(value["ref"], "r1");
-        assert_eq!(value["message"], "slow \"down\"");
     }
 }
