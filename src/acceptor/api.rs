@@ -249,8 +249,11 @@ impl Acceptor {
         }
         let Some(pending) = self.pending.get_mut(slot) else { return };
         let ticket = pending.generation;
-        let query =
-            StoreQuery { ticket, request, reply: self.api.reply_tx.clone(), waker: Arc::clone(&self.api.waker) };
+        let query = StoreQuery {
+            ticket,
+            request,
+            reply: crate::msg::Reply::new(self.api.reply_tx.clone(), Arc::clone(&self.api.waker)),
+        };
         if store.try_send(StoreEvent::Query(Box::new(query))).is_err() {
             let busy = ApiError::new(503, "busy", "the store's queue is full; try again");
             return self.respond_busy(slot, &busy);

@@ -4,11 +4,6 @@
 //! persistence arrives as the room's own [`Persist`] output, wrapped here by
 //! the shard; the store never sees a room and a room never sees the store.
 
-use std::sync::Arc;
-
-use crossbeam_channel::Sender;
-use mio::Waker;
-
 use super::AdminReply;
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::registry::RoomRecord;
@@ -78,8 +73,8 @@ pub struct SessionOpen {
 pub struct StoreQuery {
     pub ticket: u64,
     pub request: QueryRequest,
-    pub reply: Sender<AdminReply>,
-    pub waker: Arc<Waker>,
+    /// Where the answer goes: the acceptor's API reply channel.
+    pub reply: super::Reply<AdminReply>,
 }
 
 /// What the HTTP API asks the store.

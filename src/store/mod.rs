@@ -256,11 +256,9 @@ impl Store {
                             StoreAnswer::Failed
                         }
                     };
-                    let StoreQuery { ticket, reply, waker, .. } = *query;
-                    let reply_to = Reply::new(reply, waker);
+                    let StoreQuery { ticket, reply, .. } = *query;
                     // A full reply channel or a gone acceptor: the request times out there.
-                    let _ =
-                        reply_to.send(AdminReply { ticket, shard: ShardId::MAX, answer: AdminAnswer::Store(answer) });
+                    let _ = reply.send(AdminReply { ticket, shard: ShardId::MAX, answer: AdminAnswer::Store(answer) });
                 }
             }
         }
