@@ -355,3 +355,47 @@ pub fn upgrade_request(path: &str, extra_headers: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+impl Server {
+    /// Runs `roomcast` with exactly `args` (which must include `serve`) in
+    /// `cwd`, with only `envs` in its environment, as a user would from a
+    /// shell there; `keep` (the directory holding `cwd`, say) lives as long
+    /// as the server.
+    pub fn start_at(
+        cwd: &std::path::Path,
+        envs: &[(String, String)],
+        args: &[String],
+        keep: tempfile::TempDir,
+    ) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .envs(envs.iter().map(|(name, value)| (name, value)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start roomcast");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, log) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut server =
+            Server { child, addr: "0.0.0.0:0".parse().expect("addr"), echo_addr: None, log, data_dir: keep };
+        let listening = server.wait_for_log("roomcast listening");
+        server.addr = field(&listening, "addr").parse().expect("listening addr");
+        server
+    }
+
+    /// Sends SIGINT (what Ctrl-C sends) now, without waiting; `wait` then
+    /// reaps the process.
+    pub fn sigint(&self) {
+        signal(&self.child, 2);
+    }
+}

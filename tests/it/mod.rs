@@ -9,6 +9,7 @@ mod handshake;
 mod http_api;
 mod limits;
 mod meeting;
+mod readme;
 mod recovery;
 mod registry;
 mod rooms;
