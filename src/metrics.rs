@@ -77,10 +77,12 @@ pub enum LimitKind {
     /// A committed registry change met a shard's full admin inbox and waits
     /// in the acceptor's backlog (sent later, in order).
     RegistryDeferred,
+    /// Ping/Pong frames past `limits.control_frames_per_s`: Close 1008.
+    ControlFlood,
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 32] = [
+    pub const ALL: [LimitKind; 33] = [
         LimitKind::MessageTooBig,
         LimitKind::RateLimited,
         LimitKind::RateAbuse,
@@ -113,6 +115,7 @@ impl LimitKind {
         LimitKind::ApiBusy,
         LimitKind::RegistryFull,
         LimitKind::RegistryDeferred,
+        LimitKind::ControlFlood,
     ];
 
     pub fn name(self) -> &'static str {
@@ -149,11 +152,12 @@ impl LimitKind {
             LimitKind::ApiBusy => "api_busy",
             LimitKind::RegistryFull => "registry_full",
             LimitKind::RegistryDeferred => "registry_deferred",
+            LimitKind::ControlFlood => "control_flood",
         }
     }
 
-    /// This kind's bit in a `u32` set (`Connection::limits_logged`, [`EpisodeLog`]).
-    pub fn bit(self) -> u32 {
+    /// This kind's bit in a `u64` set (`Connection::limits_logged`, [`EpisodeLog`]).
+    pub fn bit(self) -> u64 {
         1 << (self as u32)
     }
 }
@@ -178,16 +182,40 @@ impl From<crate::refusal::Limit> for LimitKind {
     }
 }
 
-// Every kind must have a bit in a u32 set.
-const _: () = assert!(LimitKind::ALL.len() <= 32);
+// Every kind must have a bit in a u64 set.
+const _: () = assert!(LimitKind::ALL.len() <= 64);
+
+/// Hits per kind, indexed by `LimitKind as usize`; a type of its own because
+/// `Default` for arrays stops at 32 entries.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitHits(pub [u64; LimitKind::ALL.len()]);
+
+impl Default for LimitHits {
+    fn default() -> Self {
+        LimitHits([0; LimitKind::ALL.len()])
+    }
+}
+
+impl std::ops::Index<usize> for LimitHits {
+    type Output = u64;
+    fn index(&self, kind: usize) -> &u64 {
+        &self.0[kind]
+    }
+}
+
+impl std::ops::IndexMut<usize> for LimitHits {
+    fn index_mut(&mut self, kind: usize) -> &mut u64 {
+        &mut self.0[kind]
+    }
+}
 
 /// Logs limits that belong to no one connection (a full outbox, a refused
 /// handoff) once per episode: a kind is logged on its first hit, and again
 /// only after a whole [`EpisodeLog::end_interval`] period passed without one.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EpisodeLog {
-    logged: u32,
-    hit_this_interval: u32,
+    logged: u64,
+    hit_this_interval: u64,
 }
 
 impl EpisodeLog {
@@ -232,7 +260,7 @@ pub struct ShardMetrics {
     pub broadcasts: u64,
     /// Frames queued to connections (one per recipient).
     pub deliveries: u64,
-    pub limit_hits: [u64; LimitKind::ALL.len()],
+    pub limit_hits: LimitHits,
     pub loop_iterations: u64,
     /// Messages sent to and received from other shards (each counts once,
     /// however many members it serves).
@@ -311,7 +339,7 @@ pub struct AcceptorMetrics {
     /// Responses to HTTP API requests, by status.
     pub http_responses: BTreeMap<u16, u64>,
     /// Limits the acceptor enforces (indexed by `LimitKind`).
-    pub limit_hits: [u64; LimitKind::ALL.len()],
+    pub limit_hits: LimitHits,
     pub accept_paused: u64,
     pub handshake_timeouts: u64,
     /// Unix seconds of the last connection handed to a shard (0: none yet).

@@ -247,6 +247,9 @@ pub struct Limits {
     pub rate_burst: u32,
     /// Messages refused for rate before the connection is closed with 1008.
     pub rate_strikes_max: u32,
+    /// Ping and Pong frames one connection may send per second (a token
+    /// bucket holding one second's worth); past it: Close 1008 at once.
+    pub control_frames_per_s: u32,
     /// Members of one room; a join past it is refused (`room_full`; 1013 for the URL room).
     pub room_members_max: u32,
     /// Members listed in a `welcome` frame; `member_count` always has the total.
@@ -653,7 +656,7 @@ impl Limits {
     }
 
     /// Every limit with its key name, for the "greater than 0" rule.
-    fn sizes(&self) -> [(&'static str, u64); 25] {
+    fn sizes(&self) -> [(&'static str, u64); 26] {
         let l = self;
         [
             ("connections_per_shard_max", l.connections_per_shard_max.into()),
@@ -667,6 +670,7 @@ impl Limits {
             ("rate_messages_per_s", l.rate_messages_per_s.into()),
             ("rate_burst", l.rate_burst.into()),
             ("rate_strikes_max", l.rate_strikes_max.into()),
+            ("control_frames_per_s", l.control_frames_per_s.into()),
             ("room_members_max", l.room_members_max.into()),
             ("welcome_members_max", l.welcome_members_max.into()),
             ("presence_members_max", l.presence_members_max.into()),

@@ -27,6 +27,20 @@ pub enum ConnState {
     Closing {
         peer_closed: bool,
     },
+    /// The connection failed (RFC 6455 §7.1.7): a frame broke the protocol,
+    /// the peer's Close was invalid, or it flooded control frames. Our Close
+    /// is queued, nothing more the peer sends is decoded (the stream may be
+    /// out of step), and the socket is shut once the Close is written,
+    /// without waiting for the peer's Close.
+    Failed,
+}
+
+impl ConnState {
+    /// Whether the socket is shut as soon as our Close is written: the peer
+    /// closed already, or the connection failed. Nothing more is read then.
+    pub fn shuts_when_written(self) -> bool {
+        matches!(self, ConnState::Closing { peer_closed: true } | ConnState::Failed)
+    }
 }
 
 /// What the connection is for.
@@ -122,10 +136,12 @@ pub struct Connection {
     pub inbound: Option<Box<Inbound>>,
     pub outbound: OutboundQueue,
     pub rate: RateBucket,
+    /// Ping and Pong frames the peer may still send (`limits.control_frames_per_s`).
+    pub control_rate: RateBucket,
     /// Rate-limited messages so far; past `rate_strikes_max` the connection closes.
     pub rate_strikes: u32,
     /// Limits already logged for this connection (bit per `LimitKind`), so each is logged once.
-    pub limits_logged: u32,
+    pub limits_logged: u64,
     /// On the shard's flush list this iteration.
     pub dirty: bool,
     /// On the shard's reap list: nothing more is done with it.

@@ -28,6 +28,7 @@ pub use refresh::{RefreshAnswer, RefreshLink, RefreshRequest};
 pub use remote::RemoteMsg;
 
 use std::io::{self, Read};
+use std::net::Shutdown;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -427,6 +428,7 @@ impl Shard {
         let mut outbound = OutboundQueue::default();
         outbound.push_unbounded(Arc::from(response));
         let rate = RateBucket::full(core.settings.limits.rate_burst, core.now_ms());
+        let control_rate = RateBucket::full(core.settings.limits.control_frames_per_s, core.now_ms());
         core.conns.insert(Connection {
             stream,
             id,
@@ -437,6 +439,7 @@ impl Shard {
             inbound: None,
             outbound,
             rate,
+            control_rate,
             rate_strikes: 0,
             limits_logged: 0,
             dirty: false,
@@ -626,6 +629,12 @@ impl ShardCore {
     /// previous read, and keeps what is left of an incomplete frame.
     fn consume_bytes(&mut self, slot: usize, bytes: &mut [u8]) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.state.shuts_when_written() {
+            // Nothing the peer sends matters any more (after a protocol
+            // error the bytes may not even be frames): read and dropped, so
+            // the socket closes without unread input.
+            return;
+        }
         let message_max = match conn.role {
             Role::Echo => self.settings.limits.echo_message_bytes_max,
             Role::Member(_) => self.settings.limits.message_inbound_bytes_max as usize,
@@ -647,8 +656,9 @@ impl ShardCore {
             (result, joined)
         };
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        // Idle connections hold no buffers: the box goes when nothing is left.
-        if !rest.is_empty() || fragments.is_some() {
+        // Idle connections hold no buffers: the box goes when nothing is left,
+        // and when nothing more will be decoded.
+        if (!rest.is_empty() || fragments.is_some()) && !conn.state.shuts_when_written() {
             let mut inbound = parked.unwrap_or_default();
             inbound.pending = rest;
             inbound.fragments = fragments;
@@ -657,7 +667,7 @@ impl ShardCore {
         if let Err(error) = result {
             let limit =
                 if error == frame::FrameError::TooBig { LimitKind::MessageTooBig } else { LimitKind::ProtocolError };
-            self.begin_close(slot, error.close_code(), Some(limit));
+            self.fail(slot, error.close_code(), Some(limit));
         }
     }
 
@@ -667,6 +677,9 @@ impl ShardCore {
             return Flow::Stop;
         }
         self.metrics.frames_in += 1;
+        if conn.state.shuts_when_written() {
+            return Flow::Stop;
+        }
         if let ConnState::Closing { .. } = conn.state {
             // Only the peer's Close matters now; it completes the closing handshake.
             if let Event::Close { .. } = event {
@@ -674,6 +687,17 @@ impl ShardCore {
                 return Flow::Stop;
             }
             return Flow::Continue;
+        }
+        if matches!(event, Event::Ping(_) | Event::Pong) {
+            let per_s = self.settings.limits.control_frames_per_s;
+            let now_ms = self.now_ms();
+            let Some(conn) = self.conns.get_mut(slot) else { return Flow::Stop };
+            if !conn.control_rate.try_take(now_ms, per_s, per_s) {
+                // Each Ping costs a Pong and a write: a flood would hold up
+                // every connection of the shard. No strikes, as for messages.
+                self.fail(slot, CloseCode::CONTROL_FLOOD, Some(LimitKind::ControlFlood));
+                return Flow::Stop;
+            }
         }
         match event {
             Event::Ping(payload) => {
@@ -884,11 +908,38 @@ impl ShardCore {
     /// Starts a server-initiated close: Close frame queued, room left, and a
     /// deadline for the peer's answer.
     fn begin_close(&mut self, slot: usize, code: CloseCode, limit: Option<LimitKind>) {
+        self.close_as(slot, code, limit, ConnState::Closing { peer_closed: false });
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7): as `begin_close`, but what is
+    /// buffered from the peer is dropped and the socket is shut once the
+    /// Close is written, without waiting for the peer's Close (the deadline
+    /// then only bounds a peer that does not read). A connection that is
+    /// closing already stops waiting for the peer too.
+    fn fail(&mut self, slot: usize, code: CloseCode, limit: Option<LimitKind>) {
+        if let Some(conn) = self.conns.get_mut(slot)
+            && !conn.doomed
+            && conn.state == (ConnState::Closing { peer_closed: false })
+        {
+            conn.state = ConnState::Failed;
+            conn.inbound = None;
+            // Our Close is queued or written already: the flush shuts the socket.
+            self.mark_dirty(slot);
+            return;
+        }
+        self.close_as(slot, code, limit, ConnState::Failed);
+    }
+
+    /// Queues the Close of an open connection and moves it to `state`.
+    fn close_as(&mut self, slot: usize, code: CloseCode, limit: Option<LimitKind>, state: ConnState) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         if conn.doomed || conn.state != ConnState::Open {
             return;
         }
-        conn.state = ConnState::Closing { peer_closed: false };
+        conn.state = state;
+        if state == ConnState::Failed {
+            conn.inbound = None;
+        }
         conn.close_code.get_or_insert(code.code);
         conn.outbound.push_unbounded(frame::close_frame(code));
         let id = conn.id;
@@ -1008,7 +1059,10 @@ impl ShardCore {
             match outcome {
                 FlushOutcome::Drained => {
                     conn.over_soft_since_ms = 0;
-                    if conn.state == (ConnState::Closing { peer_closed: true }) {
+                    if conn.state.shuts_when_written() {
+                        // The server closes TCP first (RFC 6455 §7.1.1): the
+                        // FIN goes right behind the Close frame.
+                        let _ = conn.stream.shutdown(Shutdown::Write);
                         self.drop_conn(slot);
                     }
                 }

@@ -15,6 +15,7 @@ impl CloseCode {
     pub const PROTOCOL: CloseCode = CloseCode { code: 1002, reason: "protocol error" };
     pub const BAD_UTF8: CloseCode = CloseCode { code: 1007, reason: "invalid utf-8" };
     pub const RATE_ABUSE: CloseCode = CloseCode { code: 1008, reason: "rate limit exceeded repeatedly" };
+    pub const CONTROL_FLOOD: CloseCode = CloseCode { code: 1008, reason: "control frame rate exceeded" };
     pub const TOO_BIG: CloseCode = CloseCode { code: 1009, reason: "message too big" };
     pub const INTERNAL: CloseCode = CloseCode { code: 1011, reason: "internal error" };
     pub const SLOW_CONSUMER: CloseCode = CloseCode { code: 1013, reason: "slow consumer: outbound queue full" };

@@ -460,3 +460,24 @@ fn a_burst_past_the_queue_bound_reaches_a_healthy_reader_whole() {
     publisher.send(json!({"type": "publish", "data": "after"}));
     assert_eq!(reader.next_of_type("message")["data"], "after");
 }
+
+#[test]
+fn a_ping_flood_is_closed_with_1008_and_its_neighbours_still_get_messages() {
+    let server = Server::start(&[]);
+    let (mut flooder, _) = server.join("pings", "flooder");
+    let (mut neighbour, _) = server.join("pings", "neighbour");
+    let (mut publisher, _) = server.join("pings", "publisher");
+    // 5,000 masked empty Pings in one write: far past limits.control_frames_per_s [20].
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    let ping = [0x89, 0x80, MASK[0], MASK[1], MASK[2], MASK[3]];
+    let burst: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 5000).collect();
+    // The server may close the socket while the burst is still going in.
+    let _ = flooder.ws.get_mut().write_all(&burst);
+    let (code, reason) = flooder.expect_close();
+    assert_eq!((code, reason.as_str()), (1008, "control frame rate exceeded"));
+
+    assert_eq!(neighbour.next_of_type("member_left")["member"]["user"], "flooder");
+    publisher.send(json!({"type": "publish", "data": "after the flood"}));
+    assert_eq!(neighbour.next_of_type("message")["data"], "after the flood", "the neighbour is served");
+    wait_for_count(server.addr, &limit_hits("control_flood"), 1.0);
+}

@@ -3,6 +3,7 @@ pub mod harness;
 mod audit;
 mod auth;
 mod cli;
+mod close_behaviour;
 mod conformance;
 mod cross_shard;
 mod handshake;
