@@ -125,7 +125,7 @@ impl Rooms {
                 ensure!(**counts == *per_shard, "per-shard counts of {key:?} are {counts:?}, members say {per_shard:?}")
             }
         }
-        // `join`, `admit_member`, `hand_over_host` and `remove_member` keep the lobby count.
+        // `join`, `admit_members`, `hand_over_host` and `remove_member` keep the lobby count.
         ensure!(waiting == room.waiting, "room {key:?} counts {} waiting, {waiting} wait", room.waiting);
         // The first member is host, and `hand_over_host` runs after every
         // admitted departure, promoting from the lobby if nobody else is left.

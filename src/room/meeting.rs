@@ -180,19 +180,6 @@ impl LazyMeeting {
     }
 }
 
-impl MeetingState {
-    /// `history_max`: the room's own limit (`Rooms::history_max`).
-    pub(super) fn check_invariants(&self, limits: &RoomLimits, history_max: u32, admitted: usize) {
-        assert!(self.history.len() <= history_max as usize, "chat history over history_max");
-        assert!(self.sharers.len() <= limits.screenshare_max as usize, "more sharers than screenshare_max");
-        assert!(self.hands.len() <= admitted, "more raised hands than admitted members");
-        let mut hands = self.hands.clone();
-        hands.sort();
-        hands.dedup();
-        assert_eq!(hands.len(), self.hands.len(), "a hand raised twice");
-    }
-}
-
 impl Rooms {
     /// Carries out a meeting request of `conn` in its room, if its role allows.
     pub fn request(
@@ -522,20 +509,41 @@ impl Rooms {
         if waiting.is_empty() {
             return Err(Refusal::NotWaiting);
         }
-        for member in waiting {
-            self.admit_member(slot, member);
-        }
+        self.admit_members(slot, waiting);
         Ok(())
     }
 
-    fn admit_member(&mut self, slot: usize, member: usize) {
-        self.set_role(slot, member, Role::Participant);
-        let room = &mut self.rooms[slot];
-        room.waiting -= 1;
-        let peer = Arc::clone(&room.members[member].peer);
-        let event = encode_lobby_event(&mut self.frames, room, "admitted", &peer);
-        self.broadcast(slot, Audience::Hosts, event);
-        self.admitted(slot, member);
+    /// Admits lobby members `members` of room `slot` together (`lobby.admit`
+    /// of a user waiting with several connections, the lobby turned off).
+    ///
+    /// Every role changes first, then hosts hear each `admitted`, then each
+    /// admitted member gets its full `welcome`, then each is announced by
+    /// `member_joined`, all in arrival order. A broadcast reaches its
+    /// audience as it is when queued (`push_broadcast`), so no role may
+    /// change after a `member_joined` went out in the same call: otherwise
+    /// the owner's shard would read the later role and send it to a member
+    /// before its welcome, while other shards (told of roles in order) would
+    /// not send it at all. Each welcome lists the members admitted before
+    /// this call, not the others admitted with it: those reach it once each,
+    /// by their `member_joined`, after its welcome (docs/protocol.md §14.3).
+    fn admit_members(&mut self, slot: usize, mut members: Vec<usize>) {
+        let room = &self.rooms[slot];
+        members.sort_unstable_by_key(|&member| room.members[member].arrival);
+        for &member in &members {
+            self.set_role(slot, member, Role::Participant);
+            self.rooms[slot].waiting -= 1;
+        }
+        for &member in &members {
+            let room = &self.rooms[slot];
+            let event = encode_lobby_event(&mut self.frames, room, "admitted", &room.members[member].peer);
+            self.broadcast(slot, Audience::Hosts, event);
+        }
+        for &member in &members {
+            self.welcome(slot, member, None, Vec::new(), &members);
+        }
+        for &member in &members {
+            self.announce(slot, member);
+        }
     }
 
     /// Closes every connection of `user` in the room (with role `only`, if
@@ -574,8 +582,8 @@ impl Rooms {
         if !enabled {
             let waiting: Vec<usize> =
                 room.members.iter().filter(|(_, m)| m.role == Role::Waiting).map(|(at, _)| at).collect();
-            for member in waiting {
-                self.admit_member(slot, member);
+            if !waiting.is_empty() {
+                self.admit_members(slot, waiting);
             }
         }
         protocol::encode_lobby_state(self.frames.begin(), self.rooms[slot].key.room(), enabled);
@@ -706,7 +714,10 @@ pub(super) fn encode_waiting_welcome(frames: &mut FrameBuilder, room: &Room, pee
 
 /// The full welcome of an admitted member: members (at most
 /// `welcome_members_max` of the others), hands, sharers, recent chat, and
-/// for hosts the lobby.
+/// for hosts the lobby. Members in `unlisted` (slots in the room) are left
+/// out of `members`: they were admitted in the same call and are announced
+/// by `member_joined` after the welcome.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn encode_welcome(
     frames: &mut FrameBuilder,
     room: &Room,
@@ -714,6 +725,7 @@ pub(super) fn encode_welcome(
     shard: ShardId,
     epoch: &str,
     recovered: Option<bool>,
+    unlisted: &[usize],
     limits: &RoomLimits,
 ) -> Frame {
     let peer = &member.peer;
@@ -731,7 +743,7 @@ pub(super) fn encode_welcome(
     let others = room
         .members
         .iter()
-        .filter(|(_, m)| m.conn != peer.conn && m.role != Role::Waiting)
+        .filter(|&(at, m)| m.conn != peer.conn && m.role != Role::Waiting && !unlisted.contains(&at))
         .take(shown)
         .map(|(_, m)| (m.peer.json(), m.role.as_str()));
     let waiting = (member.role == Role::Host)

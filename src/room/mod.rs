@@ -4,12 +4,14 @@
 //! threads: the shard calls in with events (and the time), and carries out
 //! the `Output`s it polls back.
 //!
-//! Invariants (checked by `check_invariants` in debug builds after every
-//! mutation): every room has at least one member (empty rooms are freed at
-//! once), the index maps exactly the live rooms, no room holds more than
-//! `members_max` members, the per-shard and waiting counts match the members,
-//! a room with admitted members has a host, and the hand queue, sharers and
-//! chat history stay within their bounds.
+//! Invariants (`invariants.rs`, checked by `check_invariants` in debug
+//! builds after every mutation): every room has at least one member (empty
+//! rooms are freed at once), the index maps exactly the live rooms, the
+//! per-shard and waiting counts match the members, every room has a host,
+//! and the hand queue, sharers and chat history stay within their bounds.
+//! No bound on a room's members is checked: `join` refuses past the
+//! capacity in force, but a registry change may lower it below the members
+//! present, who stay.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -205,12 +207,15 @@ pub enum Output {
     /// carried out; `Rooms` orders its work so that nobody enters it in
     /// between (see `push_broadcast`).
     Broadcast { room: usize, audience: Audience, skip: Option<ConnId>, frame: Frame },
-    /// `conn`, a member on another shard, now has `role` in the room in
-    /// slot `room`: its home shard must know, because it filters the
-    /// broadcasts it fans out by its members' roles. Carried out in order
-    /// with the broadcasts around it, so each broadcast reaches the members
-    /// that were in its audience when it was queued.
-    RoleChanged { conn: ConnId, room: usize, role: Role },
+    /// `conn`, a member on another shard, now has `role` at `membership`
+    /// (its room: `membership.room_slot()`): its home shard must know,
+    /// because it filters the broadcasts it fans out by its members' roles.
+    /// Carried out in order with the broadcasts around it, so each broadcast
+    /// reaches the members that were in its audience when it was queued.
+    /// The membership tells the home which of its entries changed: a
+    /// connection may briefly be in a room twice (a join left while in
+    /// flight, then joined again), and the first is being undone.
+    RoleChanged { conn: ConnId, membership: Membership, role: Role },
     /// Close a connection (it was kicked or denied); it has already been
     /// removed from the room.
     Close { conn: ConnId, code: crate::ws::CloseCode },
@@ -538,7 +543,8 @@ impl Rooms {
 
     /// A member becomes visible: its full `welcome`, and `member_joined` for the others.
     fn admitted(&mut self, slot: usize, member: usize) {
-        self.admitted_with(slot, member, None, Vec::new());
+        self.welcome(slot, member, None, Vec::new(), &[]);
+        self.announce(slot, member);
     }
 
     /// `admitted` for a reconnecting member: `recovered` in the welcome,
@@ -561,10 +567,22 @@ impl Rooms {
             }
             _ => Vec::new(),
         };
-        self.admitted_with(slot, member, Some(recovered), replay);
+        self.welcome(slot, member, Some(recovered), replay, &[]);
+        self.announce(slot, member);
     }
 
-    fn admitted_with(&mut self, slot: usize, member: usize, recovered: Option<bool>, replay: Vec<Frame>) {
+    /// The full `welcome` of member `member` of room `slot`, then `replay`
+    /// (recovered messages). It lists the other admitted members but those
+    /// in `unlisted` (members admitted in the same call, who are announced
+    /// to it by `member_joined` instead: `Rooms::admit_members`).
+    pub(super) fn welcome(
+        &mut self,
+        slot: usize,
+        member: usize,
+        recovered: Option<bool>,
+        replay: Vec<Frame>,
+        unlisted: &[usize],
+    ) {
         let room = &self.rooms[slot];
         let peer = Arc::clone(&room.members[member].peer);
         let epoch = self.epoch(slot);
@@ -575,6 +593,7 @@ impl Rooms {
             self.shard,
             &epoch,
             recovered,
+            unlisted,
             &self.limits,
         );
         self.outputs.push_back(Output::Deliver { to: peer.conn, frame: welcome });
@@ -582,6 +601,13 @@ impl Rooms {
         for frame in replay {
             self.outputs.push_back(Output::Deliver { to: peer.conn, frame });
         }
+    }
+
+    /// `member_joined` about member `member` of room `slot` to the other
+    /// admitted members, while the room is within `presence_members_max`.
+    pub(super) fn announce(&mut self, slot: usize, member: usize) {
+        let room = &self.rooms[slot];
+        let peer = Arc::clone(&room.members[member].peer);
         let admitted = room.members.len() - room.waiting as usize;
         if admitted > 1 && admitted <= self.limits.presence_members_max as usize {
             let joined = encode_presence(&mut self.frames, "member_joined", room, &peer);
@@ -787,10 +813,13 @@ impl Rooms {
     /// shard has its home told (`Output::RoleChanged`), in order with the
     /// broadcasts around the change.
     fn set_role(&mut self, slot: usize, member: usize, role: Role) {
-        let entry = &mut self.rooms[slot].members[member];
+        let room = &mut self.rooms[slot];
+        let incarnation = room.incarnation as u32;
+        let entry = &mut room.members[member];
         entry.role = role;
         if entry.conn.shard != self.shard {
-            self.outputs.push_back(Output::RoleChanged { conn: entry.conn, room: slot, role });
+            let membership = Membership { room: slot as u32, member: member as u32, incarnation };
+            self.outputs.push_back(Output::RoleChanged { conn: entry.conn, membership, role });
         }
     }
 
@@ -878,35 +907,12 @@ impl Rooms {
         }
     }
 
-    /// Panics if an invariant of the module doc does not hold.
+    /// Panics if an invariant of the module doc does not hold, with the
+    /// message of `verify_invariants` (the one checker: the simulation
+    /// calls it directly to name the seed that broke one).
     pub fn check_invariants(&self) {
-        assert_eq!(self.index.len(), self.rooms.len(), "index and rooms disagree");
-        for (slot, room) in &self.rooms {
-            assert_eq!(self.index.get(&room.key), Some(&slot), "room {:?} not indexed at its slot", room.key);
-            assert!(!room.members.is_empty(), "empty room {:?} kept", room.key);
-            // A registry capacity may be above the server's, or lowered
-            // below the members present (who stay): then no bound to check.
-            if self.policy(&room.key).is_none_or(|p| p.capacity.is_none()) {
-                assert!(room.members.len() <= self.limits.members_max as usize, "room {:?} over capacity", room.key);
-            }
-            let counted: u32 = room.per_shard.iter().flat_map(|counts| counts.iter()).sum();
-            let remote = room.members.iter().filter(|(_, m)| m.conn.shard != self.shard).count();
-            assert_eq!(counted as usize, remote, "per-shard counts of {:?} disagree", room.key);
-            let waiting = room.members.iter().filter(|(_, m)| m.role == Role::Waiting).count();
-            assert_eq!(waiting, room.waiting as usize, "waiting count of {:?}", room.key);
-            let admitted = room.members.len() - waiting;
-            let hosts = room.members.iter().filter(|(_, m)| m.role == Role::Host).count();
-            assert!(admitted == 0 || hosts > 0, "room {:?} has admitted members and no host", room.key);
-            room.meeting.check_invariants(&self.limits, self.history_max(&room.key), admitted);
-            if let Some(recent) = &room.recent {
-                let max = self.limits.recovery_messages_max as usize;
-                assert!(recent.held.len() <= max, "recovery ring of {:?} over its bound", room.key);
-                let mut last = recent.dropped;
-                for &(seq, ..) in &recent.held {
-                    assert!(seq > last && seq <= room.seq, "recovery ring of {:?} out of order", room.key);
-                    last = seq;
-                }
-            }
+        if let Err(broken) = self.verify_invariants() {
+            panic!("room invariant broken: {broken}");
         }
     }
 }

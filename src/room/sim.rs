@@ -83,9 +83,6 @@ enum Place {
     Local(Membership),
     /// `None` while the join is in flight to the owner.
     Remote(Option<Membership>),
-    /// Left while the join was in flight: undone when the answer comes
-    /// back, and until then not joined again (see `Sim::rejoin_in_flight`).
-    Abandoned,
 }
 
 #[derive(Debug)]
@@ -147,6 +144,7 @@ enum Msg {
     Left {
         conn: ConnId,
         key: usize,
+        membership: Membership,
     },
     Deliver {
         to: ConnId,
@@ -154,17 +152,20 @@ enum Msg {
     },
     /// `expected`: the owner's audience on the receiving shard when it sent
     /// this; `present`: its members there then, in the audience or not.
+    /// Both by membership: a connection may be in a room twice for a moment
+    /// (a join left in flight, then joined again), with two roles.
     Fanout {
         key: usize,
         audience: Audience,
         skip: Option<ConnId>,
         frame: Frame,
-        expected: Vec<ConnId>,
-        present: Vec<ConnId>,
+        expected: Vec<(ConnId, Membership)>,
+        present: Vec<(ConnId, Membership)>,
     },
     Role {
         conn: ConnId,
         key: usize,
+        membership: Membership,
         role: Role,
     },
     Close {
@@ -174,28 +175,14 @@ enum Msg {
 
 struct Shard {
     rooms: Rooms,
-    /// This shard's connections in rooms owned elsewhere, with their roles there.
-    mirrors: [Vec<(ConnId, Role)>; KEYS],
+    /// This shard's connections in rooms owned elsewhere, with their
+    /// memberships and roles there.
+    mirrors: [Vec<(ConnId, Membership, Role)>; KEYS],
 }
 
 struct Sim {
     rng: Rng,
     trace: bool,
-    /// A connection may join a room again while its first join, left before
-    /// the owner answered, is still in flight. The shards get that wrong
-    /// today (the bug `rejoin_while_the_first_join_is_in_flight` shows),
-    /// so the seeds leave it out until it is fixed.
-    rejoin_in_flight: bool,
-    /// Requests that admit several lobby members in one call (`lobby.set`
-    /// off, a registry change turning the lobby off, `lobby.admit` of a user
-    /// waiting twice) are carried out. The room logic gets that wrong today
-    /// (the bug `lobby_off_welcomes_each_admitted_member_first` shows), so
-    /// the seeds leave them out until it is fixed.
-    batch_admits: bool,
-    /// See `Known::stale_mirrors`.
-    stale_mirrors: bool,
-    /// See `Known::capacity_removed`.
-    capacity_removed: bool,
     /// Per room: the registry capacity in force (`None`: `members_max`).
     capacities: [Option<u32>; KEYS],
     members_max: u32,
@@ -246,7 +233,7 @@ enum Action {
 }
 
 impl Sim {
-    fn new(seed: u64, trace: bool, known: Known) -> Sim {
+    fn new(seed: u64, trace: bool) -> Sim {
         let mut rng = Rng(seed);
         let shards = 1 + rng.below(3);
         let durable = rng.chance(30);
@@ -265,6 +252,15 @@ impl Sim {
             recovery_age_ms: 40,
             require_registration: false,
         };
+        if trace {
+            println!("seed {seed}: {shards} shards, durable {durable}, {limits:?}");
+        }
+        Sim::with(rng, trace, shards, durable, limits)
+    }
+
+    /// A run over `shards` shards whose rooms have `limits` (scripted tests
+    /// choose them; `new` draws them from the seed).
+    fn with(rng: Rng, trace: bool, shards: usize, durable: bool, limits: RoomLimits) -> Sim {
         let shards: Vec<Shard> = (0..shards)
             .map(|s| Shard {
                 rooms: Rooms::new(s as ShardId, shards, limits).with_store(BOOT, durable),
@@ -272,16 +268,9 @@ impl Sim {
             })
             .collect();
         let channels = (0..shards.len() * shards.len()).map(|_| VecDeque::new()).collect();
-        if trace {
-            println!("seed {seed}: {} shards, durable {durable}, {limits:?}", shards.len());
-        }
         Sim {
             rng,
             trace,
-            rejoin_in_flight: known.rejoin_in_flight,
-            batch_admits: known.batch_admits,
-            stale_mirrors: known.stale_mirrors,
-            capacity_removed: known.capacity_removed,
             capacities: [None; KEYS],
             members_max: limits.members_max,
             now_ms: 1_000,
@@ -371,7 +360,6 @@ impl Sim {
                 let usable = match joined.place {
                     Place::Local(_) | Place::Remote(Some(_)) => true,
                     Place::Remote(None) => !settled,
-                    Place::Abandoned => false,
                 };
                 if usable {
                     choices.push((conn.id, at));
@@ -392,8 +380,15 @@ impl Sim {
         };
         let user = self.rng.below(USERS);
         let host = self.rng.chance(12);
+        self.open_as(id.shard, user, host);
+    }
+
+    /// Opens a connection of user `u{user}` on shard `shard`.
+    fn open_as(&mut self, shard: ShardId, user: usize, host: bool) -> ConnId {
+        let id = ConnId { shard, slot: self.conns.len() as u32, generation: 1 };
         self.note(|| format!("{id} opens as u{user}{}", if host { " (token host)" } else { "" }));
         self.conns.push(Conn { id, user, host, open: true, rooms: Vec::new(), seen: [None; KEYS] });
+        id
     }
 
     fn join(&mut self) -> Check {
@@ -408,6 +403,13 @@ impl Sim {
             epoch: self.rng.chance(80).then(|| format!("{BOOT}.{owner}.{}", 1 + self.rng.below(4)).into_boxed_str()),
         });
         let reference = self.rng.chance(30);
+        self.join_room(id, key, since, reference)
+    }
+
+    /// Connection `id` joins room `key`: on its own shard, or by a `Join`
+    /// to the owner (the room is then pending).
+    fn join_room(&mut self, id: ConnId, key: usize, since: Option<Since>, reference: bool) -> Check {
+        let owner = self.owner(key);
         let conn = self.conn(id);
         let peer = Peer::with_host(id, &format!("u{}", conn.user), None, conn.host);
         self.next_tag += 1;
@@ -459,16 +461,13 @@ impl Sim {
 
     fn leave(&mut self) -> Check {
         let Some((id, at)) = self.random_joined(false) else { return Ok(()) };
-        let rooms = &mut self.conns[id.slot as usize].rooms;
-        let joined = match rooms[at].place {
-            Place::Remote(None) if !self.rejoin_in_flight => {
-                let tag = rooms[at].tag;
-                rooms[at].place = Place::Abandoned;
-                Joined { key: rooms[at].key, tag, place: Place::Remote(None) }
-            }
-            _ => rooms.remove(at),
-        };
         let reference = self.rng.chance(30);
+        self.leave_room(id, at, reference)
+    }
+
+    /// Connection `id` leaves its room at index `at` of its `rooms`.
+    fn leave_room(&mut self, id: ConnId, at: usize, reference: bool) -> Check {
+        let joined = self.conns[id.slot as usize].rooms.remove(at);
         let key = joined.key;
         self.note(|| format!("{id} leaves r{key} ({:?})", joined.place));
         match joined.place {
@@ -484,7 +483,7 @@ impl Sim {
                 Ok(())
             }
             // Undone when the owner's answer comes back (`on_joined`).
-            Place::Remote(None) | Place::Abandoned => Ok(()),
+            Place::Remote(None) => Ok(()),
         }
     }
 
@@ -505,12 +504,12 @@ impl Sim {
                     self.drain(home, Some(id))?;
                 }
                 Place::Remote(Some(membership)) => {
-                    self.shards[home].mirrors[joined.key].retain(|(c, _)| *c != id);
+                    self.shards[home].mirrors[joined.key].retain(|&(c, ..)| c != id);
                     let owner = self.owner(joined.key);
                     let leave = Msg::Leave { key: joined.key, membership, conn: id, reference: false };
                     self.send(home, owner, leave);
                 }
-                Place::Remote(None) | Place::Abandoned => {}
+                Place::Remote(None) => {}
             }
         }
         Ok(())
@@ -518,6 +517,11 @@ impl Sim {
 
     fn publish(&mut self) -> Check {
         let Some((id, at)) = self.random_joined(true) else { return Ok(()) };
+        self.publish_in(id, at)
+    }
+
+    /// Connection `id` publishes to its room at index `at` of its `rooms`.
+    fn publish_in(&mut self, id: ConnId, at: usize) -> Check {
         let key = self.conn(id).rooms[at].key;
         self.note(|| format!("{id} publishes to r{key}"));
         match self.conn(id).rooms[at].place {
@@ -526,7 +530,7 @@ impl Sim {
                 self.send(id.shard as usize, self.owner(key), Msg::Publish { membership, conn: id });
                 Ok(())
             }
-            Place::Remote(None) | Place::Abandoned => Ok(()),
+            Place::Remote(None) => Ok(()),
         }
     }
 
@@ -583,6 +587,11 @@ impl Sim {
     fn meeting(&mut self) -> Check {
         let Some((id, at)) = self.random_joined(true) else { return Ok(()) };
         let request = self.random_request();
+        self.request_in(id, at, request)
+    }
+
+    /// Connection `id` makes `request` in its room at index `at` of its `rooms`.
+    fn request_in(&mut self, id: ConnId, at: usize, request: MeetingRequest) -> Check {
         let key = self.conn(id).rooms[at].key;
         self.note(|| format!("{id} (u{}) in r{key}: {request:?}", self.conn(id).user));
         match self.conn(id).rooms[at].place {
@@ -591,7 +600,7 @@ impl Sim {
                 self.send(id.shard as usize, self.owner(key), Msg::Meeting { membership, conn: id, request });
                 Ok(())
             }
-            Place::Remote(None) | Place::Abandoned => Ok(()),
+            Place::Remote(None) => Ok(()),
         }
     }
 
@@ -607,17 +616,6 @@ impl Sim {
         held: bool,
     ) -> Check {
         let reference = self.rng.chance(30).then_some(&b"1"[..]);
-        if !self.batch_admits && key < KEYS {
-            let admits = match request {
-                MeetingRequest::LobbySet { enabled: false } => self.waiting(owner, key, None),
-                MeetingRequest::LobbyAdmit { user } => self.waiting(owner, key, Some(user)),
-                _ => 0,
-            };
-            if admits > 1 {
-                self.note(|| format!("  left out: admits {admits} at once"));
-                return Ok(());
-            }
-        }
         let answer = self.shards[owner].rooms.request(membership, id, request, reference, self.now_ms);
         self.note(|| format!("  answer: {answer:?}"));
         if held && let Err(refusal) = answer {
@@ -627,13 +625,6 @@ impl Sim {
             );
         }
         self.drain(owner, Some(id))
-    }
-
-    /// Members of room `key` waiting in its lobby (of `user` only, if given).
-    fn waiting(&self, owner: usize, key: usize, user: Option<&str>) -> usize {
-        let roles = self.shards[owner].rooms.roles(&self.keys[key]);
-        let of_user = |c: ConnId| user.is_none_or(|u| u == format!("u{}", self.conn(c).user));
-        roles.iter().filter(|&&(c, role)| role == Role::Waiting && of_user(c)).count()
     }
 
     fn policy(&mut self) -> Check {
@@ -646,17 +637,7 @@ impl Sim {
         });
         self.note(|| format!("registry: r{key} {policy:?}"));
         let owner = self.owner(key);
-        if !self.batch_admits && self.waiting(owner, key, None) > 1 {
-            self.note(|| "  left out: may admit several at once".into());
-            return Ok(());
-        }
-        let capacity = policy.and_then(|p| p.capacity);
-        let members = self.shards[owner].rooms.roles(&self.keys[key]).len();
-        if !self.capacity_removed && capacity.is_none() && members > self.members_max as usize {
-            self.note(|| "  left out: drops a raised capacity".into());
-            return Ok(());
-        }
-        self.capacities[key] = capacity;
+        self.capacities[key] = policy.and_then(|p| p.capacity);
         self.shards[owner].rooms.set_policy(&self.keys[key], policy);
         self.drain(owner, None)
     }
@@ -722,9 +703,9 @@ impl Sim {
             }
             Msg::Leave { key, membership, conn, reference } => {
                 let reference = reference.then_some(&b"1"[..]);
-                if self.shards[to].rooms.leave(membership, conn, reference) {
-                    self.send(to, from, Msg::Left { conn, key });
-                }
+                // Answered also when a kick or deny crossed the leave.
+                self.shards[to].rooms.leave(membership, conn, reference);
+                self.send(to, from, Msg::Left { conn, key, membership });
                 self.drain(to, Some(conn))
             }
             Msg::Publish { membership, conn } => {
@@ -749,12 +730,9 @@ impl Sim {
                 match entry {
                     Some(joined) => {
                         joined.place = Place::Remote(Some(membership));
-                        self.shards[to].mirrors[key].push((conn, role));
+                        self.shards[to].mirrors[key].push((conn, membership, role));
                     }
                     None => {
-                        let abandoned =
-                            |j: &Joined| j.key == key && j.tag == tag && matches!(j.place, Place::Abandoned);
-                        self.conns[conn.slot as usize].rooms.retain(|j| !abandoned(j));
                         self.note(|| format!("  join of {conn} undone"));
                         self.send(to, from, Msg::Leave { key, membership, conn, reference: false });
                     }
@@ -762,22 +740,21 @@ impl Sim {
                 Ok(())
             }
             Msg::JoinRefused { conn, key, tag } => {
-                let refused = |j: &Joined| {
-                    j.key == key && j.tag == tag && matches!(j.place, Place::Remote(None) | Place::Abandoned)
-                };
+                let refused = |j: &Joined| j.key == key && j.tag == tag && matches!(j.place, Place::Remote(None));
                 self.conns[conn.slot as usize].rooms.retain(|j| !refused(j));
                 Ok(())
             }
-            Msg::Left { conn, key } => {
-                self.shards[to].mirrors[key].retain(|(c, _)| *c != conn);
+            Msg::Left { conn, key, membership } => {
+                self.shards[to].mirrors[key].retain(|&(c, m, _)| (c, m) != (conn, membership));
                 Ok(())
             }
             Msg::Deliver { to: conn, frame } => self.receive(conn, &frame),
             Msg::Fanout { key, audience, skip, frame, expected, present } => {
                 self.on_fanout(to, key, audience, skip, &frame, &expected, &present)
             }
-            Msg::Role { conn, key, role } => {
-                if let Some((_, held)) = self.shards[to].mirrors[key].iter_mut().find(|(c, _)| *c == conn) {
+            Msg::Role { conn, key, membership, role } => {
+                let mirrored = self.shards[to].mirrors[key].iter_mut().find(|(c, m, _)| (*c, *m) == (conn, membership));
+                if let Some((.., held)) = mirrored {
                     *held = role;
                 }
                 Ok(())
@@ -799,32 +776,33 @@ impl Sim {
         audience: Audience,
         skip: Option<ConnId>,
         frame: &Frame,
-        expected: &[ConnId],
-        present: &[ConnId],
+        expected: &[(ConnId, Membership)],
+        present: &[(ConnId, Membership)],
     ) -> Check {
-        let recipients: Vec<ConnId> = self.shards[shard].mirrors[key]
+        let recipients: Vec<(ConnId, Membership)> = self.shards[shard].mirrors[key]
             .iter()
-            .filter(|&&(c, role)| Some(c) != skip && audience.includes(role))
-            .map(|&(c, _)| c)
+            .filter(|&&(c, _, role)| Some(c) != skip && audience.includes(role))
+            .map(|&(c, m, _)| (c, m))
             .collect();
-        for &conn in &recipients {
+        for &(conn, membership) in &recipients {
             let open = self.conn(conn).open;
             ensure!(
-                !open || expected.contains(&conn) || !present.contains(&conn),
+                !open || expected.contains(&(conn, membership)) || !present.contains(&(conn, membership)),
                 "{conn} got a {audience:?} broadcast of r{key} it was not in the audience of ({})",
                 payload_text(frame)
             );
         }
-        for &conn in expected {
+        for &(conn, membership) in expected {
             let c = self.conn(conn);
-            let joined = c.rooms.iter().any(|j| j.key == key && matches!(j.place, Place::Remote(Some(_))));
+            let joined =
+                c.rooms.iter().any(|j| j.key == key && matches!(j.place, Place::Remote(Some(m)) if m == membership));
             ensure!(
-                recipients.contains(&conn) || !c.open || !joined,
+                recipients.contains(&(conn, membership)) || !c.open || !joined,
                 "{conn} is in the {audience:?} audience of a r{key} broadcast and its home shard did not deliver it ({})",
                 payload_text(frame)
             );
         }
-        for conn in recipients {
+        for (conn, _) in recipients {
             self.receive(conn, frame)?;
         }
         Ok(())
@@ -852,11 +830,12 @@ impl Sim {
                 Output::Broadcast { room, audience, skip, frame } => {
                     self.broadcast(s, actor, room, audience, skip, frame)?
                 }
-                Output::RoleChanged { conn, room, role } => {
+                Output::RoleChanged { conn, membership, role } => {
+                    let room = membership.room_slot();
                     ensure!(conn.shard as usize != s, "RoleChanged for {conn}, a member on the owner itself");
                     let key = self.keys.iter().position(|k| Some(k) == self.shards[s].rooms.key(room));
                     let Some(key) = key else { return Err(format!("RoleChanged for {conn} in freed slot {room}")) };
-                    self.send(s, conn.shard as usize, Msg::Role { conn, key, role });
+                    self.send(s, conn.shard as usize, Msg::Role { conn, key, membership, role });
                 }
                 Output::Close { conn, .. } => {
                     ensure!(Some(conn) != actor, "{conn} was closed by its own request");
@@ -896,6 +875,17 @@ impl Sim {
             "broadcast of r{key} skips {skip:?}, neither the caller nor a member"
         );
         let expected: Vec<ConnId> = rooms.audience(room, audience).filter(|&c| Some(c) != skip).collect();
+        let by_membership = |audience: Option<Audience>| -> Vec<(ConnId, Membership)> {
+            let Some(state) = rooms.rooms.get(room) else { return Vec::new() };
+            let incarnation = state.incarnation as u32;
+            state
+                .members
+                .iter()
+                .filter(|(_, m)| audience.is_none_or(|a| a.includes(m.role) && Some(m.conn) != skip))
+                .map(|(at, m)| (m.conn, Membership { room: room as u32, member: at as u32, incarnation }))
+                .collect()
+        };
+        let (expected_at, members_at) = (by_membership(Some(audience)), by_membership(None));
         let remote: Vec<ShardId> = rooms.remote_shards(room).collect();
         for conn in &members {
             ensure!(
@@ -908,8 +898,10 @@ impl Sim {
             self.receive(conn, &frame)?;
         }
         for shard in remote {
-            let here: Vec<ConnId> = expected.iter().copied().filter(|c| c.shard == shard).collect();
-            let present: Vec<ConnId> = members.iter().copied().filter(|c| c.shard == shard).collect();
+            let here: Vec<(ConnId, Membership)> =
+                expected_at.iter().copied().filter(|(c, _)| c.shard == shard).collect();
+            let present: Vec<(ConnId, Membership)> =
+                members_at.iter().copied().filter(|(c, _)| c.shard == shard).collect();
             let fanout = Msg::Fanout { key, audience, skip, frame: Arc::clone(&frame), expected: here, present };
             self.send(s, shard as usize, fanout);
         }
@@ -980,16 +972,16 @@ impl Sim {
                 if conn.shard as usize != owner {
                     let mirrored: Vec<Role> = self.shards[conn.shard as usize].mirrors[key]
                         .iter()
-                        .filter(|(c, _)| *c == conn)
-                        .map(|&(_, r)| r)
+                        .filter(|&&(c, ..)| c == conn)
+                        .map(|&(.., r)| r)
                         .collect();
                     ensure!(mirrored == [role], "{conn} is {role:?} in r{key}, its home mirrors {mirrored:?}");
                 }
             }
             for (s, shard) in self.shards.iter().enumerate() {
-                for &(conn, _) in &shard.mirrors[key] {
+                for &(conn, ..) in &shard.mirrors[key] {
                     ensure!(
-                        roles.iter().any(|&(c, _)| c == conn) || (self.stale_mirrors && !self.conn(conn).open),
+                        roles.iter().any(|&(c, _)| c == conn),
                         "shard {s} mirrors {conn} in r{key}, which does not hold it"
                     );
                 }
@@ -999,7 +991,7 @@ impl Sim {
             for joined in &conn.rooms {
                 let membership = match joined.place {
                     Place::Local(m) | Place::Remote(Some(m)) => m,
-                    Place::Remote(None) | Place::Abandoned => {
+                    Place::Remote(None) => {
                         return Err(format!("{}: join of r{} unanswered", conn.id, joined.key));
                     }
                 };
@@ -1082,32 +1074,12 @@ fn brief(msg: &Msg) -> String {
     }
 }
 
-/// Which known bugs the seeds steer around (see `Sim`); `Known::default()`
-/// steers around none.
-#[derive(Debug, Clone, Copy, Default)]
-struct Known {
-    rejoin_in_flight: bool,
-    batch_admits: bool,
-    /// A mirror entry of a closed connection may outlive it (the bug
-    /// `leave_crossing_a_removal_leaves_no_mirror_behind` shows): the
-    /// settled check lets that pass until it is fixed.
-    stale_mirrors: bool,
-    /// A registry change drops a room's raised capacity while it holds more
-    /// than `members_max` (the bug `dropping_a_raised_capacity_keeps_the_members`
-    /// shows): the seeds leave that out until it is fixed.
-    capacity_removed: bool,
-}
-
-/// What the seeds do while the known bugs stand.
-const AROUND_KNOWN_BUGS: Known =
-    Known { rejoin_in_flight: false, batch_admits: false, stale_mirrors: true, capacity_removed: false };
-
 /// Runs one seed; `Err` says where and why it failed (a panic in the room
 /// logic, such as its own debug checks, included).
-fn run_seed(seed: u64, steps: usize, trace: bool, known: Known) -> Result<u64, String> {
+fn run_seed(seed: u64, steps: usize, trace: bool) -> Result<u64, String> {
     let step_at = Cell::new(0);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
-        let mut sim = Sim::new(seed, trace, known);
+        let mut sim = Sim::new(seed, trace);
         sim.run(steps, &step_at).map(|()| sim.digest)
     }));
     let step = step_at.get();
@@ -1139,14 +1111,14 @@ fn env_number(name: &str) -> Option<u64> {
 #[test]
 fn simulate_many_seeds() {
     if let Some(seed) = env_number("ROOMCAST_SIM_SEED") {
-        if let Err(failure) = run_seed(seed, STEPS, true, AROUND_KNOWN_BUGS) {
+        if let Err(failure) = run_seed(seed, STEPS, true) {
             panic!("{failure}");
         }
         return;
     }
     let seeds = env_number("ROOMCAST_SIM_SEEDS").unwrap_or(SEEDS);
     for seed in 0..seeds {
-        if let Err(failure) = run_seed(seed, STEPS, false, AROUND_KNOWN_BUGS) {
+        if let Err(failure) = run_seed(seed, STEPS, false) {
             panic!("{failure}");
         }
     }
@@ -1156,57 +1128,89 @@ fn simulate_many_seeds() {
 #[test]
 fn a_seed_replays_alike() {
     for seed in [1, 42, 7_777] {
-        assert_eq!(
-            run_seed(seed, STEPS, false, AROUND_KNOWN_BUGS),
-            run_seed(seed, STEPS, false, AROUND_KNOWN_BUGS),
-            "seed {seed}"
-        );
+        assert_eq!(run_seed(seed, STEPS, false), run_seed(seed, STEPS, false), "seed {seed}");
     }
 }
 
-/// Bug found by this simulation (seed 39 with `rejoin_in_flight`): a
-/// connection joins a room on another shard, leaves it and joins it again
-/// before the owner answered. Both joins reach the owner; the home undoes
-/// the first (`on_joined`), and the owner's `Left` for that undo makes the
-/// home forget the connection's mirror entry for the room (`forget_member`
-/// matches by connection and room, not by membership), which belonged to
-/// the second join: the connection stays a member on the owner but gets no
-/// broadcast again. Ignored until `shard/remote.rs` is fixed.
+/// A scripted run: `shards` shards, no store, no lobby, room for 5.
+fn scripted(shards: usize) -> Sim {
+    let limits = RoomLimits {
+        members_max: 5,
+        rooms_max: 2,
+        welcome_members_max: 2,
+        presence_members_max: 4,
+        history_max: 3,
+        welcome_history_max: 2,
+        chat_text_chars_max: 8,
+        screenshare_max: 1,
+        lobby_default: false,
+        recovery_messages_max: 2,
+        recovery_age_ms: 40,
+        require_registration: false,
+    };
+    Sim::with(Rng(0), false, shards, false, limits)
+}
+
+/// Bug found by this simulation (seed 39): a connection joins a room on
+/// another shard, leaves it and joins it again before the owner answered.
+/// Both joins reach the owner; the home undoes the first (`on_joined`), and
+/// the owner's `Left` for that undo made the home forget the connection's
+/// mirror entry for the room, which belonged to the second join: the
+/// connection stayed a member on the owner but got no broadcast again.
+/// `Left` (and `Role`) now name the membership.
 #[test]
-#[ignore = "known bug in shard/remote.rs: a Left for an undone join forgets the next join's mirror entry"]
 fn rejoin_while_the_first_join_is_in_flight() {
-    let known = Known { rejoin_in_flight: true, ..AROUND_KNOWN_BUGS };
-    for seed in 0..SEEDS {
-        if let Err(failure) = run_seed(seed, STEPS, false, known) {
-            panic!("{failure}");
-        }
+    let run = || -> Check {
+        let mut sim = scripted(2);
+        // Room r1 lives on shard 1; the rejoining connection on shard 0.
+        let host = sim.open_as(1, 0, false);
+        sim.join_room(host, 1, None, false)?;
+        let rejoiner = sim.open_as(0, 1, false);
+        sim.join_room(rejoiner, 1, None, false)?;
+        sim.leave_room(rejoiner, 0, false)?;
+        sim.join_room(rejoiner, 1, None, false)?;
+        // Settles, then checks that both sides agree (`check_settled`).
+        sim.deliver_all()?;
+        sim.publish_in(host, 0)?;
+        sim.deliver_all()?;
+        ensure!(sim.conn(rejoiner).seen[1] == Some(1), "the rejoined connection missed the publish");
+        Ok(())
+    };
+    if let Err(failure) = run() {
+        panic!("{failure}");
     }
 }
 
-/// Bug found by this simulation (seed 46 with `batch_admits`): turning
-/// the lobby off with two members waiting admits them one after the other
-/// (`lobby_set` calls `admit_member` per member), so the `member_joined`
-/// queued for the first is carried out once the second is admitted too:
-/// on the owner's shard the second receives it before its own `welcome`,
-/// while on any other shard (whose mirror learns the role later, in order)
-/// it does not receive it at all. Debug builds catch it in `poll_output`.
-/// Ignored until `lobby_set` / `lobby_admit` admit in a way that queues no
-/// broadcast to the admitted audience before the last role change.
+/// Bug found by this simulation (seed 46): turning the lobby off with two
+/// members waiting admitted them one after the other, so the
+/// `member_joined` queued for the first was carried out once the second
+/// was admitted too: on the owner's shard the second received it before
+/// its own `welcome`, while on any other shard (whose mirror learns the
+/// role later, in order) it did not receive it at all. Now members admitted
+/// in one call are admitted together (`Rooms::admit_members`): every
+/// welcome first, listing the members admitted before; then one
+/// `member_joined` per newly admitted member, to everyone admitted but it.
+/// So each member learns of each other member exactly once, after its
+/// welcome.
 #[test]
-#[ignore = "known bug in room/meeting.rs: admitting several lobby members in one call"]
 fn lobby_off_welcomes_each_admitted_member_first() {
     use super::tests::{conn, limits};
     let mut rooms = Rooms::new(0, 1, RoomLimits { lobby_default: true, ..limits(10, 10, 10) });
     let key = RoomKey::new("", "m");
     let mut joined = Vec::new();
-    for (slot, user) in [(1, "h"), (2, "a"), (3, "b")] {
+    for (slot, user) in [(1, "h"), (2, "p"), (3, "a"), (4, "b")] {
         let peer = Peer::new(conn(slot), user, None);
         joined.push(rooms.join(&peer, &key, false, None).expect("the room has space"));
     }
+    let admit = MeetingRequest::LobbyAdmit { user: "p".into() };
+    rooms.request(joined[0], conn(1), &admit, None, 0).expect("a host may admit");
     while rooms.poll_output().is_some() {}
     let off = MeetingRequest::LobbySet { enabled: false };
     rooms.request(joined[0], conn(1), &off, None, 0).expect("a host may turn the lobby off");
     let mut welcomed = Vec::new();
+    // Per receiver: the connections it learnt of, by welcome or member_joined.
+    let mut learnt: Vec<(ConnId, String)> = Vec::new();
+    let mut lobby_state = Vec::new();
     while let Some(output) = rooms.poll_output() {
         let (to, frame): (Vec<ConnId>, Frame) = match output {
             Output::Deliver { to, frame } => (vec![to], frame),
@@ -1215,47 +1219,72 @@ fn lobby_off_welcomes_each_admitted_member_first() {
             }
             _ => continue,
         };
-        let welcome = payload(&frame).starts_with(b"{\"type\":\"welcome\",");
+        let json: serde_json::Value = serde_json::from_slice(payload(&frame)).expect("server frames are JSON");
+        let kind = json["type"].as_str().unwrap_or_default();
+        let welcome = kind == "welcome";
         for receiver in to {
-            // The host was welcomed at its join, before the lobby went off.
-            let known = welcome || receiver == conn(1) || welcomed.contains(&receiver);
+            // The host and p were welcomed before the lobby went off.
+            let known = welcome || [conn(1), conn(2)].contains(&receiver) || welcomed.contains(&receiver);
             assert!(known, "{receiver} got {} before its welcome", payload_text(&frame));
-            if welcome {
-                welcomed.push(receiver);
+            match kind {
+                "welcome" => {
+                    welcomed.push(receiver);
+                    for member in json["members"].as_array().into_iter().flatten() {
+                        learnt.push((receiver, member["conn"].to_string()));
+                    }
+                }
+                "member_joined" => learnt.push((receiver, json["member"]["conn"].to_string())),
+                "lobby_state" => lobby_state.push(receiver),
+                _ => {}
             }
         }
     }
+    assert_eq!(welcomed, [conn(3), conn(4)], "each admitted member gets one welcome, in arrival order");
+    let conn_json = |slot: u32| format!("\"{}\"", conn(slot));
+    for (receiver, others) in [(1, [3, 4]), (2, [3, 4]), (3, [2, 4]), (4, [2, 3])] {
+        for other in others {
+            let times = learnt.iter().filter(|(r, c)| *r == conn(receiver) && *c == conn_json(other)).count();
+            assert_eq!(times, 1, "{} learnt of {} {times} times", conn(receiver), conn(other));
+        }
+    }
+    lobby_state.sort();
+    assert_eq!(lobby_state, [conn(1), conn(2), conn(3), conn(4)], "lobby_state reaches every admitted member");
 }
 
-/// Bug found by this simulation (seed 194 without `stale_mirrors`): a
-/// connection on another shard leaves a room (its `Leave` in flight) while
-/// a host of the room removes it (`kick`, or `lobby.deny` as in the seed).
-/// The owner's `leave` finds it gone and sends no `Left`; the `Close` makes
-/// the home leave the rooms the connection still lists, which no longer
-/// include this one: its mirror entry stays for good, a small leak per such
-/// race (nothing is misrouted: the connection id is dead). Ignored until
-/// `shard/remote.rs` is fixed (e.g. a `Left` for every `Leave`, naming the
-/// membership, which also fixes `rejoin_while_the_first_join_is_in_flight`).
+/// Bug found by this simulation (seed 194): a connection on another shard
+/// leaves a room (its `Leave` in flight) while a host of the room removes
+/// it (`kick`, or `lobby.deny` as in the seed). The owner's `leave` found it
+/// gone and sent no `Left`; the `Close` makes the home leave the rooms the
+/// connection still lists, which no longer include this one: its mirror
+/// entry stayed for good. The owner now answers every `Leave` with a `Left`.
 #[test]
-#[ignore = "known bug in shard/remote.rs: a mirror entry outlives a leave that crossed a kick"]
 fn leave_crossing_a_removal_leaves_no_mirror_behind() {
-    let known = Known { stale_mirrors: false, ..AROUND_KNOWN_BUGS };
-    for seed in 0..SEEDS {
-        if let Err(failure) = run_seed(seed, STEPS, false, known) {
-            panic!("{failure}");
-        }
+    let run = || -> Check {
+        let mut sim = scripted(2);
+        let host = sim.open_as(1, 0, false);
+        sim.join_room(host, 1, None, false)?;
+        let guest = sim.open_as(0, 1, false);
+        sim.join_room(guest, 1, None, false)?;
+        sim.deliver_all()?;
+        sim.leave_room(guest, 0, false)?;
+        sim.request_in(host, 0, MeetingRequest::Kick { user: "u1".into() })?;
+        // `check_settled` fails on a mirror entry the owner does not hold.
+        sim.deliver_all()?;
+        ensure!(sim.shards[0].mirrors[1].is_empty(), "shard 0 still mirrors {:?}", sim.shards[0].mirrors[1]);
+        Ok(())
+    };
+    if let Err(failure) = run() {
+        panic!("{failure}");
     }
 }
 
-/// Bug found by this simulation (seed 6387 with `capacity_removed`): the
-/// registry raises a room's capacity above `members_max`, the room fills
-/// past `members_max`, then a registry change drops the capacity. The
-/// members stay, as `set_policy` promises for a lowered capacity, but the
-/// debug check in `Rooms::check_invariants` (`mod.rs`) then asserts
-/// `members <= members_max` and panics (debug builds only; release builds
-/// are right). `verify_invariants` leaves that bound out for this reason.
+/// Bug found by this simulation (seed 6387): the registry raises a room's
+/// capacity above `members_max`, the room fills past `members_max`, then a
+/// registry change drops the capacity. The members stay, as `set_policy`
+/// promises for a lowered capacity, but the debug check asserted
+/// `members <= members_max` and panicked (debug builds only). The one
+/// checker, `verify_invariants`, checks no bound on the members.
 #[test]
-#[ignore = "known bug in room/mod.rs check_invariants: a dropped capacity fails the debug check"]
 fn dropping_a_raised_capacity_keeps_the_members() {
     use super::tests::{conn, limits};
     let mut rooms = Rooms::new(0, 1, limits(2, 10, 10));

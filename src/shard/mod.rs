@@ -791,7 +791,7 @@ impl ShardCore {
                     }
                 }
                 Output::Close { conn, code } => self.remote.send_control(conn.shard, RemoteMsg::Close { conn, code }),
-                Output::RoleChanged { conn, room, role } => self.send_role(conn, room, role),
+                Output::RoleChanged { conn, membership, role } => self.send_role(conn, membership, role),
                 Output::Persist(event) => self.persist(event),
             }
         }

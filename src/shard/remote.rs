@@ -13,10 +13,16 @@
 //! first `Fanout` that should reach the new member.
 //!
 //! The home shard keeps `mirrors`: for each remote room, its own connections
-//! in it with their roles there. A connection is added on `Joined` (with its
-//! role at the join), its role follows `Role` messages, and it is removed on
-//! `Left` (or when it closes), so it gets exactly the messages published
-//! while the owner counts it as a member. A `Fanout` names its audience
+//! in it with their memberships and roles there. A connection is added on
+//! `Joined` (with its role at the join), its role follows `Role` messages,
+//! and it is removed on `Left` (or when it closes), so it gets exactly the
+//! messages published while the owner counts it as a member. The owner
+//! answers every `Leave` with a `Left`, also when the connection was no
+//! longer a member (a kick or deny crossed the leave), and `Left` and
+//! `Role` name the membership: a connection may be in a room twice for a
+//! moment (a join left while in flight, then joined again; the first is
+//! being undone), and a message about the first must not touch the entry
+//! of the second. A `Fanout` names its audience
 //! (everyone, admitted members, hosts) and the home filters its members by
 //! role, so a lobby in a big room costs no per-member list on the owner:
 //! the owner sends each `Role` before any broadcast that should see it.
@@ -83,9 +89,12 @@ pub enum RemoteMsg {
         reason: Refusal,
         reference: Option<Box<[u8]>>,
     },
+    /// The answer to every `Leave`: the home forgets the mirror entry of
+    /// that membership, if it holds one.
     Left {
         conn: ConnId,
         key: RoomKey,
+        membership: Membership,
     },
     Deliver {
         to: ConnId,
@@ -99,10 +108,11 @@ pub enum RemoteMsg {
         skip: Option<ConnId>,
         frame: Frame,
     },
-    /// The owner changed `conn`'s role in `key` (admitted, host, sharing).
+    /// The owner changed `conn`'s role at `membership` in `key` (admitted, host, sharing).
     Role {
         conn: ConnId,
         key: RoomKey,
+        membership: Membership,
         role: Role,
     },
     /// A meeting request of a member on another shard.
@@ -124,6 +134,16 @@ pub enum RemoteMsg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overloaded;
 
+/// One of this shard's connections in a room owned elsewhere.
+#[derive(Debug, Clone, Copy)]
+struct Mirrored {
+    conn: ConnId,
+    /// Which join of `conn` this is: `Left` and `Role` name it.
+    membership: Membership,
+    /// Its role there, by the owner's `Joined` and `Role` messages.
+    role: Role,
+}
+
 /// A shard's cross-shard state.
 #[derive(Debug, Default)]
 pub struct RemoteState {
@@ -132,7 +152,7 @@ pub struct RemoteState {
     /// Messages waiting for the end of the iteration, per destination shard.
     outbox: Vec<Vec<RemoteMsg>>,
     /// This shard's connections in rooms owned elsewhere, with their roles there.
-    mirrors: HashMap<RoomKey, Vec<(ConnId, Role)>>,
+    mirrors: HashMap<RoomKey, Vec<Mirrored>>,
     /// The shards one broadcast goes to, reused so a fan-out allocates nothing.
     shards_scratch: Vec<ShardId>,
 }
@@ -161,10 +181,20 @@ impl RemoteState {
         }
     }
 
-    /// Stops routing `key`'s broadcasts to `conn`.
+    /// Stops routing `key`'s broadcasts to `conn` (it closes).
     pub fn forget_member(&mut self, key: &RoomKey, conn: ConnId) {
+        self.forget_where(key, |entry| entry.conn == conn);
+    }
+
+    /// Stops routing `key`'s broadcasts to `conn` at `membership` (the
+    /// owner's `Left`); an entry of a later join of `conn` stays.
+    fn forget_membership(&mut self, key: &RoomKey, conn: ConnId, membership: Membership) {
+        self.forget_where(key, |entry| entry.conn == conn && entry.membership == membership);
+    }
+
+    fn forget_where(&mut self, key: &RoomKey, gone: impl Fn(&Mirrored) -> bool) {
         if let Some(members) = self.mirrors.get_mut(key) {
-            members.retain(|(member, _)| *member != conn);
+            members.retain(|entry| !gone(entry));
             if members.is_empty() {
                 self.mirrors.remove(key);
             }
@@ -212,11 +242,11 @@ impl ShardCore {
         self.remote.shards_scratch = shards;
     }
 
-    /// Tells the home shard of `conn` its new role in room `room`. Never
+    /// Tells the home shard of `conn` its new role at `membership`. Never
     /// dropped: a lost role change would misroute every later broadcast.
-    pub(super) fn send_role(&mut self, conn: ConnId, room: usize, role: Role) {
-        if let Some(key) = self.rooms.key(room).cloned() {
-            self.remote.send_control(conn.shard, RemoteMsg::Role { conn, key, role });
+    pub(super) fn send_role(&mut self, conn: ConnId, membership: Membership, role: Role) {
+        if let Some(key) = self.rooms.key(membership.room_slot()).cloned() {
+            self.remote.send_control(conn.shard, RemoteMsg::Role { conn, key, membership, role });
         }
     }
 
@@ -246,9 +276,10 @@ impl ShardCore {
                 self.on_remote_join(peer, key, tag, quiet, reference, since)
             }
             RemoteMsg::Leave { key, membership, conn, reference } => {
-                if self.rooms.leave(membership, conn, reference.as_deref()) {
-                    self.remote.send_control(from, RemoteMsg::Left { conn, key });
-                }
+                // Answered even when the connection was no longer a member (a
+                // kick or deny crossed the leave): the home still mirrors it.
+                self.rooms.leave(membership, conn, reference.as_deref());
+                self.remote.send_control(from, RemoteMsg::Left { conn, key, membership });
                 self.apply_room_outputs();
             }
             RemoteMsg::Publish { membership, conn, reference, data, .. } => {
@@ -268,10 +299,12 @@ impl ShardCore {
                 }
                 self.apply_room_outputs();
             }
-            RemoteMsg::Role { conn, key, role } => {
-                let entry = self.remote.mirrors.get_mut(&key).and_then(|m| m.iter_mut().find(|(c, _)| *c == conn));
-                if let Some((_, held)) = entry {
-                    *held = role;
+            RemoteMsg::Role { conn, key, membership, role } => {
+                let entry = self.remote.mirrors.get_mut(&key).and_then(|mirrored| {
+                    mirrored.iter_mut().find(|entry| entry.conn == conn && entry.membership == membership)
+                });
+                if let Some(entry) = entry {
+                    entry.role = role;
                 }
             }
             RemoteMsg::Close { conn, code } => {
@@ -291,7 +324,7 @@ impl ShardCore {
             RemoteMsg::JoinRefused { conn, key, tag, reason, reference } => {
                 self.on_join_refused(conn, &key, tag, reason, reference.as_deref())
             }
-            RemoteMsg::Left { conn, key } => self.remote.forget_member(&key, conn),
+            RemoteMsg::Left { conn, key, membership } => self.remote.forget_membership(&key, conn, membership),
             RemoteMsg::Deliver { to, frame } => {
                 if self.is_live(to) {
                     self.queue(to.slot as usize, frame);
@@ -352,7 +385,7 @@ impl ShardCore {
         match pending {
             Some(joined) => {
                 joined.place = Place::Remote { owner, membership: Some(membership) };
-                self.remote.mirrors.entry(key).or_default().push((conn, role));
+                self.remote.mirrors.entry(key).or_default().push(Mirrored { conn, membership, role });
             }
             None => {
                 tracing::debug!(conn = %conn, room = key.room(), "join undone: the connection closed or left while it was in flight");
@@ -366,7 +399,7 @@ impl ShardCore {
         let Some(members) = self.remote.mirrors.get(key) else { return };
         let bounds = self.member_queue_bounds();
         let mut slow = Vec::new();
-        for &(conn, role) in members {
+        for &Mirrored { conn, role, .. } in members {
             if Some(conn) != skip
                 && audience.includes(role)
                 && let Err(slot) =

@@ -528,3 +528,38 @@ fn randomized_joins_publishes_and_leaves_deliver_exactly_once_to_exactly_the_mem
     }
     assert!(deliveries > 100, "the run exercised delivery ({deliveries} deliveries)");
 }
+
+#[test]
+fn a_rejoin_sent_while_the_first_join_is_in_flight_still_receives_broadcasts() {
+    let server = start();
+    let room = room_on("rejoin", 2);
+    let mut publisher = connect(&server, &room, "pub", &[]);
+    let mut rejoiner = connect(&server, &room_on("home", 1), "rejoiner", &[]);
+    // Join, leave and join again in one write: the home shard handles them
+    // in one iteration, so both joins reach the owner and the first is
+    // undone (left) only when its `Joined` comes back. The owner's `Left`
+    // for that undo must not make the home forget the second membership.
+    let join = json!({"type": "join", "room": room, "ref": 1}).to_string();
+    let leave = json!({"type": "leave", "room": room, "ref": 2}).to_string();
+    let rejoin = json!({"type": "join", "room": room, "ref": 3}).to_string();
+    rejoiner.send_frames_in_one_write(&[(0x1, join.as_bytes()), (0x1, leave.as_bytes()), (0x1, rejoin.as_bytes())]);
+    loop {
+        let frame = rejoiner.next_json();
+        if frame["ref"] == 3 {
+            assert_eq!(frame["type"], "ack", "{frame}");
+            break;
+        }
+    }
+    // Both joins arrived, then the first one's undo: the owner carried the
+    // undo out, and its `Left` is on the way to the home ahead of anything
+    // published from now on.
+    for _ in 0..2 {
+        assert_eq!(publisher.next_of_type("member_joined")["member"]["user"], "rejoiner");
+    }
+    let left = publisher.next_of_type("member_left");
+    assert_eq!((left["member"]["user"].as_str(), left["member_count"].as_u64()), (Some("rejoiner"), Some(2)));
+    let (ack, _) = call(&mut publisher, json!({"type": "publish", "data": "after the undo"}), 1);
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let message = rejoiner.next_of_type("message");
+    assert_eq!((message["room"].as_str(), message["data"].as_str()), (Some(room.as_str()), Some("after the undo")));
+}
