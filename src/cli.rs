@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// error, warn, info, debug or trace (log_level).
     #[arg(long, value_name = "L")]
     pub log_level: Option<String>,
+    /// text (for people) or json (one object a line, for collectors) (log_format).
+    #[arg(long, value_name = "F", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
     /// New rooms start with a lobby (rooms.lobby = true).
     #[arg(long)]
     pub lobby: bool,
@@ -95,7 +98,8 @@ pub struct TokenArgs {
     /// TOML config file, for the key to sign with.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Directory holding the generated jwt-secret (data_dir).
+    /// The server's data directory, whose jwt-secret to sign with (data_dir).
+    /// The secret is only read, never created: without one, `token` fails.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// HS256 secret to sign with, instead of the configured one.
@@ -128,6 +132,10 @@ pub struct TokenArgs {
     /// Issuer (`iss`).
     #[arg(long, value_name = "I")]
     pub iss: Option<String>,
+    /// Permissions (`perms`), comma-separated, of publish, join, direct,
+    /// chat, signal; without the flag the token may do everything.
+    #[arg(long, value_name = "p,q", value_delimiter = ',')]
+    pub perms: Option<Vec<String>>,
     /// Single-use token (`"use": "once"` with a random `jti`): accepted for one handshake.
     #[arg(long)]
     pub once: bool,
@@ -188,6 +196,9 @@ pub fn serve_overrides(args: &ServeArgs) -> Vec<(String, Value)> {
     }
     if let Some(level) = &args.log_level {
         put("log_level", Value::String(level.clone()));
+    }
+    if let Some(format) = &args.log_format {
+        put("log_format", Value::String(format.clone()));
     }
     if let Some(key) = &args.admin_key {
         put("admin_key", Value::String(key.clone()));
@@ -280,6 +291,8 @@ mod tests {
             "",
             "--log-level",
             "debug",
+            "--log-format",
+            "json",
             "--set",
             "limits.rate_burst=7",
             "--set",
@@ -297,6 +310,7 @@ mod tests {
             ("auth.allow_origins".into(), Value::Array(vec![s("https://a"), s("https://b")])),
             ("echo_listen".into(), s("")),
             ("log_level".into(), s("debug")),
+            ("log_format".into(), s("json")),
             ("limits.rate_burst".into(), Value::Integer(7)),
             ("shards".into(), Value::Integer(2)),
         ];
@@ -329,6 +343,7 @@ mod tests {
         assert!(try_parse_from(["roomcast", "serve", "--auth-mode", "open"]).is_err());
         assert!(try_parse_from(["roomcast", "serve", "--listen", "nowhere"]).is_err());
         assert!(try_parse_from(["roomcast", "serve", "--shards", "-1"]).is_err());
+        assert!(try_parse_from(["roomcast", "serve", "--log-format", "yaml"]).is_err());
     }
 
     #[test]
@@ -373,6 +388,9 @@ mod tests {
         assert_eq!(args.role.as_deref(), Some("host"));
         assert_eq!(token_overrides(&args).len(), 2);
         assert_eq!(token(&["--sub", "bob", "--ttl", "60"]).unwrap().ttl, 60);
+        assert_eq!(args.perms, None);
+        let perms = token(&["--sub", "bob", "--perms", "publish,join"]).unwrap().perms;
+        assert_eq!(perms, Some(vec!["publish".to_string(), "join".to_string()]));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::Context;
 use roomcast::auth::{self, MintRequest};
 use roomcast::cli::{self, Command, ServeArgs, TokenArgs};
 use roomcast::config::{Config, LogFormat, Sources};
-use roomcast::server::{self, Server};
+use roomcast::server::Server;
 
 fn main() -> ExitCode {
     let result = match cli::parse() {
@@ -36,7 +36,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     // (tests, supervisors) drains instead of killing the process.
     let signals = stop_signals()?;
     let server = Server::start(config)?;
-    tracing::info!(addr = %server.local_addr(), shards, auth = ?auth_mode, "roomcast listening");
+    tracing::info!(addr = %server.local_addr(), shards, auth = auth_mode.as_str(), "roomcast listening");
     if let Some(echo) = server.echo_addr() {
         tracing::info!(addr = %echo, "echo listener (no auth) open");
     }
@@ -59,7 +59,7 @@ fn wait_for_stop_signal(mut signals: signal_hook::iterator::Signals) {
 
 fn token(args: &TokenArgs) -> anyhow::Result<()> {
     let config = Config::load(Sources::from_process_env(args.config.clone(), cli::token_overrides(args)))?;
-    let secret = server::jwt_secret(&config)?;
+    let secret = token_secret(&config)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let jti = args.once.then(auth::random_jti);
     let request = MintRequest {
@@ -73,12 +73,33 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
         aud: args.aud.as_deref(),
         iss: args.iss.as_deref(),
         jti: jti.as_deref(),
-        perms: None,
+        perms: args.perms.as_deref(),
         once: args.once,
     };
     let token = auth::mint_hs256(&secret, &request, now).context("mint token")?;
     println!("{token}");
     Ok(())
+}
+
+/// The secret `token` signs with: `auth.jwt_secret` (`--secret`, config,
+/// env), else the server's `<data_dir>/jwt-secret`. Never created here: a
+/// secret made up in the wrong directory would sign tokens the server
+/// refuses (`401 token_bad_signature`).
+fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &config.auth.jwt_secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = auth::secret_path(&config.data_dir);
+    match auth::read_secret(&config.data_dir) {
+        Ok(secret) => Ok(secret),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "no JWT secret at {}: `roomcast token` only reads the server's secret and never creates one. \
+             Point it at the server's with --data-dir DIR (the server's data_dir), --config FILE \
+             (the server's config), ROOMCAST_DATA_DIR, or give the secret itself with --secret",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("JWT secret in {}", path.display())),
+    }
 }
 
 fn init_logging(config: &Config) {

@@ -278,6 +278,8 @@ pub struct ShardMetrics {
     pub recovery_refused: u64,
     /// `refresh` requests answered `overloaded`: the acceptor's refresh channel was full.
     pub refresh_overloaded: u64,
+    /// Connection open/close log lines past `log.connection_lines_per_s`.
+    pub log_lines_suppressed: u64,
 }
 
 /// An HDR histogram of microseconds, 1 µs to 60 s at 2 significant digits
@@ -450,7 +452,7 @@ pub fn process_open_fds() -> Option<u64> {
 /// Renders the latest snapshots in Prometheus text format.
 pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(4096);
-    let per_shard: [Series; 16] = [
+    let per_shard: [Series; 17] = [
         ("roomcast_connections", "gauge", |m| m.connections),
         ("roomcast_rooms", "gauge", |m| m.rooms),
         ("roomcast_connections_opened_total", "counter", |m| m.connections_opened),
@@ -467,6 +469,7 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
         ("roomcast_loop_iterations_total", "counter", |m| m.loop_iterations),
         ("roomcast_cross_shard_sent_total", "counter", |m| m.remote_sent),
         ("roomcast_cross_shard_received_total", "counter", |m| m.remote_received),
+        ("roomcast_log_lines_suppressed_total", "counter", |m| m.log_lines_suppressed),
     ];
     for (name, kind, get) in per_shard {
         let _ = writeln!(out, "# TYPE {name} {kind}");

@@ -66,6 +66,8 @@ pub enum Refusal {
     BadRoom,
     /// The token does not allow the room (`auth::may_join`).
     TokenForbidsRoom,
+    /// The token has a `perms` claim without this permission.
+    PermMissing(Perm),
     /// `refresh` without `auth.mode = jwt`.
     RefreshUnsupported,
     /// The acceptor's refresh queue is full (`acceptor::REFRESH_QUEUE_MAX`).
@@ -93,6 +95,48 @@ pub enum Refusal {
     Draining,
     /// A handoff reached a shard at `limits.connections_per_shard_max`.
     ServerFull,
+}
+
+/// The permissions a token's `perms` claim can list, each gating requests
+/// (docs/protocol.md §2.2). A token without `perms` has them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Perm {
+    /// `publish`.
+    Publish,
+    /// `join` (the rooms entered at connect need none).
+    Join,
+    /// `direct`.
+    Direct,
+    /// `chat.send` and `chat.delete`.
+    Chat,
+    /// `signal`.
+    Signal,
+}
+
+impl Perm {
+    pub const ALL: [Perm; 5] = [Perm::Publish, Perm::Join, Perm::Direct, Perm::Chat, Perm::Signal];
+
+    /// The name written in the `perms` claim.
+    pub fn name(self) -> &'static str {
+        match self {
+            Perm::Publish => "publish",
+            Perm::Join => "join",
+            Perm::Direct => "direct",
+            Perm::Chat => "chat",
+            Perm::Signal => "signal",
+        }
+    }
+
+    /// The `forbidden` message of a request this permission gates.
+    fn missing_message(self) -> &'static str {
+        match self {
+            Perm::Publish => "the token's perms claim does not include \"publish\"",
+            Perm::Join => "the token's perms claim does not include \"join\"",
+            Perm::Direct => "the token's perms claim does not include \"direct\"",
+            Perm::Chat => "the token's perms claim does not include \"chat\"",
+            Perm::Signal => "the token's perms claim does not include \"signal\"",
+        }
+    }
 }
 
 /// A Close a refusal ends a connection with: the same code and reason as
@@ -136,6 +180,7 @@ impl Refusal {
             Refusal::RoomPrivate => "room_private",
             Refusal::RoleForbids
             | Refusal::TokenForbidsRoom
+            | Refusal::PermMissing(_)
             | Refusal::RefreshSingleUse
             | Refusal::RefreshOtherIdentity
             | Refusal::RefreshRoomClaim => "forbidden",
@@ -200,6 +245,7 @@ impl Refusal {
             Refusal::Overloaded => "the shard owning that room is not keeping up; try again",
             Refusal::BadRoom => "room ids are 1-128 bytes of [A-Za-z0-9._:-]",
             Refusal::TokenForbidsRoom => "the token does not allow this room",
+            Refusal::PermMissing(perm) => perm.missing_message(),
             Refusal::RefreshUnsupported => "refresh needs auth.mode = jwt",
             Refusal::RefreshOverloaded => "the server is verifying too many refresh tokens; try again",
             Refusal::TokenRefused { message, .. } => message,
@@ -254,6 +300,7 @@ impl Refusal {
             Refusal::RoleForbids
             | Refusal::RoomPrivate
             | Refusal::TokenForbidsRoom
+            | Refusal::PermMissing(_)
             | Refusal::RefreshSingleUse
             | Refusal::RefreshOtherIdentity
             | Refusal::RefreshRoomClaim => 403,
@@ -367,7 +414,7 @@ mod tests {
     use super::*;
 
     /// Every variant once (`TokenRefused` with a sample of auth's text).
-    const ALL: [Refusal; 41] = [
+    const ALL: [Refusal; 46] = [
         Refusal::Request(RequestError::BadJson),
         Refusal::RoomFull,
         Refusal::ShardRoomsFull,
@@ -397,6 +444,11 @@ mod tests {
         Refusal::Overloaded,
         Refusal::BadRoom,
         Refusal::TokenForbidsRoom,
+        Refusal::PermMissing(Perm::Publish),
+        Refusal::PermMissing(Perm::Join),
+        Refusal::PermMissing(Perm::Direct),
+        Refusal::PermMissing(Perm::Chat),
+        Refusal::PermMissing(Perm::Signal),
         Refusal::RefreshUnsupported,
         Refusal::RefreshOverloaded,
         Refusal::TokenRefused { code: "token_expired", message: "the token has expired" },
@@ -417,6 +469,15 @@ mod tests {
         for refusal in ALL {
             assert!(!refusal.code().is_empty() && !refusal.message().is_empty(), "{refusal:?}");
             assert!(seen.insert((refusal.code(), refusal.message())), "{refusal:?} repeats another's text");
+        }
+    }
+
+    #[test]
+    fn a_missing_perm_is_forbidden_naming_the_perm() {
+        for perm in Perm::ALL {
+            let refusal = Refusal::PermMissing(perm);
+            assert_eq!(refusal.code(), "forbidden");
+            assert!(refusal.message().contains(&format!("\"{}\"", perm.name())), "{}", refusal.message());
         }
     }
 

@@ -44,12 +44,12 @@ pub struct Server {
     store_thread: Option<JoinHandle<StoreStats>>,
 }
 
-/// Builds the token verifier from `[auth]`; `None` in dev mode.
-pub fn build_verifier(config: &Config) -> anyhow::Result<Option<Arc<Verifier>>> {
-    if config.auth.mode == AuthMode::None {
+/// Builds the token verifier from `[auth]` and the HS secret (`jwt_secret`);
+/// `None` in dev mode.
+pub fn build_verifier(config: &Config, hs_secret: Option<Vec<u8>>) -> anyhow::Result<Option<Arc<Verifier>>> {
+    let Some(hs_secret) = hs_secret.filter(|_| config.auth.mode != AuthMode::None) else {
         return Ok(None);
-    }
-    let hs_secret = jwt_secret(config)?;
+    };
     let public_key_pem = match (&config.auth.public_key_file, &config.auth.public_key_alg) {
         (Some(file), Some(alg)) => {
             let pem = std::fs::read(file).with_context(|| format!("auth.public_key_file {}", file.display()))?;
@@ -73,13 +73,21 @@ pub fn build_verifier(config: &Config) -> anyhow::Result<Option<Arc<Verifier>>> 
     Ok(Some(Arc::new(Verifier::new(&settings).context("auth")?)))
 }
 
-/// The HS secret: `auth.jwt_secret` when set, else the one in the data directory.
+/// The server's HS secret: `auth.jwt_secret` when set, else the one in the
+/// data directory, created there if there is none. Where it lives, and
+/// whether it was just created, is logged: a token minted with another secret
+/// is refused `401 token_bad_signature`, and this line says which one to use.
 pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
-    match &config.auth.jwt_secret {
-        Some(secret) => Ok(secret.as_bytes().to_vec()),
-        None => auth::load_or_create_secret(&config.data_dir)
-            .with_context(|| format!("JWT secret in {}", config.data_dir.join("jwt-secret").display())),
+    if let Some(secret) = &config.auth.jwt_secret {
+        tracing::info!(source = "auth.jwt_secret", "jwt secret");
+        return Ok(secret.as_bytes().to_vec());
     }
+    let path = auth::secret_path(&config.data_dir);
+    let loaded =
+        auth::load_or_create_secret(&config.data_dir).with_context(|| format!("JWT secret in {}", path.display()))?;
+    let origin = if loaded.created { "created" } else { "read" };
+    tracing::info!(path = %path.display(), origin, "jwt secret");
+    Ok(loaded.secret)
 }
 
 impl Server {
@@ -87,11 +95,11 @@ impl Server {
     /// the store, shard and acceptor threads, in that order (see the module doc).
     pub fn start(config: Config) -> anyhow::Result<Server> {
         let config = Arc::new(config);
-        let verifier = build_verifier(&config)?;
         let mint_secret = match config.auth.mode {
             AuthMode::Jwt => Some(jwt_secret(&config)?),
             AuthMode::None => None,
         };
+        let verifier = build_verifier(&config, mint_secret.clone())?;
         let database = open_database(&config)?;
         let boot = database.as_ref().map_or_else(unix_now_ms, |db| db.boot);
         let (store_tx, store_rx) = crossbeam_channel::bounded(config.store.queue_max);
@@ -114,6 +122,7 @@ impl Server {
             metrics_out: metrics_tx,
             store: database.is_some().then_some(store_tx),
             boot,
+            connection_log_lines_per_s: config.log.connection_lines_per_s,
         });
         let (built, shards) = build_shards(&config, &settings, &registered)?;
 

@@ -62,6 +62,12 @@ impl Acceptor {
                 if code == auth::AuthError::TooLarge.code() {
                     self.counters.hit(LimitKind::TokenTooBig);
                 }
+                if code == auth::AuthError::BadSignature.code() {
+                    // Most often a token minted with another secret: say where the server's is.
+                    let auth = &self.config.auth;
+                    let message = auth::bad_signature_message(auth.jwt_secret.is_some(), &self.config.data_dir);
+                    return self.respond_error(slot, 401, code, &message, "");
+                }
                 return self.respond_error(slot, 401, code, message, "");
             }
         };

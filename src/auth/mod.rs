@@ -78,7 +78,9 @@ pub use extract::{TOKEN_COOKIE, TOKEN_QUERY_PARAM, extract_token};
 pub use identity::{Identity, MAX_ROOM_ID_BYTES, RoomScope, may_join};
 pub use keys::{MAX_RSA_BITS, MIN_RSA_BITS};
 pub use mint::{MintError, MintRequest, mint_hs256, random_jti};
-pub use secret::{SECRET_FILE_NAME, load_or_create_secret};
+pub use secret::{
+    LoadedSecret, SECRET_FILE_NAME, bad_signature_message, load_or_create_secret, read_secret, secret_path,
+};
 pub use verify::Verifier;
 
 /// Default for [`AuthSettings::token_bytes_max`].

@@ -68,12 +68,10 @@ impl Sources {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", path.display())]
-    ReadFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The OS error is part of the message and not also a `source`: printed
+    // with its causes (`{:#}`), it would otherwise appear twice.
+    #[error("cannot read config file {}: {error}", path.display())]
+    ReadFile { path: PathBuf, error: std::io::Error },
     #[error("config file {}: {message}", path.display())]
     ParseFile { path: PathBuf, message: String },
     #[error("{layer}: unknown key {key}")]
@@ -127,6 +125,16 @@ pub enum AuthMode {
     None,
 }
 
+impl AuthMode {
+    /// The spelling of the config file (`auth.mode`), for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Jwt => "jwt",
+            AuthMode::None => "none",
+        }
+    }
+}
+
 /// The validated configuration roomcast runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -151,6 +159,7 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub store: StoreConfig,
     pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
 }
 
 /// One `[[tenants]]` table, or `"id:api_key"` from the environment or `--set`.
@@ -340,6 +349,15 @@ pub enum Synchronous {
     Normal,
 }
 
+/// `[log]`: what the logs hold beyond `log_level` / `log_format`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Connection open/close lines (info) one shard writes per second at
+    /// most; past it they are counted and summed up in one line a second.
+    pub connection_lines_per_s: u32,
+}
+
 /// `[shutdown]`: how SIGTERM/SIGINT drains.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -456,6 +474,7 @@ impl Config {
             rooms: raw.rooms,
             store: raw.store,
             shutdown: raw.shutdown,
+            log: raw.log,
         })
     }
 
@@ -698,7 +717,7 @@ pub fn parse_key_value(key: &str, text: &str) -> Result<toml::Value, ConfigError
 
 fn read_file(path: &std::path::Path) -> Result<toml::Table, ConfigError> {
     let text =
-        std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.to_path_buf(), source })?;
+        std::fs::read_to_string(path).map_err(|error| ConfigError::ReadFile { path: path.to_path_buf(), error })?;
     text.parse().map_err(|e: toml::de::Error| ConfigError::ParseFile {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
@@ -828,6 +847,24 @@ mod tests {
         for name in names {
             assert!(schema.key_for_env(&name).is_some(), "{name}");
         }
+    }
+
+    #[test]
+    fn the_defaults_pasted_as_a_config_file_load_as_the_defaults() {
+        let pasted = load_file("pasted-defaults", DEFAULT_TOML).expect("default.toml as a config file");
+        let builtin = Config::load(Sources::default()).unwrap();
+        assert_eq!(format!("{pasted:?}"), format!("{builtin:?}"));
+    }
+
+    #[test]
+    fn keys_without_a_default_are_documented_commented_out_and_settable() {
+        for key in raw::UNSET_STRING_KEYS {
+            let (_, name) = key.rsplit_once('.').unwrap_or(("", key));
+            assert!(DEFAULT_TOML.contains(&format!("\n# {name} = ")), "{key} is not shown commented out");
+        }
+        let secret = "0123456789abcdef0123456789abcdef";
+        let config = load_file("set-secret", &format!("[auth]\njwt_secret = \"{secret}\"\n")).unwrap();
+        assert_eq!(config.auth.jwt_secret.as_deref(), Some(secret));
     }
 
     #[test]

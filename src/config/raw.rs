@@ -13,9 +13,14 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use super::{
-    ApiConfig, ConfigError, ENV_PREFIX, Limits, LogFormat, NetConfig, RoomsConfig, ShutdownConfig, StoreConfig,
-    TenantConfig,
+    ApiConfig, ConfigError, ENV_PREFIX, Limits, LogConfig, LogFormat, NetConfig, RoomsConfig, ShutdownConfig,
+    StoreConfig, TenantConfig,
 };
+
+/// String keys with no default: written commented out in `default.toml`
+/// (so that file, pasted as a config file, loads), and known to the schema
+/// from this list. Unset, each deserializes as "" (= unset).
+pub(super) const UNSET_STRING_KEYS: &[&str] = &["auth.jwt_secret"];
 
 /// Env alias for `auth.jwt_secret`, the one setting people pass most.
 pub(super) const ENV_ALIAS_JWT_SECRET: &str = "ROOMCAST_JWT_SECRET";
@@ -42,6 +47,7 @@ pub(super) struct RawConfig {
     pub rooms: RoomsConfig,
     pub store: StoreConfig,
     pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
 }
 
 /// `[auth]` as written; see `AuthConfig` for the typed form.
@@ -49,6 +55,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAuth {
     pub mode: super::AuthMode,
+    #[serde(default)]
     pub jwt_secret: String,
     pub public_key_file: String,
     pub public_key_alg: String,
@@ -100,6 +107,10 @@ impl Schema {
             env_names: BTreeMap::new(),
         };
         schema.collect("", &defaults);
+        for key in UNSET_STRING_KEYS {
+            schema.env_names.insert(env_name(key), key.to_string());
+            schema.leaves.insert(key.to_string(), Value::String(String::new()));
+        }
         schema.defaults = defaults;
         Ok(schema)
     }

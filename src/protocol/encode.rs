@@ -83,6 +83,18 @@ pub fn encode_ack(out: &mut Vec<u8>, reference: Option<&[u8]>, seq: Option<u64>)
     out.push(b'}');
 }
 
+/// `{"type":"left","room":R[,"seq":N]}`: the answer to a `leave` sent
+/// without `ref` (with one, the answer is the `ack`).
+pub fn encode_left(out: &mut Vec<u8>, room: &str, seq: Option<u64>) {
+    out.extend_from_slice(b"{\"type\":\"left\",\"room\":");
+    push_json_str(out, room);
+    if let Some(seq) = seq {
+        out.extend_from_slice(b",\"seq\":");
+        push_u64(out, seq);
+    }
+    out.push(b'}');
+}
+
 /// `{"type":"error","ref":R,"code":C,"message":M}`
 pub fn encode_error(out: &mut Vec<u8>, reference: Option<&[u8]>, code: &str, message: &str) {
     out.extend_from_slice(b"{\"type\":\"error\"");

@@ -634,6 +634,17 @@ impl Rooms {
     /// the last message the member was sent. Returns false when `conn` was
     /// not that member (nothing changes).
     pub fn leave(&mut self, membership: Membership, conn: ConnId, reference: Option<&[u8]>) -> bool {
+        self.leave_as(membership, conn, reference, false)
+    }
+
+    /// `leave` for a client's `leave` request: as `leave`, and without
+    /// `reference` the leaver is told `{"type":"left","room":R,"seq":N}`
+    /// (the ack's `seq`), so a leave always has a visible answer.
+    pub fn leave_requested(&mut self, membership: Membership, conn: ConnId, reference: Option<&[u8]>) -> bool {
+        self.leave_as(membership, conn, reference, true)
+    }
+
+    fn leave_as(&mut self, membership: Membership, conn: ConnId, reference: Option<&[u8]>, requested: bool) -> bool {
         self.begin_call();
         if self.member_of(membership, conn).is_none() {
             return false;
@@ -644,6 +655,10 @@ impl Rooms {
             protocol::encode_ack(self.frames.begin(), reference, Some(room.seq));
             let ack = self.frames.finish(Opcode::Text);
             self.outputs.push_back(Output::Deliver { to: conn, frame: ack });
+        } else if requested {
+            protocol::encode_left(self.frames.begin(), room.key.room(), Some(room.seq));
+            let left = self.frames.finish(Opcode::Text);
+            self.outputs.push_back(Output::Deliver { to: conn, frame: left });
         }
         self.remove_member(slot, membership.member as usize);
         self.debug_check_invariants();

@@ -13,6 +13,7 @@ use mio::net::TcpStream;
 
 use crate::auth::{Identity, RoomScope};
 use crate::ids::{ConnId, RoomKey, ShardId};
+use crate::refusal::{Perm, Refusal};
 use crate::room::{Membership, Peer};
 use crate::ws::frame::{Fragments, Frame};
 
@@ -84,6 +85,8 @@ pub struct Grants {
     pub tenant: Box<str>,
     pub groups: Box<[Box<str>]>,
     pub room_scope: Option<RoomScope>,
+    /// The token's `perms`, one bit per `Perm`; all set when it had none.
+    perms: u8,
 }
 
 impl Grants {
@@ -92,13 +95,35 @@ impl Grants {
             tenant: identity.tenant.into(),
             groups: identity.groups.into_iter().map(Into::into).collect(),
             room_scope: identity.room_scope,
+            perms: perm_bits(identity.perms.as_deref()),
         }
+    }
+
+    /// `Ok` when the token allows requests gated by `perm`, else the
+    /// `forbidden` refusal naming it. A bit test: no token work on the shard.
+    pub fn require(&self, perm: Perm) -> Result<(), Refusal> {
+        if self.perms & perm_bit(perm) != 0 { Ok(()) } else { Err(Refusal::PermMissing(perm)) }
     }
 
     /// Whether `user` with these grants may be in `room` (see `Identity::may_join`).
     pub fn may_join(&self, user: &str, room: &str) -> bool {
         crate::auth::may_join(user, &self.groups, self.room_scope.as_ref(), room)
     }
+}
+
+fn perm_bit(perm: Perm) -> u8 {
+    1 << (perm as u8)
+}
+
+/// The `perms` claim as bits: absent = every permission (tokens from before
+/// `perms` was enforced keep working); present = exactly the listed ones.
+/// Names roomcast does not know are ignored.
+fn perm_bits(claim: Option<&[String]>) -> u8 {
+    let Some(names) = claim else { return Perm::ALL.iter().fold(0, |bits, &perm| bits | perm_bit(perm)) };
+    Perm::ALL
+        .iter()
+        .filter(|perm| names.iter().any(|name| name == perm.name()))
+        .fold(0, |bits, &perm| bits | perm_bit(perm))
 }
 
 /// One room a connection is in, and where that room lives.

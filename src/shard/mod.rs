@@ -16,6 +16,7 @@
 
 mod admin;
 pub mod conn;
+mod conn_log;
 mod refresh;
 mod remote;
 mod requests;
@@ -166,6 +167,8 @@ pub struct ShardSettings {
     /// This process's boot number (the store's, else the start time in ms),
     /// the first part of every room epoch.
     pub boot: u64,
+    /// `log.connection_lines_per_s`.
+    pub connection_log_lines_per_s: u32,
 }
 
 pub struct Shard {
@@ -216,6 +219,7 @@ struct ShardCore {
     episodes: EpisodeLog,
     metrics: ShardMetrics,
     metrics_sent_at: Instant,
+    conn_log: conn_log::ConnLog,
 }
 
 impl Shard {
@@ -275,6 +279,7 @@ impl Shard {
             episodes: EpisodeLog::default(),
             metrics: ShardMetrics::default(),
             metrics_sent_at: now,
+            conn_log: conn_log::ConnLog::new(settings.connection_log_lines_per_s),
             settings,
         };
         let read_buf = vec![0; core.settings.limits.read_bytes_per_event_max.clamp(4096, 1 << 20)];
@@ -450,7 +455,7 @@ impl Shard {
         core.metrics.connections_opened += 1;
         let home_key = home.as_ref().map(|(key, _)| key);
         core.audit_open(slot, home_key, peer_addr);
-        tracing::debug!(conn = %id, room = home_key.map(RoomKey::room), "connection opened");
+        core.log_connection(slot, home_key, peer_addr, None);
         core.mark_dirty(slot);
         let first_check = core.next_heartbeat(core.now, expires_at_s);
         core.schedule(id, first_check, TimerKind::Heartbeat);
@@ -896,7 +901,8 @@ impl ShardCore {
                 }
                 Place::Remote { owner, membership: Some(membership) } => {
                     self.remote.forget_member(&joined.key, id);
-                    let leave = RemoteMsg::Leave { key: joined.key, membership, conn: id, reference: None };
+                    let leave =
+                        RemoteMsg::Leave { key: joined.key, membership, conn: id, reference: None, requested: false };
                     self.remote.send_control(owner, leave);
                 }
                 Place::Remote { membership: None, .. } => {}
@@ -1095,12 +1101,35 @@ impl ShardCore {
                 let _ = registry.deregister(&mut conn.stream);
                 self.metrics.connections_closed += 1;
                 // No Close frame was exchanged: 1006, as in the session audit.
-                let close_code = conn.close_code.unwrap_or(crate::msg::CLOSE_ABNORMAL);
-                tracing::debug!(conn = %conn.id, close_code, "connection closed");
+                self.log_connection(slot, None, None, Some(&conn));
                 self.audit_close(&conn);
             }
         }
         self.doomed = doomed; // keep the allocation
+    }
+
+    /// The info line of a room connection opening (`closed` = `None`: the
+    /// connection is in `slot`) or being freed (`closed`: the connection,
+    /// already out of the slab); rate-limited per shard (`conn_log.rs`).
+    fn log_connection(
+        &mut self,
+        slot: usize,
+        home: Option<&RoomKey>,
+        peer: Option<std::net::SocketAddr>,
+        closed: Option<&Connection>,
+    ) {
+        match closed {
+            None => {
+                let Some(conn) = self.conns.get(slot) else { return };
+                self.conn_log.opened(slot, conn, home, peer, self.now);
+            }
+            Some(conn) => {
+                // No Close frame was exchanged: 1006, as in the session audit.
+                let close_code = conn.close_code.unwrap_or(crate::msg::CLOSE_ABNORMAL);
+                self.conn_log.closed(slot, conn, close_code, self.now);
+            }
+        }
+        self.metrics.log_lines_suppressed = self.conn_log.suppressed_total;
     }
 
     fn start_drain(&mut self, deadline: Instant) {
@@ -1138,6 +1167,7 @@ impl ShardCore {
             // A full channel only means the reader is behind; the next snapshot replaces this one.
             let _ = self.settings.metrics_out.try_send((self.id, self.metrics.clone()));
             self.episodes.end_interval();
+            self.conn_log.end_second(self.id);
         }
     }
 }

@@ -61,6 +61,8 @@ pub enum RemoteMsg {
         membership: Membership,
         conn: ConnId,
         reference: Option<Box<[u8]>>,
+        /// A client's `leave` request (answered even without `reference`), not a close.
+        requested: bool,
     },
     Publish {
         membership: Membership,
@@ -275,10 +277,14 @@ impl ShardCore {
             RemoteMsg::Join { peer, key, tag, quiet, reference, since } => {
                 self.on_remote_join(peer, key, tag, quiet, reference, since)
             }
-            RemoteMsg::Leave { key, membership, conn, reference } => {
+            RemoteMsg::Leave { key, membership, conn, reference, requested } => {
+                if requested {
+                    self.rooms.leave_requested(membership, conn, reference.as_deref());
+                } else {
+                    self.rooms.leave(membership, conn, reference.as_deref());
+                }
                 // Answered even when the connection was no longer a member (a
                 // kick or deny crossed the leave): the home still mirrors it.
-                self.rooms.leave(membership, conn, reference.as_deref());
                 self.remote.send_control(from, RemoteMsg::Left { conn, key, membership });
                 self.apply_room_outputs();
             }
@@ -389,7 +395,7 @@ impl ShardCore {
             }
             None => {
                 tracing::debug!(conn = %conn, room = key.room(), "join undone: the connection closed or left while it was in flight");
-                let undo = RemoteMsg::Leave { key, membership, conn, reference: None };
+                let undo = RemoteMsg::Leave { key, membership, conn, reference: None, requested: false };
                 self.remote.send_control(owner, undo);
             }
         }

@@ -10,7 +10,7 @@ use super::refresh::RefreshRequest;
 use super::{RemoteMsg, ShardCore};
 use crate::ids::{self, RoomKey};
 use crate::protocol::{self, MeetingRequest, Request, Since};
-use crate::refusal::Refusal;
+use crate::refusal::{Perm, Refusal};
 use crate::ws::CloseCode;
 use crate::ws::frame::Opcode;
 
@@ -48,6 +48,7 @@ impl ShardCore {
         reference: Option<&[u8]>,
         data: &[u8],
     ) -> Result<(), Refusal> {
+        self.require(slot, Perm::Publish)?;
         let (conn, place) = self.place_of(slot, room)?;
         match place {
             Place::Local(membership) => {
@@ -74,6 +75,14 @@ impl ShardCore {
         request: MeetingRequest,
         reference: Option<&[u8]>,
     ) -> Result<(), Refusal> {
+        let gate = match request {
+            MeetingRequest::ChatSend { .. } | MeetingRequest::ChatDelete { .. } => Some(Perm::Chat),
+            MeetingRequest::Signal { .. } => Some(Perm::Signal),
+            _ => None,
+        };
+        if let Some(perm) = gate {
+            self.require(slot, perm)?;
+        }
         let (conn, place) = self.place_of(slot, room)?;
         let now_unix_ms = self.now_unix_ms();
         match place {
@@ -95,6 +104,11 @@ impl ShardCore {
         Ok(())
     }
 
+    /// `Ok` when the token of connection `slot` allows requests gated by `perm`.
+    fn require(&mut self, slot: usize, perm: Perm) -> Result<(), Refusal> {
+        self.member(slot)?.1.grants.require(perm)
+    }
+
     /// The connection's id and where the room `room` (home when `None`) is.
     fn place_of(&mut self, slot: usize, room: Option<&str>) -> Result<(crate::ids::ConnId, Place), Refusal> {
         let (conn, member) = self.member(slot)?;
@@ -112,6 +126,7 @@ impl ShardCore {
         let shards = self.settings.shards;
         let (conn, peer, key, full) = {
             let (conn, member) = self.member(slot)?;
+            member.grants.require(Perm::Join)?;
             may_join(member, room)?;
             if member.room(room).is_some() {
                 return Err(Refusal::AlreadyJoined);
@@ -199,6 +214,7 @@ impl ShardCore {
     }
 
     /// `leave`: a joined room; not the home room, personal or group rooms.
+    /// Answered with an ack when it has a `ref`, else with a `left` event.
     fn leave(&mut self, slot: usize, room: &str, reference: Option<&[u8]>) -> Result<(), Refusal> {
         let (conn, joined) = {
             let (conn, member) = self.member(slot)?;
@@ -210,21 +226,24 @@ impl ShardCore {
         };
         match joined.place {
             Place::Local(membership) => {
-                self.rooms.leave(membership, conn, reference);
+                self.rooms.leave_requested(membership, conn, reference);
                 self.apply_room_outputs();
             }
             Place::Remote { owner, membership: Some(membership) } => {
-                let msg = RemoteMsg::Leave { key: joined.key, membership, conn, reference: reference.map(Into::into) };
+                let reference = reference.map(Into::into);
+                let msg = RemoteMsg::Leave { key: joined.key, membership, conn, reference, requested: true };
                 // Kept whatever the outbox holds: a lost leave would leave a ghost member.
                 self.remote.send_control(owner, msg);
             }
             Place::Remote { membership: None, .. } => {
                 // The join is undone when its reply arrives (see `on_joined`).
-                if reference.is_some() {
-                    protocol::encode_ack(self.frames.begin(), reference, None);
-                    let frame = self.frames.finish(Opcode::Text);
-                    self.queue(slot, frame);
+                // No `seq`: the owner has not placed the connection yet.
+                match reference {
+                    Some(_) => protocol::encode_ack(self.frames.begin(), reference, None),
+                    None => protocol::encode_left(self.frames.begin(), joined.key.room(), None),
                 }
+                let frame = self.frames.finish(Opcode::Text);
+                self.queue(slot, frame);
             }
         }
         Ok(())
@@ -235,6 +254,7 @@ impl ShardCore {
         let shards = self.settings.shards;
         let (peer, key) = {
             let (_, member) = self.member(slot)?;
+            member.grants.require(Perm::Direct)?;
             (Arc::clone(&member.peer), RoomKey::personal(&member.grants.tenant, to))
         };
         let owner = key.shard(shards);

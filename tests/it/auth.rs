@@ -166,3 +166,67 @@ fn dev_mode_takes_a_user_name_without_a_token() {
         other => panic!("expected 401, got {:?}", other.map(|_| "accepted")),
     }
 }
+
+/// Connects `user` to `room` with a token whose `perms` claim is `perms`.
+fn join_with_perms(server: &Server, room: &str, user: &str, perms: &[&str]) -> Client {
+    let perms: Vec<String> = perms.iter().map(|p| p.to_string()).collect();
+    let request = roomcast::auth::MintRequest { sub: user, ttl_s: 600, perms: Some(&perms), ..Default::default() };
+    let token = roomcast::auth::mint_hs256(SECRET.as_bytes(), &request, unix_now()).expect("mint");
+    let mut client = Client::connect(&server.url(room, &format!("token={token}"))).expect("handshake");
+    client.next_of_type("welcome");
+    client
+}
+
+#[test]
+fn the_perms_claim_gates_publish_join_direct_chat_and_signal() {
+    let server = Server::start(&[]);
+    let (mut peer, _) = server.join("demo", "peer");
+    let mut reader = join_with_perms(&server, "demo", "reader", &["join"]);
+    peer.next_of_type("member_joined");
+
+    // No `publish`: refused naming it, and nobody hears the message.
+    reader.send(json!({"type": "publish", "ref": 1, "data": "refused"}));
+    let error = reader.next_of_type("error");
+    assert_eq!((&error["ref"], &error["code"]), (&json!(1), &json!("forbidden")), "{error}");
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("\"publish\"")), "{error}");
+    reader.send(json!({"type": "publish", "data": "refused without ref"}));
+    assert_eq!(reader.next_of_type("error")["code"], "forbidden");
+    for (request, perm) in [
+        (json!({"type": "direct", "ref": 2, "to": "peer", "data": 1}), "direct"),
+        (json!({"type": "chat.send", "ref": 3, "text": "hi"}), "chat"),
+        (json!({"type": "signal", "ref": 4, "to": "peer", "data": {}}), "signal"),
+    ] {
+        reader.send(request);
+        let error = reader.next_of_type("error");
+        assert_eq!(error["code"], "forbidden", "{error}");
+        assert!(error["message"].as_str().is_some_and(|m| m.contains(&format!("\"{perm}\""))), "{error}");
+    }
+    // `join` is listed: allowed.
+    reader.send(json!({"type": "join", "ref": 5, "room": "other"}));
+    assert_eq!(reader.next_of_type("welcome")["room"], "other");
+    // The peer saw none of it: the next frame it gets, past the store's
+    // chat history (sent whenever the store answers), is its own pong.
+    peer.send(json!({"type": "ping", "ref": "p"}));
+    let next = loop {
+        let frame = peer.next_json();
+        if frame["type"] != "chat_history" {
+            break frame;
+        }
+    };
+    assert_eq!(next["type"], "pong", "{next}");
+
+    // With `publish` it works; without `join`, a join is refused.
+    let mut writer = join_with_perms(&server, "demo", "writer", &["publish"]);
+    peer.next_of_type("member_joined");
+    writer.send(json!({"type": "publish", "ref": 6, "data": "hello"}));
+    assert_eq!(writer.next_of_type("ack")["ref"], 6);
+    assert_eq!(peer.next_of_type("message")["data"], "hello");
+    writer.send(json!({"type": "join", "ref": 7, "room": "other"}));
+    let error = writer.next_of_type("error");
+    assert!(error["code"] == "forbidden" && error["message"].as_str().is_some_and(|m| m.contains("\"join\"")));
+
+    // No `perms` claim at all: everything is allowed, as before.
+    let (mut everyone, _) = server.join("demo", "everyone");
+    everyone.send(json!({"type": "publish", "ref": 8, "data": 1}));
+    assert_eq!(everyone.next_of_type("ack")["ref"], 8);
+}

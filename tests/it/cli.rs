@@ -1,10 +1,13 @@
 //! The command line: config errors stop startup with the key named, and
 //! `roomcast token` mints tokens the server accepts with the secret it
-//! created in the data directory.
+//! created in the data directory (and never makes one up itself); what
+//! the server logs about its secret and its connections, as text or JSON.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
 
-use super::harness::{Client, Server};
+use super::harness::{Client, PATIENCE, Server};
 
 fn roomcast(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_roomcast")).args(args).env_clear().output().expect("run roomcast")
@@ -157,4 +160,227 @@ fn pin_puts_shards_on_the_cores_of_the_process_affinity_mask() {
     for line in &pinned {
         assert!(line.contains("shard pinned to core") && line.contains(&format!("core={core}")), "{line}");
     }
+}
+
+#[test]
+fn token_never_creates_a_secret_and_says_where_it_looked() {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["token", "--sub", "alice"])
+        .current_dir(cwd.path())
+        .env_clear()
+        .output()
+        .expect("run roomcast");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "no token is printed: {out:?}");
+    let looked = cwd.path().canonicalize().expect("cwd").join("roomcast-data").join("jwt-secret");
+    assert!(stderr.contains(&looked.display().to_string()), "names the absolute path it read: {stderr}");
+    for how in ["--data-dir", "--config", "ROOMCAST_DATA_DIR", "--secret"] {
+        assert!(stderr.contains(how), "says how to point it at the server's secret ({how}): {stderr}");
+    }
+    assert!(!cwd.path().join("roomcast-data").exists(), "token created the data directory");
+}
+
+/// `roomcast serve` run directly, its stderr lines kept: for tests that
+/// read what the server logs before and after "roomcast listening".
+struct LoggingServer {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl LoggingServer {
+    fn start(args: &[&str]) -> LoggingServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--no-pin", "--shards", "1"])
+            .args(args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start roomcast");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        LoggingServer { child, lines, seen: Vec::new() }
+    }
+
+    /// Blocks until a line containing `needle` is logged; returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(PATIENCE) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("never logged {needle:?}; logged: {:#?}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for LoggingServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `addr=…` of a text log line.
+fn text_field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line.find(&format!("{key}=")).unwrap_or_else(|| panic!("no {key}= in {line:?}")) + key.len() + 1;
+    line[start..].split_whitespace().next().unwrap_or_default()
+}
+
+#[test]
+fn the_server_logs_its_secret_and_a_foreign_token_is_told_where_it_lives() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().expect("path").to_string();
+    let secret_file = dir.path().canonicalize().expect("dir").join("jwt-secret").display().to_string();
+
+    let mut server = LoggingServer::start(&["--data-dir", &data]);
+    let logged = server.wait_for("jwt secret");
+    assert!(logged.contains(&secret_file) && logged.contains("created"), "{logged}");
+    let listening = server.wait_for("roomcast listening");
+    assert!(listening.contains("auth=jwt") || listening.contains("auth=\"jwt\""), "the config's spelling: {listening}");
+    let addr = text_field(&listening, "addr").to_string();
+
+    // A token signed with any other secret: the 401 says why, and where the server's secret is.
+    let request = roomcast::auth::MintRequest { sub: "a", ttl_s: 60, ..Default::default() };
+    let now = super::harness::unix_now();
+    let foreign = roomcast::auth::mint_hs256(b"a-secret-made-up-in-another-directory!!", &request, now).expect("mint");
+    match Client::connect(&format!("ws://{addr}/ws/demo?token={foreign}")) {
+        Err(super::harness::Refused::Status(401, body)) => {
+            assert!(body.contains("token_bad_signature"), "{body}");
+            assert!(body.contains("another key") && body.contains(&secret_file), "{body}");
+            let secret = std::fs::read_to_string(dir.path().join("jwt-secret")).expect("secret");
+            assert!(!body.contains(secret.trim()), "the secret itself is never sent");
+        }
+        other => panic!("expected 401: {:?}", other.map(|_| "accepted")),
+    }
+    drop(server);
+
+    // Started again: the same secret, read this time.
+    let mut server = LoggingServer::start(&["--data-dir", &data]);
+    let logged = server.wait_for("jwt secret");
+    assert!(logged.contains(&secret_file) && logged.contains("read"), "{logged}");
+}
+
+#[test]
+fn a_missing_config_file_is_named_once_with_the_os_error_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("nope.toml");
+    let path = missing.to_str().expect("path");
+    let out = roomcast(&["serve", "--listen", "127.0.0.1:0", "--config", path]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches(path).count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+}
+
+#[test]
+fn the_defaults_serve_help_prints_paste_into_a_config_file_that_starts() {
+    let out = roomcast(&["serve", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let start = help.find("# roomcast configuration").expect("the key section in --help");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("pasted.toml");
+    std::fs::write(&file, &help[start..]).expect("write config");
+    let data = dir.path().join("data");
+    let mut server =
+        LoggingServer::start(&["--config", file.to_str().expect("path"), "--data-dir", data.to_str().expect("path")]);
+    server.wait_for("roomcast listening");
+}
+
+/// The JSON log line whose `fields.message` is `message`.
+fn wait_for_json(server: &mut LoggingServer, message: &str) -> serde_json::Value {
+    loop {
+        let line = server.wait_for(message);
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if value["fields"]["message"] == message {
+            return value;
+        }
+    }
+}
+
+#[test]
+fn with_log_format_json_connections_open_and_close_at_info_with_who_and_where() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().expect("path");
+    let mut server =
+        LoggingServer::start(&["--log-format", "json", "--jwt-secret", super::harness::SECRET, "--data-dir", data]);
+    let listening = wait_for_json(&mut server, "roomcast listening");
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["fields"]["auth"], "jwt");
+    let addr = listening["fields"]["addr"].as_str().expect("addr").to_string();
+
+    let claims = super::harness::Claims { sub: "alice", tenant: Some("acme"), ..Default::default() };
+    let token = super::harness::token(&claims);
+    let mut client = Client::connect(&format!("ws://{addr}/ws/demo?token={token}")).expect("handshake");
+    client.next_of_type("welcome");
+    let local = client.ws.get_ref().local_addr().expect("local addr").to_string();
+
+    let opened = wait_for_json(&mut server, "connection opened");
+    assert_eq!(opened["level"], "INFO");
+    let fields = &opened["fields"];
+    assert_eq!(
+        (&fields["user"], &fields["tenant"], &fields["room"]),
+        (&"alice".into(), &"acme".into(), &"demo".into())
+    );
+    assert_eq!(fields["peer"], local.as_str());
+    let conn = fields["conn"].as_str().expect("conn").to_string();
+
+    client.ws.close(None).expect("close");
+    while client.ws.read().is_ok() {}
+    let closed = wait_for_json(&mut server, "connection closed");
+    let fields = &closed["fields"];
+    assert_eq!(closed["level"], "INFO");
+    assert_eq!(fields["conn"], conn.as_str());
+    assert_eq!(
+        (&fields["user"], &fields["tenant"], &fields["room"]),
+        (&"alice".into(), &"acme".into(), &"demo".into())
+    );
+    assert_eq!(fields["peer"], local.as_str());
+    // A Close without a code is answered 1000, the code logged.
+    assert_eq!(fields["close_code"], 1000, "{closed}");
+    assert!(fields["reason"].is_string() && fields["by"] == "peer", "{closed}");
+    assert!(fields["duration_ms"].is_u64(), "{closed}");
+}
+
+#[test]
+fn connection_lines_past_the_limit_are_summed_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_str().expect("path");
+    let mut server = LoggingServer::start(&[
+        "--jwt-secret",
+        super::harness::SECRET,
+        "--data-dir",
+        data,
+        "--set",
+        "log.connection_lines_per_s=1",
+    ]);
+    let addr = text_field(&server.wait_for("roomcast listening"), "addr").to_string();
+    let token = super::harness::token(&super::harness::Claims { sub: "bob", ..Default::default() });
+    let clients: Vec<Client> = (0..4)
+        .map(|_| {
+            let mut client = Client::connect(&format!("ws://{addr}/ws/demo?token={token}")).expect("handshake");
+            client.next_of_type("welcome");
+            client
+        })
+        .collect();
+    let summary = server.wait_for("connection lines suppressed");
+    assert!(summary.contains("suppressed="), "{summary}");
+    let opened = server.seen.iter().filter(|line| line.contains("connection opened")).count();
+    assert!(opened >= 1, "{:#?}", server.seen);
+    drop(clients);
 }

@@ -152,3 +152,49 @@ fn rooms_are_isolated_across_four_shards() {
         assert_eq!(message["seq"], 1, "each room counts its own messages");
     }
 }
+
+#[test]
+fn a_leave_without_ref_is_answered_with_left_naming_the_room() {
+    let server = Server::start(&[]);
+    let (mut leaver, home) = server.join("home", "leaver");
+    let (mut bob, _) = server.join("home", "bob");
+    // Rooms on both shards: the owner of a room answers its leave.
+    let mut shards_seen = std::collections::BTreeSet::new();
+    let mut rooms = Vec::new();
+    for i in 0.. {
+        let room = format!("extra-{i}");
+        leaver.send(json!({"type": "join", "room": room}));
+        let welcome = leaver.next_of_type("welcome");
+        assert_eq!(welcome["room"], room.as_str());
+        bob.send(json!({"type": "join", "room": room}));
+        bob.next_of_type("welcome");
+        if shards_seen.insert(welcome["shard"].as_u64().expect("shard")) {
+            rooms.push(room);
+        }
+        if shards_seen.len() == 2 {
+            break;
+        }
+        assert!(i < 64, "no room hashed to the other shard");
+    }
+    assert!(shards_seen.contains(&home["shard"].as_u64().expect("shard")));
+
+    for room in rooms {
+        bob.send(json!({"type": "publish", "room": room, "data": 1, "ref": "p"}));
+        let seq = bob.next_of_type("ack")["seq"].clone();
+        leaver.send(json!({"type": "leave", "room": room}));
+        let left = leaver.next_of_type("left");
+        assert_eq!(left, json!({"type": "left", "room": room, "seq": seq}), "{room}");
+        // Nothing of the room arrives after `left`.
+        bob.send(json!({"type": "publish", "room": room, "data": 2, "ref": "q"}));
+        bob.next_of_type("ack");
+        leaver.send(json!({"type": "ping", "ref": "after"}));
+        let next = next_skipping_history(&mut leaver);
+        assert!(matches!(&next, Message::Text(t) if t.starts_with(r#"{"type":"pong""#)), "{room}: {next:?}");
+        // With a ref the answer is the ack, as before, and no `left`.
+        leaver.send(json!({"type": "join", "room": room}));
+        leaver.next_of_type("welcome");
+        leaver.send(json!({"type": "leave", "room": room, "ref": 9}));
+        let ack = next_skipping_history(&mut leaver);
+        assert!(matches!(&ack, Message::Text(t) if t.starts_with(r#"{"type":"ack","ref":9,"seq":"#)), "{ack:?}");
+    }
+}
