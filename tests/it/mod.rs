@@ -6,6 +6,7 @@ mod cli;
 mod conformance;
 mod cross_shard;
 mod handshake;
+mod handshake_abuse;
 mod http_api;
 mod limits;
 mod meeting;
