@@ -344,6 +344,15 @@ pub struct AcceptorMetrics {
     pub limit_hits: LimitHits,
     pub accept_paused: u64,
     pub handshake_timeouts: u64,
+    /// Connections the acceptor's handshake guards shed, by reason
+    /// (`roomcast_handshakes_shed_total{reason}`): refused at
+    /// `limits.handshakes_pending_per_ip_max` (429), closed at
+    /// `limits.handshakes_pending_max` to make room, and heads too slow
+    /// (`limits.handshake_head_deadline_ms`, `limits.handshake_bytes_per_s_min`; 408).
+    pub shed_per_ip: u64,
+    pub shed_evicted: u64,
+    pub shed_head_deadline: u64,
+    pub shed_too_slow: u64,
     /// Unix seconds of the last connection handed to a shard (0: none yet).
     pub last_upgrade_unix_s: u64,
     /// Rooms in the registry (the acceptor's copy).
@@ -507,6 +516,15 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
     let _ = writeln!(out, "roomcast_handshake_timeouts_total {}", acceptor.handshake_timeouts);
     let _ = writeln!(out, "# TYPE roomcast_accept_paused_total counter");
     let _ = writeln!(out, "roomcast_accept_paused_total {}", acceptor.accept_paused);
+    let _ = writeln!(out, "# TYPE roomcast_handshakes_shed_total counter");
+    for (reason, n) in [
+        ("per_ip", acceptor.shed_per_ip),
+        ("evicted", acceptor.shed_evicted),
+        ("head_deadline", acceptor.shed_head_deadline),
+        ("too_slow", acceptor.shed_too_slow),
+    ] {
+        let _ = writeln!(out, "roomcast_handshakes_shed_total{{reason=\"{reason}\"}} {n}");
+    }
     let _ = writeln!(out, "# TYPE roomcast_registry_rooms gauge");
     let _ = writeln!(out, "roomcast_registry_rooms {}", acceptor.registry_rooms);
     let _ = writeln!(out, "# TYPE roomcast_slow_consumers_closed_total counter");
@@ -591,6 +609,7 @@ mod tests {
             "roomcast_store_batch_events_bucket{le=\"+Inf\"} 0",
             "roomcast_revoked_tokens 0",
             "roomcast_revocations_refused_total{reason=\"used\"} 0",
+            "roomcast_handshakes_shed_total{reason=\"evicted\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
         }

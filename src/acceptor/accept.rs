@@ -1,7 +1,8 @@
 //! Listeners and the accept loop: binding with socket2 (backlog,
-//! SO_REUSEPORT), accepting until the kernel has no more, the socket options
-//! of an accepted connection, and pausing at `limits.handshakes_pending_max`
-//! (the rest wait in the kernel's backlog until a pending slot frees).
+//! SO_REUSEPORT), accepting until the kernel has no more, each connection's
+//! admission to the pending table (`guard.rs`: the per-address cap, and at
+//! a full budget the eviction of the oldest, so accepting never pauses) and
+//! the socket options of an accepted connection.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,8 +11,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
 use super::Acceptor;
+use super::guard::Admission;
 use super::pending::{Family, PendingState};
-use crate::metrics::LimitKind;
 
 pub(super) const MAIN_LISTENER: Token = Token(usize::MAX - 1);
 pub(super) const ECHO_LISTENER: Token = Token(usize::MAX - 2);
@@ -31,8 +32,6 @@ pub(super) struct Listeners {
     main: TcpListener,
     echo: Option<TcpListener>,
     admin: Option<TcpListener>,
-    /// Accepting stopped at `limits.handshakes_pending_max`.
-    paused: bool,
 }
 
 /// Binds a listener with socket2 so that backlog and SO_REUSEPORT are ours to set.
@@ -64,7 +63,6 @@ impl Listeners {
             main: register(main, MAIN_LISTENER)?,
             echo: echo.map(|listener| register(listener, ECHO_LISTENER)).transpose()?,
             admin: admin.map(|listener| register(listener, ADMIN_LISTENER)).transpose()?,
-            paused: false,
         })
     }
 
@@ -84,16 +82,12 @@ impl Listeners {
 }
 
 impl Acceptor {
-    /// Accepts from `listener` until the kernel has no more or the pending table is full.
+    /// Accepts from `listener` until the kernel has no more.
     pub(super) fn accept_all(&mut self, listener: Listener) {
         loop {
-            if self.pending.is_full() {
-                self.pause_accepting();
-                return;
-            }
             let Some(accepted) = self.listeners.accept(listener) else { return };
             match accepted {
-                Ok((stream, peer)) => self.start_pending(stream, listener, Some(peer)),
+                Ok((stream, peer)) => self.admit(stream, listener, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -105,27 +99,16 @@ impl Acceptor {
         }
     }
 
-    /// Leaves the rest in the kernel's backlog until a slot frees.
-    fn pause_accepting(&mut self) {
-        if self.listeners.paused {
-            return;
+    /// Gives the connection a pending slot, making room if its budget is
+    /// full, or refuses it (its address holds its share).
+    fn admit(&mut self, stream: TcpStream, listener: Listener, peer: SocketAddr) {
+        match self.pending.admission(listener, Some(peer)) {
+            Admission::Admit => {}
+            Admission::PerSourceFull => return self.refuse_per_source(stream, peer),
+            Admission::Evict(slot) => self.evict(slot),
+            Admission::Full => return self.drop_unadmitted(stream),
         }
-        self.listeners.paused = true;
-        self.counters.acceptor.accept_paused += 1;
-        self.counters.hit(LimitKind::HandshakesPending);
-        if self.counters.episodes.starts_episode(LimitKind::HandshakesPending) {
-            tracing::warn!(pending = self.pending.len(), "limits.handshakes_pending_max reached: accepting paused");
-        }
-    }
-
-    /// Accepts again, from every listener, once the pending table has room.
-    pub(super) fn resume_accepting(&mut self) {
-        if self.listeners.paused && !self.pending.is_full() {
-            self.listeners.paused = false;
-            self.accept_all(Listener::Main);
-            self.accept_all(Listener::Echo);
-            self.accept_all(Listener::Admin);
-        }
+        self.start_pending(stream, listener, Some(peer));
     }
 
     fn start_pending(&mut self, mut stream: TcpStream, listener: Listener, peer: Option<SocketAddr>) {

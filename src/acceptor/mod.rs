@@ -17,8 +17,9 @@
 //! (`AcceptorMsg::Stop`), once the shards are done.
 //!
 //! One role per file: `accept.rs` (listeners, the accept loop, socket
-//! options), `pending.rs` (the pending-connection table, head reading,
-//! responses, deadlines), `upgrade.rs` (the WebSocket checks, the 101 and
+//! options), `guard.rs` (the handshake guards: per-address cap, eviction,
+//! head deadline and rate, HTTP/1.1 only), `pending.rs` (the
+//! pending-connection table, head reading, responses, deadlines), `upgrade.rs` (the WebSocket checks, the 101 and
 //! the handoff), `api.rs` (HTTP API requests, scattered to the shards or the
 //! store and gathered), `registry_backlog.rs` (registry changes waiting for a
 //! full shard), `refresh.rs` (the shards' `refresh` tokens). This file holds
@@ -26,6 +27,7 @@
 
 mod accept;
 mod api;
+mod guard;
 mod pending;
 mod refresh;
 mod registry_backlog;
@@ -52,6 +54,7 @@ use crate::store::{StoreEvent, StoreMonitor};
 
 use accept::{ADMIN_LISTENER, ECHO_LISTENER, Listener, Listeners, MAIN_LISTENER};
 use api::ApiState;
+use guard::ShedLog;
 use pending::PendingTable;
 use refresh::RefreshQueue;
 use registry_backlog::RegistryState;
@@ -190,6 +193,8 @@ struct Counters {
     shards_in: Receiver<(ShardId, ShardMetrics)>,
     /// Limits hit by no one connection (a full shard inbox), logged once per episode.
     episodes: EpisodeLog,
+    /// The handshake guards' episodes, ended with the others.
+    shed_episodes: ShedLog,
     episodes_ended_at: Instant,
     started: Instant,
 }
@@ -213,6 +218,7 @@ impl Counters {
         if self.episodes_ended_at.elapsed() >= METRICS_TICK {
             self.episodes_ended_at = Instant::now();
             self.episodes.end_interval();
+            self.shed_episodes.end_interval();
         }
     }
 }
@@ -223,10 +229,7 @@ impl Acceptor {
         let listeners = Listeners::register(poll.registry(), parts.main, parts.echo, parts.admin)?;
         let shard_count = parts.shards.len();
         let limits = &parts.config.limits;
-        let pending = PendingTable::new(
-            limits.handshakes_pending_max as usize,
-            Duration::from_millis(u64::from(limits.handshake_timeout_ms)),
-        );
+        let pending = PendingTable::new(limits);
         let api = ApiState::new(parts.mint_secret, waker, parts.store, parts.store_monitor, shard_count);
         let now = Instant::now();
         Ok(Acceptor {
@@ -248,6 +251,7 @@ impl Acceptor {
                 shards: vec![ShardMetrics::default(); shard_count],
                 shards_in: parts.metrics_in,
                 episodes: EpisodeLog::default(),
+                shed_episodes: ShedLog::default(),
                 episodes_ended_at: now,
                 started: now,
             },
@@ -271,7 +275,6 @@ impl Acceptor {
             self.answer_refreshes();
             self.expire_deadlines(Instant::now());
             self.shards.wake_marked();
-            self.resume_accepting();
             self.end_iteration();
         }
     }

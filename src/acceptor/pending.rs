@@ -8,11 +8,14 @@
 //! timer structure; an entry carries its slot's generation so that a
 //! deadline left behind by a freed slot is told from the slot's next user.
 //! Policies on who may hold a slot and for how long belong in
-//! [`PendingTable`], which every insertion and expiry goes through.
+//! [`PendingTable`], which every insertion and expiry goes through: it
+//! counts each budget (public, admin) and each source address, says whom to
+//! evict at a full budget (`guard.rs` decides what to do about it), and keeps
+//! a second FIFO of head deadlines, counted from each head's first byte.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -20,6 +23,8 @@ use slab::Slab;
 
 use super::Acceptor;
 use super::accept::Listener;
+use super::guard::{Admission, Budget, Shed, source_key};
+use crate::config::Limits;
 use crate::http::{self, HeadError, RequestHead};
 use crate::http_api::{ApiError, Endpoint, Gather};
 use crate::metrics::LimitKind;
@@ -53,6 +58,12 @@ pub(super) struct Pending {
     /// Tells this connection's deadline entry from a later one in the same
     /// slot; also the ticket of its HTTP API request.
     pub(super) generation: u64,
+    /// The source address it is counted under (public listeners only).
+    source: Option<IpAddr>,
+    /// When its first byte arrived; the head deadline and the rate count from it.
+    first_byte_at: Option<Instant>,
+    /// Request bytes read so far (head and body).
+    received: u64,
 }
 
 #[derive(Debug)]
@@ -81,37 +92,100 @@ pub(super) enum PendingState {
     },
 }
 
+/// Pending connections the admin listener holds, apart from
+/// `limits.handshakes_pending_max`: its own budget, which a flood on the
+/// public listeners cannot take.
+pub(super) const ADMIN_PENDING_MAX: usize = 64;
+
+/// How long a head may take before its rate is judged.
+const RATE_GRACE: Duration = Duration::from_secs(1);
+
 /// The pending connections and their deadlines. Slot numbers are the
 /// connections' poll tokens.
 pub(super) struct PendingTable {
     slots: Slab<Pending>,
     /// `(deadline, slot, generation)`, oldest first.
     deadlines: VecDeque<(Instant, usize, u64)>,
+    /// Head deadlines, from each head's first byte: `(deadline, slot, generation)`, oldest first.
+    head_deadlines: VecDeque<(Instant, usize, u64)>,
     next_generation: u64,
-    /// `limits.handshakes_pending_max`.
+    /// Connections held per budget, and `limits.handshakes_pending_max`.
+    public_len: usize,
+    admin_len: usize,
     max: usize,
+    /// Public connections held per source address, and `limits.handshakes_pending_per_ip_max`.
+    per_source: HashMap<IpAddr, u32>,
+    per_source_max: u32,
     /// `limits.handshake_timeout_ms`.
     timeout: Duration,
+    /// `limits.handshake_head_deadline_ms`.
+    head_deadline: Duration,
+    /// `limits.handshake_bytes_per_s_min`.
+    bytes_per_s_min: u64,
 }
 
 impl PendingTable {
-    pub(super) fn new(max: usize, timeout: Duration) -> PendingTable {
+    pub(super) fn new(limits: &Limits) -> PendingTable {
+        let max = limits.handshakes_pending_max as usize;
         PendingTable {
-            slots: Slab::with_capacity(max),
-            deadlines: VecDeque::with_capacity(max),
+            slots: Slab::with_capacity(max + ADMIN_PENDING_MAX),
+            deadlines: VecDeque::with_capacity(max + ADMIN_PENDING_MAX),
+            head_deadlines: VecDeque::with_capacity(max + ADMIN_PENDING_MAX),
             next_generation: 0,
+            public_len: 0,
+            admin_len: 0,
             max,
-            timeout,
+            per_source: HashMap::new(),
+            per_source_max: limits.handshakes_pending_per_ip_max,
+            timeout: Duration::from_millis(u64::from(limits.handshake_timeout_ms)),
+            head_deadline: Duration::from_millis(u64::from(limits.handshake_head_deadline_ms)),
+            bytes_per_s_min: u64::from(limits.handshake_bytes_per_s_min),
         }
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.slots.len()
+    /// Pending connections held by the public listeners.
+    pub(super) fn public_len(&self) -> usize {
+        self.public_len
     }
 
-    /// At `limits.handshakes_pending_max`: accepting pauses.
-    pub(super) fn is_full(&self) -> bool {
-        self.slots.len() >= self.max
+    /// Whether a connection just accepted on `listener` from `peer` may take
+    /// a slot, and what must make room for it.
+    pub(super) fn admission(&mut self, listener: Listener, peer: Option<SocketAddr>) -> Admission {
+        let budget = Budget::of(listener);
+        if budget == Budget::Public
+            && let Some(source) = peer.map(|peer| source_key(peer.ip()))
+            && self.per_source.get(&source).is_some_and(|&n| n >= self.per_source_max)
+        {
+            return Admission::PerSourceFull;
+        }
+        let (held, max) = match budget {
+            Budget::Public => (self.public_len, self.max),
+            Budget::Admin => (self.admin_len, ADMIN_PENDING_MAX),
+        };
+        if held < max {
+            return Admission::Admit;
+        }
+        self.oldest_evictable(budget).map_or(Admission::Full, Admission::Evict)
+    }
+
+    /// The oldest connection of `budget` that may be closed to make room:
+    /// any but a request waiting for shards (at most 64 of those, so one is
+    /// found unless the budget is tiny).
+    fn oldest_evictable(&mut self, budget: Budget) -> Option<usize> {
+        // Entries of freed slots at the front are of no further use.
+        while let Some(&(_, slot, generation)) = self.deadlines.front() {
+            if self.slots.get(slot).is_some_and(|p| p.generation == generation) {
+                break;
+            }
+            self.deadlines.pop_front();
+        }
+        self.deadlines.iter().find_map(|&(_, slot, generation)| {
+            let pending = self.slots.get(slot)?;
+            let evictable = pending.generation == generation
+                && Budget::of(pending.listener) == budget
+                && !matches!(pending.state, PendingState::Awaiting { .. });
+            evictable.then_some(slot)
+        })
     }
 
     /// The slot the next `insert` takes, to register its socket under first.
@@ -130,6 +204,18 @@ impl PendingTable {
     ) -> usize {
         self.next_generation += 1;
         let generation = self.next_generation;
+        let budget = Budget::of(listener);
+        let source = match budget {
+            Budget::Public => peer.map(|peer| source_key(peer.ip())),
+            Budget::Admin => None,
+        };
+        match budget {
+            Budget::Public => self.public_len += 1,
+            Budget::Admin => self.admin_len += 1,
+        }
+        if let Some(source) = source {
+            *self.per_source.entry(source).or_default() += 1;
+        }
         let slot = self.slots.insert(Pending {
             stream,
             listener,
@@ -139,6 +225,9 @@ impl PendingTable {
             head: Vec::new(),
             state,
             generation,
+            source,
+            first_byte_at: None,
+            received: 0,
         });
         self.deadlines.push_back((Instant::now() + self.timeout, slot, generation));
         slot
@@ -155,11 +244,68 @@ impl PendingTable {
     /// Takes the connection out (handed off or closed); its deadline entry
     /// is skipped when it comes up.
     pub(super) fn remove(&mut self, slot: usize) -> Option<Pending> {
-        self.slots.try_remove(slot)
+        let pending = self.slots.try_remove(slot)?;
+        match Budget::of(pending.listener) {
+            Budget::Public => self.public_len -= 1,
+            Budget::Admin => self.admin_len -= 1,
+        }
+        if let Some(source) = pending.source
+            && let Some(held) = self.per_source.get_mut(&source)
+        {
+            *held -= 1;
+            if *held == 0 {
+                self.per_source.remove(&source);
+            }
+        }
+        Some(pending)
     }
 
+    /// The earlier of the next deadline and the next head deadline.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.front().map(|&(at, _, _)| at)
+        let next = self.deadlines.front().map(|&(at, _, _)| at);
+        let next_head = self.head_deadlines.front().map(|&(at, _, _)| at);
+        match (next, next_head) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Notes `n` request bytes read into `slot` at `now`; the first starts
+    /// its head deadline.
+    pub(super) fn received(&mut self, slot: usize, n: usize, now: Instant) {
+        let Some(pending) = self.slots.get_mut(slot) else { return };
+        pending.received += n as u64;
+        if pending.first_byte_at.is_none() {
+            pending.first_byte_at = Some(now);
+            self.head_deadlines.push_back((now + self.head_deadline, slot, pending.generation));
+        }
+    }
+
+    /// Whether `slot`'s request, still incomplete, has arrived too slowly:
+    /// under `limits.handshake_bytes_per_s_min` on average since its first
+    /// byte, once `RATE_GRACE` has passed.
+    pub(super) fn too_slow(&self, slot: usize, now: Instant) -> bool {
+        let Some(pending) = self.slots.get(slot) else { return false };
+        let Some(first) = pending.first_byte_at else { return false };
+        let elapsed = now.saturating_duration_since(first);
+        elapsed >= RATE_GRACE
+            && u128::from(pending.received) * 1000 < u128::from(self.bytes_per_s_min) * elapsed.as_millis()
+    }
+
+    /// The slot of the next connection whose head deadline passed at `now`
+    /// while it was still reading its head; `None` once there is none.
+    pub(super) fn next_head_expired(&mut self, now: Instant) -> Option<usize> {
+        while let Some(&(at, slot, generation)) = self.head_deadlines.front() {
+            if at > now {
+                return None;
+            }
+            self.head_deadlines.pop_front();
+            let reading = |p: &Pending| p.generation == generation && matches!(p.state, PendingState::ReadingHead);
+            if self.slots.get(slot).is_some_and(reading) {
+                return Some(slot);
+            }
+        }
+        None
     }
 
     /// The slot of the next connection whose deadline passed at `now`;
@@ -204,6 +350,7 @@ impl Acceptor {
             _ => (self.config.limits.handshake_head_bytes_max, false),
         };
         let mut chunk = [0u8; 4096];
+        let mut read = 0;
         loop {
             let room = head_max.saturating_sub(pending.head.len());
             if room == 0 && body {
@@ -225,7 +372,10 @@ impl Acceptor {
                     self.close_pending(slot);
                     return;
                 }
-                Ok(n) => pending.head.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    pending.head.extend_from_slice(&chunk[..n]);
+                    read += n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -234,6 +384,11 @@ impl Acceptor {
                 }
             }
         }
+        let now = Instant::now();
+        if read > 0 {
+            self.pending.received(slot, read, now);
+        }
+        let Some(pending) = self.pending.get_mut(slot) else { return };
         if body {
             if pending.head.len() >= head_max {
                 let state = std::mem::replace(&mut pending.state, PendingState::ReadingHead);
@@ -241,11 +396,17 @@ impl Acceptor {
                 if let PendingState::ReadingBody { request, endpoint, tenant, .. } = state {
                     self.api_dispatch(slot, &endpoint, tenant, &request, &body);
                 }
+            } else if self.pending.too_slow(slot, now) {
+                self.answer_late(slot, now, Shed::TooSlow);
             }
             return;
         }
         match http::parse_head(&pending.head) {
-            Ok(None) => {}
+            Ok(None) => {
+                if self.pending.too_slow(slot, now) {
+                    self.answer_late(slot, now, Shed::TooSlow);
+                }
+            }
             Ok(Some((head, len))) => {
                 let leftover = pending.head[len..].to_vec();
                 self.route(slot, head, leftover);
@@ -255,6 +416,7 @@ impl Acceptor {
                 self.respond_error(slot, 431, "headers_too_large", "too many request headers", "")
             }
             Err(HeadError::Malformed) => self.respond_error(slot, 400, "bad_request", "malformed HTTP request", ""),
+            Err(HeadError::Version) => self.refuse_version(slot),
         }
     }
 
@@ -301,7 +463,7 @@ impl Acceptor {
         self.close_pending(slot);
     }
 
-    fn close_pending(&mut self, slot: usize) {
+    pub(super) fn close_pending(&mut self, slot: usize) {
         if let Some(mut pending) = self.pending.remove(slot) {
             if let PendingState::Awaiting { ticket, .. } = pending.state {
                 self.api.forget(ticket);
@@ -312,6 +474,9 @@ impl Acceptor {
 
     /// Answers (or drops) every connection whose deadline has passed.
     pub(super) fn expire_deadlines(&mut self, now: Instant) {
+        while let Some(slot) = self.pending.next_head_expired(now) {
+            self.answer_late(slot, now, Shed::HeadDeadline);
+        }
         while let Some(slot) = self.pending.next_expired(now) {
             let Some(pending) = self.pending.get_mut(slot) else { continue };
             let first = !std::mem::replace(&mut pending.timed_out, true);

@@ -28,6 +28,9 @@ impl Acceptor {
         let listener = pending.listener;
         let websocket = listener == Listener::Echo || (head.path.starts_with("/ws/") && listener == Listener::Main);
         pending.family = if websocket { Family::WebSocket } else { Family::Api };
+        if head.version != 1 {
+            return self.refuse_version(slot);
+        }
         if websocket && draining {
             return self.respond_error(slot, 503, "draining", "the server is draining", "Retry-After: 5\r\n");
         }

@@ -235,10 +235,17 @@ pub struct NetConfig {
 pub struct Limits {
     /// Connections one shard holds; a handshake for a room on a full shard gets HTTP 503 `server_full`.
     pub connections_per_shard_max: u32,
-    /// Connections in the HTTP/handshake phase at once; past it the acceptor stops accepting.
+    /// Connections in the HTTP/handshake phase at once on the public
+    /// listeners; at it the oldest not waiting for shards is closed for the new one.
     pub handshakes_pending_max: u32,
+    /// Pending connections from one source address (IPv6: one /64); past it: HTTP 429.
+    pub handshakes_pending_per_ip_max: u32,
     /// A request head must arrive completely within this time (slowloris defence).
     pub handshake_timeout_ms: u32,
+    /// A request head must be complete within this time of its first byte.
+    pub handshake_head_deadline_ms: u32,
+    /// Average rate a request still incomplete a second after its first byte must have kept.
+    pub handshake_bytes_per_s_min: u32,
     /// Request head size (the per-handshake read buffer); over it: HTTP 431.
     pub handshake_head_bytes_max: usize,
     /// Largest inbound message, all fragments together; over it: close 1009.
@@ -675,12 +682,15 @@ impl Limits {
     }
 
     /// Every limit with its key name, for the "greater than 0" rule.
-    fn sizes(&self) -> [(&'static str, u64); 26] {
+    fn sizes(&self) -> [(&'static str, u64); 29] {
         let l = self;
         [
             ("connections_per_shard_max", l.connections_per_shard_max.into()),
             ("handshakes_pending_max", l.handshakes_pending_max.into()),
+            ("handshakes_pending_per_ip_max", l.handshakes_pending_per_ip_max.into()),
             ("handshake_timeout_ms", l.handshake_timeout_ms.into()),
+            ("handshake_head_deadline_ms", l.handshake_head_deadline_ms.into()),
+            ("handshake_bytes_per_s_min", l.handshake_bytes_per_s_min.into()),
             ("handshake_head_bytes_max", l.handshake_head_bytes_max as u64),
             ("message_inbound_bytes_max", l.message_inbound_bytes_max.into()),
             ("outbound_queue_bytes_max", l.outbound_queue_bytes_max.into()),

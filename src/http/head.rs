@@ -10,6 +10,9 @@ use super::params;
 pub struct RequestHead {
     pub method: String,
     pub path: String,
+    /// The minor version of `HTTP/1.x` (httparse reads no other major):
+    /// 0 or 1. Only 1 is served (RFC 6455 §4.1 asks for HTTP/1.1 or higher).
+    pub version: u8,
     pub query: Option<String>,
     pub upgrade: Option<String>,
     pub connection: Option<String>,
@@ -31,6 +34,8 @@ pub enum HeadError {
     Malformed,
     /// More headers than `HEADERS_MAX`, or a head over the byte limit.
     TooLarge,
+    /// A request line with another version than `HTTP/1.0` or `HTTP/1.1`.
+    Version,
 }
 
 /// Headers read per request; more is answered 431.
@@ -45,6 +50,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError>
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::Version) => return Err(HeadError::Version),
         Err(_) => return Err(HeadError::Malformed),
     };
     let target = request.path.unwrap_or("/");
@@ -56,6 +62,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError>
         method: request.method.unwrap_or_default().to_string(),
         path: path.to_string(),
         query,
+        version: request.version.unwrap_or_default(),
         ..RequestHead::default()
     };
     for header in request.headers.iter() {
@@ -131,6 +138,9 @@ mod tests {
     fn incomplete_malformed_and_oversize_heads() {
         assert_eq!(parse_head(b"GET / HTTP/1.1\r\nHost: h\r\n"), Ok(None));
         assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n"), Err(HeadError::Malformed));
+        assert_eq!(parse_head(b"GET / HTTP/2.0\r\n\r\n"), Err(HeadError::Version));
+        let (head, _) = parse_head(b"GET / HTTP/1.0\r\n\r\n").expect("valid").expect("complete");
+        assert_eq!(head.version, 0);
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..100 {
             many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());

@@ -192,3 +192,47 @@ fn a_frame_sent_with_the_handshake_head_is_processed() {
     }
     assert_eq!(types.first().map(String::as_str), Some("welcome"), "{types:?}");
 }
+
+#[test]
+fn only_http_1_1_is_served_on_every_listener() {
+    // RFC 6455 §4.1: the opening handshake is HTTP/1.1 (or higher); httparse
+    // reads only 1.x, so anything but HTTP/1.1 gets 505 on every listener.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let admin: SocketAddr = format!("127.0.0.1:{port}").parse().expect("admin addr");
+    let server = Server::start(&[
+        "--auth-mode",
+        "none",
+        "--echo-listen",
+        "127.0.0.1:0",
+        "--admin-key",
+        "admin-key-0123456789",
+        "--admin-listen",
+        &admin.to_string(),
+    ]);
+    let echo = server.echo_addr.expect("echo listener");
+    let upgrade_1_0 =
+        String::from_utf8(upgrade_request("/ws/demo?user=a", "")).expect("ascii").replace("HTTP/1.1", "HTTP/1.0");
+    let cases: Vec<(SocketAddr, Vec<u8>)> = vec![
+        (server.addr, upgrade_1_0.clone().into_bytes()),
+        (echo, upgrade_1_0.replace("/ws/demo?user=a", "/").into_bytes()),
+        (server.addr, b"GET /healthz HTTP/1.0\r\n\r\n".to_vec()),
+        (admin, b"GET /healthz HTTP/1.0\r\n\r\n".to_vec()),
+        (server.addr, b"GET /ws/demo?user=a HTTP/2.0\r\nHost: x\r\n\r\n".to_vec()),
+    ];
+    for (addr, request) in cases {
+        let what = String::from_utf8_lossy(&request[..request.len().min(40)]).into_owned();
+        let response = raw_response(addr, &request);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{what}: no head: {response:?}"));
+        assert!(head.starts_with("HTTP/1.1 505 HTTP Version Not Supported\r\n"), "{what}: {head}");
+        let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("JSON body, got {body:?}"));
+        assert_eq!(json["error"], "http_version_not_supported", "{what}");
+    }
+    // The WebSocket ones (and the unreadable HTTP/2.0 line) count as
+    // handshakes, the /healthz ones as HTTP API responses.
+    let handshakes = r#"roomcast_handshakes_total{status="505",cause="http_version_not_supported"}"#;
+    assert_eq!(series(admin, handshakes), 3.0);
+    assert_eq!(series(admin, r#"roomcast_http_responses_total{status="505"}"#), 2.0);
+    // HTTP/1.1 is served as before.
+    let mut client = Client::connect(&server.url("demo", "user=b")).expect("HTTP/1.1 upgrades");
+    assert_eq!(client.next_of_type("welcome")["user"], "b");
+}

@@ -413,22 +413,6 @@ fn read_budget_and_poll_event_bounds_are_counted_and_nothing_is_lost() {
 }
 
 #[test]
-fn pending_handshakes_pause_accepting_and_are_counted() {
-    let server =
-        Server::start(&["--set", "limits.handshakes_pending_max=1", "--set", "limits.handshake_timeout_ms=1000"]);
-    // An idle connection takes the one slot until its 408.
-    let mut idle = TcpStream::connect(server.addr).expect("connect");
-    idle.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    let (status, _) = super::harness::raw_http(server.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(status, 200, "served once the slot was free");
-    let mut answer = String::new();
-    let _ = idle.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
-    assert!(series(server.addr, &limit_hits("handshakes_pending")) >= 1.0);
-    assert!(series(server.addr, "roomcast_accept_paused_total") >= 1.0);
-}
-
-#[test]
 fn a_burst_past_the_queue_bound_reaches_a_healthy_reader_whole() {
     // Frames decided in one loop turn are queued before the turn's write: a
     // reader that keeps up may pass the soft bound for a moment, and only

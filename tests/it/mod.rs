@@ -7,6 +7,7 @@ mod close_behaviour;
 mod conformance;
 mod cross_shard;
 mod handshake;
+mod handshake_abuse;
 mod http_api;
 mod limits;
 mod meeting;
