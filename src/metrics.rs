@@ -271,6 +271,8 @@ pub struct ShardMetrics {
     /// From the start of an iteration that published to the end of its
     /// flush (the write of every frame it queued), µs.
     pub publish_flush_us: LatencyHistogram,
+    /// Messages waiting in the inbox when the loop came to it, once per iteration.
+    pub inbox_depth: DepthHistogram,
     /// `publish` messages that left the rooms' recovery rings (by count or
     /// age) or were never held (`rooms.recovery_messages_max = 0`).
     pub recovery_dropped: u64,
@@ -306,23 +308,116 @@ impl LatencyHistogram {
     }
 }
 
-/// Writes one Prometheus histogram family summed over `shards`.
-fn render_histogram(
-    out: &mut String,
-    name: &str,
-    shards: &[ShardMetrics],
-    get: fn(&ShardMetrics) -> &LatencyHistogram,
-) {
-    let _ = writeln!(out, "# TYPE {name} histogram");
-    for le in BUCKETS_US {
-        let count: u64 = shards.iter().map(|m| get(m).0.count_between(0, le)).sum();
-        let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {count}", le as f64 / 1e6);
+impl LatencyHistogram {
+    /// Writes this histogram's series (in seconds, buckets `BUCKETS_US`) into `family`.
+    fn write(&self, family: &mut Family<'_>, labels: &str) {
+        let h = &self.0;
+        let buckets = BUCKETS_US.iter().map(|&le| (le as f64 / 1e6, h.count_between(0, le)));
+        family.histogram(labels, buckets, h.mean() * h.len() as f64 / 1e6, h.len());
     }
-    let total: u64 = shards.iter().map(|m| get(m).0.len()).sum();
-    let sum_us: f64 = shards.iter().map(|m| get(m).0.mean() * get(m).0.len() as f64).sum();
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
-    let _ = writeln!(out, "{name}_sum {}", sum_us / 1e6);
-    let _ = writeln!(out, "{name}_count {total}");
+}
+
+/// Bucket bounds of [`DepthHistogram`]: 0, then the powers of two to 2^16
+/// (the default `limits.shard_inbox_max` is 65536).
+const DEPTH_BUCKETS: usize = 18;
+
+/// A histogram of queue depths with fixed power-of-two buckets, counted
+/// exactly: recording is a few integer operations, no allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DepthHistogram {
+    /// `counts[0]`: depth 0; `counts[i]` for `i ≥ 1`: depths in
+    /// (2^(i-2), 2^(i-1)]; the last entry counts the deeper ones.
+    pub counts: [u64; DEPTH_BUCKETS + 1],
+    pub sum: u64,
+}
+
+impl DepthHistogram {
+    pub fn record(&mut self, depth: u64) {
+        // The smallest j with depth <= 2^j is 64 - lz(depth - 1) for depth >= 1.
+        let bucket = if depth == 0 { 0 } else { (65 - (depth - 1).leading_zeros()) as usize };
+        self.counts[bucket.min(DEPTH_BUCKETS)] += 1;
+        self.sum = self.sum.saturating_add(depth);
+    }
+
+    fn write(&self, family: &mut Family<'_>, labels: &str) {
+        let mut cumulative = 0;
+        let buckets = (0..DEPTH_BUCKETS).map(|i| {
+            cumulative += self.counts[i];
+            let le = if i == 0 { 0 } else { 1u64 << (i - 1) };
+            (le, cumulative)
+        });
+        let total = self.counts.iter().sum();
+        family.histogram(labels, buckets, self.sum, total);
+    }
+}
+
+/// The Prometheus type of a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// A family being written. [`family`] is the only way to get one, and it
+/// writes the `# HELP` and `# TYPE` lines first, so no sample can be
+/// rendered without its family's help text and type. Label values written
+/// through it are roomcast's own (shard numbers, statuses, kind names),
+/// never client input, so they need no escaping.
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'a str,
+}
+
+/// Starts the family `name`: its `# HELP` line (`help`: one line, no
+/// backslash) and its `# TYPE` line.
+fn family<'a>(out: &'a mut String, name: &'a str, kind: Kind, help: &str) -> Family<'a> {
+    debug_assert!(!help.is_empty() && !help.contains(['\\', '\n']), "{name}: help must be one plain line");
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {}", kind.name());
+    Family { out, name }
+}
+
+impl Family<'_> {
+    /// The family's one unlabelled sample.
+    fn value(&mut self, value: impl Display) {
+        let _ = writeln!(self.out, "{} {value}", self.name);
+    }
+
+    /// A sample with `labels`, written as they go between the braces (`shard="0"`).
+    fn labelled(&mut self, labels: impl Display, value: impl Display) {
+        let _ = writeln!(self.out, "{}{{{labels}}} {value}", self.name);
+    }
+
+    /// One histogram's series: `buckets` are (upper bound, cumulative count)
+    /// in increasing order, then `+Inf`, `_sum` and `_count`. `labels` (may be
+    /// empty) go before `le`.
+    fn histogram<L: Display>(
+        &mut self,
+        labels: &str,
+        buckets: impl Iterator<Item = (L, u64)>,
+        sum: impl Display,
+        count: u64,
+    ) {
+        let name = self.name;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (le, n) in buckets {
+            let _ = writeln!(self.out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(self.out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(self.out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(self.out, "{name}_count{braces} {count}");
+    }
 }
 
 impl ShardMetrics {
@@ -389,8 +484,8 @@ fn handshake_outcomes(shards: &[ShardMetrics], acceptor: &AcceptorMetrics) -> BT
     all
 }
 
-/// A per-shard series: name, Prometheus type, and how to read it.
-type Series = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
+/// A per-shard series: name, Prometheus type, help text, and how to read it.
+type Series = (&'static str, Kind, &'static str, fn(&ShardMetrics) -> u64);
 
 /// What `/metrics` shows beside the counters: read when it is rendered.
 #[derive(Debug, Clone, Default)]
@@ -423,24 +518,116 @@ pub struct RevocationMetrics {
 
 impl RevocationMetrics {
     /// Appends the revocation families in Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        for (name, kind, value) in [
-            ("roomcast_revoked_tokens", "gauge", self.held),
-            ("roomcast_revoked_tokens_max", "gauge", self.max),
-            ("roomcast_revocations_unpersisted", "gauge", self.unpersisted),
-            ("roomcast_revocations_deferred_total", "counter", self.deferred),
+    fn render(&self, out: &mut String) {
+        for (name, kind, help, value) in [
+            ("roomcast_revoked_tokens", Kind::Gauge, "Entries in the acceptor's revoked-token set.", self.held),
+            (
+                "roomcast_revoked_tokens_max",
+                Kind::Gauge,
+                "Capacity of the revoked-token set (limits.revoked_tokens_max).",
+                self.max,
+            ),
+            (
+                "roomcast_revocations_unpersisted",
+                Kind::Gauge,
+                "Revoked-token entries still waiting for room in the store queue.",
+                self.unpersisted,
+            ),
+            (
+                "roomcast_revocations_deferred_total",
+                Kind::Counter,
+                "Revoked-token entries the store queue had no room for when added (kept in memory, offered again).",
+                self.deferred,
+            ),
         ] {
-            write_scalar(out, name, kind, value);
+            family(out, name, kind, help).value(value);
         }
-        let _ = writeln!(out, "# TYPE roomcast_revocations_refused_total counter");
-        let _ = writeln!(out, "roomcast_revocations_refused_total{{reason=\"revoked\"}} {}", self.refused_revoked);
-        let _ = writeln!(out, "roomcast_revocations_refused_total{{reason=\"used\"}} {}", self.refused_used);
+        let mut refused = family(
+            out,
+            "roomcast_revocations_refused_total",
+            Kind::Counter,
+            "Revoked-token entries not added because the set was full, by reason.",
+        );
+        refused.labelled("reason=\"revoked\"", self.refused_revoked);
+        refused.labelled("reason=\"used\"", self.refused_used);
     }
 }
 
-/// Writes a family of one unlabelled sample: its `# TYPE` line and its value.
-fn write_scalar(out: &mut String, name: &str, kind: &str, value: impl Display) {
-    let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {value}");
+/// What `/proc/self` says of this process, read when `/metrics` is rendered
+/// (by the acceptor thread). Each figure is `None` where it cannot be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessStats {
+    /// User plus system CPU time, seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Start time, seconds since the Unix epoch.
+    pub start_time_seconds: Option<f64>,
+    pub resident_memory_bytes: Option<u64>,
+    pub open_fds: Option<u64>,
+}
+
+impl ProcessStats {
+    pub fn read() -> ProcessStats {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok();
+        let stat = stat.as_deref().and_then(parse_stat);
+        // SAFETY: sysconf only reads a system constant.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let ticks = (ticks > 0).then_some(ticks as f64);
+        let boot = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(boot_time_s);
+        ProcessStats {
+            cpu_seconds: stat.zip(ticks).map(|(s, hz)| (s.utime + s.stime) as f64 / hz),
+            start_time_seconds: stat
+                .zip(ticks)
+                .zip(boot)
+                .map(|((s, hz), boot)| boot as f64 + s.start_ticks as f64 / hz),
+            resident_memory_bytes: process_rss_bytes(),
+            open_fds: process_open_fds(),
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        if let Some(cpu) = self.cpu_seconds {
+            family(out, "process_cpu_seconds_total", Kind::Counter, "Total user and system CPU time spent in seconds.")
+                .value(cpu);
+        }
+        if let Some(start) = self.start_time_seconds {
+            family(
+                out,
+                "process_start_time_seconds",
+                Kind::Gauge,
+                "Start time of the process since unix epoch in seconds.",
+            )
+            .value(start);
+        }
+        if let Some(rss) = self.resident_memory_bytes {
+            family(out, "process_resident_memory_bytes", Kind::Gauge, "Resident memory size in bytes.").value(rss);
+        }
+        if let Some(fds) = self.open_fds {
+            family(out, "process_open_fds", Kind::Gauge, "Number of open file descriptors.").value(fds);
+        }
+    }
+}
+
+/// The fields of `/proc/self/stat` that [`ProcessStats`] uses, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    utime: u64,
+    stime: u64,
+    /// Since boot.
+    start_ticks: u64,
+}
+
+/// Reads `/proc/<pid>/stat`. The command name (field 2) is in parentheses
+/// and may hold spaces or parentheses itself, so fields are counted from
+/// the last `)`: what follows starts at field 3 (`state`).
+fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let field = |n: usize| -> Option<u64> { rest.split_whitespace().nth(n - 3)?.parse().ok() };
+    Some(Stat { utime: field(14)?, stime: field(15)?, start_ticks: field(22)? })
+}
+
+/// The boot time (`btime`, Unix seconds) from `/proc/stat`.
+fn boot_time_s(text: &str) -> Option<u64> {
+    text.lines().find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())
 }
 
 /// Resident set size of this process, from `/proc/self/statm`.
@@ -458,100 +645,205 @@ pub fn process_open_fds() -> Option<u64> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count().saturating_sub(1) as u64)
 }
 
+/// A per-shard histogram: name, help text, and how to write one shard's series.
+type HistogramSeries = (&'static str, &'static str, fn(&ShardMetrics, &mut Family<'_>, &str));
+
+/// Writes one family with a sample per shard (`shard="i"`).
+fn per_shard(out: &mut String, shards: &[ShardMetrics], (name, kind, help, get): Series) {
+    let mut f = family(out, name, kind, help);
+    for (shard, m) in shards.iter().enumerate() {
+        f.labelled(format_args!("shard=\"{shard}\""), get(m));
+    }
+}
+
 /// Renders the latest snapshots in Prometheus text format.
 pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, gauges: &Gauges) -> String {
-    let mut out = String::with_capacity(4096);
-    let per_shard: [Series; 17] = [
-        ("roomcast_connections", "gauge", |m| m.connections),
-        ("roomcast_rooms", "gauge", |m| m.rooms),
-        ("roomcast_connections_opened_total", "counter", |m| m.connections_opened),
-        ("roomcast_connections_closed_total", "counter", |m| m.connections_closed),
-        ("roomcast_frames_in_total", "counter", |m| m.frames_in),
-        ("roomcast_frames_out_total", "counter", |m| m.frames_out),
-        ("roomcast_bytes_in_total", "counter", |m| m.bytes_in),
-        ("roomcast_bytes_out_total", "counter", |m| m.bytes_out),
-        ("roomcast_writes_total", "counter", |m| m.writes),
-        ("roomcast_messages_published_total", "counter", |m| m.messages_published),
-        ("roomcast_client_messages_total", "counter", |m| m.client_messages),
-        ("roomcast_broadcasts_total", "counter", |m| m.broadcasts),
-        ("roomcast_deliveries_total", "counter", |m| m.deliveries),
-        ("roomcast_loop_iterations_total", "counter", |m| m.loop_iterations),
-        ("roomcast_cross_shard_sent_total", "counter", |m| m.remote_sent),
-        ("roomcast_cross_shard_received_total", "counter", |m| m.remote_received),
-        ("roomcast_log_lines_suppressed_total", "counter", |m| m.log_lines_suppressed),
+    let mut out = String::with_capacity(16 * 1024);
+    let per_shard_series: [Series; 21] = [
+        (
+            "roomcast_connections",
+            Kind::Gauge,
+            "Connections held by the shard (echo and closing connections included).",
+            |m| m.connections,
+        ),
+        ("roomcast_rooms", Kind::Gauge, "Rooms owned by the shard.", |m| m.rooms),
+        (
+            "roomcast_connections_opened_total",
+            Kind::Counter,
+            "Connections admitted by the shard (each one a 101).",
+            |m| m.connections_opened,
+        ),
+        ("roomcast_connections_closed_total", Kind::Counter, "Connections freed by the shard.", |m| {
+            m.connections_closed
+        }),
+        ("roomcast_frames_in_total", Kind::Counter, "WebSocket frames received (data and control).", |m| m.frames_in),
+        ("roomcast_frames_out_total", Kind::Counter, "WebSocket frames written to sockets completely.", |m| {
+            m.frames_out
+        }),
+        ("roomcast_bytes_in_total", Kind::Counter, "Bytes read from sockets.", |m| m.bytes_in),
+        ("roomcast_bytes_out_total", Kind::Counter, "Bytes written to sockets.", |m| m.bytes_out),
+        ("roomcast_writes_total", Kind::Counter, "Socket write calls (each may carry up to 64 frames).", |m| m.writes),
+        (
+            "roomcast_messages_published_total",
+            Kind::Counter,
+            "Messages published, counted on the room's owner (not direct, not admin send).",
+            |m| m.messages_published,
+        ),
+        (
+            "roomcast_client_messages_total",
+            Kind::Counter,
+            "Client messages of any type from room connections that passed the rate limit and were handled.",
+            |m| m.client_messages,
+        ),
+        (
+            "roomcast_broadcasts_total",
+            Kind::Counter,
+            "Room broadcasts made by the room's owner, one per frame however many members receive it.",
+            |m| m.broadcasts,
+        ),
+        ("roomcast_deliveries_total", Kind::Counter, "Frames queued to connections, one per recipient.", |m| {
+            m.deliveries
+        }),
+        ("roomcast_loop_iterations_total", Kind::Counter, "Shard loop iterations.", |m| m.loop_iterations),
+        (
+            "roomcast_cross_shard_sent_total",
+            Kind::Counter,
+            "Messages sent to other shards (one per message, however many members it serves).",
+            |m| m.remote_sent,
+        ),
+        ("roomcast_cross_shard_received_total", Kind::Counter, "Messages received from other shards.", |m| {
+            m.remote_received
+        }),
+        (
+            "roomcast_recovery_dropped_total",
+            Kind::Counter,
+            "Publish messages that left the recovery rings (by count or age) or were never held.",
+            |m| m.recovery_dropped,
+        ),
+        (
+            "roomcast_recovery_refused_total",
+            Kind::Counter,
+            "Welcomes that answered a since with recovered false.",
+            |m| m.recovery_refused,
+        ),
+        (
+            "roomcast_refresh_overloaded_total",
+            Kind::Counter,
+            "Token refresh requests answered overloaded because the acceptor's refresh channel was full.",
+            |m| m.refresh_overloaded,
+        ),
+        (
+            "roomcast_slow_consumers_closed_total",
+            Kind::Counter,
+            "Connections closed with 1013 as slow consumers.",
+            |m| m.limit_hits[LimitKind::SlowConsumer as usize],
+        ),
+        (
+            "roomcast_log_lines_suppressed_total",
+            Kind::Counter,
+            "Connection open/close log lines not written: past log.connection_lines_per_s per second on the shard.",
+            |m| m.log_lines_suppressed,
+        ),
     ];
-    for (name, kind, get) in per_shard {
-        let _ = writeln!(out, "# TYPE {name} {kind}");
+    for series in per_shard_series {
+        per_shard(&mut out, shards, series);
+    }
+    let histograms: [HistogramSeries; 3] = [
+        (
+            "roomcast_loop_iteration_seconds",
+            "Busy time of one shard loop iteration, from the return of poll to the end of its flush.",
+            |m, f, labels| m.loop_us.write(f, labels),
+        ),
+        (
+            "roomcast_publish_flush_seconds",
+            "For iterations that published: from the return of poll to the end of the flush of all they queued.",
+            |m, f, labels| m.publish_flush_us.write(f, labels),
+        ),
+        (
+            "roomcast_loop_inbox_depth",
+            "Messages waiting in the shard's inbox when its loop came to it, sampled once per iteration.",
+            |m, f, labels| m.inbox_depth.write(f, labels),
+        ),
+    ];
+    for (name, help, write) in histograms {
+        let mut f = family(&mut out, name, Kind::Histogram, help);
         for (shard, m) in shards.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", get(m));
+            write(m, &mut f, &format!("shard=\"{shard}\""));
         }
     }
-    let recovery: [Series; 2] = [
-        ("roomcast_recovery_dropped_total", "counter", |m| m.recovery_dropped),
-        ("roomcast_recovery_refused_total", "counter", |m| m.recovery_refused),
-    ];
-    for (name, kind, get) in recovery {
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (shard, m) in shards.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", get(m));
-        }
+    let mut f = family(
+        &mut out,
+        "roomcast_shard_inbox_depth",
+        Kind::Gauge,
+        "Messages waiting in the shard's inbox now (handoffs and cross-shard batches), read at render time.",
+    );
+    for (shard, depth) in gauges.inbox_depths.iter().enumerate() {
+        f.labelled(format_args!("shard=\"{shard}\""), depth);
     }
-    render_histogram(&mut out, "roomcast_loop_iteration_seconds", shards, |m| &m.loop_us);
-    render_histogram(&mut out, "roomcast_publish_flush_seconds", shards, |m| &m.publish_flush_us);
-    let _ = writeln!(out, "# TYPE roomcast_limit_hits_total counter");
+    let mut f = family(
+        &mut out,
+        "roomcast_limit_hits_total",
+        Kind::Counter,
+        "Limit hits summed over the shards and the acceptor, by kind.",
+    );
     for kind in LimitKind::ALL {
         let total: u64 =
             shards.iter().map(|m| m.limit_hits[kind as usize]).sum::<u64>() + acceptor.limit_hits[kind as usize];
-        let _ = writeln!(out, "roomcast_limit_hits_total{{kind=\"{}\"}} {total}", kind.name());
+        f.labelled(format_args!("kind=\"{}\"", kind.name()), total);
     }
-    let _ = writeln!(out, "# TYPE roomcast_handshakes_total counter");
+    let mut f = family(
+        &mut out,
+        "roomcast_handshakes_total",
+        Kind::Counter,
+        "WebSocket handshake outcomes by HTTP status and cause.",
+    );
     for ((status, cause), n) in handshake_outcomes(shards, acceptor) {
-        let _ = writeln!(out, "roomcast_handshakes_total{{status=\"{status}\",cause=\"{cause}\"}} {n}");
+        f.labelled(format_args!("status=\"{status}\",cause=\"{cause}\""), n);
     }
-    let _ = writeln!(out, "# TYPE roomcast_http_responses_total counter");
+    let mut f =
+        family(&mut out, "roomcast_http_responses_total", Kind::Counter, "Responses to HTTP API requests by status.");
     for (status, n) in &acceptor.http_responses {
-        let _ = writeln!(out, "roomcast_http_responses_total{{status=\"{status}\"}} {n}");
+        f.labelled(format_args!("status=\"{status}\""), n);
     }
-    let _ = writeln!(out, "# TYPE roomcast_handshake_timeouts_total counter");
-    let _ = writeln!(out, "roomcast_handshake_timeouts_total {}", acceptor.handshake_timeouts);
-    let _ = writeln!(out, "# TYPE roomcast_accept_paused_total counter");
-    let _ = writeln!(out, "roomcast_accept_paused_total {}", acceptor.accept_paused);
-    let _ = writeln!(out, "# TYPE roomcast_handshakes_shed_total counter");
+    family(
+        &mut out,
+        "roomcast_handshake_timeouts_total",
+        Kind::Counter,
+        "Connections whose request or response did not complete within limits.handshake_timeout_ms.",
+    )
+    .value(acceptor.handshake_timeouts);
+    family(
+        &mut out,
+        "roomcast_accept_paused_total",
+        Kind::Counter,
+        "Times the acceptor stopped accepting (always 0 since pending handshakes are evicted instead; kept for dashboards).",
+    )
+    .value(acceptor.accept_paused);
+    let mut f = family(
+        &mut out,
+        "roomcast_handshakes_shed_total",
+        Kind::Counter,
+        "Pending handshakes refused or closed by the acceptor's guards, by reason.",
+    );
     for (reason, n) in [
         ("per_ip", acceptor.shed_per_ip),
         ("evicted", acceptor.shed_evicted),
         ("head_deadline", acceptor.shed_head_deadline),
         ("too_slow", acceptor.shed_too_slow),
     ] {
-        let _ = writeln!(out, "roomcast_handshakes_shed_total{{reason=\"{reason}\"}} {n}");
+        f.labelled(format_args!("reason=\"{reason}\""), n);
     }
-    let _ = writeln!(out, "# TYPE roomcast_registry_rooms gauge");
-    let _ = writeln!(out, "roomcast_registry_rooms {}", acceptor.registry_rooms);
-    let _ = writeln!(out, "# TYPE roomcast_slow_consumers_closed_total counter");
-    for (shard, m) in shards.iter().enumerate() {
-        let n = m.limit_hits[LimitKind::SlowConsumer as usize];
-        let _ = writeln!(out, "roomcast_slow_consumers_closed_total{{shard=\"{shard}\"}} {n}");
-    }
-    let _ = writeln!(out, "# TYPE roomcast_shard_inbox_depth gauge");
-    for (shard, depth) in gauges.inbox_depths.iter().enumerate() {
-        let _ = writeln!(out, "roomcast_shard_inbox_depth{{shard=\"{shard}\"}} {depth}");
-    }
-    let _ = writeln!(out, "# TYPE roomcast_uptime_seconds gauge");
-    let _ = writeln!(out, "roomcast_uptime_seconds {}", gauges.uptime_s);
-    let _ = writeln!(out, "# TYPE roomcast_draining gauge");
-    let _ = writeln!(out, "roomcast_draining {}", u8::from(gauges.draining));
+    family(&mut out, "roomcast_registry_rooms", Kind::Gauge, "Rooms in the room registry (the acceptor's copy).")
+        .value(acceptor.registry_rooms);
+    family(&mut out, "roomcast_uptime_seconds", Kind::Gauge, "Seconds since the acceptor started.")
+        .value(gauges.uptime_s);
+    family(&mut out, "roomcast_draining", Kind::Gauge, "1 while the server drains for shutdown, else 0.")
+        .value(u8::from(gauges.draining));
     if let Some(store) = &gauges.store {
         store.render(&mut out);
     }
     gauges.revocations.render(&mut out);
-    if let Some(rss) = process_rss_bytes() {
-        let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
-        let _ = writeln!(out, "process_resident_memory_bytes {rss}");
-    }
-    if let Some(fds) = process_open_fds() {
-        let _ = writeln!(out, "# TYPE process_open_fds gauge");
-        let _ = writeln!(out, "process_open_fds {fds}");
-    }
+    ProcessStats::read().render(&mut out);
     out
 }
 
@@ -566,11 +858,119 @@ mod tests {
             shard.loop_us.record(us);
         }
         let text = render_prometheus(&[shard], &AcceptorMetrics::default(), &Gauges::default());
-        assert!(text.contains("roomcast_loop_iteration_seconds_bucket{le=\"0.00005\"} 1\n"), "{text}");
-        assert!(text.contains("roomcast_loop_iteration_seconds_bucket{le=\"0.005\"} 3\n"));
-        assert!(text.contains("roomcast_loop_iteration_seconds_bucket{le=\"+Inf\"} 4\n"));
-        assert!(text.contains("roomcast_loop_iteration_seconds_count 4\n"));
-        assert!(text.contains("roomcast_publish_flush_seconds_count 0\n"));
+        assert!(text.contains("roomcast_loop_iteration_seconds_bucket{shard=\"0\",le=\"0.00005\"} 1\n"), "{text}");
+        assert!(text.contains("roomcast_loop_iteration_seconds_bucket{shard=\"0\",le=\"0.005\"} 3\n"));
+        assert!(text.contains("roomcast_loop_iteration_seconds_bucket{shard=\"0\",le=\"+Inf\"} 4\n"));
+        assert!(text.contains("roomcast_loop_iteration_seconds_count{shard=\"0\"} 4\n"));
+        assert!(text.contains("roomcast_publish_flush_seconds_count{shard=\"0\"} 0\n"));
+    }
+
+    #[test]
+    fn inbox_depths_fall_in_power_of_two_buckets() {
+        let mut shard = ShardMetrics::default();
+        for depth in [0, 0, 1, 2, 3, 4, 5, 65_536, 65_537, u64::MAX] {
+            shard.inbox_depth.record(depth);
+        }
+        let h = &shard.inbox_depth;
+        assert_eq!(&h.counts[..5], &[2, 1, 1, 2, 1], "0 | 1 | 2 | 3..=4 | 5..=8");
+        assert_eq!((h.counts[17], h.counts[18]), (1, 2), "65536 in the last bound, the rest past it");
+        assert_eq!(h.sum, u64::MAX, "saturates");
+        let text =
+            render_prometheus(&[ShardMetrics::default(), shard], &AcceptorMetrics::default(), &Gauges::default());
+        for line in [
+            "roomcast_loop_inbox_depth_bucket{shard=\"1\",le=\"0\"} 2",
+            "roomcast_loop_inbox_depth_bucket{shard=\"1\",le=\"4\"} 6",
+            "roomcast_loop_inbox_depth_bucket{shard=\"1\",le=\"65536\"} 8",
+            "roomcast_loop_inbox_depth_bucket{shard=\"1\",le=\"+Inf\"} 10",
+            "roomcast_loop_inbox_depth_count{shard=\"1\"} 10",
+            "roomcast_loop_inbox_depth_count{shard=\"0\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+    }
+
+    /// The family a sample line belongs to, given the families typed so far.
+    fn family_of<'a>(sample: &'a str, types: &BTreeMap<&str, &str>) -> &'a str {
+        let name = sample.split(['{', ' ']).next().unwrap_or("");
+        for suffix in ["_bucket", "_sum", "_count"] {
+            if let Some(base) = name.strip_suffix(suffix)
+                && types.get(base) == Some(&"histogram")
+            {
+                return base;
+            }
+        }
+        name
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_once_before_its_samples() {
+        let mut shard = ShardMetrics { refresh_overloaded: 2, ..ShardMetrics::default() };
+        shard.loop_us.record(10);
+        let mut acceptor = AcceptorMetrics::default();
+        acceptor.count_http(200);
+        acceptor.count_handshake(401, "token_missing");
+        let gauges = Gauges { inbox_depths: vec![0, 0], store: Some(StoreGauges::default()), ..Gauges::default() };
+        let text = render_prometheus(&[shard, ShardMetrics::default()], &acceptor, &gauges);
+
+        let mut helps: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut types: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut current = "";
+        let mut samples = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+                assert!(!help.trim().is_empty(), "{name}: empty help");
+                assert!(helps.insert(name, help).is_none(), "{name}: two HELP lines (a family rendered twice)");
+                current = name;
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+                assert_eq!(name, current, "TYPE right after its family's HELP");
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+                assert!(types.insert(name, kind).is_none(), "{name}: two TYPE lines");
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{name}: counters end in _total");
+                }
+            } else {
+                assert!(!line.starts_with('#') && !line.is_empty(), "stray line {line:?}");
+                let family = family_of(line, &types);
+                assert_eq!(family, current, "sample {line:?} outside its family (HELP/TYPE missing or out of order)");
+                samples += 1;
+            }
+        }
+        assert_eq!(helps.len(), types.len());
+        assert!(samples > helps.len());
+        for name in [
+            "roomcast_refresh_overloaded_total",
+            "roomcast_loop_iteration_seconds",
+            "roomcast_loop_inbox_depth",
+            "roomcast_store_commit_seconds",
+            "process_cpu_seconds_total",
+            "process_start_time_seconds",
+            "process_resident_memory_bytes",
+            "process_open_fds",
+        ] {
+            assert!(types.contains_key(name), "{name} not rendered:\n{text}");
+        }
+        assert!(text.lines().any(|l| l == "roomcast_refresh_overloaded_total{shard=\"0\"} 2"));
+        println!("{} families", types.len());
+    }
+
+    #[test]
+    fn proc_stat_fields_are_counted_from_the_last_parenthesis() {
+        // Field 2 of a process named "a) (b c" and the fields after it.
+        let mut line = String::from("4242 (a) (b c) S");
+        for field in 4..=22 {
+            line.push_str(&format!(" {}", field * 10));
+        }
+        line.push_str(" 99 100\n");
+        let stat = parse_stat(&line).unwrap();
+        assert_eq!(stat, Stat { utime: 140, stime: 150, start_ticks: 220 });
+        assert_eq!(boot_time_s("cpu  1 2 3\nbtime 1700000000\nprocesses 9\n"), Some(1_700_000_000));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let me = ProcessStats::read();
+        let start = me.start_time_seconds.unwrap();
+        assert!(start <= now + 1.0 && start > now - 86_400.0, "this test process started recently: {start} vs {now}");
+        assert!(me.cpu_seconds.is_some_and(|cpu| cpu >= 0.0));
     }
 
     #[test]

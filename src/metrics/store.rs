@@ -3,10 +3,9 @@
 //! module only says what the numbers are and how `/metrics` prints them),
 //! and the acceptor wraps a copy in [`StoreGauges`] when it renders.
 
-use std::fmt::Write as _;
 use std::time::Instant;
 
-use super::{LatencyHistogram, write_scalar};
+use super::{Kind, LatencyHistogram, family};
 
 /// What a row the store writes is, for `roomcast_store_rows_*_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,66 +135,115 @@ impl StoreGauges {
     /// Appends the `roomcast_store_*` families in Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let s = &self.stats;
-        let scalars: [(&str, &str, u64); 8] = [
-            ("roomcast_store_queue_depth", "gauge", self.queue_depth as u64),
-            ("roomcast_store_queue_max", "gauge", self.queue_max as u64),
-            ("roomcast_store_healthy", "gauge", u64::from(!s.failing)),
-            ("roomcast_store_batches_total", "counter", s.batches),
-            ("roomcast_store_failed_batches_total", "counter", s.failed_batches),
-            ("roomcast_store_outbox_replies", "gauge", s.outbox_replies),
-            ("roomcast_store_queries_failed_total", "counter", s.queries_failed),
-            ("roomcast_store_largest_batch_events", "gauge", s.largest_batch),
+        let scalars: [(&str, Kind, &str, u64); 8] = [
+            (
+                "roomcast_store_queue_depth",
+                Kind::Gauge,
+                "Events waiting in the store queue now.",
+                self.queue_depth as u64,
+            ),
+            (
+                "roomcast_store_queue_max",
+                Kind::Gauge,
+                "Capacity of the store queue (store.queue_max).",
+                self.queue_max as u64,
+            ),
+            (
+                "roomcast_store_healthy",
+                Kind::Gauge,
+                "0 from a batch with writes whose transaction failed until the next such batch commits, else 1.",
+                u64::from(!s.failing),
+            ),
+            ("roomcast_store_batches_total", Kind::Counter, "Store batches, one transaction each.", s.batches),
+            (
+                "roomcast_store_failed_batches_total",
+                Kind::Counter,
+                "Store batches whose transaction failed and was rolled back.",
+                s.failed_batches,
+            ),
+            (
+                "roomcast_store_outbox_replies",
+                Kind::Gauge,
+                "Store answers held for shards whose store-reply channel is full.",
+                s.outbox_replies,
+            ),
+            (
+                "roomcast_store_queries_failed_total",
+                Kind::Counter,
+                "HTTP API reads of the store that failed (500 store_failed).",
+                s.queries_failed,
+            ),
+            (
+                "roomcast_store_largest_batch_events",
+                Kind::Gauge,
+                "Events in the largest store batch so far.",
+                s.largest_batch,
+            ),
         ];
-        for (name, kind, value) in scalars {
-            write_scalar(out, name, kind, value);
+        for (name, kind, help, value) in scalars {
+            family(out, name, kind, help).value(value);
         }
         let (running_s, running_events) =
             s.running.map_or((0.0, 0), |(since, events)| (since.elapsed().as_secs_f64(), events));
-        write_scalar(out, "roomcast_store_batch_running_seconds", "gauge", running_s);
-        write_scalar(out, "roomcast_store_batch_running_events", "gauge", running_events);
-        for (name, rows) in [
-            ("roomcast_store_rows_written_total", &s.rows_written),
-            ("roomcast_store_rows_failed_total", &s.rows_failed),
+        family(
+            out,
+            "roomcast_store_batch_running_seconds",
+            Kind::Gauge,
+            "How long the store batch being written now has been running (0 when idle).",
+        )
+        .value(running_s);
+        family(
+            out,
+            "roomcast_store_batch_running_events",
+            Kind::Gauge,
+            "Events in the store batch being written now (0 when idle).",
+        )
+        .value(running_events);
+        for (name, help, rows) in [
+            ("roomcast_store_rows_written_total", "Rows the store committed, by kind.", &s.rows_written),
+            ("roomcast_store_rows_failed_total", "Rows lost in failed store batches, by kind.", &s.rows_failed),
         ] {
-            let _ = writeln!(out, "# TYPE {name} counter");
+            let mut f = family(out, name, Kind::Counter, help);
             for kind in RowKind::ALL {
-                let _ = writeln!(out, "{name}{{kind=\"{}\"}} {}", kind.name(), rows[kind as usize]);
+                f.labelled(format_args!("kind=\"{}\"", kind.name()), rows[kind as usize]);
             }
         }
-        let _ = writeln!(out, "# TYPE roomcast_store_rows_pruned_total counter");
+        let mut f = family(
+            out,
+            "roomcast_store_rows_pruned_total",
+            Kind::Counter,
+            "Rows the store deleted to keep its tables bounded, by kind.",
+        );
         for kind in PruneKind::ALL {
-            let _ = writeln!(
-                out,
-                "roomcast_store_rows_pruned_total{{kind=\"{}\"}} {}",
-                kind.name(),
-                s.rows_pruned[kind as usize]
-            );
+            f.labelled(format_args!("kind=\"{}\"", kind.name()), s.rows_pruned[kind as usize]);
         }
-        let _ = writeln!(out, "# TYPE roomcast_store_replies_dropped_total counter");
-        let _ = writeln!(out, "roomcast_store_replies_dropped_total{{kind=\"chat\"}} {}", s.replies_dropped);
-        let _ = writeln!(out, "roomcast_store_replies_dropped_total{{kind=\"history\"}} {}", s.histories_emptied);
+        let mut f = family(
+            out,
+            "roomcast_store_replies_dropped_total",
+            Kind::Counter,
+            "At store.outbox_max: chat acks and store_failed answers dropped (chat), history answers sent empty (history).",
+        );
+        f.labelled("kind=\"chat\"", s.replies_dropped);
+        f.labelled("kind=\"history\"", s.histories_emptied);
 
-        let name = "roomcast_store_commit_seconds";
         let histogram = &s.commit_us.0;
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for le in COMMIT_BUCKETS_US {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {}", le as f64 / 1e6, histogram.count_between(0, le));
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", histogram.len());
-        let _ = writeln!(out, "{name}_sum {}", histogram.mean() * histogram.len() as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {}", histogram.len());
+        let buckets = COMMIT_BUCKETS_US.iter().map(|&le| (le as f64 / 1e6, histogram.count_between(0, le)));
+        family(
+            out,
+            "roomcast_store_commit_seconds",
+            Kind::Histogram,
+            "Time from a store batch's BEGIN (lock waits included) to its commit or failure.",
+        )
+        .histogram("", buckets, histogram.mean() * histogram.len() as f64 / 1e6, histogram.len());
 
-        let name = "roomcast_store_batch_events";
-        let sizes = &s.batch_sizes;
-        let _ = writeln!(out, "# TYPE {name} histogram");
+        let sizes = &self.stats.batch_sizes;
         let mut cumulative = 0;
-        for (i, le) in BATCH_BUCKETS.iter().enumerate() {
+        let buckets = BATCH_BUCKETS.iter().enumerate().map(|(i, &le)| {
             cumulative += sizes.counts[i];
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
+            (le, cumulative)
+        });
         let total: u64 = sizes.counts.iter().sum();
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
-        let _ = writeln!(out, "{name}_sum {}", sizes.sum);
-        let _ = writeln!(out, "{name}_count {total}");
+        family(out, "roomcast_store_batch_events", Kind::Histogram, "Events per store batch.")
+            .histogram("", buckets, sizes.sum, total);
     }
 }

@@ -358,7 +358,9 @@ impl Shard {
         }
         // Bounded by the channel's capacity: everything queued before this
         // point, and no more than that, is taken this iteration.
-        for _ in 0..self.inbox.len() {
+        let waiting = self.inbox.len();
+        self.core.metrics.inbox_depth.record(waiting as u64);
+        for _ in 0..waiting {
             match self.inbox.try_recv() {
                 Ok(ShardMsg::Handoff(handoff)) => self.admit(*handoff),
                 Ok(ShardMsg::Remote(from, batch)) => {

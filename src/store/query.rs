@@ -141,8 +141,11 @@ pub(super) fn usage(
         let total: Option<i64> = row.get(3)?;
         let ended: Option<i64> = row.get(4)?;
         let p95: Option<i64> = row.get(5)?;
+        // Durations are whole milliseconds, and so is the mean (rounded half
+        // up) before it becomes seconds: `docs/http-api.md` §6.2 promises
+        // seconds to the millisecond, not 0.3486666666666667.
         let avg = match (total, ended) {
-            (Some(total), Some(ended)) if ended > 0 => Some(total as f64 / ended as f64 / 1000.0),
+            (Some(total), Some(ended)) if ended > 0 => Some(mean_ms(total, ended) as f64 / 1000.0),
             _ => None,
         };
         Ok(DayUsage {
@@ -154,6 +157,12 @@ pub(super) fn usage(
         })
     })?;
     rows.collect()
+}
+
+/// The mean of `count` non-negative durations adding up to `total_ms`, to
+/// the nearest millisecond (halves round up).
+fn mean_ms(total_ms: i64, count: i64) -> i64 {
+    (total_ms.saturating_add(count / 2)) / count
 }
 
 /// The last `limit` messages of `key`, oldest first.
@@ -178,6 +187,30 @@ mod tests {
     use super::*;
     use crate::config::Synchronous;
     use crate::store::Database;
+
+    #[test]
+    fn usage_durations_are_whole_milliseconds_in_seconds() {
+        assert_eq!((mean_ms(1046, 3), mean_ms(1045, 2), mean_ms(1044, 2), mean_ms(0, 5)), (349, 523, 522, 0));
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path(), Synchronous::Full).unwrap();
+        let day = 20_000_i64;
+        let t0 = day * DAY_MS;
+        // Three ended sessions of 100, 300 and 646 ms: a mean of 348.67 ms.
+        for (i, ms) in [100, 300, 646].into_iter().enumerate() {
+            db.conn
+                .execute(
+                    "INSERT INTO sessions (boot, conn, tenant, room, user, peer, connected_ms, disconnected_ms, close_code)
+                     VALUES (1, ?1, 't', 'r', 'u', '127.0.0.1:1', ?2, ?3, 1000)",
+                    params![format!("c{i}"), t0 + i as i64, t0 + i as i64 + ms],
+                )
+                .unwrap();
+        }
+        let days = usage(&db.conn, "t", Some("r"), day, day).unwrap();
+        assert_eq!(days[0].avg_duration_s, Some(0.349), "not 0.3486666666666667");
+        assert_eq!(days[0].p95_duration_s, Some(0.646));
+        let json = serde_json::json!({ "avg": days[0].avg_duration_s }).to_string();
+        assert_eq!(json, r#"{"avg":0.349}"#, "prints as written");
+    }
 
     #[test]
     fn registry_rooms_are_created_once_replaced_listed_and_deleted() {

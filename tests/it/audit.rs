@@ -110,7 +110,9 @@ fn expected_days<'a>(rows: impl Iterator<Item = &'a Row>) -> Value {
             } else {
                 let sum: i64 = ended.iter().sum();
                 let rank = (ended.len() * 95).div_ceil(100) - 1;
-                (Some(sum as f64 / ended.len() as f64 / 1000.0), Some(ended[rank] as f64 / 1000.0))
+                // The mean to the nearest millisecond (halves up), as documented.
+                let mean_ms = (sum + ended.len() as i64 / 2) / ended.len() as i64;
+                (Some(mean_ms as f64 / 1000.0), Some(ended[rank] as f64 / 1000.0))
             };
             json!({
                 "date": roomcast::http_api::format_day(day),

@@ -3,9 +3,9 @@
 //! runner of the Autobahn case files).
 //!
 //! The test makes its own Python venv under `target/kosoku-venv` (once; later
-//! runs reuse it while it holds the pinned kosoku), so `cargo test` needs only
-//! `python3` with `venv`/`ensurepip` (Debian: `python3-venv`) and network
-//! access to PyPI on the first run.
+//! runs reuse it while it holds the pinned kosoku; see `venv.rs`), so `cargo
+//! test` needs only `python3` with `venv`/`ensurepip` (Debian: `python3-venv`)
+//! and network access to PyPI on the first run.
 //!
 //! kosoku writes Autobahn's report format: `index.json` maps the agent to
 //! `{case id: {"behavior", "behaviorClose", ...}}`, with one HTML/JSON report
@@ -15,17 +15,14 @@
 //! after a failure (`index.html`), with the counts in `summary.txt`.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::harness::Server;
+use super::venv::{python_venv, run_bounded};
 
 /// Pinned together with `EXPECTED_CASES`: a new kosoku may add or drop cases.
 const KOSOKU_VERSION: &str = "0.1.0";
@@ -33,8 +30,6 @@ const KOSOKU_VERSION: &str = "0.1.0";
 /// roomcast does not negotiate) excluded. Checked so that a broken selection
 /// or a run that stops early cannot pass with fewer cases.
 const EXPECTED_CASES: usize = 301;
-/// Bound on making the venv (a PyPI download on the first run).
-const SETUP_LIMIT: Duration = Duration::from_secs(300);
 /// Bound on the whole kosoku run. It takes ~12 s with a debug server, most of
 /// it the cases' own 1 s waits; the margin is for a loaded 2-core CI machine.
 const RUN_LIMIT: Duration = Duration::from_secs(240);
@@ -56,8 +51,7 @@ const PASSING_CLOSE: &[&str] = &["OK", "INFORMATIONAL"];
 
 #[test]
 fn autobahn_cases_pass_against_the_echo_listener() {
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target dir").to_path_buf();
-    let kosoku = kosoku_venv(&target);
+    let kosoku = python_venv("kosoku-venv", "kosoku", KOSOKU_VERSION, "kosoku._cli").join("bin").join("kosoku");
     let reports = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kosoku-reports");
     let _ = std::fs::remove_dir_all(&reports);
 
@@ -111,112 +105,4 @@ fn autobahn_cases_pass_against_the_echo_listener() {
     );
     assert_eq!(cases.len(), EXPECTED_CASES, "kosoku ran an unexpected number of cases\n{summary}");
     assert!(run.status.success(), "every case passed but kosoku says otherwise; {}", run.describe());
-}
-
-/// Makes (or reuses) `target/kosoku-venv` with kosoku `KOSOKU_VERSION` and
-/// returns its `kosoku` executable. A lock file serialises concurrent test
-/// runs sharing one target directory.
-fn kosoku_venv(target: &Path) -> PathBuf {
-    let venv = target.join("kosoku-venv");
-    let lock = File::create(target.join("kosoku-venv.lock")).expect("create venv lock file");
-    lock.lock().expect("lock venv");
-    let python = venv.join("bin").join("python");
-    let kosoku = venv.join("bin").join("kosoku");
-    if installed_version(&python).as_deref() == Some(KOSOKU_VERSION) && kosoku.is_file() {
-        return kosoku;
-    }
-    // Missing, broken (e.g. python3 upgraded underneath) or another version:
-    // start over; `--clear` empties an existing directory.
-    let mut make = Command::new("python3");
-    make.args(["-m", "venv", "--clear"]).arg(&venv);
-    let made = run_bounded(make, SETUP_LIMIT, "python3 -m venv");
-    assert!(
-        made.status.success(),
-        "cannot make the kosoku venv; python3 with the venv module (Debian/Ubuntu: apt-get install \
-         python3-venv) is required; {}",
-        made.describe()
-    );
-    let mut install = Command::new(&python);
-    install
-        .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--quiet"])
-        .arg(format!("kosoku=={KOSOKU_VERSION}"));
-    let installed = run_bounded(install, SETUP_LIMIT, "pip install kosoku");
-    assert!(installed.status.success(), "cannot install kosoku from PyPI; {}", installed.describe());
-    assert_eq!(installed_version(&python).as_deref(), Some(KOSOKU_VERSION), "kosoku version in the new venv");
-    kosoku
-}
-
-/// The kosoku version installed for `python`, if it runs and kosoku imports.
-fn installed_version(python: &Path) -> Option<String> {
-    let output = Command::new(python)
-        .args(["-c", "import kosoku._cli, importlib.metadata as m; print(m.version('kosoku'))"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
-}
-
-struct Run {
-    what: &'static str,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!("{} exited with {}\n--- stdout\n{}\n--- stderr\n{}", self.what, self.status, self.stdout, self.stderr)
-    }
-}
-
-/// Runs `command` to completion, failing the test if it takes longer than
-/// `limit` (the child is killed). Waits on the output pipes closing, never
-/// on a sleep.
-fn run_bounded(mut command: Command, limit: Duration, what: &'static str) -> Run {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what} ({command:?}): {e}"));
-    let (done, finished) = channel();
-    let stdout = Buffer::default();
-    let stderr = Buffer::default();
-    drain_pipe(child.stdout.take().expect("piped stdout"), Arc::clone(&stdout), done.clone());
-    drain_pipe(child.stderr.take().expect("piped stderr"), Arc::clone(&stderr), done);
-    let text = |buf: &Buffer| String::from_utf8_lossy(&buf.lock().expect("output buffer")).into_owned();
-    let deadline = Instant::now() + limit;
-    for _ in 0..2 {
-        if finished.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{what} did not finish within {limit:?}; killed\n--- stdout\n{}\n--- stderr\n{}",
-                text(&stdout),
-                text(&stderr)
-            );
-        }
-    }
-    let status = child.wait().unwrap_or_else(|e| panic!("wait for {what}: {e}"));
-    Run { what, status, stdout: text(&stdout), stderr: text(&stderr) }
-}
-
-/// Output of a child process, shared with the thread that reads it.
-type Buffer = Arc<Mutex<Vec<u8>>>;
-
-/// Copies `pipe` into `sink` on a thread and says so on `done` at its end.
-fn drain_pipe(mut pipe: impl Read + Send + 'static, sink: Buffer, done: Sender<()>) {
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 8192];
-        loop {
-            match pipe.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => sink.lock().expect("output buffer").extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        let _ = done.send(());
-    });
 }
