@@ -316,6 +316,30 @@ impl Client {
 
     /// Reads until the server's Close frame and returns its code and reason.
     /// Data frames on the way are skipped.
+    /// The code and reason of the Close the server sends, waiting as long as
+    /// `keep_waiting` stays true: a read timeout only re-checks it, so a test
+    /// whose close comes from a slow outside tool (schemathesis) does not
+    /// fail on a quiet stretch. `None`: told to stop before any Close came.
+    pub fn close_while(&mut self, keep_waiting: &std::sync::atomic::AtomicBool) -> Option<(u16, String)> {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(Some(CloseFrame { code, reason }))) => {
+                    return Some((code.into(), reason.to_string()));
+                }
+                Ok(Message::Close(None)) => return Some((1005, String::new())),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    if !keep_waiting.load(std::sync::atomic::Ordering::SeqCst) {
+                        return None;
+                    }
+                }
+                Err(e) => panic!("connection ended without a Close frame: {e}"),
+            }
+        }
+    }
+
     pub fn expect_close(&mut self) -> (u16, String) {
         loop {
             match self.ws.read() {
