@@ -13,8 +13,8 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use super::{
-    ApiConfig, ConfigError, ENV_PREFIX, Limits, LogFormat, NetConfig, RoomsConfig, ShutdownConfig, StoreConfig,
-    TenantConfig,
+    ApiConfig, ConfigError, ENV_PREFIX, HttpConfig, Limits, LogFormat, NetConfig, RoomsConfig, ShutdownConfig,
+    StoreConfig, TenantConfig,
 };
 
 /// Env alias for `auth.jwt_secret`, the one setting people pass most.
@@ -39,6 +39,7 @@ pub(super) struct RawConfig {
     pub net: NetConfig,
     pub limits: Limits,
     pub api: ApiConfig,
+    pub http: HttpConfig,
     pub rooms: RoomsConfig,
     pub store: StoreConfig,
     pub shutdown: ShutdownConfig,
