@@ -4,7 +4,8 @@
 // queue, a screen share is requested, granted and stopped, the server is
 // restarted and both pages reconnect with the chat complete (no gap, no
 // duplicate, a message typed during the outage delivered once), and a
-// WebRTC call connects with fake media devices. Screenshots of every step
+// WebRTC call connects with fake media devices; in jwt mode the page joins
+// with a pasted token. Screenshots of every step
 // go to $ROOMCAST_ARTIFACTS (tests/browser.rs: target/browser-artifacts).
 //
 // Without a browser the test is skipped with the reason, never passed.
@@ -14,7 +15,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Server, serverBinary } from "../../clients/js/test/server.mjs";
+import { Server, serverBinary, hs256 } from "../../clients/js/test/server.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -140,7 +141,9 @@ test("the meeting page in Chromium", { skip, timeout: 120000 }, async (t) => {
   await t.test("host joins; guest waits in the lobby and is admitted", async () => {
     await joinAs(host, "hana");
     await host.waitForSelector("body[data-role=host]");
-    await joinAs(guest, "gus");
+    // The guest joins with the keyboard only.
+    await guest.getByLabel("Display name (dev mode)").fill("gus");
+    await guest.getByLabel("Display name (dev mode)").press("Enter");
     await guest.waitForSelector("body[data-role=waiting]");
     await guest.getByText("Waiting in the lobby").waitFor();
     const waiting = host.locator("#lobby li[data-user=gus]");
@@ -151,6 +154,9 @@ test("the meeting page in Chromium", { skip, timeout: 120000 }, async (t) => {
     await host.locator("#members li[data-user=gus]").waitFor();
     await guest.locator("#members li[data-user=hana][data-role=host]").waitFor();
     await host.locator("#lobby li[data-user=gus]").waitFor({ state: "detached" });
+    // The narrow page does not scroll sideways.
+    const overflow = await guest.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the 390 px page is ${overflow} px too wide`);
   });
 
   await t.test("chat both ways, and a deletion", async () => {
@@ -233,4 +239,30 @@ test("the meeting page in Chromium", { skip, timeout: 120000 }, async (t) => {
     (p) => !/WebSocket connection to .* failed|ERR_CONNECTION_REFUSED/.test(p),
   );
   assert.deepEqual(problems, [], "errors on the pages");
+});
+
+test("jwt mode: the page joins with a pasted token", { skip, timeout: 60000 }, async () => {
+  const secret = "browser-test-secret-of-at-least-32-bytes";
+  const jwt = await Server.start({ jwtSecret: secret, extra: ["--set", "http.demo_page=true"] });
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.goto(`${jwt.http}/?room=tok`);
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    await page.getByLabel("or token (JWT)").fill(hs256({ sub: "tina", name: "Tina", role: "host", room: "tok", exp }, secret));
+    await page.getByRole("button", { name: "Join" }).click();
+    await page.waitForSelector("body[data-role=host]");
+    await page.locator("#me", { hasText: "tina" }).waitFor();
+    await page.screenshot({ path: join(artifacts, "08-jwt-token.png") });
+    // Without the key the page is not served in jwt mode.
+    const off = await Server.start({ jwtSecret: secret });
+    try {
+      assert.equal((await fetch(`${off.http}/`)).status, 404);
+    } finally {
+      await off.stop();
+    }
+  } finally {
+    await context.close();
+    await jwt.stop();
+  }
 });

@@ -3,6 +3,7 @@
 // "roomcast listening" log line. Used by this package's tests and by
 // tests/browser.
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
@@ -17,11 +18,15 @@ export function serverBinary() {
 }
 
 export class Server {
-  /** Starts the server; `extra` are more `serve` flags. */
-  static async start({ listen = "127.0.0.1:0", dataDir, extra = [] } = {}) {
+  /**
+   * Starts the server; `extra` are more `serve` flags. Dev mode unless
+   * `jwtSecret` is given (then auth.mode = jwt with that HS secret).
+   */
+  static async start({ listen = "127.0.0.1:0", dataDir, extra = [], jwtSecret } = {}) {
     const server = new Server();
     server.dataDir = dataDir ?? mkdtempSync(join(tmpdir(), "roomcast-js-"));
     server.extra = extra;
+    server.auth = jwtSecret ? ["--jwt-secret", jwtSecret] : ["--auth-mode", "none"];
     await server.spawn(listen);
     return server;
   }
@@ -29,7 +34,7 @@ export class Server {
   async spawn(listen) {
     const bin = serverBinary();
     if (!bin) throw new Error("no roomcast binary (build it, or set ROOMCAST_BIN)");
-    const args = ["serve", "--listen", listen, "--no-pin", "--shards", "2", "--auth-mode", "none",
+    const args = ["serve", "--listen", listen, "--no-pin", "--shards", "2", ...this.auth,
       "--data-dir", this.dataDir, "--log-level", "info", ...this.extra];
     this.child = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"], env: { PATH: process.env.PATH ?? "" } });
     this.log = [];
@@ -73,4 +78,11 @@ export class Server {
     this.extra = extra;
     await this.spawn(this.addr);
   }
+}
+
+/** An HS256 JWT with `claims`, signed with `secret`. */
+export function hs256(claims, secret) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
 }
