@@ -156,6 +156,7 @@ pub struct Config {
     pub net: NetConfig,
     pub limits: Limits,
     pub api: ApiConfig,
+    pub http: HttpConfig,
     pub rooms: RoomsConfig,
     pub store: StoreConfig,
     pub shutdown: ShutdownConfig,
@@ -199,6 +200,15 @@ pub struct ApiConfig {
     pub token_ttl_max_s: u64,
     /// Largest request body; over it: HTTP 413.
     pub body_bytes_max: usize,
+}
+
+/// `[http]`: what the main listener serves besides the API and `/ws/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Serve the meeting page at `GET /`. Resolved: when no layer sets it,
+    /// it follows dev mode (`auth.mode = none`).
+    pub demo_page: bool,
 }
 
 /// `[auth]`: how connections prove who they are. Empty strings are `None`.
@@ -403,7 +413,11 @@ impl Config {
                     .into(),
             });
         }
-        let config = Config::from_raw(merged.into_raw()?)?;
+        let demo_page_set = merged.origin.contains_key("http.demo_page");
+        let mut config = Config::from_raw(merged.into_raw()?)?;
+        if !demo_page_set && config.auth.mode == AuthMode::None {
+            config.http.demo_page = true;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -478,6 +492,7 @@ impl Config {
             net: raw.net,
             limits: raw.limits,
             api: raw.api,
+            http: raw.http,
             rooms: raw.rooms,
             store: raw.store,
             shutdown: raw.shutdown,
@@ -1170,6 +1185,19 @@ mod tests {
         assert!(err.to_string().contains("dev mode (auth.mode = none) refuses"), "{err}");
         assert!(none("127.0.0.1:8080").is_ok());
         assert!(none("[::1]:8080").is_ok());
+    }
+
+    #[test]
+    fn demo_page_follows_dev_mode_unless_set() {
+        let load = |pairs: &[(&str, Value)]| {
+            let overrides = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+            Config::load(Sources { overrides, ..Sources::default() }).map(|c| c.http.demo_page)
+        };
+        let none = ("auth.mode", Value::String("none".into()));
+        assert_eq!(load(&[]).ok(), Some(false));
+        assert_eq!(load(std::slice::from_ref(&none)).ok(), Some(true));
+        assert_eq!(load(&[none.clone(), ("http.demo_page", Value::Boolean(false))]).ok(), Some(false));
+        assert_eq!(load(&[("http.demo_page", Value::Boolean(true))]).ok(), Some(true));
     }
 
     #[test]

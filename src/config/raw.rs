@@ -13,8 +13,8 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use super::{
-    ApiConfig, ConfigError, ENV_PREFIX, Limits, LogConfig, LogFormat, NetConfig, RoomsConfig, ShutdownConfig,
-    StoreConfig, TenantConfig,
+    ApiConfig, ConfigError, ENV_PREFIX, HttpConfig, Limits, LogConfig, LogFormat, NetConfig, RoomsConfig,
+    ShutdownConfig, StoreConfig, TenantConfig,
 };
 
 /// String keys with no default: written commented out in `default.toml`
@@ -44,6 +44,7 @@ pub(super) struct RawConfig {
     pub net: NetConfig,
     pub limits: Limits,
     pub api: ApiConfig,
+    pub http: HttpConfig,
     pub rooms: RoomsConfig,
     pub store: StoreConfig,
     pub shutdown: ShutdownConfig,

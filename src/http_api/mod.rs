@@ -16,7 +16,8 @@
 //! `access` (API keys), `request` (reading bodies and query parameters),
 //! `mint` and `revoke` (tokens), `send` (admin sends), `usage` and `time`
 //! (usage reports and their dates), `registry` (the room registry's rooms),
-//! `stats`, and `gather` (shard replies into a response). This file holds
+//! `stats`, `gather` (shard replies into a response), and `demo` (the
+//! meeting page, `GET /`). This file holds
 //! [`ApiError`], what a handler gets and returns, and the dispatch.
 
 use serde_json::{Value, json};
@@ -29,6 +30,7 @@ use crate::shard::AdminQuery;
 use crate::store::QueryRequest;
 
 mod access;
+mod demo;
 mod gather;
 mod mint;
 mod registry;
@@ -41,6 +43,7 @@ mod time;
 mod usage;
 
 pub use access::{authorize, constant_time_eq};
+pub use demo::Asset;
 pub use gather::{Gather, finish};
 pub use registry::{RegistryOp, registry_change};
 pub use request::body_length;
@@ -160,6 +163,8 @@ pub fn handle(ctx: &Context<'_>, endpoint: &Endpoint, head: &RequestHead, body: 
             Ok(Outcome::Respond(200, http::response(200, "application/json", "", OPENAPI_JSON.as_bytes())))
         }
         Endpoint::Stats => Ok(json_ok(200, &stats::stats(ctx))),
+        Endpoint::Demo(asset) if ctx.config.http.demo_page => Ok(Outcome::Respond(200, asset.response())),
+        Endpoint::Demo(_) => Err(ApiError::new(404, "not_found", "unknown path")),
         Endpoint::Tokens => mint::mint(ctx, body),
         Endpoint::RevokeToken(jti) => revoke::revoke(ctx, head, jti),
         Endpoint::Send => send::send(head, body, shards),

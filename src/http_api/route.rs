@@ -5,6 +5,7 @@
 use crate::http;
 
 use super::ApiError;
+use super::demo::Asset;
 
 /// Every endpoint of the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub enum Endpoint {
     GetRoom(String),
     PutRoom(String),
     DeleteRoom(String),
+    /// `GET /` and `GET /demo/…`: the meeting page, when `http.demo_page` is on.
+    Demo(Asset),
 }
 
 /// Who may call an endpoint.
@@ -51,7 +54,9 @@ pub enum Access {
 impl Endpoint {
     pub fn access(&self) -> Access {
         match self {
-            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics | Endpoint::OpenApi => Access::Public,
+            Endpoint::Healthz | Endpoint::Readyz | Endpoint::Metrics | Endpoint::OpenApi | Endpoint::Demo(_) => {
+                Access::Public
+            }
             Endpoint::Tokens => Access::Tenant,
             Endpoint::Usage
             | Endpoint::RoomUsage(_)
@@ -102,6 +107,7 @@ pub fn route(method: &str, path: &str) -> Result<Endpoint, ApiError> {
         "/api/v1/live/rooms" => (Endpoint::LiveRooms, GET),
         "/api/v1/live/connections" => (Endpoint::LiveConnections, GET),
         "/api/v1/usage" => (Endpoint::Usage, GET),
+        _ if let Some(asset) = Asset::from_path(path) => (Endpoint::Demo(asset), GET),
         _ if let Some(jti) = path.strip_prefix("/api/v1/tokens/") => {
             return match method {
                 "DELETE" => Ok(Endpoint::RevokeToken(http::percent_decode(jti).into_owned())),
@@ -165,6 +171,8 @@ mod tests {
         assert_eq!(route("PUT", "/api/v1/rooms/a"), Ok(Endpoint::PutRoom("a".into())));
         assert_eq!(route("PATCH", "/api/v1/rooms/a").unwrap_err().extra_headers, "Allow: GET, PUT, DELETE\r\n");
         assert_eq!(route("POST", "/api/v1/rooms"), Ok(Endpoint::CreateRoom));
+        assert_eq!(route("GET", "/"), Ok(Endpoint::Demo(Asset::Index)));
+        assert_eq!(route("POST", "/demo/app.js").unwrap_err().status, 405);
         assert_eq!(route("DELETE", "/api/v1/rooms").unwrap_err().status, 405);
     }
 }
