@@ -11,7 +11,7 @@
 //! runs one poll loop over its connections, decodes frames in place, turns
 //! text frames into requests and lets the sans-IO room logic decide who
 //! receives what. Broadcast frames are encoded once and shared.
-//! The store thread ([`store`]) writes chat history to SQLite in batched
+//! The store thread writes chat history to SQLite in batched
 //! transactions; shards reach it by bounded channel and never wait for it.
 //! docs/architecture.md tells the whole story.
 
