@@ -1,19 +1,20 @@
 //! The `roomcast` binary: `serve` runs the server, `token` mints a token.
+//! It uses only the library's public API (`Server::builder`, `config`, `cli`, `token`).
 //! Errors become a message on stderr and exit code 1.
 
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use roomcast::auth::{self, MintRequest};
+use roomcast::Server;
 use roomcast::cli::{self, Command, ServeArgs, TokenArgs};
 use roomcast::config::{Config, LogFormat, Sources};
-use roomcast::server::Server;
+use roomcast::token::{self, MintRequest};
 
 fn main() -> ExitCode {
     let result = match cli::parse() {
         Command::Serve(args) => serve(&args),
-        Command::Token(args) => token(&args),
+        Command::Token(args) => mint(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -24,44 +25,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// `serve`: the library's server with the built-in handlers only, until SIGTERM or SIGINT.
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(Sources::from_process_env(args.config.clone(), cli::serve_overrides(args)))?;
     init_logging(&config);
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let drain = Duration::from_millis(config.shutdown.drain_timeout_ms);
-    let (shards, auth_mode) = (config.shards, config.auth.mode);
-    // Installed before "listening" is logged, so a SIGTERM right after it
-    // (tests, supervisors) drains instead of killing the process.
-    let signals = stop_signals()?;
-    let server = Server::start(config)?;
-    tracing::info!(addr = %server.local_addr(), shards, auth = auth_mode.as_str(), "roomcast listening");
-    if let Some(echo) = server.echo_addr() {
-        tracing::info!(addr = %echo, "echo listener (no auth) open");
-    }
-    wait_for_stop_signal(signals);
-    tracing::info!(drain_ms = drain.as_millis() as u64, "stop signal: draining");
-    server.shutdown(drain);
-    tracing::info!("stopped");
-    Ok(())
+    Server::builder().config(config).run()
 }
 
-/// Blocks until SIGTERM or SIGINT.
-fn stop_signals() -> anyhow::Result<signal_hook::iterator::Signals> {
-    signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .context("install signal handlers")
-}
-
-fn wait_for_stop_signal(mut signals: signal_hook::iterator::Signals) {
-    let _ = signals.forever().next();
-}
-
-fn token(args: &TokenArgs) -> anyhow::Result<()> {
+fn mint(args: &TokenArgs) -> anyhow::Result<()> {
     let config = Config::load(Sources::from_process_env(args.config.clone(), cli::token_overrides(args)))?;
     let secret = token_secret(&config)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let jti = args.once.then(auth::random_jti);
+    let jti = args.once.then(token::random_jti);
     let request = MintRequest {
         sub: &args.sub,
         name: args.name.as_deref(),
@@ -76,8 +54,8 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
         perms: args.perms.as_deref(),
         once: args.once,
     };
-    let token = auth::mint_hs256(&secret, &request, now).context("mint token")?;
-    println!("{token}");
+    let minted = token::mint_hs256(&secret, &request, now).context("mint token")?;
+    println!("{minted}");
     Ok(())
 }
 
@@ -89,8 +67,8 @@ fn token_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = &config.auth.jwt_secret {
         return Ok(secret.as_bytes().to_vec());
     }
-    let path = auth::secret_path(&config.data_dir);
-    match auth::read_secret(&config.data_dir) {
+    let path = token::secret_path(&config.data_dir);
+    match token::read_secret(&config.data_dir) {
         Ok(secret) => Ok(secret),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
             "no JWT secret at {}: `roomcast token` only reads the server's secret and never creates one. \

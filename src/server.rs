@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::Context as _;
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
@@ -29,13 +29,200 @@ use crate::config::{AuthMode, Config};
 use crate::ids::{RoomKey, ShardId};
 use crate::registry::{Registry, RoomPolicy};
 use crate::revocation::RevokedTokens;
-use crate::shard::{RefreshLink, Shard, ShardHandle, ShardSettings};
+use crate::shard::extension::{ClientInfo, Context, HandlerError, HookRefusal};
+use crate::shard::{Extensions, RefreshLink, Shard, ShardHandle, ShardSettings};
 use crate::store::{Database, Store, StoreEvent, StoreMonitor, StoreSettings, StoreStats};
 
-/// A running server.
+/// The entry point of roomcast as a library: [`Server::builder`].
+///
+/// ```no_run
+/// use roomcast::{Config, Context, HandlerError, Server};
+///
+/// /// Counts the votes of each room: `{"type":"poll.vote","data":{"option":"a"}}`.
+/// #[derive(Default)]
+/// struct Votes(std::collections::BTreeMap<String, u64>);
+///
+/// fn vote(ctx: &mut Context<'_>) -> Result<(), HandlerError> {
+///     #[derive(serde::Deserialize)]
+///     struct Vote { option: String }
+///     let data = ctx.data().ok_or_else(|| HandlerError::new("bad_request", "a vote needs data"))?;
+///     let vote: Vote = serde_json::from_slice(data).map_err(|_| HandlerError::new("bad_request", "no option"))?;
+///     let votes = ctx.room_state::<Votes>()?;
+///     *votes.0.entry(vote.option).or_default() += 1;
+///     let tally = serde_json::to_vec(&votes.0).map_err(|_| HandlerError::new("internal_error", "tally"))?;
+///     ctx.publish(&tally)?;
+///     ctx.reply("poll.tally", &tally)
+/// }
+///
+/// fn main() -> anyhow::Result<()> {
+///     let config = Config::load(roomcast::config::Sources::default())?;
+///     Server::builder().config(config).handler("poll.vote", vote).run()
+/// }
+/// ```
+#[derive(Debug)]
 pub struct Server {
+    _private: (),
+}
+
+impl Server {
+    /// A builder with the built-in configuration (`Config::load` of no sources).
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// Configures a server before it starts: its [`Config`], listener, store,
+/// custom message handlers and connection hooks. Nothing runs until
+/// [`start`](ServerBuilder::start) or [`run`](ServerBuilder::run).
+///
+/// Handlers and hooks run on the shard threads, synchronously, inside the
+/// shard's event loop: they must not block (no I/O, no locks held long, no
+/// sleeping). Their run time counts in the shard's loop time
+/// (`roomcast_loop_iteration_seconds`), and every connection of the shard
+/// waits while one runs. Hand slow work to a thread of your own.
+#[derive(Default)]
+pub struct ServerBuilder {
+    config: Option<Config>,
+    listen: Option<SocketAddr>,
+    store: Option<bool>,
+    extensions: Extensions,
+    /// The first registration mistake, reported by `start`.
+    invalid: Option<String>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("listen", &self.listen)
+            .field("store", &self.store)
+            .field("extensions", &self.extensions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// The configuration (else the built-in defaults).
+    pub fn config(mut self, config: Config) -> ServerBuilder {
+        self.config = Some(config);
+        self
+    }
+
+    /// The main listener's address, over the config's `listen` (port 0: any free port).
+    pub fn listen(mut self, addr: SocketAddr) -> ServerBuilder {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// Whether chat history and the registry are kept in SQLite (`store.enabled`).
+    pub fn store(mut self, enabled: bool) -> ServerBuilder {
+        self.store = Some(enabled);
+        self
+    }
+
+    /// Runs `handler` for every client frame of type `kind` (`{"type":KIND,…}`)
+    /// in a room the connection is in. It runs on the shard that owns the
+    /// room, synchronously, and must not block (see the type's doc). A frame
+    /// with a `ref` that the handler does not `reply` to gets an `ack`; an
+    /// `Err` becomes an `error` frame with its code. The built-in types
+    /// (`publish`, `join`, `echo`, `status`, `chat.*`, …) cannot be taken:
+    /// [`start`](ServerBuilder::start) fails.
+    pub fn handler<H>(mut self, kind: &str, handler: H) -> ServerBuilder
+    where
+        H: Fn(&mut Context<'_>) -> Result<(), HandlerError> + Send + Sync + 'static,
+    {
+        if let Err(e) = self.extensions.add_handler(kind, Arc::new(handler)) {
+            self.invalid.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Called before a room connection is admitted, with its identity and
+    /// URL room. `Err` refuses it: the client gets the refusal's HTTP status
+    /// (403 unless set) and `{"error":CODE,"message":M}` instead of the upgrade.
+    pub fn on_connect<F>(mut self, hook: F) -> ServerBuilder
+    where
+        F: Fn(&ClientInfo<'_>, &str) -> Result<(), HookRefusal> + Send + Sync + 'static,
+    {
+        self.extensions.on_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called for each `join` request that passed roomcast's own checks.
+    /// `Err` refuses it with an `error` frame of the refusal's code.
+    pub fn on_join<F>(mut self, hook: F) -> ServerBuilder
+    where
+        F: Fn(&ClientInfo<'_>, &str) -> Result<(), HookRefusal> + Send + Sync + 'static,
+    {
+        self.extensions.on_join = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called after a `leave` request left a room (rooms left by closing
+    /// are the disconnect's).
+    pub fn on_leave<F>(mut self, hook: F) -> ServerBuilder
+    where
+        F: Fn(&ClientInfo<'_>, &str) + Send + Sync + 'static,
+    {
+        self.extensions.on_leave = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called once a room connection is gone, with its close code (1006
+    /// when no Close frame was exchanged).
+    pub fn on_disconnect<F>(mut self, hook: F) -> ServerBuilder
+    where
+        F: Fn(&ClientInfo<'_>, u16) + Send + Sync + 'static,
+    {
+        self.extensions.on_disconnect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Starts the threads and returns once the listeners are bound.
+    pub fn start(self) -> anyhow::Result<ServerHandle> {
+        if let Some(invalid) = self.invalid {
+            anyhow::bail!("{invalid}");
+        }
+        let mut config = match self.config {
+            Some(config) => config,
+            None => Config::load(crate::config::Sources::default())?,
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(store) = self.store {
+            config.store.enabled = store;
+        }
+        let (shards, auth_mode) = (config.shards, config.auth.mode);
+        let handle = ServerHandle::start(config, self.extensions)?;
+        tracing::info!(addr = %handle.local_addr(), shards, auth = auth_mode.as_str(), "roomcast listening");
+        if let Some(echo) = handle.echo_addr() {
+            tracing::info!(addr = %echo, "echo listener (no auth) open");
+        }
+        Ok(handle)
+    }
+
+    /// Starts, blocks until SIGTERM or SIGINT, then drains (within
+    /// `shutdown.drain_timeout_ms`) and returns.
+    pub fn run(self) -> anyhow::Result<()> {
+        // Installed before "listening" is logged, so a SIGTERM right after it
+        // (tests, supervisors) drains instead of killing the process.
+        let mut signals =
+            signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+                .context("install signal handlers")?;
+        let handle = self.start()?;
+        let _ = signals.forever().next();
+        tracing::info!(drain_ms = handle.drain.as_millis() as u64, "stop signal: draining");
+        handle.shutdown();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A running server: its addresses, and [`shutdown`](ServerHandle::shutdown).
+pub struct ServerHandle {
     local_addr: SocketAddr,
     echo_addr: Option<SocketAddr>,
+    drain: Duration,
     shards: Vec<ShardHandle>,
     shard_threads: Vec<JoinHandle<()>>,
     acceptor_thread: JoinHandle<()>,
@@ -44,9 +231,18 @@ pub struct Server {
     store_thread: Option<JoinHandle<StoreStats>>,
 }
 
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Builds the token verifier from `[auth]` and the HS secret (`jwt_secret`);
 /// `None` in dev mode.
-pub fn build_verifier(config: &Config, hs_secret: Option<Vec<u8>>) -> anyhow::Result<Option<Arc<Verifier>>> {
+pub(crate) fn build_verifier(config: &Config, hs_secret: Option<Vec<u8>>) -> anyhow::Result<Option<Arc<Verifier>>> {
     let Some(hs_secret) = hs_secret.filter(|_| config.auth.mode != AuthMode::None) else {
         return Ok(None);
     };
@@ -77,7 +273,7 @@ pub fn build_verifier(config: &Config, hs_secret: Option<Vec<u8>>) -> anyhow::Re
 /// data directory, created there if there is none. Where it lives, and
 /// whether it was just created, is logged: a token minted with another secret
 /// is refused `401 token_bad_signature`, and this line says which one to use.
-pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = &config.auth.jwt_secret {
         tracing::info!(source = "auth.jwt_secret", "jwt secret");
         return Ok(secret.as_bytes().to_vec());
@@ -90,10 +286,10 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<Vec<u8>> {
     Ok(loaded.secret)
 }
 
-impl Server {
+impl ServerHandle {
     /// Opens the store, builds the shards, binds the listeners, then starts
     /// the store, shard and acceptor threads, in that order (see the module doc).
-    pub fn start(config: Config) -> anyhow::Result<Server> {
+    fn start(config: Config, extensions: Extensions) -> anyhow::Result<ServerHandle> {
         let config = Arc::new(config);
         let mint_secret = match config.auth.mode {
             AuthMode::Jwt => Some(jwt_secret(&config)?),
@@ -123,6 +319,7 @@ impl Server {
             store: database.is_some().then_some(store_tx),
             boot,
             connection_log_lines_per_s: config.log.connection_lines_per_s,
+            extensions,
         });
         let (built, shards) = build_shards(&config, &settings, &registered)?;
 
@@ -151,7 +348,8 @@ impl Server {
             registry,
         };
         let acceptor_thread = spawn_acceptor(acceptor_poll, parts)?;
-        Ok(Server {
+        Ok(ServerHandle {
+            drain: Duration::from_millis(config.shutdown.drain_timeout_ms),
             local_addr: listeners.local_addr,
             echo_addr: listeners.echo_addr,
             shards,
@@ -163,19 +361,34 @@ impl Server {
         })
     }
 
+    /// The main listener's address (with its real port when `listen` said 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
+    /// The echo listener's address, when `echo_listen` is set.
     pub fn echo_addr(&self) -> Option<SocketAddr> {
         self.echo_addr
+    }
+
+    /// Which shard owns `room` of `tenant` (`""` without tenants), out of
+    /// `shards`: the shard that runs the room's handlers and holds its state.
+    pub fn shard_of(tenant: &str, room: &str, shards: usize) -> usize {
+        usize::from(RoomKey::new(tenant, room).shard(shards))
+    }
+
+    /// [`shutdown_within`](ServerHandle::shutdown_within) the configured
+    /// `shutdown.drain_timeout_ms`.
+    pub fn shutdown(self) {
+        let drain = self.drain;
+        self.shutdown_within(drain);
     }
 
     /// Drains and stops, at most `drain` long (plus the store's last
     /// writes): the acceptor turns not-ready but keeps answering HTTP, every
     /// connection gets 1001, and once the shards are done (or the time is
     /// up) the acceptor stops.
-    pub fn shutdown(self, drain: Duration) {
+    pub fn shutdown_within(self, drain: Duration) {
         let deadline = Instant::now() + drain;
         let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
         if self.acceptor_control.try_send(AcceptorMsg::Drain(ack_tx)).is_ok() {

@@ -106,6 +106,57 @@ pub fn encode_error(out: &mut Vec<u8>, reference: Option<&[u8]>, code: &str, mes
     out.push(b'}');
 }
 
+/// `{"type":K,"ref":R[,"room":ROOM],"data":D}`: the answer to `echo` and
+/// what a custom handler's `reply` and `send_to_conn` send; `data` is one
+/// JSON value, copied as given.
+pub fn encode_typed(out: &mut Vec<u8>, kind: &str, reference: Option<&[u8]>, room: Option<&str>, data: &[u8]) {
+    out.extend_from_slice(b"{\"type\":");
+    push_json_str(out, kind);
+    push_ref(out, reference);
+    if let Some(room) = room {
+        out.extend_from_slice(b",\"room\":");
+        push_json_str(out, room);
+    }
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data);
+    out.push(b'}');
+}
+
+/// What `status` reports about the asking connection.
+#[derive(Debug)]
+pub struct Status<'a> {
+    pub conn: &'a str,
+    pub user: &'a str,
+    pub rooms: &'a [&'a str],
+    pub shard: u32,
+    pub version: &'a str,
+    pub uptime_s: u64,
+}
+
+/// `{"type":"status","ref":R,"conn":C,"user":U,"rooms":[…],"shard":N,"version":V,"uptime_s":S}`
+pub fn encode_status(out: &mut Vec<u8>, reference: Option<&[u8]>, status: &Status<'_>) {
+    out.extend_from_slice(b"{\"type\":\"status\"");
+    push_ref(out, reference);
+    out.extend_from_slice(b",\"conn\":");
+    push_json_str(out, status.conn);
+    out.extend_from_slice(b",\"user\":");
+    push_json_str(out, status.user);
+    out.extend_from_slice(b",\"rooms\":[");
+    for (i, room) in status.rooms.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(out, room);
+    }
+    out.extend_from_slice(b"],\"shard\":");
+    push_u64(out, u64::from(status.shard));
+    out.extend_from_slice(b",\"version\":");
+    push_json_str(out, status.version);
+    out.extend_from_slice(b",\"uptime_s\":");
+    push_u64(out, status.uptime_s);
+    out.push(b'}');
+}
+
 /// `{"type":"pong","ref":R}`
 pub fn encode_pong(out: &mut Vec<u8>, reference: Option<&[u8]>) {
     out.extend_from_slice(b"{\"type\":\"pong\"");

@@ -6,7 +6,7 @@
 mod decode;
 mod encode;
 
-pub use decode::{RequestDecoder, top_level_span};
+pub use decode::{RequestDecoder, is_builtin_type, top_level_span};
 pub use encode::*;
 
 /// A decoded client request. Raw spans (`data`, `ref`) borrow the frame's
@@ -37,6 +37,20 @@ pub enum Request<'a> {
     Ping,
     Refresh {
         token: &'a str,
+    },
+    /// `echo`: answered with `data`, byte for byte.
+    Echo {
+        data: &'a [u8],
+    },
+    /// `status`: the connection's id, user, rooms, shard, version, uptime.
+    Status,
+    /// Any other `type`: the shard looks up a handler registered for it
+    /// (`ServerBuilder::handler`) and answers `unknown_type` when none is.
+    /// `data` is the top-level `data` value byte for byte, when present.
+    Custom {
+        kind: &'a str,
+        room: Option<&'a str>,
+        data: Option<&'a [u8]>,
     },
 }
 

@@ -24,6 +24,7 @@ use crate::refusal::Refusal;
 use crate::registry::{self, Admission, RoomPolicy};
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
+mod extension;
 mod invariants;
 mod meeting;
 #[cfg(test)]
@@ -253,6 +254,8 @@ struct Room {
     meeting: meeting::LazyMeeting,
     /// Recent `publish` messages (recovery); `None` until the first publish.
     recent: Option<Box<Recent>>,
+    /// Custom handlers' state (`room_state`); `None` until one asks.
+    extensions: Option<Box<extension::Extensions>>,
 }
 
 #[derive(Debug)]
@@ -493,6 +496,7 @@ impl Rooms {
             lobby: self.policy(key).and_then(|p| p.lobby).unwrap_or(self.limits.lobby_default),
             meeting: meeting::LazyMeeting::default(),
             recent: None,
+            extensions: None,
         });
         self.index.insert(key.clone(), slot);
         if loading {
@@ -737,6 +741,20 @@ impl Rooms {
             self.outputs.push_back(Output::Deliver { to: conn, frame: ack });
         }
         Some(Ok(seq))
+    }
+
+    /// The state slot of custom handler `owner` in the room of `membership`
+    /// (made with `T::default()` on first use, dropped with the room);
+    /// `None` when `conn` is not that member.
+    pub fn extension<T: Default + Send + 'static>(
+        &mut self,
+        membership: Membership,
+        conn: ConnId,
+        owner: u32,
+    ) -> Option<&mut T> {
+        self.member_of(membership, conn)?;
+        let room = self.rooms.get_mut(membership.room as usize)?;
+        Some(room.extensions.get_or_insert_default().slot::<T>(owner))
     }
 
     /// Sends `data` from `from` to every member of `key` (a personal room):

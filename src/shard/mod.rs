@@ -17,12 +17,14 @@
 mod admin;
 pub mod conn;
 mod conn_log;
+pub mod extension;
 mod refresh;
 mod remote;
 mod requests;
 mod store_link;
 
 pub use admin::{AdminQuery, AdminRequest, SendTarget};
+pub use extension::Extensions;
 // Answer types live in `msg` (the store answers with them too); named here as well for the API side.
 pub use crate::msg::{AdminAnswer, AdminReply, ConnInfo};
 pub use refresh::{RefreshAnswer, RefreshLink, RefreshRequest};
@@ -169,6 +171,8 @@ pub struct ShardSettings {
     pub boot: u64,
     /// `log.connection_lines_per_s`.
     pub connection_log_lines_per_s: u32,
+    /// Custom message handlers and connection hooks (`extension.rs`).
+    pub extensions: Extensions,
 }
 
 pub struct Shard {
@@ -431,6 +435,16 @@ impl Shard {
         }
         core.generation = core.generation.wrapping_add(1);
         let id = ConnId { shard: self.id, slot: slot as u32, generation: core.generation };
+        if let HandoffKind::Room { identity, key, .. } = &kind
+            && let Err(refused) = core.hook_connect(id, identity, key)
+        {
+            // The 101 is not written yet: the client gets the hook's HTTP status.
+            let _ = self.poll.registry().deregister(&mut stream);
+            let response = crate::http::error_response(refused.status, &refused.code, &refused.message, "");
+            use std::io::Write;
+            let _ = stream.write_all(&response);
+            return;
+        }
         let Arrival { role, home, expires_at_s } = arrival(id, kind);
         let mut outbound = OutboundQueue::default();
         outbound.push_unbounded(Arc::from(response));
@@ -1129,6 +1143,7 @@ impl ShardCore {
                 // No Close frame was exchanged: 1006, as in the session audit.
                 let close_code = conn.close_code.unwrap_or(crate::msg::CLOSE_ABNORMAL);
                 self.conn_log.closed(slot, conn, close_code, self.now);
+                self.hook_disconnect(conn, close_code);
             }
         }
         self.metrics.log_lines_suppressed = self.conn_log.suppressed_total;

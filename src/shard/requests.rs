@@ -32,6 +32,12 @@ impl ShardCore {
                 Ok(())
             }
             Ok(Request::Refresh { token }) => self.refresh(slot, token, reference),
+            Ok(Request::Echo { data }) => {
+                self.echo(slot, reference, data);
+                Ok(())
+            }
+            Ok(Request::Status) => self.status(slot, reference),
+            Ok(Request::Custom { kind, room, data }) => self.custom(slot, kind, room, reference, data),
             Err(error) => Err(Refusal::Request(error)),
         };
         if let Err(refusal) = outcome {
@@ -110,7 +116,7 @@ impl ShardCore {
     }
 
     /// The connection's id and where the room `room` (home when `None`) is.
-    fn place_of(&mut self, slot: usize, room: Option<&str>) -> Result<(crate::ids::ConnId, Place), Refusal> {
+    pub(super) fn place_of(&mut self, slot: usize, room: Option<&str>) -> Result<(crate::ids::ConnId, Place), Refusal> {
         let (conn, member) = self.member(slot)?;
         let joined = match room {
             None => member.rooms.first(),
@@ -137,6 +143,10 @@ impl ShardCore {
         if full {
             self.note_refusal(conn, Refusal::ConnectionRoomsFull);
             return Err(Refusal::ConnectionRoomsFull);
+        }
+        if let Err(refused) = self.hook_join(slot, room) {
+            self.send_code(slot, reference, &refused.code, &refused.message);
+            return Ok(());
         }
         self.enter(slot, &peer, key, false, reference, since.as_ref(), shards)
     }
@@ -224,6 +234,7 @@ impl ShardCore {
             }
             (conn, member.rooms.remove(index))
         };
+        self.hook_leave(slot, room);
         match joined.place {
             Place::Local(membership) => {
                 self.rooms.leave_requested(membership, conn, reference);
@@ -250,7 +261,13 @@ impl ShardCore {
     }
 
     /// `direct`: to every connection of user `to` (same tenant), on any shard.
-    fn direct(&mut self, slot: usize, to: &str, reference: Option<&[u8]>, data: &[u8]) -> Result<(), Refusal> {
+    pub(super) fn direct(
+        &mut self,
+        slot: usize,
+        to: &str,
+        reference: Option<&[u8]>,
+        data: &[u8],
+    ) -> Result<(), Refusal> {
         let shards = self.settings.shards;
         let (peer, key) = {
             let (_, member) = self.member(slot)?;

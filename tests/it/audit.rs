@@ -37,7 +37,7 @@ fn close_with(mut client: Client, code: u16) {
 
 fn day(offset_days: i64) -> String {
     let days = (unix_now() / 86_400) as i64 + offset_days;
-    roomcast::http_api::format_day(days)
+    roomcast::__private::format_day(days)
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -115,7 +115,7 @@ fn expected_days<'a>(rows: impl Iterator<Item = &'a Row>) -> Value {
                 (Some(mean_ms as f64 / 1000.0), Some(ended[rank] as f64 / 1000.0))
             };
             json!({
-                "date": roomcast::http_api::format_day(day),
+                "date": roomcast::__private::format_day(day),
                 "unique_users": users.len(),
                 "sessions": rows.len(),
                 "avg_duration_s": avg,
@@ -202,8 +202,8 @@ fn scripted_sessions_give_audit_rows_and_exact_usage() {
     assert_eq!((status, sessions(&report)), (200, 4), "{report}");
     let to = report["to"].as_str().expect("to").to_string();
     assert!(to == before || to == after, "{report}");
-    let to_day = roomcast::http_api::parse_day(&to).expect("a date");
-    assert_eq!(report["from"].as_str(), Some(roomcast::http_api::format_day(to_day - 29).as_str()), "{report}");
+    let to_day = roomcast::__private::parse_day(&to).expect("a date");
+    assert_eq!(report["from"].as_str(), Some(roomcast::__private::format_day(to_day - 29).as_str()), "{report}");
 }
 
 /// `POST /api/v1/kick` of carol (tenant acme), with the admin key.

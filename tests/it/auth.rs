@@ -40,9 +40,9 @@ fn missing_expired_forged_and_unsigned_tokens_get_401() {
     let (status, body) = refused_status(&server, "demo", &format!("token={expired}"));
     assert_eq!((status, body.contains("expired")), (401, true), "{body}");
 
-    let request = roomcast::auth::MintRequest { sub: "a", ttl_s: 60, ..Default::default() };
+    let request = roomcast::token::MintRequest { sub: "a", ttl_s: 60, ..Default::default() };
     let forged =
-        roomcast::auth::mint_hs256(b"another-secret-that-is-long-enough-0123", &request, unix_now()).expect("mint");
+        roomcast::token::mint_hs256(b"another-secret-that-is-long-enough-0123", &request, unix_now()).expect("mint");
     assert_eq!(refused_status(&server, "demo", &format!("token={forged}")).0, 401);
 
     // alg "none": a header and claims with an empty signature.
@@ -66,8 +66,8 @@ fn missing_expired_forged_and_unsigned_tokens_get_401() {
 fn a_token_over_token_bytes_max_is_refused_before_decoding() {
     let server = Server::start(&["--set", "auth.token_bytes_max=512"]);
     let long_name = "n".repeat(600);
-    let request = roomcast::auth::MintRequest { sub: "a", name: Some(&long_name), ttl_s: 60, ..Default::default() };
-    let big = roomcast::auth::mint_hs256(SECRET.as_bytes(), &request, unix_now()).expect("mint");
+    let request = roomcast::token::MintRequest { sub: "a", name: Some(&long_name), ttl_s: 60, ..Default::default() };
+    let big = roomcast::token::mint_hs256(SECRET.as_bytes(), &request, unix_now()).expect("mint");
     let (status, body) = refused_status(&server, "demo", &format!("token={big}"));
     assert_eq!(status, 401);
     assert!(body.contains("token_too_large") || body.contains("too large"), "{body}");
@@ -170,8 +170,8 @@ fn dev_mode_takes_a_user_name_without_a_token() {
 /// Connects `user` to `room` with a token whose `perms` claim is `perms`.
 fn join_with_perms(server: &Server, room: &str, user: &str, perms: &[&str]) -> Client {
     let perms: Vec<String> = perms.iter().map(|p| p.to_string()).collect();
-    let request = roomcast::auth::MintRequest { sub: user, ttl_s: 600, perms: Some(&perms), ..Default::default() };
-    let token = roomcast::auth::mint_hs256(SECRET.as_bytes(), &request, unix_now()).expect("mint");
+    let request = roomcast::token::MintRequest { sub: user, ttl_s: 600, perms: Some(&perms), ..Default::default() };
+    let token = roomcast::token::mint_hs256(SECRET.as_bytes(), &request, unix_now()).expect("mint");
     let mut client = Client::connect(&server.url(room, &format!("token={token}"))).expect("handshake");
     client.next_of_type("welcome");
     client

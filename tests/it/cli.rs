@@ -256,9 +256,9 @@ fn the_server_logs_its_secret_and_a_foreign_token_is_told_where_it_lives() {
     let addr = text_field(&listening, "addr").to_string();
 
     // A token signed with any other secret: the 401 says why, and where the server's secret is.
-    let request = roomcast::auth::MintRequest { sub: "a", ttl_s: 60, ..Default::default() };
+    let request = roomcast::token::MintRequest { sub: "a", ttl_s: 60, ..Default::default() };
     let now = super::harness::unix_now();
-    let foreign = roomcast::auth::mint_hs256(b"a-secret-made-up-in-another-directory!!", &request, now).expect("mint");
+    let foreign = roomcast::token::mint_hs256(b"a-secret-made-up-in-another-directory!!", &request, now).expect("mint");
     match Client::connect(&format!("ws://{addr}/ws/demo?token={foreign}")) {
         Err(super::harness::Refused::Status(401, body)) => {
             assert!(body.contains("token_bad_signature"), "{body}");

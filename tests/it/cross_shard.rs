@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use roomcast::ids::RoomKey;
+use roomcast::__private::RoomKey;
 use serde_json::{Value, json};
 
 use super::harness::{Claims, Client, PATIENCE, Server, http_get_json, token};

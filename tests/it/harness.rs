@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use roomcast::auth::{MintRequest, mint_hs256};
+use roomcast::token::{MintRequest, mint_hs256};
 use serde_json::Value;
 use tungstenite::protocol::CloseFrame;
 use tungstenite::{Message, WebSocket};

@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-use roomcast::ids::RoomKey;
+use roomcast::__private::RoomKey;
 
 use super::harness::{Claims, Client, PATIENCE, Refused, Server, raw_http, token};
 

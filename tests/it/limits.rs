@@ -229,7 +229,7 @@ fn rooms_on_both_shards() -> (String, String) {
     let on = |shard: u16| {
         (0..)
             .map(|i| format!("l{i}"))
-            .find(|room| roomcast::ids::RoomKey::new("", room).shard(2) == shard)
+            .find(|room| roomcast::__private::RoomKey::new("", room).shard(2) == shard)
             .expect("a room")
     };
     (on(0), on(1))
@@ -316,7 +316,7 @@ fn a_full_outbox_to_another_shard_refuses_with_overloaded_and_is_counted() {
     // `direct` to it is one message to shard 0 and an ack back, nothing more.
     let target = (0..)
         .map(|i| format!("t{i}"))
-        .find(|user| roomcast::ids::RoomKey::personal("", user).shard(2) == 0)
+        .find(|user| roomcast::__private::RoomKey::personal("", user).shard(2) == 0)
         .expect("a user");
     let (mut receiver, _) = server.join(&on_0, &target);
     let (mut sender, _) = server.join(&on_1, "sender");

@@ -2,7 +2,7 @@
 //! participants (one present through `join` from a home room on another
 //! shard) and a lobby guest.
 
-use roomcast::ids::RoomKey;
+use roomcast::__private::RoomKey;
 use serde_json::{Value, json};
 
 use super::harness::{Claims, Client, Server, token};

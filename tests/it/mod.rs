@@ -9,6 +9,7 @@ mod cross_shard;
 mod handshake;
 mod handshake_abuse;
 mod http_api;
+mod library;
 mod limits;
 mod meeting;
 mod metrics;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use roomcast::ids::RoomKey;
+use roomcast::__private::RoomKey;
 use serde_json::{Value, json};
 
 use super::harness::{Claims, Client, PATIENCE, Server, token};

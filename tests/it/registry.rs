@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use roomcast::ids::RoomKey;
+use roomcast::__private::RoomKey;
 use serde_json::{Value, json};
 
 use super::harness::{Claims, Client, Refused, Server, raw_http, token};

@@ -198,3 +198,30 @@ fn a_leave_without_ref_is_answered_with_left_naming_the_room() {
         assert!(matches!(&ack, Message::Text(t) if t.starts_with(r#"{"type":"ack","ref":9,"seq":"#)), "{ack:?}");
     }
 }
+
+/// Seed 004: `echo` answers its `data` byte for byte, `status` tells the
+/// connection what the server knows of it (docs/protocol.md §3.8, §3.9).
+#[test]
+fn echo_and_status_answer_the_sender() {
+    let server = Server::start(&[]);
+    let (mut alice, welcome) = server.join("demo", "alice");
+    let data = r#"{ "x" : [1, 2.50, "é"], "y":null }"#;
+    alice.send_text(&format!(r#"{{"type":"echo","ref":"e1","data":{data}}}"#));
+    match next_skipping_history(&mut alice) {
+        Message::Text(text) => assert_eq!(text.as_str(), format!(r#"{{"type":"echo","ref":"e1","data":{data}}}"#)),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+    alice.send(json!({"type": "echo"}));
+    assert_eq!(alice.next_of_type("error")["code"], "bad_request");
+
+    alice.send(json!({"type": "status", "ref": 7}));
+    let status = alice.next_of_type("status");
+    assert_eq!(status["ref"], 7);
+    assert_eq!(status["conn"], welcome["conn"]);
+    assert_eq!(status["user"], "alice");
+    assert_eq!(status["shard"], welcome["shard"]);
+    assert_eq!(status["rooms"][0], "demo");
+    assert_eq!(status["rooms"][1], "user:alice");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert!(status["uptime_s"].is_u64());
+}

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use roomcast::auth::{MintRequest, mint_hs256};
+use roomcast::token::{MintRequest, mint_hs256};
 use serde_json::{Value, json};
 
 use super::harness::{Client, PATIENCE, Refused, SECRET, Server, raw_http, unix_now};
