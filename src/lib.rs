@@ -34,4 +34,5 @@ pub mod server;
 pub mod shard;
 pub mod store;
 pub mod timer;
+pub mod webhooks;
 pub mod ws;
