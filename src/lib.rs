@@ -67,6 +67,8 @@ mod store;
 #[allow(dead_code, unused_imports)]
 mod timer;
 #[allow(dead_code, unused_imports)]
+mod webhooks;
+#[allow(dead_code, unused_imports)]
 mod ws;
 
 pub use config::Config;
@@ -85,4 +87,8 @@ pub mod token {
 pub mod __private {
     pub use crate::http_api::{format_day, parse_day};
     pub use crate::ids::RoomKey;
+    /// The webhook thread on its own, for its tests.
+    pub mod webhooks {
+        pub use crate::webhooks::{WebhookDetail, WebhookEvent, Webhooks, sign};
+    }
 }

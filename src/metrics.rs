@@ -9,11 +9,13 @@
 //! revoked-token set's as [`RevocationMetrics`].
 
 mod store;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
 
 pub use store::{BatchSizes, PruneKind, RowKind, StoreGauges, StoreStats};
+pub use webhooks::WebhookStats;
 
 /// Every limit roomcast enforces, as counted when hit. `docs/http-api.md` §7
 /// maps each config key to its kind. The first group is counted by the
@@ -498,6 +500,8 @@ pub struct Gauges {
     pub store: Option<StoreGauges>,
     /// The acceptor's revoked-token set.
     pub revocations: RevocationMetrics,
+    /// The webhook thread's figures; `None` with no `[[webhooks]]`.
+    pub webhooks: Option<WebhookStats>,
 }
 
 /// What `/metrics` shows of the acceptor's revoked-token set
@@ -843,6 +847,9 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
         store.render(&mut out);
     }
     gauges.revocations.render(&mut out);
+    if let Some(webhooks) = &gauges.webhooks {
+        webhooks.render(&mut out);
+    }
     ProcessStats::read().render(&mut out);
     out
 }
@@ -909,7 +916,12 @@ mod tests {
         let mut acceptor = AcceptorMetrics::default();
         acceptor.count_http(200);
         acceptor.count_handshake(401, "token_missing");
-        let gauges = Gauges { inbox_depths: vec![0, 0], store: Some(StoreGauges::default()), ..Gauges::default() };
+        let gauges = Gauges {
+            inbox_depths: vec![0, 0],
+            store: Some(StoreGauges::default()),
+            webhooks: Some(WebhookStats::default()),
+            ..Gauges::default()
+        };
         let text = render_prometheus(&[shard, ShardMetrics::default()], &acceptor, &gauges);
 
         let mut helps: BTreeMap<&str, &str> = BTreeMap::new();

@@ -32,6 +32,7 @@ use crate::revocation::RevokedTokens;
 use crate::shard::extension::{ClientInfo, Context, HandlerError, HookRefusal};
 use crate::shard::{Extensions, RefreshLink, Shard, ShardHandle, ShardSettings};
 use crate::store::{Database, Store, StoreEvent, StoreMonitor, StoreSettings, StoreStats};
+use crate::webhooks::Webhooks;
 
 /// The entry point of roomcast as a library: [`Server::builder`].
 ///
@@ -229,6 +230,8 @@ pub struct ServerHandle {
     acceptor_control: Sender<AcceptorMsg>,
     acceptor_waker: Arc<Waker>,
     store_thread: Option<JoinHandle<StoreStats>>,
+    /// The webhook thread; `None` with no `[[webhooks]]`.
+    webhooks: Option<Webhooks>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -304,6 +307,9 @@ impl ServerHandle {
         let acceptor_store = database.is_some().then(|| store_tx.clone());
         let revoked = load_revoked_tokens(&config, database.as_ref(), acceptor_store.clone())?;
         let (registered, registry) = load_registry(&config, database.as_ref())?;
+        // Before the shards, which will hold its handles (events leave the
+        // process from this thread only, never from a shard's loop).
+        let webhooks = start_webhooks(&config)?;
 
         // The acceptor's poll comes first: the shards need its waker to send it refreshes.
         let acceptor_poll = AcceptorPoll::new().context("acceptor poll")?;
@@ -320,6 +326,7 @@ impl ServerHandle {
             boot,
             connection_log_lines_per_s: config.log.connection_lines_per_s,
             extensions,
+            webhooks: webhooks.as_ref().map(Webhooks::handle),
         });
         let (built, shards) = build_shards(&config, &settings, &registered)?;
 
@@ -344,6 +351,7 @@ impl ServerHandle {
             refresh_requests: refresh_rx,
             store: acceptor_store,
             store_monitor,
+            webhook_monitor: webhooks.as_ref().map(Webhooks::monitor),
             revoked,
             registry,
         };
@@ -358,6 +366,7 @@ impl ServerHandle {
             acceptor_control: control_tx,
             acceptor_waker,
             store_thread,
+            webhooks,
         })
     }
 
@@ -413,7 +422,22 @@ impl ServerHandle {
         if let Some(store) = self.store_thread {
             let _ = store.join();
         }
+        // Likewise for the webhooks: with every source gone, it gives what it
+        // holds one last attempt (bounded by the endpoints' timeouts).
+        if let Some(webhooks) = self.webhooks {
+            webhooks.stop();
+        }
     }
+}
+
+/// Starts the webhook thread when `[[webhooks]]` lists any endpoint.
+fn start_webhooks(config: &Config) -> anyhow::Result<Option<Webhooks>> {
+    let webhooks = Webhooks::start(&config.webhooks, &config.webhook_limits).context("webhook thread")?;
+    if webhooks.is_some() {
+        let urls: Vec<&str> = config.webhooks.iter().map(|webhook| webhook.url.as_str()).collect();
+        tracing::info!(?urls, "webhooks on");
+    }
+    Ok(webhooks)
 }
 
 /// Opens (and migrates) the database; `None` with `--no-store`.

@@ -20,6 +20,7 @@ use crate::metrics::{Gauges, LimitKind};
 use crate::revocation::Reason;
 use crate::shard::{AdminQuery, AdminReply, AdminRequest, ShardHandle};
 use crate::store::{QueryRequest, StoreEvent, StoreGauges, StoreMonitor, StoreQuery};
+use crate::webhooks::WebhookMonitor;
 
 /// HTTP API requests waiting for shard replies at once; more get 503 `busy`.
 const API_AWAITING_MAX: usize = 64;
@@ -40,6 +41,8 @@ pub(super) struct ApiState {
     store: Option<Sender<StoreEvent>>,
     /// The store thread's figures, for /metrics; `None` with `--no-store`.
     store_monitor: Option<StoreMonitor>,
+    /// The webhook thread's figures, for /metrics; `None` with no `[[webhooks]]`.
+    pub(super) webhook_monitor: Option<WebhookMonitor>,
 }
 
 impl ApiState {
@@ -53,7 +56,16 @@ impl ApiState {
         // Every awaiting request expects at most one reply per shard; twice
         // that leaves room for late replies to requests that timed out.
         let (reply_tx, replies) = crossbeam_channel::bounded(2 * API_AWAITING_MAX * shard_count.max(1));
-        ApiState { mint_secret, replies, reply_tx, awaiting: HashMap::new(), waker, store, store_monitor }
+        ApiState {
+            mint_secret,
+            replies,
+            reply_tx,
+            awaiting: HashMap::new(),
+            waker,
+            store,
+            store_monitor,
+            webhook_monitor: None,
+        }
     }
 
     /// One shard's copy of an admin query, answered to this loop.
@@ -166,6 +178,7 @@ impl Acceptor {
                     stats: monitor.snapshot(),
                 }),
                 revocations: self.tokens.revoked.metrics(),
+                webhooks: self.api.webhook_monitor.as_ref().map(WebhookMonitor::snapshot),
             },
             tenant,
             now_unix_s: unix_now_s(),

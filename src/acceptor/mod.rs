@@ -136,6 +136,8 @@ pub struct AcceptorParts {
     pub registry: Registry,
     /// The store thread's figures, for /metrics.
     pub store_monitor: Option<StoreMonitor>,
+    /// The webhook thread's figures, for /metrics; `None` with no `[[webhooks]]`.
+    pub webhook_monitor: Option<crate::webhooks::WebhookMonitor>,
 }
 
 /// The shards' handles, and which of them to wake at the end of the iteration.
@@ -230,7 +232,8 @@ impl Acceptor {
         let shard_count = parts.shards.len();
         let limits = &parts.config.limits;
         let pending = PendingTable::new(limits);
-        let api = ApiState::new(parts.mint_secret, waker, parts.store, parts.store_monitor, shard_count);
+        let mut api = ApiState::new(parts.mint_secret, waker, parts.store, parts.store_monitor, shard_count);
+        api.webhook_monitor = parts.webhook_monitor;
         let now = Instant::now();
         Ok(Acceptor {
             poll,

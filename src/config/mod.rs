@@ -6,6 +6,7 @@
 //! key, ill-typed value or broken rule is a `ConfigError` naming the key.
 
 mod raw;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +14,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use raw::{ENV_ALIAS_JWT_SECRET, Layer, Merged, RawConfig, Schema};
+pub use webhooks::{
+    WEBHOOK_SECRET_BYTES_MIN, WEBHOOKS_MAX, WebhookConfig, WebhookEventKind, WebhookLimits, WebhookTarget,
+};
 
 /// The embedded defaults: every key, its default, and what it does.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -161,6 +165,9 @@ pub struct Config {
     pub store: StoreConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    /// `[[webhooks]]`: HTTP endpoints that get room events (empty = no webhook thread).
+    pub webhooks: Vec<WebhookConfig>,
+    pub webhook_limits: WebhookLimits,
 }
 
 /// One `[[tenants]]` table, or `"id:api_key"` from the environment or `--set`.
@@ -466,6 +473,7 @@ impl Config {
             ),
         };
         let auth = raw.auth;
+        let webhooks = webhooks::from_raw(raw.webhooks, &raw.webhook_limits)?;
         Ok(Config {
             listen: raw.listen,
             shards,
@@ -497,6 +505,8 @@ impl Config {
             store: raw.store,
             shutdown: raw.shutdown,
             log: raw.log,
+            webhooks,
+            webhook_limits: raw.webhook_limits,
         })
     }
 
@@ -512,6 +522,7 @@ impl Config {
         }
         self.validate_rooms()?;
         self.validate_store()?;
+        self.webhook_limits.validate()?;
         self.limits.validate()
     }
 

@@ -49,6 +49,8 @@ pub(super) struct RawConfig {
     pub store: StoreConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    pub webhooks: Vec<super::webhooks::RawWebhook>,
+    pub webhook_limits: super::WebhookLimits,
 }
 
 /// `[auth]` as written; see `AuthConfig` for the typed form.
@@ -144,6 +146,8 @@ impl Schema {
             (Value::Array(_), Value::Array(items)) if key == "tenants" => {
                 items.iter().all(|item| item.is_str() || item.is_table())
             }
+            // `[[webhooks]]` is tables only: a URL alone would lack its secret.
+            (Value::Array(_), Value::Array(items)) if key == "webhooks" => items.iter().all(Value::is_table),
             (Value::Array(_), Value::Array(items)) => items.iter().all(Value::is_str),
             (d, v) => d.same_type(v),
         };
@@ -153,7 +157,7 @@ impl Schema {
             Err(ConfigError::WrongType {
                 layer: layer.to_string(),
                 key: key.to_string(),
-                expected: kind(default),
+                expected: if key == "webhooks" { "a list of [[webhooks]] tables" } else { kind(default) },
                 found: value.to_string(),
             })
         }

@@ -328,6 +328,17 @@ impl Rooms {
             sender: peer.conn,
             reference: reference.map(Into::into),
         });
+        if self.report_chats {
+            let report = Output::Chatted {
+                key: room.key.clone(),
+                sender: peer.conn,
+                id: id.clone(),
+                author: author.clone(),
+                text: text.into(),
+            };
+            self.outputs.push_back(report);
+        }
+        let room = &mut self.rooms[slot];
         let history = &mut room.meeting.history;
         history.push_back(ChatEntry { id, author, json });
         while history.len() > history_max as usize {

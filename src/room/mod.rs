@@ -225,6 +225,9 @@ pub enum Output {
     /// after its commit; if the store cannot take it, the shard answers the
     /// sender `store_overloaded`.
     Persist(Persist),
+    /// A chat message the room accepted, for the webhooks; only made when
+    /// `Rooms::reporting_chats` turned it on.
+    Chatted { key: RoomKey, sender: ConnId, id: Box<str>, author: Box<str>, text: Box<str> },
 }
 
 #[derive(Debug)]
@@ -287,6 +290,8 @@ pub struct Rooms {
     /// Chat is persisted: `chat.send` acks after the commit, rooms load
     /// their stored history when created.
     durable: bool,
+    /// Accepted chat messages are reported as `Output::Chatted` (webhooks want them).
+    report_chats: bool,
     /// Registry settings of the rooms this shard owns, live or not (at most
     /// `rooms.registry_max` over all shards; `registry::Registry` checks).
     policies: HashMap<RoomKey, RoomPolicy>,
@@ -338,6 +343,7 @@ impl Rooms {
             boot: 0,
             incarnations: 0,
             durable: false,
+            report_chats: false,
             policies: HashMap::new(),
             audit: AudienceAudit::default(),
             recovery: RecoveryCounts::default(),
@@ -397,6 +403,12 @@ impl Rooms {
     pub fn with_store(mut self, boot: u64, durable: bool) -> Rooms {
         self.boot = boot;
         self.durable = durable;
+        self
+    }
+
+    /// Whether accepted chat messages come out as `Output::Chatted` too.
+    pub fn reporting_chats(mut self, on: bool) -> Rooms {
+        self.report_chats = on;
         self
     }
 

@@ -48,6 +48,10 @@ pub(super) fn drain(rooms: &mut Rooms) -> Vec<(Vec<ConnId>, serde_json::Value)> 
                 seen.push((Vec::new(), serde_json::json!({ "persist": format!("{event:?}") })));
                 continue;
             }
+            Output::Chatted { id, .. } => {
+                seen.push((Vec::new(), serde_json::json!({ "chatted": &*id })));
+                continue;
+            }
             Output::Broadcast { room, audience, skip, frame } => {
                 let mut to: Vec<ConnId> = rooms.audience(room, audience).filter(|c| Some(*c) != skip).collect();
                 to.sort();

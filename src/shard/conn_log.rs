@@ -65,6 +65,11 @@ impl ConnLog {
         }
     }
 
+    /// The home room connection `slot` opened with, until it is closed.
+    pub fn home(&self, slot: usize) -> Option<&RoomKey> {
+        self.opened.get(slot).and_then(Option::as_ref).and_then(|o| o.room.as_ref())
+    }
+
     /// The connection that was in `slot` is being freed at `now`; `close_code`
     /// is the code of the Close sent or echoed, 1006 when there was none.
     pub fn closed(&mut self, slot: usize, conn: &Connection, close_code: u16, now: Instant) {
@@ -123,7 +128,7 @@ impl ConnLog {
 
 /// What a close code means, for the log (the codes of `ws::CloseCode` and
 /// RFC 6455 §7.4.1; some codes have several roomcast reasons).
-fn close_reason(code: u16) -> &'static str {
+pub(super) fn close_reason(code: u16) -> &'static str {
     match code {
         1000 => "normal",
         1001 => "going away (shutdown or no traffic within dead_after_ms)",

@@ -23,10 +23,12 @@ use serde::de::IgnoredAny;
 use super::ShardCore;
 use super::conn::{Connection, Place, Role};
 use crate::auth::Identity;
+use crate::config::WebhookEventKind;
 use crate::ids::{ConnId, RoomKey};
 use crate::protocol;
 use crate::refusal::{Refusal, RequestError};
 use crate::room::Membership;
+use crate::webhooks::{WebhookDetail, WebhookEvent};
 use crate::ws::frame::Opcode;
 
 /// A custom message handler: called with the frame and what it may do.
@@ -433,4 +435,69 @@ impl ShardCore {
             hook(&info, close_code);
         }
     }
+}
+
+/// Webhook events (`src/webhooks/`): built only when an endpoint wants the
+/// kind, then handed to the webhook thread without blocking.
+impl ShardCore {
+    fn webhook(&self, kind: WebhookEventKind, build: impl FnOnce() -> WebhookEvent) {
+        if let Some(webhooks) = &self.settings.webhooks
+            && webhooks.wants(kind)
+        {
+            webhooks.notify(build());
+        }
+    }
+
+    /// A room connection opened or is being freed: `connect` or `disconnect`.
+    pub(super) fn webhook_connection(&self, conn: &Connection, home: Option<&RoomKey>, detail: WebhookDetail) {
+        let kind = match detail {
+            WebhookDetail::Connect { .. } => WebhookEventKind::Connect,
+            _ => WebhookEventKind::Disconnect,
+        };
+        let Some(info) = conn_info(conn) else { return };
+        let home = home.or_else(|| match &conn.role {
+            Role::Member(member) => member.rooms.first().map(|joined| &joined.key),
+            Role::Echo => None,
+        });
+        self.webhook(kind, || WebhookEvent {
+            ts_ms: self.now_unix_ms(),
+            conn: conn.id.to_string(),
+            user: info.user.into(),
+            tenant: tenant_of(info.tenant),
+            room: home.map(|key| key.room().into()),
+            detail,
+        });
+    }
+
+    /// A `join` or `leave` request of connection `slot` for `room` went through.
+    pub(super) fn webhook_room(&self, slot: usize, room: &str, detail: WebhookDetail) {
+        let kind = if detail == WebhookDetail::Join { WebhookEventKind::Join } else { WebhookEventKind::Leave };
+        let Some(conn) = self.conns.get(slot) else { return };
+        let Some(info) = conn_info(conn) else { return };
+        self.webhook(kind, || WebhookEvent {
+            ts_ms: self.now_unix_ms(),
+            conn: conn.id.to_string(),
+            user: info.user.into(),
+            tenant: tenant_of(info.tenant),
+            room: Some(room.into()),
+            detail,
+        });
+    }
+
+    /// A chat message room `key` accepted (reported on the room's owner).
+    pub(super) fn webhook_chat(&self, key: &RoomKey, sender: ConnId, id: Box<str>, author: Box<str>, text: Box<str>) {
+        self.webhook(WebhookEventKind::Chat, || WebhookEvent {
+            ts_ms: self.now_unix_ms(),
+            conn: sender.to_string(),
+            user: author.into(),
+            tenant: tenant_of(key.tenant()),
+            room: Some(key.room().into()),
+            detail: WebhookDetail::Chat { chat_id: id.into(), text: text.into() },
+        });
+    }
+}
+
+/// The default tenant is "" inside roomcast and absent in webhook payloads.
+fn tenant_of(tenant: &str) -> Option<String> {
+    (!tenant.is_empty()).then(|| tenant.to_string())
 }

@@ -42,6 +42,7 @@ use slab::Slab;
 
 use crate::auth::Identity;
 use crate::config::Limits;
+use crate::config::WebhookEventKind;
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::{EpisodeLog, LimitKind, ShardMetrics};
 use crate::msg::{Reply, StoreEvent, StoreReply};
@@ -50,6 +51,7 @@ use crate::refusal::Refusal;
 use crate::registry::RoomPolicy;
 use crate::room::{Output, Peer, RoomLimits, Rooms};
 use crate::timer::{TimerKind, TimerWheel};
+use crate::webhooks::WebhookDetail;
 use crate::ws::CloseCode;
 use crate::ws::frame::{self, Event, Flow, Frame, FrameBuilder, Opcode};
 use conn::{
@@ -173,6 +175,8 @@ pub struct ShardSettings {
     pub connection_log_lines_per_s: u32,
     /// Custom message handlers and connection hooks (`extension.rs`).
     pub extensions: Extensions,
+    /// Where webhook events go (`[[webhooks]]`); `None`: nowhere.
+    pub webhooks: Option<crate::webhooks::WebhookHandle>,
 }
 
 pub struct Shard {
@@ -256,7 +260,8 @@ impl Shard {
                 presence_members_max: limits.presence_members_max,
             },
         )
-        .with_store(settings.boot, settings.store.is_some());
+        .with_store(settings.boot, settings.store.is_some())
+        .reporting_chats(settings.webhooks.as_ref().is_some_and(|w| w.wants(WebhookEventKind::Chat)));
         let core = ShardCore {
             id,
             conns: Slab::with_capacity(connections_max.min(1 << 16)),
@@ -814,6 +819,7 @@ impl ShardCore {
                 Output::Close { conn, code } => self.remote.send_control(conn.shard, RemoteMsg::Close { conn, code }),
                 Output::RoleChanged { conn, membership, role } => self.send_role(conn, membership, role),
                 Output::Persist(event) => self.persist(event),
+                Output::Chatted { key, sender, id, author, text } => self.webhook_chat(&key, sender, id, author, text),
             }
         }
     }
@@ -1137,11 +1143,15 @@ impl ShardCore {
         match closed {
             None => {
                 let Some(conn) = self.conns.get(slot) else { return };
+                self.webhook_connection(conn, home, WebhookDetail::Connect { peer });
                 self.conn_log.opened(slot, conn, home, peer, self.now);
             }
             Some(conn) => {
                 // No Close frame was exchanged: 1006, as in the session audit.
                 let close_code = conn.close_code.unwrap_or(crate::msg::CLOSE_ABNORMAL);
+                let close_reason = conn_log::close_reason(close_code).into();
+                let home = self.conn_log.home(slot);
+                self.webhook_connection(conn, home, WebhookDetail::Disconnect { close_code, close_reason });
                 self.conn_log.closed(slot, conn, close_code, self.now);
                 self.hook_disconnect(conn, close_code);
             }

@@ -11,6 +11,7 @@ use super::{RemoteMsg, ShardCore};
 use crate::ids::{self, RoomKey};
 use crate::protocol::{self, MeetingRequest, Request, Since};
 use crate::refusal::{Perm, Refusal};
+use crate::webhooks::WebhookDetail;
 use crate::ws::CloseCode;
 use crate::ws::frame::Opcode;
 
@@ -148,7 +149,9 @@ impl ShardCore {
             self.send_code(slot, reference, &refused.code, &refused.message);
             return Ok(());
         }
-        self.enter(slot, &peer, key, false, reference, since.as_ref(), shards)
+        self.enter(slot, &peer, key, false, reference, since.as_ref(), shards)?;
+        self.webhook_room(slot, room, WebhookDetail::Join);
+        Ok(())
     }
 
     /// Puts connection `slot` in room `key`: directly when this shard owns
@@ -235,6 +238,7 @@ impl ShardCore {
             (conn, member.rooms.remove(index))
         };
         self.hook_leave(slot, room);
+        self.webhook_room(slot, room, WebhookDetail::Leave);
         match joined.place {
             Place::Local(membership) => {
                 self.rooms.leave_requested(membership, conn, reference);
