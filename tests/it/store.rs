@@ -11,12 +11,14 @@ use tungstenite::Message;
 use super::harness::{Client, PATIENCE, Server, raw_http};
 
 /// Big enough history and no rate limit, so the stream is not throttled and
-/// every message stays in the history.
+/// every message stays in the history: the whole stream (5,000 when the
+/// server got through all of it before the kill) plus the one sent after
+/// the restart, which at a limit of exactly 5,000 pushed out `c0`.
 const ARGS: &[&str] = &[
     "--set",
-    "rooms.history_max=5000",
+    "rooms.history_max=6000",
     "--set",
-    "rooms.welcome_history_max=5000",
+    "rooms.welcome_history_max=6000",
     "--set",
     "limits.rate_messages_per_s=1000000",
     "--set",
