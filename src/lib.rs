@@ -37,38 +37,23 @@ pub mod config;
 // Internal modules. Some keep `pub` items only their unit tests or the
 // layers above used to reach from outside the crate; they go dead-code
 // quiet here until each module's owner trims them.
-#[allow(dead_code, unused_imports)]
 mod acceptor;
-#[allow(dead_code, unused_imports)]
 mod auth;
-#[allow(dead_code, unused_imports)]
 mod http;
-#[allow(dead_code, unused_imports)]
 mod http_api;
 mod ids;
-#[allow(dead_code, unused_imports)]
 mod metrics;
-#[allow(dead_code, unused_imports)]
 mod msg;
 mod protocol;
-#[allow(dead_code, unused_imports)]
 mod refusal;
-#[allow(dead_code, unused_imports)]
 mod registry;
-#[allow(dead_code, unused_imports)]
 mod revocation;
-#[allow(dead_code, unused_imports)]
 mod room;
 mod server;
-#[allow(dead_code, unused_imports)]
 mod shard;
-#[allow(dead_code, unused_imports)]
 mod store;
-#[allow(dead_code, unused_imports)]
 mod timer;
-#[allow(dead_code, unused_imports)]
 mod webhooks;
-#[allow(dead_code, unused_imports)]
 mod ws;
 
 pub use config::Config;

@@ -14,7 +14,7 @@ mod webhooks;
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
 
-pub use store::{BatchSizes, PruneKind, RowKind, StoreGauges, StoreStats};
+pub use store::{PruneKind, RowKind, StoreGauges, StoreStats};
 pub use webhooks::WebhookStats;
 
 /// Every limit roomcast enforces, as counted when hit. `docs/http-api.md` §7

@@ -4,8 +4,11 @@
 //! ends a connection with, the HTTP status of a refusal answered before the
 //! upgrade, and the limit counter it belongs to. Code elsewhere matches on
 //! variants, never on wire text, so a reworded message cannot change
-//! behaviour. A leaf module: it imports nothing from the crate, so every
-//! layer may use it (`metrics` maps `Limit` to its `LimitKind`).
+//! behaviour. It sits just above the leaves (it names `ws::CloseCode`s), so
+//! every layer from `protocol` up may use it (`metrics` maps `Limit` to its
+//! `LimitKind`).
+
+use crate::ws::CloseCode;
 
 /// A refused request (or connection), by what was refused and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,14 +142,6 @@ impl Perm {
     }
 }
 
-/// A Close a refusal ends a connection with: the same code and reason as
-/// the `ws::CloseCode` of that name (a shard test checks they agree).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Close {
-    pub code: u16,
-    pub reason: &'static str,
-}
-
 /// The limit counters refusals belong to, each named as its
 /// `metrics::LimitKind` (which `metrics` maps it to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,11 +158,6 @@ pub enum Limit {
     Draining,
     ShardFull,
 }
-
-const CLOSE_ROOM_FULL: Close = Close { code: 1013, reason: "room full" };
-const CLOSE_SERVER_FULL: Close = Close { code: 1013, reason: "server full" };
-const CLOSE_ROOM_PRIVATE: Close = Close { code: 1008, reason: "room is private" };
-const CLOSE_ROOM_NOT_REGISTERED: Close = Close { code: 1008, reason: "room not registered" };
 
 impl Refusal {
     /// The `error` frame's `code`.
@@ -270,12 +260,12 @@ impl Refusal {
     /// owner is not keeping up), 1008 when the room's registry entry
     /// refuses it. `None` for refusals that cannot keep a connection out of
     /// its URL room; the shard then closes with 1013 `server full`.
-    pub fn close(self) -> Option<Close> {
+    pub fn close(self) -> Option<CloseCode> {
         match self {
-            Refusal::RoomFull => Some(CLOSE_ROOM_FULL),
-            Refusal::RoomPrivate => Some(CLOSE_ROOM_PRIVATE),
-            Refusal::RoomNotRegistered => Some(CLOSE_ROOM_NOT_REGISTERED),
-            Refusal::ShardRoomsFull | Refusal::Overloaded => Some(CLOSE_SERVER_FULL),
+            Refusal::RoomFull => Some(CloseCode::ROOM_FULL),
+            Refusal::RoomPrivate => Some(CloseCode::ROOM_PRIVATE),
+            Refusal::RoomNotRegistered => Some(CloseCode::ROOM_NOT_REGISTERED),
+            Refusal::ShardRoomsFull | Refusal::Overloaded => Some(CloseCode::SHARD_FULL),
             _ => None,
         }
     }

@@ -115,10 +115,6 @@ impl Registry {
         self.rooms.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rooms.is_empty()
-    }
-
     /// Whether one more room may be registered.
     pub fn has_room_for_one_more(&self) -> bool {
         self.rooms.len() < self.max

@@ -225,10 +225,12 @@ impl RevokedTokens {
         self.unpersisted.retain(|_, (expires_s, ..)| *expires_s > now_s);
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

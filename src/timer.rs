@@ -97,10 +97,12 @@ impl TimerWheel {
         (self.len > 0).then(|| self.origin + TICK * (self.fired_tick + 1) as u32)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

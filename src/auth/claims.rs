@@ -89,9 +89,10 @@ fn opt_str_list(claims: &Map<String, Value>, name: &str) -> Result<Option<Vec<St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::identity::MAX_ROOM_ID_BYTES;
     use crate::auth::test_support::*;
     use crate::auth::verify::unix_now;
-    use crate::auth::{MAX_ROOM_ID_BYTES, MintError, MintRequest, mint_hs256};
+    use crate::auth::{MintError, MintRequest, mint_hs256};
     use serde_json::json;
 
     // --- required claims and claim types ----------------------------------

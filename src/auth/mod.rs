@@ -74,13 +74,10 @@ mod secret;
 mod test_support;
 mod verify;
 
-pub use extract::{TOKEN_COOKIE, TOKEN_QUERY_PARAM, extract_token};
-pub use identity::{Identity, MAX_ROOM_ID_BYTES, RoomScope, may_join};
-pub use keys::{MAX_RSA_BITS, MIN_RSA_BITS};
+pub use extract::extract_token;
+pub use identity::{Identity, RoomScope, may_join};
 pub use mint::{MintError, MintRequest, mint_hs256, random_jti};
-pub use secret::{
-    LoadedSecret, SECRET_FILE_NAME, bad_signature_message, load_or_create_secret, read_secret, secret_path,
-};
+pub use secret::{bad_signature_message, load_or_create_secret, read_secret, secret_path};
 pub use verify::Verifier;
 
 /// Default for [`AuthSettings::token_bytes_max`].

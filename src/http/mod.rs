@@ -10,5 +10,5 @@ pub mod params;
 pub mod response;
 
 pub use head::{HeadError, RequestHead, parse_head};
-pub use params::{bearer_token, cookie_value, percent_decode, query_param, query_value};
+pub use params::{bearer_token, cookie_value, percent_decode, query_param};
 pub use response::{error_response, response, switching_protocols};

@@ -42,16 +42,12 @@ mod stats;
 mod time;
 mod usage;
 
-pub use access::{authorize, constant_time_eq};
-pub use demo::Asset;
+pub use access::authorize;
 pub use gather::{Gather, finish};
 pub use registry::{RegistryOp, registry_change};
 pub use request::body_length;
-pub use revoke::REVOKE_EXP_MAX;
 pub use route::{Access, Endpoint, route};
-pub use send::broadcast_json;
 pub use time::{format_day, parse_day};
-pub use usage::USAGE_DAYS_MAX;
 
 use registry::{registry_id, room_record};
 use request::{limit_param, optional_room, parse_object, required_str, scoped_tenant, tenant_of, tenant_param};

@@ -2,16 +2,13 @@
 //! shards (`shard::AdminRequest`) or to the store (`StoreEvent::Query`) and
 //! gathers [`AdminReply`]s on its own loop, one per shard asked, by ticket.
 
-use crate::ids::ShardId;
-
 use super::StoreAnswer;
 
-/// One answer to one admin request: from a shard, or from the store
-/// (`shard` is then `ShardId::MAX`).
+/// One answer to one admin request, from a shard or from the store; the
+/// `ticket` says which request (and so which gather) it belongs to.
 #[derive(Debug)]
 pub struct AdminReply {
     pub ticket: u64,
-    pub shard: ShardId,
     pub answer: AdminAnswer,
 }
 

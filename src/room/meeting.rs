@@ -31,8 +31,6 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Waiting, Role::Participant, Role::Screenshare, Role::Host];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Waiting => "waiting",
@@ -68,6 +66,7 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
+    #[cfg(test)]
     pub const ALL: [RequestKind; 18] = [
         RequestKind::Publish,
         RequestKind::ChatSend,

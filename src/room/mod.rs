@@ -61,10 +61,12 @@ pub struct Peer {
 }
 
 impl Peer {
+    #[cfg(test)]
     pub fn new(conn: ConnId, user: &str, name: Option<&str>) -> Arc<Peer> {
         Peer::with_host(conn, user, name, false)
     }
 
+    #[cfg(test)]
     pub fn with_host(conn: ConnId, user: &str, name: Option<&str>, host: bool) -> Arc<Peer> {
         Peer::with_claims(conn, user, name, host, false)
     }
@@ -418,6 +420,7 @@ impl Rooms {
     /// Unless `quiet`, the joiner gets a `welcome` and the admitted members
     /// get `member_joined` (while the room is within `presence_members_max`).
     /// A `reference` is acked with the room's current `seq`.
+    #[cfg(test)]
     pub fn join(
         &mut self,
         peer: &Arc<Peer>,
@@ -874,6 +877,7 @@ impl Rooms {
     }
 
     /// The connections in the room in slot `room`, on every shard.
+    #[cfg(test)]
     pub fn members(&self, room: usize) -> impl Iterator<Item = ConnId> + '_ {
         self.rooms.get(room).into_iter().flat_map(|room| room.members.iter().map(|(_, m)| m.conn))
     }
@@ -935,6 +939,7 @@ impl Rooms {
         self.rooms.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.rooms.is_empty()
     }

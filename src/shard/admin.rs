@@ -120,7 +120,7 @@ impl ShardCore {
         };
         // The acceptor sized the channel for every reply it waits for; a
         // failed send means it gave up on the request (or stopped).
-        if req.reply.try_send(AdminReply { ticket: req.ticket, shard: self.id, answer }).is_ok() {
+        if req.reply.try_send(AdminReply { ticket: req.ticket, answer }).is_ok() {
             let _ = req.waker.wake();
         }
     }

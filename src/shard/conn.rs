@@ -297,6 +297,7 @@ impl OutboundQueue {
         self.bytes as usize
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }

@@ -334,7 +334,7 @@ impl ShardCore {
 /// The Close of a connection whose URL room refused it (`Refusal::close`;
 /// 1013 `server full` for any other refusal).
 fn home_close(refusal: Refusal) -> CloseCode {
-    refusal.close().map_or(CloseCode::SHARD_FULL, |close| CloseCode { code: close.code, reason: close.reason })
+    refusal.close().unwrap_or(CloseCode::SHARD_FULL)
 }
 
 /// Whether `member` may join `room`: a valid id its token allows.

@@ -36,19 +36,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TrySendError};
 use rusqlite::params;
 
-use self::query::{query_history, run_query};
+use self::query::run_query;
 use self::write::{delete_expired_revocations, write_batch};
-use crate::ids::{RoomKey, ShardId};
+use crate::ids::ShardId;
 use crate::metrics::PruneKind;
 use crate::msg::{AdminAnswer, AdminReply, CLOSE_ABNORMAL, Reply, StoreReply};
-use crate::room::{ChatRecord, StoredChat};
+use crate::room::ChatRecord;
 
 pub use self::monitor::StoreMonitor;
-pub use self::schema::{DB_FILE, Database, StoreError};
+pub use self::schema::{DB_FILE, Database};
 // The message types live in `msg` and the figures in `metrics`; named here
 // too for the store's callers (acceptor, HTTP API, server).
 pub use crate::metrics::{StoreGauges, StoreStats};
-pub use crate::msg::{DayUsage, QueryRequest, SessionOpen, StoreAnswer, StoreEvent, StoreQuery};
+pub use crate::msg::{QueryRequest, StoreAnswer, StoreEvent, StoreQuery};
 pub use crate::registry::RoomRecord;
 
 /// First and longest wait before replies held back by a full shard channel
@@ -258,7 +258,7 @@ impl Store {
                     };
                     let StoreQuery { ticket, reply, .. } = *query;
                     // A full reply channel or a gone acceptor: the request times out there.
-                    let _ = reply.send(AdminReply { ticket, shard: ShardId::MAX, answer: AdminAnswer::Store(answer) });
+                    let _ = reply.send(AdminReply { ticket, answer: AdminAnswer::Store(answer) });
                 }
             }
         }
@@ -376,8 +376,9 @@ impl Store {
     }
 
     /// The stored history of `key` (for tests and tools).
-    pub fn history(&self, key: &RoomKey, limit: u32) -> rusqlite::Result<Vec<StoredChat>> {
-        query_history(&self.db.conn, key, limit)
+    #[cfg(test)]
+    pub fn history(&self, key: &crate::ids::RoomKey, limit: u32) -> rusqlite::Result<Vec<crate::room::StoredChat>> {
+        query::query_history(&self.db.conn, key, limit)
     }
 }
 
@@ -397,8 +398,9 @@ mod tests {
     use super::query::usage;
     use super::*;
     use crate::config::Synchronous;
-    use crate::ids::ConnId;
+    use crate::ids::{ConnId, RoomKey};
     use crate::metrics::RowKind;
+    use crate::msg::SessionOpen;
     use std::path::Path;
 
     fn conn(slot: u32) -> ConnId {

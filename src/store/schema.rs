@@ -129,6 +129,7 @@ impl Database {
     }
 
     /// The schema version the database is at.
+    #[cfg(test)]
     pub fn schema_version(&self) -> rusqlite::Result<usize> {
         current_version(&self.conn)
     }

@@ -9,4 +9,3 @@ pub mod close;
 pub mod frame;
 
 pub use close::CloseCode;
-pub use frame::{FrameError, FrameHead, Opcode, encode_frame, encode_frame_into};
