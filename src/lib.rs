@@ -34,9 +34,8 @@
 pub mod cli;
 pub mod config;
 
-// Internal modules. Some keep `pub` items only their unit tests or the
-// layers above used to reach from outside the crate; they go dead-code
-// quiet here until each module's owner trims them.
+// Internal modules: their `pub` items are for the layers above
+// (docs/architecture.md §0), not for users of the library.
 mod acceptor;
 mod auth;
 mod http;
