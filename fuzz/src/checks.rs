@@ -19,7 +19,7 @@ use roomcast::http::{self, RequestHead};
 use roomcast::protocol::{self, Request, RequestDecoder};
 use roomcast::room::MeetingRequest;
 use roomcast::ws::CloseCode;
-use roomcast::ws::frame::{self, Event, Flow, FrameError, Fragments, Opcode};
+use roomcast::ws::frame::{self, Event, Flow, Fragments, FrameError, Opcode};
 use roomcast::{auth, http_api};
 
 // ---------------------------------------------------------------------------
@@ -74,9 +74,10 @@ impl Seen {
 /// read sizes (each byte + 1), then the client's byte stream. The stream is
 /// fed to `frame::decode` in reads of those sizes, keeping the undecoded rest
 /// and the fragments in flight between reads as the shard does. Checks:
-/// no panic; after every read the kept bytes are at most one incomplete frame
-/// the cap allows (so at most cap + one header for data, 125 + one header for
-/// a control frame) and gathered fragments stay within the cap; and the
+/// no panic; after every read the kept bytes are one incomplete frame whose
+/// header fits the cap (so they stay under cap + one header for data, 125 +
+/// one header for a control frame) and gathered fragments stay within the
+/// cap; messages are within the cap and text is UTF-8; and the
 /// events and the final error are exactly those of decoding the whole stream
 /// at once, whatever the split points.
 pub fn frame_decode(data: &[u8]) {
@@ -139,12 +140,31 @@ pub fn frame_decode(data: &[u8]) {
     }
 }
 
-/// The bytes a connection keeps between reads stay within the cap.
+/// The bytes a connection keeps between reads stay within the cap: gathered
+/// fragments never pass it, and the kept bytes are one incomplete frame whose
+/// header the decoder has already checked against it, so they can only grow
+/// to one header plus what the cap still allows (125 for a control frame).
 fn check_kept(pending: &[u8], fragments: Option<&Fragments>, cap: usize) {
     let gathered = fragments.map_or(0, Fragments::gathered_len);
     assert!(gathered <= cap, "{gathered} bytes of fragments kept with a cap of {cap}");
-    let frame_max = FRAME_HEADER_MAX + (cap - gathered).max(CONTROL_PAYLOAD_MAX);
-    assert!(pending.len() < frame_max, "{} bytes kept, more than one frame the cap allows ({frame_max})", pending.len());
+    match frame::parse_client_head(pending) {
+        Ok(None) => assert!(pending.len() < FRAME_HEADER_MAX, "{} bytes kept without a whole header", pending.len()),
+        Ok(Some(head)) => {
+            let control = matches!(head.opcode, Opcode::Close | Opcode::Ping | Opcode::Pong);
+            let allowed = if control { CONTROL_PAYLOAD_MAX } else { cap - gathered };
+            assert!(
+                head.payload_len <= allowed as u64,
+                "kept a frame declaring {} bytes when {allowed} are allowed",
+                head.payload_len
+            );
+            assert!(
+                (pending.len() as u64) < head.header_len as u64 + head.payload_len,
+                "kept a whole frame of {} bytes undecoded",
+                pending.len()
+            );
+        }
+        Err(e) => panic!("kept {} bytes the decoder should have refused: {e:?}", pending.len()),
+    }
 }
 
 // ---------------------------------------------------------------------------
