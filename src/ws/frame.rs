@@ -132,6 +132,13 @@ pub struct Fragments {
     utf8_checked: usize,
 }
 
+impl Fragments {
+    /// Bytes gathered so far; the fuzz checks hold it under the message cap.
+    pub fn gathered_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
 /// What `decode` hands to its caller.
 #[derive(Debug)]
 pub enum Event<'a> {
