@@ -71,6 +71,25 @@ pub mod token {
 pub mod __private {
     pub use crate::http_api::{format_day, parse_day};
     pub use crate::ids::RoomKey;
+    /// The parsers the fuzz targets (`fuzz/`) and their corpus replay
+    /// (`tests/fuzz_corpus.rs`) drive, under their module names.
+    pub mod fuzz {
+        pub mod auth {
+            pub use crate::auth::extract_token;
+        }
+        pub mod http {
+            pub use crate::http::{RequestHead, parse_head, percent_decode};
+        }
+        pub mod http_api {
+            pub use crate::http_api::{Access, authorize, body_length, route};
+        }
+        pub mod protocol {
+            pub use crate::protocol::{MeetingRequest, Request, RequestDecoder, encode_ack, encode_error, encode_pong};
+        }
+        pub mod ws {
+            pub use crate::ws::{CloseCode, frame};
+        }
+    }
     /// The webhook thread on its own, for its tests.
     pub mod webhooks {
         pub use crate::webhooks::{WebhookDetail, WebhookEvent, Webhooks, sign};

@@ -14,13 +14,12 @@
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
+use roomcast::__private::fuzz::http::{self, RequestHead};
+use roomcast::__private::fuzz::protocol::{self, MeetingRequest, Request, RequestDecoder};
+use roomcast::__private::fuzz::ws::CloseCode;
+use roomcast::__private::fuzz::ws::frame::{self, Event, Flow, Fragments, FrameError, Opcode};
+use roomcast::__private::fuzz::{auth, http_api};
 use roomcast::config::{Config, Sources};
-use roomcast::http::{self, RequestHead};
-use roomcast::protocol::{self, Request, RequestDecoder};
-use roomcast::room::MeetingRequest;
-use roomcast::ws::CloseCode;
-use roomcast::ws::frame::{self, Event, Flow, Fragments, FrameError, Opcode};
-use roomcast::{auth, http_api};
 
 // ---------------------------------------------------------------------------
 // frame_decode: the shard's incremental WebSocket frame decoder
