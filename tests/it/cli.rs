@@ -3,11 +3,10 @@
 //! created in the data directory (and never makes one up itself); what
 //! the server logs about its secret and its connections, as text or JSON.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::process::{Child, Command};
+use std::sync::mpsc::Receiver;
 
-use super::harness::{Client, PATIENCE, Server};
+use super::harness::{Client, PATIENCE, Server, spawn_logged};
 
 fn roomcast(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_roomcast")).args(args).env_clear().output().expect("run roomcast")
@@ -192,24 +191,9 @@ struct LoggingServer {
 
 impl LoggingServer {
     fn start(args: &[&str]) -> LoggingServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-pin", "--shards", "1"])
-            .args(args)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start roomcast");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        command.args(["serve", "--listen", "127.0.0.1:0", "--no-pin", "--shards", "1"]).args(args).env_clear();
+        let (child, lines) = spawn_logged(command);
         LoggingServer { child, lines, seen: Vec::new() }
     }
 

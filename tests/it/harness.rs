@@ -67,28 +67,13 @@ impl Server {
     }
 
     fn spawn(args: &[&str], data_dir: tempfile::TempDir) -> Server {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args(&args)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start roomcast");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, log) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        command.args(args).env_clear();
+        let (child, log) = spawn_logged(command);
         let mut server = Server { child, addr: "0.0.0.0:0".parse().expect("addr"), echo_addr: None, log, data_dir };
         let listening = server.wait_for_log("roomcast listening");
         server.addr = field(&listening, "addr").parse().expect("listening addr");
-        if args.iter().any(|a| a == "--echo-listen") {
+        if args.contains(&"--echo-listen") {
             let echo = server.wait_for_log("echo listener");
             server.echo_addr = Some(field(&echo, "addr").parse().expect("echo addr"));
         }
@@ -352,6 +337,23 @@ impl Client {
     }
 }
 
+/// Starts `command` (the roomcast binary, arguments set) with no input, no
+/// stdout, and its stderr lines sent one by one to the returned receiver.
+pub fn spawn_logged(mut command: Command) -> (Child, Receiver<String>) {
+    let mut child =
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start roomcast");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, log) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, log)
+}
+
 /// `GET path` with `Authorization: Bearer key`; the status and the body as JSON.
 pub fn http_get_json(addr: SocketAddr, path: &str, key: &str) -> (u16, Value) {
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\r\n");
@@ -391,25 +393,9 @@ impl Server {
         args: &[String],
         keep: tempfile::TempDir,
     ) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args(args)
-            .current_dir(cwd)
-            .env_clear()
-            .envs(envs.iter().map(|(name, value)| (name, value)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start roomcast");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, log) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let mut command = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        command.args(args).current_dir(cwd).env_clear().envs(envs.iter().map(|(name, value)| (name, value)));
+        let (child, log) = spawn_logged(command);
         let mut server =
             Server { child, addr: "0.0.0.0:0".parse().expect("addr"), echo_addr: None, log, data_dir: keep };
         let listening = server.wait_for_log("roomcast listening");
