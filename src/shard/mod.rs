@@ -432,6 +432,7 @@ impl Shard {
         core.generation = core.generation.wrapping_add(1);
         let id = ConnId { shard: self.id, slot: slot as u32, generation: core.generation };
         let Arrival { role, home, expires_at_s } = arrival(id, kind);
+        let home = home.map(|(key, since)| (core.rooms.shared_key(key), since));
         let mut outbound = OutboundQueue::default();
         outbound.push_unbounded(Arc::from(response));
         let rate = RateBucket::full(core.settings.limits.rate_burst, core.now_ms());
