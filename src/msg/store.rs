@@ -7,7 +7,9 @@
 use super::AdminReply;
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::registry::RoomRecord;
-use crate::room::{ChatRecord, Persist, StoredChat};
+use std::sync::Arc;
+
+use crate::room::{ChatRecord, Peer, Persist, StoredChat};
 
 /// Reply batches that may wait for one shard's store-reply channel.
 pub const REPLY_CHANNEL_MAX: usize = 1024;
@@ -54,13 +56,16 @@ impl From<Persist> for StoreEvent {
     }
 }
 
-/// The start of one session audit row (one per room connection).
+/// The start of one session audit row (one per room connection). Built on
+/// the connect path, so it copies nothing: the room key and the member are
+/// the connection's own, shared; the store thread turns them into text.
 #[derive(Debug)]
 pub struct SessionOpen {
     pub conn: ConnId,
     /// The home room (the URL's `/ws/{room}`) in its tenant; shared, not copied.
     pub key: RoomKey,
-    pub user: Box<str>,
+    /// The connection as its rooms see it; the row's user is `member.user()`.
+    pub member: Arc<Peer>,
     /// The peer's address as the acceptor saw it; written as `ip:port`
     /// ("" when unknown) by the store thread, not the shard.
     pub peer: Option<std::net::SocketAddr>,

@@ -451,6 +451,7 @@ impl Shard {
             return;
         }
         let Arrival { role, home, expires_at_s } = arrival(id, kind);
+        let home = home.map(|(key, since)| (core.rooms.shared_key(key), since));
         let mut outbound = OutboundQueue::default();
         outbound.push_unbounded(Arc::from(response));
         let rate = RateBucket::full(core.settings.limits.rate_burst, core.now_ms());

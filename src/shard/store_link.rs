@@ -78,7 +78,7 @@ impl ShardCore {
         let open = SessionOpen {
             conn: conn.id,
             key: key.clone(),
-            user: member.peer.user().into(),
+            member: std::sync::Arc::clone(&member.peer),
             peer,
             connected_ms: self.now_unix_ms(),
         };

@@ -4,13 +4,14 @@
 //! tables bounded.
 
 use std::collections::HashSet;
+use std::fmt::Write;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::monitor::row_kind;
 use super::query::query_history;
 use super::sql_int;
-use crate::ids::RoomKey;
+use crate::ids::{ConnId, RoomKey};
 use crate::msg::StoreEvent;
 use crate::room::StoredChat;
 
@@ -36,6 +37,8 @@ pub(super) fn write_batch(
     let behavior = if writes { TransactionBehavior::Immediate } else { TransactionBehavior::Deferred };
     let tx = conn.transaction_with_behavior(behavior)?;
     let mut chat_rooms: HashSet<&RoomKey> = HashSet::new();
+    // The audit rows' text columns, formatted into buffers reused across the batch.
+    let (mut conn_text, mut peer_text) = (String::new(), String::new());
     for event in batch {
         match event {
             StoreEvent::Chat(record) => {
@@ -69,14 +72,17 @@ pub(super) fn write_batch(
                     "INSERT OR IGNORE INTO sessions (boot, conn, tenant, room, user, peer, connected_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
-                let peer = open.peer.map(|addr| addr.to_string()).unwrap_or_default();
+                peer_text.clear();
+                if let Some(addr) = open.peer {
+                    let _ = write!(peer_text, "{addr}");
+                }
                 insert.execute(params![
                     boot as i64,
-                    open.conn.to_string(),
+                    conn_text_of(&mut conn_text, open.conn),
                     open.key.tenant(),
                     open.key.room(),
-                    &*open.user,
-                    peer,
+                    open.member.user(),
+                    &peer_text,
                     sql_int(open.connected_ms),
                 ])?;
             }
@@ -85,7 +91,8 @@ pub(super) fn write_batch(
                     "UPDATE sessions SET disconnected_ms = ?1, close_code = ?2
                      WHERE boot = ?3 AND conn = ?4 AND disconnected_ms IS NULL",
                 )?;
-                update.execute(params![sql_int(*disconnected_ms), close_code, boot as i64, conn.to_string()])?;
+                let conn = conn_text_of(&mut conn_text, *conn);
+                update.execute(params![sql_int(*disconnected_ms), close_code, boot as i64, conn])?;
             }
             StoreEvent::Query(_) => {}
             StoreEvent::Revoke { jti, expires_s, revoked_ms, reason } => {
@@ -102,6 +109,13 @@ pub(super) fn write_batch(
     }
     tx.commit()?;
     Ok(pruned)
+}
+
+/// `conn` as the audit rows name it (`shard.slot.generation`), written into `buffer`.
+fn conn_text_of(buffer: &mut String, conn: ConnId) -> &str {
+    buffer.clear();
+    let _ = write!(buffer, "{conn}");
+    buffer
 }
 
 /// Deletes the oldest chat rows of `key` beyond what the room keeps: its
