@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::de::IgnoredAny;
 
-use super::ShardCore;
+use super::{RemoteMsg, ShardCore};
 use super::conn::{Connection, Place, Role};
 use crate::auth::Identity;
 use crate::config::WebhookEventKind;
@@ -267,17 +267,24 @@ impl Context<'_> {
         }
     }
 
-    /// Sends `{"type":KIND,"room":ROOM,"data":DATA}` to connection `to`
-    /// when it is on this shard; `false` when it is not (or is gone).
+    /// Sends `{"type":KIND,"room":ROOM,"data":DATA}` to connection `to`.
+    /// On this shard: `false` when it is gone. On another shard the frame
+    /// goes there with the shard's next batch (`true`) and is dropped there
+    /// if the connection has closed meanwhile, as every cross-shard delivery.
     pub fn send_to_conn(&mut self, to: ConnRef, kind: &str, data: &[u8]) -> Result<bool, HandlerError> {
         check_json(data)?;
-        if to.0.shard != self.core.id || !self.core.is_live(to.0) {
+        let local = to.0.shard == self.core.id;
+        if (local && !self.core.is_live(to.0)) || usize::from(to.0.shard) >= self.core.settings.shards {
             return Ok(false);
         }
         let room = self.core.rooms.key(self.membership.room_slot()).map(|key| key.room().to_owned());
         protocol::encode_typed(self.core.frames.begin(), kind, None, room.as_deref(), data);
         let frame = self.core.frames.finish(Opcode::Text);
-        self.core.queue(to.0.slot as usize, frame);
+        if local {
+            self.core.queue(to.0.slot as usize, frame);
+        } else {
+            self.core.remote.send_control(to.0.shard, RemoteMsg::Deliver { to: to.0, frame });
+        }
         Ok(true)
     }
 

@@ -223,3 +223,40 @@ fn a_handler_that_takes_1_ms_shows_in_the_loop_time_histogram() {
     }
     server.shutdown_within(Duration::from_secs(5));
 }
+
+/// `Context::send_to_conn` reaches a connection whose home is another shard:
+/// the connect hook notes each user's connection, and a `whisper` handler on
+/// alice's shard sends to bob's connection on the other one.
+#[test]
+fn a_handler_sends_to_a_connection_on_another_shard() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conns: Arc<Mutex<HashMap<String, roomcast::ConnRef>>> = Arc::default();
+    let noted = Arc::clone(&conns);
+    let server = builder(&dir)
+        .on_connect(move |who, _room| {
+            noted.lock().expect("test map").insert(who.user.to_string(), who.conn);
+            Ok(())
+        })
+        .handler("whisper", move |ctx| {
+            let bob = conns.lock().expect("test map").get("bob").copied();
+            let bob = bob.ok_or_else(|| HandlerError::new("no_bob", "bob has not connected"))?;
+            let sent = ctx.send_to_conn(bob, "whisper", br#""psst""#)?;
+            ctx.reply("whispered", if sent { b"true" } else { b"false" })
+        })
+        .start()
+        .expect("server starts");
+    let addr = server.local_addr();
+    let on_shard = |shard: usize| {
+        (0..).map(|n| format!("room-{n}")).find(|room| ServerHandle::shard_of("", room, 2) == shard).expect("a room")
+    };
+    let mut bob = join(addr, &on_shard(1), "bob");
+    let mut alice = join(addr, &on_shard(0), "alice");
+    alice.send(json!({"type": "whisper", "ref": 1}));
+    assert_eq!(alice.next_of_type("whispered")["data"], true);
+    let whisper = bob.next_of_type("whisper");
+    assert_eq!(whisper["data"], "psst", "{whisper}");
+    server.shutdown_within(Duration::from_millis(500));
+}
