@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use serde::de::IgnoredAny;
 
-use super::{RemoteMsg, ShardCore};
 use super::conn::{Connection, Place, Role};
+use super::{RemoteMsg, ShardCore};
 use crate::auth::Identity;
 use crate::config::WebhookEventKind;
 use crate::ids::{ConnId, RoomKey};
