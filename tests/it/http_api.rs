@@ -503,6 +503,8 @@ fn a_separate_admin_listener_takes_the_admin_api_and_metrics() {
             let schemes = operation["security"].to_string();
             let expected = match () {
                 _ if path == "/metrics" || path == "/api/v1/stats" => 404,
+                // The meeting page is off outside dev mode (`http.demo_page`).
+                _ if path == "/" || path.starts_with("/demo/") => 404,
                 _ if operation.get("security").is_none() => 200,
                 _ if schemes.contains("tenantKey") => 401,
                 _ => 404,
@@ -557,10 +559,14 @@ fn the_openapi_document_lists_every_endpoint() {
         ("/api/v1/rooms/{room}", "get"),
         ("/api/v1/rooms/{room}", "put"),
         ("/api/v1/rooms/{room}", "delete"),
+        ("/", "get"),
+        ("/demo/app.js", "get"),
+        ("/demo/style.css", "get"),
+        ("/demo/roomcast.js", "get"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
     }
-    assert_eq!(paths.len(), 17, "documented paths: {:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 21, "documented paths: {:?}", paths.keys().collect::<Vec<_>>());
 }
 
 /// Pinned: a newer schemathesis may add checks.
