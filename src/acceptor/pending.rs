@@ -100,6 +100,10 @@ pub(super) const ADMIN_PENDING_MAX: usize = 64;
 /// How long a head may take before its rate is judged.
 const RATE_GRACE: Duration = Duration::from_secs(1);
 
+/// Deadline entries each FIFO keeps room for once the table is empty again;
+/// past four times this, what a connect storm grew it to is given back.
+const DEADLINES_KEPT: usize = 256;
+
 /// The pending connections and their deadlines. Slot numbers are the
 /// connections' poll tokens.
 pub(super) struct PendingTable {
@@ -129,8 +133,8 @@ impl PendingTable {
         let max = limits.handshakes_pending_max as usize;
         PendingTable {
             slots: Slab::with_capacity(max + ADMIN_PENDING_MAX),
-            deadlines: VecDeque::with_capacity(max + ADMIN_PENDING_MAX),
-            head_deadlines: VecDeque::with_capacity(max + ADMIN_PENDING_MAX),
+            deadlines: VecDeque::with_capacity(DEADLINES_KEPT),
+            head_deadlines: VecDeque::with_capacity(DEADLINES_KEPT),
             next_generation: 0,
             public_len: 0,
             admin_len: 0,
@@ -257,7 +261,24 @@ impl PendingTable {
                 self.per_source.remove(&source);
             }
         }
+        if self.slots.is_empty() {
+            self.forget_deadlines();
+        }
         Some(pending)
+    }
+
+    /// With no connection pending, every deadline entry left is a freed
+    /// slot's: drop them, and give back the capacity a storm left in the
+    /// FIFOs (every accept adds an entry that stays until its deadline, so
+    /// they grow to the accept rate × `handshake_timeout_ms`). Checked when
+    /// the table empties, not per accept; a shrink happens once per storm.
+    fn forget_deadlines(&mut self) {
+        for fifo in [&mut self.deadlines, &mut self.head_deadlines] {
+            fifo.clear();
+            if fifo.capacity() > 4 * DEADLINES_KEPT {
+                fifo.shrink_to(DEADLINES_KEPT);
+            }
+        }
     }
 
     /// The earlier of the next deadline and the next head deadline.
@@ -510,5 +531,39 @@ impl Acceptor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Sources};
+
+    #[test]
+    fn the_deadline_fifos_give_back_a_storms_capacity_once_the_table_empties() {
+        let config = Config::load(Sources::default()).expect("defaults");
+        let mut table = PendingTable::new(&config.limits);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connect = || TcpStream::from_std(std::net::TcpStream::connect(addr).expect("connect"));
+        let insert = |table: &mut PendingTable, stream| {
+            table.insert(stream, Listener::Main, Family::Unknown, None, PendingState::ReadingHead)
+        };
+        // One connection stays pending while a storm of others comes and goes.
+        let held = insert(&mut table, connect());
+        let mut churn = connect();
+        for _ in 0..8 * DEADLINES_KEPT {
+            let slot = insert(&mut table, churn);
+            table.received(slot, 1, Instant::now());
+            churn = table.remove(slot).expect("inserted").stream;
+        }
+        assert!(table.deadlines.len() > 8 * DEADLINES_KEPT, "entries stay until their deadline");
+        assert!(table.head_deadlines.capacity() > 4 * DEADLINES_KEPT);
+        assert!(table.next_deadline().is_some());
+        table.remove(held).expect("inserted");
+        for fifo in [&table.deadlines, &table.head_deadlines] {
+            assert!(fifo.is_empty() && fifo.capacity() <= 4 * DEADLINES_KEPT, "{}", fifo.capacity());
+        }
+        assert_eq!(table.next_deadline(), None);
     }
 }

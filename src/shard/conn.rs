@@ -65,6 +65,12 @@ pub struct Member {
     pub rooms: Vec<JoinedRoom>,
     /// Joins made so far; the next join's tag.
     pub joins: u32,
+    /// When the connection was admitted, in ms since the shard started
+    /// (wrapping): the close line's `duration_ms`. Sits in what was padding.
+    pub opened_ms: u32,
+    /// The room of the URL, kept past `rooms` being emptied at close for the
+    /// close line and the disconnect webhook (the room table's shared key).
+    pub home: Option<RoomKey>,
 }
 
 impl Member {

@@ -4,22 +4,15 @@
 //! shard by `log.connection_lines_per_s` so a connect flood cannot turn into
 //! a log flood. Lines past the limit are only counted: a suppressed line
 //! costs an increment, no formatting and no allocation; one summary line a
-//! second says how many there were. What the close line needs from the open
-//! (when, from where, which room) is kept here by slot, apart from the
-//! connection itself, so the close state machine does not carry it.
+//! second says how many there were. What the close line repeats from the
+//! open is on the connection's `Member`: when it opened (a `u32` in what was
+//! padding) and its home room (the room table's shared key), not in a table
+//! by slot. The peer address is on the open line only; `conn` ties the two.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use super::conn::{ConnState, Connection, Role};
 use crate::ids::{RoomKey, ShardId};
-
-/// What the close line repeats from the open.
-struct Opened {
-    at: Instant,
-    room: Option<RoomKey>,
-    peer: Option<SocketAddr>,
-}
 
 pub(super) struct ConnLog {
     lines_per_s: u32,
@@ -29,30 +22,17 @@ pub(super) struct ConnLog {
     suppressed: u64,
     /// Lines suppressed since the start (`roomcast_log_lines_suppressed_total`).
     pub suppressed_total: u64,
-    /// By connection slot; set at open, taken at close.
-    opened: Vec<Option<Opened>>,
 }
 
 impl ConnLog {
     pub fn new(lines_per_s: u32) -> ConnLog {
-        ConnLog { lines_per_s, lines: 0, suppressed: 0, suppressed_total: 0, opened: Vec::new() }
+        ConnLog { lines_per_s, lines: 0, suppressed: 0, suppressed_total: 0 }
     }
 
-    /// A room connection in `slot` was admitted at `now` (echo connections
-    /// are not logged: they have no user or room).
-    pub fn opened(
-        &mut self,
-        slot: usize,
-        conn: &Connection,
-        room: Option<&RoomKey>,
-        peer: Option<SocketAddr>,
-        now: Instant,
-    ) {
+    /// A room connection was admitted (echo connections are not logged:
+    /// they have no user or room).
+    pub fn opened(&mut self, conn: &Connection, room: Option<&RoomKey>, peer: Option<SocketAddr>) {
         let Role::Member(member) = &conn.role else { return };
-        if self.opened.len() <= slot {
-            self.opened.resize_with(slot + 1, || None);
-        }
-        self.opened[slot] = Some(Opened { at: now, room: room.cloned(), peer });
         if self.take_line() {
             tracing::info!(
                 conn = %conn.id,
@@ -65,16 +45,11 @@ impl ConnLog {
         }
     }
 
-    /// The home room connection `slot` opened with, until it is closed.
-    pub fn home(&self, slot: usize) -> Option<&RoomKey> {
-        self.opened.get(slot).and_then(Option::as_ref).and_then(|o| o.room.as_ref())
-    }
-
-    /// The connection that was in `slot` is being freed at `now`; `close_code`
-    /// is the code of the Close sent or echoed, 1006 when there was none.
-    pub fn closed(&mut self, slot: usize, conn: &Connection, close_code: u16, now: Instant) {
+    /// The connection is being freed at `now_ms` (ms since the shard
+    /// started); `close_code` is the code of the Close sent or echoed, 1006
+    /// when there was none.
+    pub fn closed(&mut self, conn: &Connection, close_code: u16, now_ms: u64) {
         let Role::Member(member) = &conn.role else { return };
-        let opened = self.opened.get_mut(slot).and_then(Option::take);
         if !self.take_line() {
             return;
         }
@@ -83,13 +58,13 @@ impl ConnLog {
             ConnState::Closing { peer_closed: false } => "server",
             _ => "none",
         };
-        let duration_ms = opened.as_ref().map_or(0, |o| now.saturating_duration_since(o.at).as_millis() as u64);
+        // Both ends wrap at 2^32 ms, so a life past 49.7 days reads modulo that.
+        let duration_ms = u64::from((now_ms as u32).wrapping_sub(member.opened_ms));
         tracing::info!(
             conn = %conn.id,
             user = member.peer.user(),
             tenant = &*member.grants.tenant,
-            room = opened.as_ref().and_then(|o| o.room.as_ref()).map(RoomKey::room),
-            peer = opened.as_ref().and_then(|o| o.peer).map(tracing::field::display),
+            room = member.home.as_ref().map(RoomKey::room),
             close_code,
             reason = close_reason(close_code),
             by,

@@ -450,8 +450,11 @@ impl Shard {
             let _ = stream.write_all(&response);
             return;
         }
-        let Arrival { role, home, expires_at_s } = arrival(id, kind);
+        let Arrival { mut role, home, expires_at_s } = arrival(id, kind, core.now_ms());
         let home = home.map(|(key, since)| (core.rooms.shared_key(key), since));
+        if let (Role::Member(member), Some((key, _))) = (&mut role, &home) {
+            member.home = Some(key.clone());
+        }
         let mut outbound = OutboundQueue::default();
         outbound.push_unbounded(Arc::from(response));
         let rate = RateBucket::full(core.settings.limits.rate_burst, core.now_ms());
@@ -543,8 +546,9 @@ struct Arrival {
     expires_at_s: u64,
 }
 
-/// The role, home room and expiry of connection `id`, handed off as `kind`.
-fn arrival(id: ConnId, kind: HandoffKind) -> Arrival {
+/// The role, home room and expiry of connection `id`, handed off as `kind`
+/// at `now_ms` (ms since the shard started).
+fn arrival(id: ConnId, kind: HandoffKind, now_ms: u64) -> Arrival {
     match kind {
         HandoffKind::Room { identity, key, since } => {
             let exact = identity.has_exact_room_claim();
@@ -555,6 +559,10 @@ fn arrival(id: ConnId, kind: HandoffKind) -> Arrival {
                 grants: Grants::from_identity(*identity),
                 peer,
                 joins: 0,
+                // Wrapping, as `over_soft_since_ms`: 4 bytes, not 8.
+                opened_ms: now_ms as u32,
+                // Set once the room table has shared the key.
+                home: None,
             };
             Arrival { role: Role::Member(Box::new(member)), home: Some((key, since)), expires_at_s }
         }
@@ -1145,15 +1153,18 @@ impl ShardCore {
             None => {
                 let Some(conn) = self.conns.get(slot) else { return };
                 self.webhook_connection(conn, home, WebhookDetail::Connect { peer });
-                self.conn_log.opened(slot, conn, home, peer, self.now);
+                self.conn_log.opened(conn, home, peer);
             }
             Some(conn) => {
                 // No Close frame was exchanged: 1006, as in the session audit.
                 let close_code = conn.close_code.unwrap_or(crate::msg::CLOSE_ABNORMAL);
                 let close_reason = conn_log::close_reason(close_code).into();
-                let home = self.conn_log.home(slot);
+                let home = match &conn.role {
+                    Role::Member(member) => member.home.as_ref(),
+                    Role::Echo => None,
+                };
                 self.webhook_connection(conn, home, WebhookDetail::Disconnect { close_code, close_reason });
-                self.conn_log.closed(slot, conn, close_code, self.now);
+                self.conn_log.closed(conn, close_code, self.now_ms());
                 self.hook_disconnect(conn, close_code);
             }
         }
