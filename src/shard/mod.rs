@@ -13,15 +13,31 @@
 //! owner keeps one count per shard with members and sends each broadcast once
 //! per such shard, batched once per iteration. Client requests are turned
 //! into room calls or remote messages in `requests.rs`.
+//!
+//! Here: the types, the loop (`Shard::run`) and its inbox and event
+//! phases, and the limit and log helpers. The phases' work lives in one
+//! file per role: `admit.rs` (taking in handoffs), `read.rs` (reading and
+//! frame handling), `write.rs` (queuing, room outputs, fanout, flushing),
+//! `timers.rs` (heartbeats and close deadlines), `closing.rs` (closes,
+//! freeing connections, draining). Beside them: `conn.rs` (a connection
+//! and its queues), `conn_log.rs` (the rate-limited connection log),
+//! `admin.rs` (admin API requests), `extension.rs` (custom handlers and
+//! hooks), `refresh.rs` (token refresh through the acceptor) and
+//! `store_link.rs` (events to the store thread and its answers).
 
 mod admin;
+mod admit;
+mod closing;
 pub mod conn;
 mod conn_log;
 pub mod extension;
+mod read;
 mod refresh;
 mod remote;
 mod requests;
 mod store_link;
+mod timers;
+mod write;
 
 pub use admin::{AdminQuery, AdminRequest, SendTarget};
 pub use extension::Extensions;
@@ -30,14 +46,13 @@ pub use crate::msg::{AdminAnswer, AdminReply, ConnInfo};
 pub use refresh::{RefreshAnswer, RefreshLink, RefreshRequest};
 pub use remote::RemoteMsg;
 
-use std::io::{self, Read};
-use std::net::Shutdown;
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::auth::Identity;
@@ -46,18 +61,14 @@ use crate::config::WebhookEventKind;
 use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::{EpisodeLog, LimitKind, ShardMetrics};
 use crate::msg::{Reply, StoreEvent, StoreReply};
-use crate::protocol::{self, RequestDecoder, Since};
+use crate::protocol::{RequestDecoder, Since};
 use crate::refusal::Refusal;
 use crate::registry::RoomPolicy;
-use crate::room::{Output, Peer, RoomLimits, Rooms};
+use crate::room::{RoomLimits, Rooms};
 use crate::timer::{TimerKind, TimerWheel};
 use crate::webhooks::WebhookDetail;
-use crate::ws::CloseCode;
-use crate::ws::frame::{self, Event, Flow, Frame, FrameBuilder, Opcode};
-use conn::{
-    ConnState, Connection, FlushOutcome, Grants, Member, OutboundQueue, Place, QueueBounds, RateBucket, Role,
-    SlowConsumer,
-};
+use crate::ws::frame::{self, Frame, FrameBuilder, Opcode};
+use conn::{Connection, Role};
 
 /// The waker's token; connection tokens are slab slots, far below it.
 const WAKER: Token = Token(usize::MAX);
@@ -416,193 +427,6 @@ impl Shard {
             self.read_from(slot, false);
         }
     }
-
-    /// Takes a connection in from the acceptor: registers it, queues the 101
-    /// response, joins its room and processes bytes that came with the request.
-    fn admit(&mut self, handoff: Handoff) {
-        let Handoff { mut stream, response, leftover, kind, peer: peer_addr } = handoff;
-        let core = &mut self.core;
-        if core.draining.is_some() {
-            core.note_shard_limit(LimitKind::Draining);
-            refuse_handoff(&mut stream, Refusal::Draining);
-            return;
-        }
-        if core.conns.len() >= core.settings.limits.connections_per_shard_max as usize {
-            core.note_shard_limit(LimitKind::ShardFull);
-            refuse_handoff(&mut stream, Refusal::ServerFull);
-            return;
-        }
-        let slot = core.conns.vacant_key();
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
-        {
-            tracing::warn!(error = %e, "cannot register handed-off connection");
-            return;
-        }
-        core.generation = core.generation.wrapping_add(1);
-        let id = ConnId { shard: self.id, slot: slot as u32, generation: core.generation };
-        if let HandoffKind::Room { identity, key, .. } = &kind
-            && let Err(refused) = core.hook_connect(id, identity, key)
-        {
-            // The 101 is not written yet: the client gets the hook's HTTP status.
-            let _ = self.poll.registry().deregister(&mut stream);
-            let response = crate::http::error_response(refused.status, &refused.code, &refused.message, "");
-            use std::io::Write;
-            let _ = stream.write_all(&response);
-            return;
-        }
-        let Arrival { mut role, home, expires_at_s } = arrival(id, kind, core.now_ms());
-        let home = home.map(|(key, since)| (core.rooms.shared_key(key), since));
-        if let (Role::Member(member), Some((key, _))) = (&mut role, &home) {
-            member.home = Some(key.clone());
-        }
-        let mut outbound = OutboundQueue::default();
-        outbound.push_unbounded(Arc::from(response));
-        let rate = RateBucket::full(core.settings.limits.rate_burst, core.now_ms());
-        let control_rate = RateBucket::full(core.settings.limits.control_frames_per_s, core.now_ms());
-        core.conns.insert(Connection {
-            stream,
-            id,
-            state: ConnState::Open,
-            role,
-            expires_at_s,
-            last_rx_ms: core.now_ms(),
-            inbound: None,
-            outbound,
-            rate,
-            control_rate,
-            rate_strikes: 0,
-            limits_logged: 0,
-            dirty: false,
-            doomed: false,
-            close_code: None,
-            over_soft_since_ms: 0,
-        });
-        core.metrics.connections_opened += 1;
-        let home_key = home.as_ref().map(|(key, _)| key);
-        core.audit_open(slot, home_key, peer_addr);
-        core.log_connection(slot, home_key, peer_addr, None);
-        core.mark_dirty(slot);
-        let first_check = core.next_heartbeat(core.now, expires_at_s);
-        core.schedule(id, first_check, TimerKind::Heartbeat);
-        if let Some((key, since)) = home {
-            core.join_initial_rooms(slot, key, since.as_deref());
-        }
-        if !leftover.is_empty() {
-            let mut bytes = leftover;
-            core.consume_bytes(slot, &mut bytes);
-        }
-    }
-
-    /// Reads what the socket has, up to the per-event budget, decoding as it
-    /// goes. `to_eof`: keep reading after a short read (the peer has closed).
-    fn read_from(&mut self, slot: usize, to_eof: bool) {
-        let budget = self.core.settings.limits.read_bytes_per_event_max;
-        let mut taken = 0;
-        let now_ms = self.core.now_ms();
-        loop {
-            let Some(conn) = self.core.conns.get_mut(slot) else { return };
-            if conn.doomed {
-                return;
-            }
-            match conn.stream.read(&mut self.read_buf) {
-                Ok(0) => {
-                    self.core.drop_conn(slot);
-                    return;
-                }
-                Ok(n) => {
-                    conn.last_rx_ms = now_ms;
-                    self.core.metrics.bytes_in += n as u64;
-                    taken += n;
-                    self.core.consume_bytes(slot, &mut self.read_buf[..n]);
-                    if taken >= budget {
-                        self.core.metrics.hit(LimitKind::ReadBudget);
-                        self.core.read_again.push(slot);
-                        return;
-                    }
-                    // A short read means the socket was drained; new bytes
-                    // raise a new edge, so skip the read that would only
-                    // say WouldBlock (one syscall per readable event).
-                    if n < self.read_buf.len() && !to_eof {
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.core.drop_conn(slot);
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// What a handoff makes of a new connection.
-struct Arrival {
-    role: Role,
-    /// The URL room of a room connection, with the point to recover from (`?since=`).
-    home: Option<(RoomKey, Option<Box<Since>>)>,
-    /// Unix seconds at which the token runs out (`u64::MAX` without a token).
-    expires_at_s: u64,
-}
-
-/// The role, home room and expiry of connection `id`, handed off as `kind`
-/// at `now_ms` (ms since the shard started).
-fn arrival(id: ConnId, kind: HandoffKind, now_ms: u64) -> Arrival {
-    match kind {
-        HandoffKind::Room { identity, key, since } => {
-            let exact = identity.has_exact_room_claim();
-            let peer = Peer::with_claims(id, &identity.user, identity.name.as_deref(), identity.host, exact);
-            let expires_at_s = identity.expires_at_s;
-            let member = Member {
-                rooms: Vec::with_capacity(2 + identity.groups.len()),
-                grants: Grants::from_identity(*identity),
-                peer,
-                joins: 0,
-                // Wrapping, as `over_soft_since_ms`: 4 bytes, not 8.
-                opened_ms: now_ms as u32,
-                // Set once the room table has shared the key.
-                home: None,
-            };
-            Arrival { role: Role::Member(Box::new(member)), home: Some((key, since)), expires_at_s }
-        }
-        HandoffKind::Echo => Arrival { role: Role::Echo, home: None, expires_at_s: u64::MAX },
-    }
-}
-
-/// Answers a handoff the shard cannot take: the 101 has not been written yet,
-/// so the client still gets a plain HTTP 503. The socket is fresh, so this
-/// one small write fits in its buffer; if not, the client sees a reset.
-fn refuse_handoff(stream: &mut TcpStream, refusal: Refusal) {
-    use std::io::Write;
-    let response = crate::http::error_response(refusal.http_status(), refusal.code(), refusal.message(), "");
-    // One write: a client may read the head and stop before a second one.
-    let _ = stream.write_all(&response);
-}
-
-/// Queues a broadcast frame for one member: the hot loop of every fanout.
-/// `Err(slot)` names a slow consumer for the caller to close once its walk
-/// is over. Connections that are gone or closing are skipped.
-fn enqueue(
-    conns: &mut Slab<Connection>,
-    dirty: &mut Vec<usize>,
-    metrics: &mut ShardMetrics,
-    member: ConnId,
-    frame: &Frame,
-    bounds: QueueBounds,
-) -> Result<(), usize> {
-    let slot = member.slot as usize;
-    let Some(conn) = conns.get_mut(slot) else { return Ok(()) };
-    if conn.id != member || conn.doomed || conn.state != ConnState::Open {
-        return Ok(());
-    }
-    conn.push_bounded(Arc::clone(frame), bounds).map_err(|SlowConsumer| slot)?;
-    metrics.deliveries += 1;
-    if !conn.dirty {
-        conn.dirty = true;
-        dirty.push(slot);
-    }
-    Ok(())
 }
 
 fn unix_now_ms() -> u64 {
@@ -619,264 +443,8 @@ impl ShardCore {
         self.now_unix_ms
     }
 
-    fn ping_interval(&self) -> Duration {
-        Duration::from_millis(u64::from(self.settings.limits.ping_interval_ms))
-    }
-
-    /// The `Instant` at which the wall clock reads `unix_s`.
-    fn instant_of_unix(&self, unix_s: u64) -> Instant {
-        // Capped at a year ahead: `u64::MAX` (no expiry) must not overflow an Instant.
-        const YEAR_S: u64 = 365 * 24 * 3600;
-        self.now + Duration::from_secs(unix_s.saturating_sub(self.now_unix_s).min(YEAR_S))
-    }
-
-    fn schedule(&mut self, conn: ConnId, at: Instant, kind: TimerKind) {
-        if self.timers.schedule(at, conn, kind).is_ok() {
-            return;
-        }
-        // Only when stale entries crowd the wheel; the connection must not
-        // live on without its deadline. Counted once per connection.
-        let slot = conn.slot as usize;
-        match kind {
-            // begin_close counts it, and then asks for a close deadline.
-            TimerKind::Heartbeat => self.begin_close(slot, CloseCode::INTERNAL, Some(LimitKind::TimerFull)),
-            TimerKind::CloseDeadline => {
-                let counted = self.conns.get(slot).is_some_and(|c| c.limits_logged & LimitKind::TimerFull.bit() != 0);
-                if !counted {
-                    self.note_limit(slot, LimitKind::TimerFull);
-                }
-                // Without a deadline the peer could hold the socket forever: free it now.
-                self.drop_conn(slot);
-            }
-        }
-    }
-
-    fn mark_dirty(&mut self, slot: usize) {
-        if let Some(conn) = self.conns.get_mut(slot)
-            && !conn.dirty
-        {
-            conn.dirty = true;
-            self.dirty.push(slot);
-        }
-    }
-
-    /// Decodes frames from `bytes` (newly read) after any remainder of the
-    /// previous read, and keeps what is left of an incomplete frame.
-    fn consume_bytes(&mut self, slot: usize, bytes: &mut [u8]) {
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        if conn.state.shuts_when_written() {
-            // Nothing the peer sends matters any more (after a protocol
-            // error the bytes may not even be frames): read and dropped, so
-            // the socket closes without unread input.
-            return;
-        }
-        let message_max = match conn.role {
-            Role::Echo => self.settings.limits.echo_message_bytes_max,
-            Role::Member(_) => self.settings.limits.message_inbound_bytes_max as usize,
-        };
-        let mut parked = conn.inbound.take();
-        let mut fragments = parked.as_mut().and_then(|inbound| inbound.fragments.take());
-        let pending = parked.as_mut().map(|inbound| std::mem::take(&mut inbound.pending)).unwrap_or_default();
-        let (result, rest) = if pending.is_empty() {
-            let result =
-                frame::decode(bytes, &mut fragments, message_max, &mut |event| self.on_frame_event(slot, event));
-            let rest = result.map(|consumed| bytes[consumed..].to_vec()).unwrap_or_default();
-            (result, rest)
-        } else {
-            let mut joined = pending;
-            joined.extend_from_slice(bytes);
-            let result =
-                frame::decode(&mut joined, &mut fragments, message_max, &mut |event| self.on_frame_event(slot, event));
-            joined.drain(..*result.as_ref().unwrap_or(&joined.len()));
-            (result, joined)
-        };
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        // Idle connections hold no buffers: the box goes when nothing is left,
-        // and when nothing more will be decoded.
-        if (!rest.is_empty() || fragments.is_some()) && !conn.state.shuts_when_written() {
-            let mut inbound = parked.unwrap_or_default();
-            inbound.pending = rest;
-            inbound.fragments = fragments;
-            conn.inbound = Some(inbound);
-        }
-        if let Err(error) = result {
-            let limit =
-                if error == frame::FrameError::TooBig { LimitKind::MessageTooBig } else { LimitKind::ProtocolError };
-            self.fail(slot, error.close_code(), Some(limit));
-        }
-    }
-
-    fn on_frame_event(&mut self, slot: usize, event: Event<'_>) -> Flow {
-        let Some(conn) = self.conns.get_mut(slot) else { return Flow::Stop };
-        if conn.doomed {
-            return Flow::Stop;
-        }
-        self.metrics.frames_in += 1;
-        if conn.state.shuts_when_written() {
-            return Flow::Stop;
-        }
-        if let ConnState::Closing { .. } = conn.state {
-            // Only the peer's Close matters now; it completes the closing handshake.
-            if let Event::Close { .. } = event {
-                self.drop_conn(slot);
-                return Flow::Stop;
-            }
-            return Flow::Continue;
-        }
-        if matches!(event, Event::Ping(_) | Event::Pong) {
-            let per_s = self.settings.limits.control_frames_per_s;
-            let now_ms = self.now_ms();
-            let Some(conn) = self.conns.get_mut(slot) else { return Flow::Stop };
-            if !conn.control_rate.try_take(now_ms, per_s, per_s) {
-                // Each Ping costs a Pong and a write: a flood would hold up
-                // every connection of the shard. No strikes, as for messages.
-                self.fail(slot, CloseCode::CONTROL_FLOOD, Some(LimitKind::ControlFlood));
-                return Flow::Stop;
-            }
-        }
-        match event {
-            Event::Ping(payload) => {
-                let pong = frame::encode_frame(Opcode::Pong, payload);
-                self.queue(slot, pong);
-            }
-            Event::Pong => {}
-            Event::Close { code, .. } => {
-                let reply = code.map_or(CloseCode::NORMAL, |code| CloseCode { code, reason: "" });
-                self.answer_close(slot, reply);
-                return Flow::Stop;
-            }
-            Event::Message { opcode, payload } => self.on_message(slot, opcode, payload),
-        }
-        Flow::Continue
-    }
-
-    fn on_message(&mut self, slot: usize, opcode: Opcode, payload: &mut [u8]) {
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        let Role::Member(member) = &conn.role else {
-            let echo = frame::encode_frame(opcode, payload);
-            self.queue(slot, echo);
-            return;
-        };
-        let limits = &self.settings.limits;
-        let now_ms = self.now.saturating_duration_since(self.origin).as_millis() as u64;
-        if !conn.rate.try_take(now_ms, limits.rate_messages_per_s, limits.rate_burst) {
-            conn.rate_strikes += 1;
-            if conn.rate_strikes > limits.rate_strikes_max {
-                self.begin_close(slot, CloseCode::RATE_ABUSE, Some(LimitKind::RateAbuse));
-            } else {
-                self.note_limit(slot, LimitKind::RateLimited);
-                self.send_error(slot, None, Refusal::RateLimited);
-            }
-            return;
-        }
-        self.metrics.client_messages += 1;
-        let home = member.rooms.first().map(|home| home.place);
-        if opcode == Opcode::Binary {
-            if let Some(Place::Local(membership)) = home {
-                let from = conn.id;
-                self.rooms.relay_binary(membership, from, payload);
-                self.apply_room_outputs();
-            }
-            return;
-        }
-        self.on_request(slot, payload);
-    }
-
-    fn send_error(&mut self, slot: usize, reference: Option<&[u8]>, refusal: Refusal) {
-        protocol::encode_error(self.frames.begin(), reference, refusal.code(), refusal.message());
-        let frame = self.frames.finish(Opcode::Text);
-        self.queue(slot, frame);
-    }
-
-    /// Carries out what the rooms decided: local deliveries are queued,
-    /// others go to their shard, and a broadcast goes once to each other
-    /// shard with members.
-    fn apply_room_outputs(&mut self) {
-        while let Some(output) = self.rooms.poll_output() {
-            match output {
-                Output::Deliver { to, frame } if to.shard == self.id => {
-                    if self.is_live(to) {
-                        self.queue(to.slot as usize, frame);
-                    }
-                }
-                // Replies to requests (welcomes, acks, errors, signals) are never
-                // dropped: each answers a request that passed the outbox bound.
-                Output::Deliver { to, frame } => self.remote.send_control(to.shard, RemoteMsg::Deliver { to, frame }),
-                Output::Broadcast { room, audience, skip, frame } => {
-                    self.metrics.broadcasts += 1;
-                    let bounds = self.member_queue_bounds();
-                    let mut slow = Vec::new();
-                    for member in self.rooms.local_audience(room, audience) {
-                        if Some(member) != skip
-                            && let Err(slot) =
-                                enqueue(&mut self.conns, &mut self.dirty, &mut self.metrics, member, &frame, bounds)
-                        {
-                            slow.push(slot);
-                        }
-                    }
-                    // Closing changes room membership, so it waits until the walk is over.
-                    for slot in slow {
-                        self.close_slow_consumer(slot);
-                    }
-                    self.fan_out_remote(room, audience, skip, &frame);
-                }
-                Output::Close { conn, code } if conn.shard == self.id => {
-                    if self.is_live(conn) {
-                        self.begin_close(conn.slot as usize, code, None);
-                    }
-                }
-                Output::Close { conn, code } => self.remote.send_control(conn.shard, RemoteMsg::Close { conn, code }),
-                Output::RoleChanged { conn, membership, role } => self.send_role(conn, membership, role),
-                Output::Persist(event) => self.persist(event),
-                Output::Chatted { key, sender, id, author, text } => self.webhook_chat(&key, sender, id, author, text),
-            }
-        }
-    }
-
     fn is_live(&self, id: ConnId) -> bool {
         self.conns.get(id.slot as usize).is_some_and(|c| c.id == id && !c.doomed)
-    }
-
-    /// Queues one frame for one connection, closing it if it cannot keep up.
-    fn queue(&mut self, slot: usize, frame: Frame) {
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        if conn.doomed || conn.state != ConnState::Open {
-            return;
-        }
-        let bounds = match conn.role {
-            Role::Echo => {
-                // Echo (conformance runs) queues whole large messages: one fixed bound.
-                let cap = (self.settings.limits.echo_message_bytes_max * 2)
-                    .max(self.settings.limits.outbound_queue_hard_bytes_max as usize);
-                QueueBounds { soft: cap, hard: cap, grace_ms: 0, now_ms: 0 }
-            }
-            Role::Member(_) => self.member_queue_bounds(),
-        };
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        if conn.push_bounded(frame, bounds).is_err() {
-            self.close_slow_consumer(slot);
-            return;
-        }
-        self.metrics.deliveries += 1;
-        self.mark_dirty(slot);
-    }
-
-    /// A room member's outbound bounds, now.
-    fn member_queue_bounds(&self) -> QueueBounds {
-        let limits = &self.settings.limits;
-        QueueBounds {
-            soft: limits.outbound_queue_bytes_max as usize,
-            hard: limits.outbound_queue_hard_bytes_max as usize,
-            grace_ms: limits.outbound_queue_grace_ms,
-            now_ms: self.now_ms() as u32,
-        }
-    }
-
-    fn close_slow_consumer(&mut self, slot: usize) {
-        if let Some(conn) = self.conns.get_mut(slot) {
-            conn.outbound.discard_unstarted();
-        }
-        self.begin_close(slot, CloseCode::SLOW_CONSUMER, Some(LimitKind::SlowConsumer));
     }
 
     /// Counts a limit hit that belongs to no local connection, logged once per episode.
@@ -917,228 +485,6 @@ impl ShardCore {
         }
     }
 
-    /// Leaves every room (so the others hear at once) and stops routing to
-    /// the connection. Remote rooms are told by message; a join still in
-    /// flight is undone when its reply comes back (see `on_remote`).
-    fn leave_all_rooms(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        let id = conn.id;
-        let Role::Member(member) = &mut conn.role else { return };
-        let rooms = std::mem::take(&mut member.rooms);
-        for joined in rooms {
-            match joined.place {
-                Place::Local(membership) => {
-                    self.rooms.leave(membership, id, None);
-                }
-                Place::Remote { owner, membership: Some(membership) } => {
-                    self.remote.forget_member(&joined.key, id);
-                    let leave =
-                        RemoteMsg::Leave { key: joined.key, membership, conn: id, reference: None, requested: false };
-                    self.remote.send_control(owner, leave);
-                }
-                Place::Remote { membership: None, .. } => {}
-            }
-        }
-        self.apply_room_outputs();
-    }
-
-    /// Starts a server-initiated close: Close frame queued, room left, and a
-    /// deadline for the peer's answer.
-    fn begin_close(&mut self, slot: usize, code: CloseCode, limit: Option<LimitKind>) {
-        self.close_as(slot, code, limit, ConnState::Closing { peer_closed: false });
-    }
-
-    /// Fails the connection (RFC 6455 §7.1.7): as `begin_close`, but what is
-    /// buffered from the peer is dropped and the socket is shut once the
-    /// Close is written, without waiting for the peer's Close (the deadline
-    /// then only bounds a peer that does not read). A connection that is
-    /// closing already stops waiting for the peer too.
-    fn fail(&mut self, slot: usize, code: CloseCode, limit: Option<LimitKind>) {
-        if let Some(conn) = self.conns.get_mut(slot)
-            && !conn.doomed
-            && conn.state == (ConnState::Closing { peer_closed: false })
-        {
-            conn.state = ConnState::Failed;
-            conn.inbound = None;
-            // Our Close is queued or written already: the flush shuts the socket.
-            self.mark_dirty(slot);
-            return;
-        }
-        self.close_as(slot, code, limit, ConnState::Failed);
-    }
-
-    /// Queues the Close of an open connection and moves it to `state`.
-    fn close_as(&mut self, slot: usize, code: CloseCode, limit: Option<LimitKind>, state: ConnState) {
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        if conn.doomed || conn.state != ConnState::Open {
-            return;
-        }
-        conn.state = state;
-        if state == ConnState::Failed {
-            conn.inbound = None;
-        }
-        conn.close_code.get_or_insert(code.code);
-        conn.outbound.push_unbounded(frame::close_frame(code));
-        let id = conn.id;
-        if let Some(limit) = limit {
-            self.note_limit(slot, limit);
-        }
-        self.mark_dirty(slot);
-        self.leave_all_rooms(slot);
-        let deadline = self.now + Duration::from_millis(u64::from(self.settings.limits.close_timeout_ms));
-        self.schedule(id, deadline, TimerKind::CloseDeadline);
-    }
-
-    /// Answers the peer's Close; the socket goes once the answer is written.
-    fn answer_close(&mut self, slot: usize, code: CloseCode) {
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        conn.state = ConnState::Closing { peer_closed: true };
-        conn.close_code.get_or_insert(code.code);
-        conn.outbound.discard_unstarted();
-        conn.outbound.push_unbounded(frame::close_frame(code));
-        let id = conn.id;
-        self.mark_dirty(slot);
-        self.leave_all_rooms(slot);
-        // A peer that closes and then stops reading must not hold the socket.
-        let deadline = self.now + Duration::from_millis(u64::from(self.settings.limits.close_timeout_ms));
-        self.schedule(id, deadline, TimerKind::CloseDeadline);
-    }
-
-    /// Frees the connection at the end of the iteration.
-    fn drop_conn(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        if conn.doomed {
-            return;
-        }
-        conn.doomed = true;
-        self.doomed.push(slot);
-        self.leave_all_rooms(slot);
-    }
-
-    fn fire_due_timers(&mut self) {
-        let mut fired = std::mem::take(&mut self.fired);
-        self.timers.expire(self.now, &mut fired);
-        for (id, kind) in fired.drain(..) {
-            if self.is_live(id) {
-                self.on_timer(id, kind);
-            }
-        }
-        self.fired = fired;
-    }
-
-    fn on_timer(&mut self, id: ConnId, kind: TimerKind) {
-        let slot = id.slot as usize;
-        let Some(conn) = self.conns.get(slot) else { return };
-        match kind {
-            TimerKind::Heartbeat => {
-                if conn.state != ConnState::Open {
-                    return;
-                }
-                let limits = &self.settings.limits;
-                let expires_at_s = conn.expires_at_s;
-                let last_rx = self.origin + Duration::from_millis(conn.last_rx_ms);
-                let silent = self.now.saturating_duration_since(last_rx);
-                if expires_at_s.saturating_add(self.settings.token_leeway_s) <= self.now_unix_s {
-                    self.begin_close(slot, CloseCode::TOKEN_EXPIRED, Some(LimitKind::TokenExpired));
-                    return;
-                }
-                if silent >= Duration::from_millis(u64::from(limits.dead_after_ms)) {
-                    self.begin_close(slot, CloseCode::DEAD_PEER, Some(LimitKind::DeadPeer));
-                    return;
-                }
-                // A reader that stopped while nothing more is sent to it.
-                let bounds = self.member_queue_bounds();
-                if matches!(conn.role, Role::Member(_))
-                    && let Some(conn) = self.conns.get_mut(slot)
-                    && conn.check_backlog(bounds).is_err()
-                {
-                    self.close_slow_consumer(slot);
-                    return;
-                }
-                if silent + crate::timer::TICK >= self.ping_interval() {
-                    let ping = Arc::clone(&self.ping_frame);
-                    self.queue(slot, ping);
-                }
-                let next = self.next_heartbeat(last_rx, expires_at_s);
-                self.schedule(id, next, TimerKind::Heartbeat);
-            }
-            TimerKind::CloseDeadline => {
-                self.note_limit(slot, LimitKind::CloseTimeout);
-                self.drop_conn(slot);
-            }
-        }
-    }
-
-    /// When a connection's one heartbeat timer fires next: a ping interval
-    /// from now, or sooner when it would be dead (silent since `last_rx`) or
-    /// its token would run out.
-    fn next_heartbeat(&self, last_rx: Instant, expires_at_s: u64) -> Instant {
-        let dead_at = last_rx + Duration::from_millis(u64::from(self.settings.limits.dead_after_ms));
-        let expires_at = self.instant_of_unix(expires_at_s.saturating_add(self.settings.token_leeway_s));
-        (self.now + self.ping_interval()).min(dead_at).min(expires_at)
-    }
-
-    /// One vectored write per connection with something queued.
-    fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        let bounds = self.member_queue_bounds();
-        let mut slow = Vec::new();
-        for &slot in &dirty {
-            let Some(conn) = self.conns.get_mut(slot) else { continue };
-            conn.dirty = false;
-            if conn.doomed {
-                continue;
-            }
-            let (outcome, written) = conn.outbound.flush(&mut conn.stream);
-            self.metrics.frames_out += written.frames as u64;
-            self.metrics.bytes_out += written.bytes as u64;
-            self.metrics.writes += 1;
-            match outcome {
-                FlushOutcome::Drained => {
-                    conn.over_soft_since_ms = 0;
-                    if conn.state.shuts_when_written() {
-                        // The server closes TCP first (RFC 6455 §7.1.1): the
-                        // FIN goes right behind the Close frame.
-                        let _ = conn.stream.shutdown(Shutdown::Write);
-                        self.drop_conn(slot);
-                    }
-                }
-                // The WRITABLE event marks it dirty again when the socket drains.
-                FlushOutcome::WouldBlock => {
-                    if conn.state == ConnState::Open
-                        && matches!(conn.role, Role::Member(_))
-                        && conn.check_backlog(bounds).is_err()
-                    {
-                        slow.push(slot);
-                    }
-                }
-                FlushOutcome::Failed(_) => self.drop_conn(slot),
-            }
-        }
-        for slot in slow {
-            self.close_slow_consumer(slot);
-        }
-        let mut dirty = dirty;
-        dirty.clear();
-        if self.dirty.is_empty() {
-            self.dirty = dirty; // keep the allocation
-        }
-    }
-
-    fn reap_doomed(&mut self, registry: &mio::Registry) {
-        let mut doomed = std::mem::take(&mut self.doomed);
-        for slot in doomed.drain(..) {
-            if let Some(mut conn) = self.conns.try_remove(slot) {
-                let _ = registry.deregister(&mut conn.stream);
-                self.metrics.connections_closed += 1;
-                // No Close frame was exchanged: 1006, as in the session audit.
-                self.log_connection(slot, None, None, Some(&conn));
-                self.audit_close(&conn);
-            }
-        }
-        self.doomed = doomed; // keep the allocation
-    }
-
     /// The info line of a room connection opening (`closed` = `None`: the
     /// connection is in `slot`) or being freed (`closed`: the connection,
     /// already out of the slab); rate-limited per shard (`conn_log.rs`).
@@ -1169,19 +515,6 @@ impl ShardCore {
             }
         }
         self.metrics.log_lines_suppressed = self.conn_log.suppressed_total;
-    }
-
-    fn start_drain(&mut self, deadline: Instant) {
-        self.draining = Some(deadline);
-        let open: Vec<usize> =
-            self.conns.iter().filter(|(_, c)| c.state == ConnState::Open).map(|(slot, _)| slot).collect();
-        for slot in open {
-            self.begin_close(slot, CloseCode::GOING_AWAY, None);
-        }
-    }
-
-    fn drain_finished(&self) -> bool {
-        self.draining.is_some_and(|deadline| self.conns.is_empty() || self.now >= deadline)
     }
 
     /// Records the iteration's busy time, and for an iteration that

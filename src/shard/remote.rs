@@ -409,7 +409,7 @@ impl ShardCore {
             if Some(conn) != skip
                 && audience.includes(role)
                 && let Err(slot) =
-                    super::enqueue(&mut self.conns, &mut self.dirty, &mut self.metrics, conn, &frame, bounds)
+                    super::write::enqueue(&mut self.conns, &mut self.dirty, &mut self.metrics, conn, &frame, bounds)
             {
                 slow.push(slot);
             }

@@ -1,0 +1,139 @@
+//! Taking in a connection handed off by the acceptor: the shard's own
+//! limits (draining, full) and the connect hook can still refuse it with a
+//! plain HTTP status, since the 101 is not written yet; otherwise it is
+//! registered, given its role and home room, and its first bytes decoded.
+
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::conn::{ConnState, Connection, Grants, Member, OutboundQueue, RateBucket, Role};
+use super::{Handoff, HandoffKind, Shard};
+use crate::ids::{ConnId, RoomKey};
+use crate::metrics::LimitKind;
+use crate::protocol::Since;
+use crate::refusal::Refusal;
+use crate::room::Peer;
+use crate::timer::TimerKind;
+
+impl Shard {
+    /// Takes a connection in from the acceptor: registers it, queues the 101
+    /// response, joins its room and processes bytes that came with the request.
+    pub(super) fn admit(&mut self, handoff: Handoff) {
+        let Handoff { mut stream, response, leftover, kind, peer: peer_addr } = handoff;
+        let core = &mut self.core;
+        if core.draining.is_some() {
+            core.note_shard_limit(LimitKind::Draining);
+            refuse_handoff(&mut stream, Refusal::Draining);
+            return;
+        }
+        if core.conns.len() >= core.settings.limits.connections_per_shard_max as usize {
+            core.note_shard_limit(LimitKind::ShardFull);
+            refuse_handoff(&mut stream, Refusal::ServerFull);
+            return;
+        }
+        let slot = core.conns.vacant_key();
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
+        {
+            tracing::warn!(error = %e, "cannot register handed-off connection");
+            return;
+        }
+        core.generation = core.generation.wrapping_add(1);
+        let id = ConnId { shard: self.id, slot: slot as u32, generation: core.generation };
+        if let HandoffKind::Room { identity, key, .. } = &kind
+            && let Err(refused) = core.hook_connect(id, identity, key)
+        {
+            // The 101 is not written yet: the client gets the hook's HTTP status.
+            let _ = self.poll.registry().deregister(&mut stream);
+            let response = crate::http::error_response(refused.status, &refused.code, &refused.message, "");
+            use std::io::Write;
+            let _ = stream.write_all(&response);
+            return;
+        }
+        let Arrival { mut role, home, expires_at_s } = arrival(id, kind, core.now_ms());
+        let home = home.map(|(key, since)| (core.rooms.shared_key(key), since));
+        if let (Role::Member(member), Some((key, _))) = (&mut role, &home) {
+            member.home = Some(key.clone());
+        }
+        let mut outbound = OutboundQueue::default();
+        outbound.push_unbounded(Arc::from(response));
+        let rate = RateBucket::full(core.settings.limits.rate_burst, core.now_ms());
+        let control_rate = RateBucket::full(core.settings.limits.control_frames_per_s, core.now_ms());
+        core.conns.insert(Connection {
+            stream,
+            id,
+            state: ConnState::Open,
+            role,
+            expires_at_s,
+            last_rx_ms: core.now_ms(),
+            inbound: None,
+            outbound,
+            rate,
+            control_rate,
+            rate_strikes: 0,
+            limits_logged: 0,
+            dirty: false,
+            doomed: false,
+            close_code: None,
+            over_soft_since_ms: 0,
+        });
+        core.metrics.connections_opened += 1;
+        let home_key = home.as_ref().map(|(key, _)| key);
+        core.audit_open(slot, home_key, peer_addr);
+        core.log_connection(slot, home_key, peer_addr, None);
+        core.mark_dirty(slot);
+        let first_check = core.next_heartbeat(core.now, expires_at_s);
+        core.schedule(id, first_check, TimerKind::Heartbeat);
+        if let Some((key, since)) = home {
+            core.join_initial_rooms(slot, key, since.as_deref());
+        }
+        if !leftover.is_empty() {
+            let mut bytes = leftover;
+            core.consume_bytes(slot, &mut bytes);
+        }
+    }
+}
+
+/// What a handoff makes of a new connection.
+struct Arrival {
+    role: Role,
+    /// The URL room of a room connection, with the point to recover from (`?since=`).
+    home: Option<(RoomKey, Option<Box<Since>>)>,
+    /// Unix seconds at which the token runs out (`u64::MAX` without a token).
+    expires_at_s: u64,
+}
+
+/// The role, home room and expiry of connection `id`, handed off as `kind`
+/// at `now_ms` (ms since the shard started).
+fn arrival(id: ConnId, kind: HandoffKind, now_ms: u64) -> Arrival {
+    match kind {
+        HandoffKind::Room { identity, key, since } => {
+            let exact = identity.has_exact_room_claim();
+            let peer = Peer::with_claims(id, &identity.user, identity.name.as_deref(), identity.host, exact);
+            let expires_at_s = identity.expires_at_s;
+            let member = Member {
+                rooms: Vec::with_capacity(2 + identity.groups.len()),
+                grants: Grants::from_identity(*identity),
+                peer,
+                joins: 0,
+                // Wrapping, as `over_soft_since_ms`: 4 bytes, not 8.
+                opened_ms: now_ms as u32,
+                // Set once the room table has shared the key.
+                home: None,
+            };
+            Arrival { role: Role::Member(Box::new(member)), home: Some((key, since)), expires_at_s }
+        }
+        HandoffKind::Echo => Arrival { role: Role::Echo, home: None, expires_at_s: u64::MAX },
+    }
+}
+
+/// Answers a handoff the shard cannot take: the 101 has not been written yet,
+/// so the client still gets a plain HTTP 503. The socket is fresh, so this
+/// one small write fits in its buffer; if not, the client sees a reset.
+fn refuse_handoff(stream: &mut TcpStream, refusal: Refusal) {
+    use std::io::Write;
+    let response = crate::http::error_response(refusal.http_status(), refusal.code(), refusal.message(), "");
+    // One write: a client may read the head and stop before a second one.
+    let _ = stream.write_all(&response);
+}
