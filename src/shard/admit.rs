@@ -81,7 +81,7 @@ impl Shard {
         core.metrics.connections_opened += 1;
         let home_key = home.as_ref().map(|(key, _)| key);
         core.audit_open(slot, home_key, peer_addr);
-        core.log_connection(slot, home_key, peer_addr, None);
+        core.log_connection(slot, peer_addr, None);
         core.mark_dirty(slot);
         let first_check = core.next_heartbeat(core.now, expires_at_s);
         core.schedule(id, first_check, TimerKind::Heartbeat);

@@ -118,7 +118,7 @@ impl ShardCore {
                 let _ = registry.deregister(&mut conn.stream);
                 self.metrics.connections_closed += 1;
                 // No Close frame was exchanged: 1006, as in the session audit.
-                self.log_connection(slot, None, None, Some(&conn));
+                self.log_connection(slot, None, Some(&conn));
                 self.audit_close(&conn);
             }
         }

@@ -31,14 +31,14 @@ impl ConnLog {
 
     /// A room connection was admitted (echo connections are not logged:
     /// they have no user or room).
-    pub fn opened(&mut self, conn: &Connection, room: Option<&RoomKey>, peer: Option<SocketAddr>) {
+    pub fn opened(&mut self, conn: &Connection, peer: Option<SocketAddr>) {
         let Role::Member(member) = &conn.role else { return };
         if self.take_line() {
             tracing::info!(
                 conn = %conn.id,
                 user = member.peer.user(),
                 tenant = &*member.grants.tenant,
-                room = room.map(RoomKey::room),
+                room = member.home.as_ref().map(RoomKey::room),
                 peer = peer.map(tracing::field::display),
                 "connection opened"
             );

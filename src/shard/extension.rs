@@ -456,16 +456,14 @@ impl ShardCore {
     }
 
     /// A room connection opened or is being freed: `connect` or `disconnect`.
-    pub(super) fn webhook_connection(&self, conn: &Connection, home: Option<&RoomKey>, detail: WebhookDetail) {
+    pub(super) fn webhook_connection(&self, conn: &Connection, detail: WebhookDetail) {
         let kind = match detail {
             WebhookDetail::Connect { .. } => WebhookEventKind::Connect,
             _ => WebhookEventKind::Disconnect,
         };
+        let Role::Member(member) = &conn.role else { return };
         let Some(info) = conn_info(conn) else { return };
-        let home = home.or_else(|| match &conn.role {
-            Role::Member(member) => member.rooms.first().map(|joined| &joined.key),
-            Role::Echo => None,
-        });
+        let home = member.home.as_ref();
         self.webhook(kind, || WebhookEvent {
             ts_ms: self.now_unix_ms(),
             conn: conn.id.to_string(),

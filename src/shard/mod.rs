@@ -68,7 +68,7 @@ use crate::room::{RoomLimits, Rooms};
 use crate::timer::{TimerKind, TimerWheel};
 use crate::webhooks::WebhookDetail;
 use crate::ws::frame::{self, Frame, FrameBuilder, Opcode};
-use conn::{Connection, Role};
+use conn::Connection;
 
 /// The waker's token; connection tokens are slab slots, far below it.
 const WAKER: Token = Token(usize::MAX);
@@ -488,28 +488,18 @@ impl ShardCore {
     /// The info line of a room connection opening (`closed` = `None`: the
     /// connection is in `slot`) or being freed (`closed`: the connection,
     /// already out of the slab); rate-limited per shard (`conn_log.rs`).
-    fn log_connection(
-        &mut self,
-        slot: usize,
-        home: Option<&RoomKey>,
-        peer: Option<std::net::SocketAddr>,
-        closed: Option<&Connection>,
-    ) {
+    fn log_connection(&mut self, slot: usize, peer: Option<std::net::SocketAddr>, closed: Option<&Connection>) {
         match closed {
             None => {
                 let Some(conn) = self.conns.get(slot) else { return };
-                self.webhook_connection(conn, home, WebhookDetail::Connect { peer });
-                self.conn_log.opened(conn, home, peer);
+                self.webhook_connection(conn, WebhookDetail::Connect { peer });
+                self.conn_log.opened(conn, peer);
             }
             Some(conn) => {
                 // No Close frame was exchanged: 1006, as in the session audit.
                 let close_code = conn.close_code.unwrap_or(crate::msg::CLOSE_ABNORMAL);
                 let close_reason = conn_log::close_reason(close_code).into();
-                let home = match &conn.role {
-                    Role::Member(member) => member.home.as_ref(),
-                    Role::Echo => None,
-                };
-                self.webhook_connection(conn, home, WebhookDetail::Disconnect { close_code, close_reason });
+                self.webhook_connection(conn, WebhookDetail::Disconnect { close_code, close_reason });
                 self.conn_log.closed(conn, close_code, self.now_ms());
                 self.hook_disconnect(conn, close_code);
             }
