@@ -8,6 +8,7 @@
 //! - [`admin`]: answers to admin HTTP API requests (from shards and the store).
 
 pub mod admin;
+pub mod remote;
 pub mod store;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use mio::Waker;
 
 pub use admin::{AdminAnswer, AdminReply, ConnInfo};
+pub use remote::RemoteMsg;
 pub use store::{
     CLOSE_ABNORMAL, DayUsage, QueryRequest, REPLY_CHANNEL_MAX, SessionOpen, StoreAnswer, StoreEvent, StoreQuery,
     StoreReply,

@@ -42,9 +42,9 @@ mod write;
 pub use admin::{AdminQuery, AdminRequest, SendTarget};
 pub use extension::Extensions;
 // Answer types live in `msg` (the store answers with them too); named here as well for the API side.
+pub use crate::msg::RemoteMsg;
 pub use crate::msg::{AdminAnswer, AdminReply, ConnInfo};
 pub use refresh::{RefreshAnswer, RefreshLink, RefreshRequest};
-pub use remote::RemoteMsg;
 
 use std::io;
 use std::sync::Arc;
