@@ -1,0 +1,92 @@
+//! The admin HTTP API of one node acts on the whole cluster; stats and
+//! metrics show the cluster link.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::frames::{next_of, wait_for, wait_for_close};
+use crate::nodes::{Cluster, Settings, poll_until};
+
+#[test]
+fn admin_sends_and_kicks_on_one_node_reach_members_on_the_others() {
+    let cluster = Cluster::start(3, Settings::default());
+    let [n1, n2, n3] = [&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]];
+    // Nobody is on n1, where the admin requests are made.
+    let (mut b, welcome_b) = n2.join("adm", "b");
+    let (mut c, _) = n3.join("adm", "c");
+    let (mut d, _) = n3.join("other", "d");
+    wait_for(&mut b, "b", "member_joined c", |f| f["type"] == "member_joined" && f["member"]["user"] == "c");
+
+    let send = |body: Value| {
+        let (status, answer) = n1.post("/api/v1/send", &body);
+        assert_eq!(status, 200, "send {body}: {answer}");
+    };
+
+    send(json!({"room": "adm", "data": {"k": "room"}}));
+    let expected = json!({"type": "broadcast", "to": "room", "room": "adm", "data": {"k": "room"}});
+    assert_eq!(next_of(&mut b, "b", "broadcast"), expected, "b on n2");
+    assert_eq!(next_of(&mut c, "c", "broadcast"), expected, "c on n3");
+
+    send(json!({"user": "d", "data": "u"}));
+    // d's first broadcast: it was not in the room of the first send.
+    assert_eq!(next_of(&mut d, "d", "broadcast"), json!({"type": "broadcast", "to": "user", "data": "u"}));
+
+    send(json!({"connection": welcome_b["conn"], "data": 3}));
+    assert_eq!(next_of(&mut b, "b", "broadcast"), json!({"type": "broadcast", "to": "connection", "data": 3}));
+
+    send(json!({"all": true, "data": "4"}));
+    for (who, client) in [("b", &mut b), ("c", &mut c), ("d", &mut d)] {
+        assert_eq!(next_of(client, who, "broadcast"), json!({"type": "broadcast", "to": "all", "data": "4"}), "{who}");
+    }
+
+    let (status, answer) = n1.post("/api/v1/kick", &json!({"user": "c"}));
+    assert_eq!(status, 200, "kick: {answer}");
+    assert_eq!(wait_for_close(&mut c, "c"), (4003, "kicked by an administrator".to_string()));
+    wait_for(&mut b, "b", "member_left c", |f| f["type"] == "member_left" && f["member"]["user"] == "c");
+}
+
+#[test]
+fn stats_and_metrics_show_the_cluster_link_and_its_three_nodes() {
+    let cluster = Cluster::start(3, Settings::default());
+    let mut numbers = BTreeSet::new();
+    for node in &cluster.nodes {
+        let stats = poll_until(&format!("{}: stats with 3 nodes, link up", node.id), || {
+            let (status, stats) = node.get("/api/v1/stats");
+            let cluster = &stats["cluster"];
+            if status == 200 && cluster["link"] == "up" && cluster["nodes"] == 3 {
+                Ok(stats)
+            } else {
+                Err(stats.to_string())
+            }
+        });
+        let cluster = &stats["cluster"];
+        assert_eq!(cluster["node_id"], node.id.as_str(), "{stats}");
+        let number = cluster["node"].as_u64().unwrap_or_else(|| panic!("no node number: {stats}"));
+        assert!((1..=255).contains(&number), "{stats}");
+        assert!(numbers.insert(number), "node numbers are distinct: {number} twice");
+
+        let metrics = poll_until(&format!("{}: metrics with 3 nodes, link up", node.id), || {
+            let page = node.metrics();
+            let lines: BTreeSet<&str> = page.lines().collect();
+            if lines.contains("roomcast_cluster_link_up 1") && lines.contains("roomcast_cluster_nodes 3") {
+                Ok(page.clone())
+            } else {
+                Err(page.lines().filter(|l| l.starts_with("roomcast_cluster")).collect::<Vec<_>>().join("; "))
+            }
+        });
+        for (family, kind) in [
+            ("roomcast_cluster_link_up", "gauge"),
+            ("roomcast_cluster_nodes", "gauge"),
+            ("roomcast_cluster_published_total", "counter"),
+            ("roomcast_cluster_received_total", "counter"),
+            ("roomcast_cluster_reconnects_total", "counter"),
+            ("roomcast_cluster_dropped_total", "counter"),
+            ("roomcast_cluster_subscriptions", "gauge"),
+            ("roomcast_cluster_remote_members", "gauge"),
+            ("roomcast_cluster_lag_seconds", "histogram"),
+        ] {
+            assert!(metrics.contains(&format!("# TYPE {family} {kind}\n")), "{}: no {kind} {family}", node.id);
+        }
+    }
+}
