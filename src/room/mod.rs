@@ -175,6 +175,17 @@ impl Membership {
     pub fn room_slot(self) -> usize {
         self.room as usize
     }
+
+    /// The three numbers, for the wire between nodes (`cluster::wire`).
+    pub fn to_wire(self) -> [u32; 3] {
+        [self.room, self.member, self.incarnation]
+    }
+
+    /// Back from `to_wire`. The owner checks it like any membership it is
+    /// given (a stale or forged one names no live member: `StaleMembership`).
+    pub fn from_wire([room, member, incarnation]: [u32; 3]) -> Membership {
+        Membership { room, member, incarnation }
+    }
 }
 
 /// Who receives a broadcast.

@@ -29,6 +29,28 @@ impl CloseCode {
     pub const KICKED: CloseCode = CloseCode { code: 4003, reason: "kicked by a host" };
     pub const DENIED: CloseCode = CloseCode { code: 4004, reason: "denied entry by a host" };
 
+    /// Every constant above, so that a close can cross to another node and
+    /// come back as the same constant (`cluster::wire`). Add new ones here.
+    pub const KNOWN: &'static [CloseCode] = &[
+        CloseCode::NORMAL,
+        CloseCode::GOING_AWAY,
+        CloseCode::DEAD_PEER,
+        CloseCode::PROTOCOL,
+        CloseCode::BAD_UTF8,
+        CloseCode::RATE_ABUSE,
+        CloseCode::CONTROL_FLOOD,
+        CloseCode::TOO_BIG,
+        CloseCode::INTERNAL,
+        CloseCode::SLOW_CONSUMER,
+        CloseCode::SHARD_FULL,
+        CloseCode::ROOM_FULL,
+        CloseCode::ROOM_PRIVATE,
+        CloseCode::ROOM_NOT_REGISTERED,
+        CloseCode::TOKEN_EXPIRED,
+        CloseCode::KICKED,
+        CloseCode::DENIED,
+    ];
+
     /// Whether a code received from a peer is one RFC 6455 §7.4 allows on the wire.
     pub fn is_valid_received(code: u16) -> bool {
         matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)

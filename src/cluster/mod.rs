@@ -1,0 +1,3 @@
+//! The cluster: nodes sharing rooms through Redis.
+
+pub mod wire;
