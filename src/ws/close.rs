@@ -25,6 +25,7 @@ impl CloseCode {
     /// connection in (a registry change racing the handshake).
     pub const ROOM_PRIVATE: CloseCode = CloseCode { code: 1008, reason: "room is private" };
     pub const ROOM_NOT_REGISTERED: CloseCode = CloseCode { code: 1008, reason: "room not registered" };
+    pub const OWNER_NODE_LOST: CloseCode = CloseCode { code: 1012, reason: "room owner node lost" };
     pub const TOKEN_EXPIRED: CloseCode = CloseCode { code: 4001, reason: "token expired" };
     pub const KICKED: CloseCode = CloseCode { code: 4003, reason: "kicked by a host" };
     pub const DENIED: CloseCode = CloseCode { code: 4004, reason: "denied entry by a host" };
@@ -49,6 +50,7 @@ impl CloseCode {
         CloseCode::TOKEN_EXPIRED,
         CloseCode::KICKED,
         CloseCode::DENIED,
+        CloseCode::OWNER_NODE_LOST,
     ];
 
     /// Whether a code received from a peer is one RFC 6455 §7.4 allows on the wire.
