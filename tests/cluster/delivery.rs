@@ -13,7 +13,7 @@ use crate::nodes::{Cluster, Settings};
 
 const ROOM: &str = "load";
 /// Messages each publisher sends.
-const PER_PUBLISHER: u64 = 2000;
+const PER_PUBLISHER: u64 = 3000;
 /// Publishes a publisher sends before it waits for the ack of the last one.
 const WINDOW: u64 = 100;
 const PUBLISHERS: [&str; 3] = ["p1", "p2", "p3"];

@@ -32,6 +32,13 @@ pub fn next_event(client: &mut Client) -> Event {
             }
             Ok(Message::Close(None)) => return Event::Closed(1005, String::new()),
             Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                return Event::Failed(format!(
+                    "no frame before the read timeout ({PATIENCE:?} unless the test set another)"
+                ));
+            }
             Err(e) => return Event::Failed(e.to_string()),
         }
     }

@@ -68,7 +68,7 @@ fn a_client_that_left_node_one_resumes_with_since_on_node_two() {
 struct Stream {
     published: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<(u64, Vec<Value>)>,
+    thread: JoinHandle<Result<(u64, Vec<Value>), String>>,
 }
 
 impl Stream {
@@ -86,7 +86,9 @@ impl Stream {
                     match next_event(&mut client) {
                         Event::Frame(frame) if frame["ref"] == json!(n) => break frame,
                         Event::Frame(_) => {}
-                        other => panic!("the publisher's connection ended: {other:?} after {n} publishes"),
+                        // Reported by `stop` (a failing test drops the nodes
+                        // under it, so this is not a failure by itself).
+                        other => return Err(format!("its connection ended: {other:?} after {n} publishes")),
                     }
                 };
                 if answer["type"] == "ack" {
@@ -98,7 +100,7 @@ impl Stream {
                 // rate the 2-core box carries beside the nodes and Redis.
                 std::thread::sleep(Duration::from_millis(2));
             }
-            (n, refused)
+            Ok((n, refused))
         });
         Stream { published, stop, thread }
     }
@@ -110,7 +112,8 @@ impl Stream {
 
     fn stop(self) -> (u64, Vec<Value>) {
         self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().expect("the publisher thread failed")
+        let result = self.thread.join().expect("the publisher thread failed");
+        result.unwrap_or_else(|why| panic!("the publisher: {why}"))
     }
 }
 
@@ -159,17 +162,17 @@ fn a_redis_restart_mid_stream_degrades_then_restores_and_cross_node_delivery_res
 
     cluster.redis.restart();
 
-    for member in [&local, &remote] {
-        let event = member.wait_for("cluster restored", |f| f["type"] == "cluster");
-        assert_eq!(event["state"], "restored", "{}: {event}", member.who);
-        assert!(event["recovered"].is_boolean(), "{}: {event}", member.who);
-    }
     for (i, node) in cluster.nodes.iter_mut().enumerate() {
         node.wait_for_log(down[i], "cluster link up");
         poll_until(&format!("{} /readyz 200", node.id), || match readyz(node) {
             (200, _) => Ok(()),
             other => Err(format!("{other:?}")),
         });
+    }
+    for member in [&local, &remote] {
+        let event = member.wait_for("cluster restored", |f| f["type"] == "cluster");
+        assert_eq!(event["state"], "restored", "{}: {event}", member.who);
+        assert!(event["recovered"].is_boolean(), "{}: {event}", member.who);
     }
 
     // A message published on n1 after the restart reaches n2, and one
