@@ -18,7 +18,7 @@ mod webhooks;
 
 use std::collections::BTreeMap;
 
-pub use cluster::{ClusterStats, LAG_BUCKETS_S};
+pub use cluster::{ClusterGauges, ClusterStats, LAG_BUCKETS_S};
 pub use prometheus::render_prometheus;
 pub use store::{PruneKind, RowKind, StoreGauges, StoreStats};
 pub use webhooks::WebhookStats;
@@ -257,6 +257,9 @@ pub struct ShardMetrics {
     pub connections: u64,
     /// Gauge: rooms held now.
     pub rooms: u64,
+    /// Gauge: members of the shard's rooms that are on other cluster nodes
+    /// (summed into `ClusterStats::remote_members`; 0 outside a cluster).
+    pub remote_members: u64,
     pub connections_opened: u64,
     pub connections_closed: u64,
     pub frames_in: u64,
@@ -428,6 +431,8 @@ pub struct Gauges {
     pub revocations: RevocationMetrics,
     /// The webhook thread's figures; `None` with no `[[webhooks]]`.
     pub webhooks: Option<WebhookStats>,
+    /// The cluster bridge's figures; `None` without `cluster.redis`.
+    pub cluster: Option<ClusterGauges>,
 }
 
 /// What `/metrics` shows of the acceptor's revoked-token set

@@ -296,6 +296,11 @@ impl ServerHandle {
     /// Opens the store, builds the shards, binds the listeners, then starts
     /// the store, shard and acceptor threads, in that order (see the module doc).
     fn start(config: Config, extensions: Extensions) -> anyhow::Result<ServerHandle> {
+        // A bad `cluster.redis` (or rediss://) stops startup first, before
+        // anything is created, not after `Bridge::connect`'s retries.
+        if let Some(url) = &config.cluster.redis {
+            crate::cluster::check_url(url)?;
+        }
         let config = Arc::new(config);
         let mint_secret = match config.auth.mode {
             AuthMode::Jwt => Some(jwt_secret(&config)?),
@@ -363,6 +368,7 @@ impl ServerHandle {
             store: acceptor_store,
             store_monitor,
             webhook_monitor: webhooks.as_ref().map(Webhooks::monitor),
+            cluster_monitor,
             revoked,
             registry,
         };

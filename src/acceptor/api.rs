@@ -14,9 +14,10 @@ use mio::Waker;
 use super::accept::Listener;
 use super::pending::PendingState;
 use super::{Acceptor, unix_now_s};
+use crate::cluster::ClusterMonitor;
 use crate::http::RequestHead;
 use crate::http_api::{self, Access, ApiError, Endpoint, Gather, Outcome, Targets};
-use crate::metrics::{Gauges, LimitKind};
+use crate::metrics::{ClusterGauges, Gauges, LimitKind};
 use crate::revocation::Reason;
 use crate::shard::{AdminQuery, AdminReply, AdminRequest, ShardHandle};
 use crate::store::{QueryRequest, StoreEvent, StoreGauges, StoreMonitor, StoreQuery};
@@ -43,6 +44,8 @@ pub(super) struct ApiState {
     store_monitor: Option<StoreMonitor>,
     /// The webhook thread's figures, for /metrics; `None` with no `[[webhooks]]`.
     pub(super) webhook_monitor: Option<WebhookMonitor>,
+    /// The cluster bridge's figures and link state; `None` without `cluster.redis`.
+    pub(super) cluster_monitor: Option<ClusterMonitor>,
 }
 
 impl ApiState {
@@ -65,6 +68,7 @@ impl ApiState {
             store,
             store_monitor,
             webhook_monitor: None,
+            cluster_monitor: None,
         }
     }
 
@@ -179,6 +183,11 @@ impl Acceptor {
                 }),
                 revocations: self.tokens.revoked.metrics(),
                 webhooks: self.api.webhook_monitor.as_ref().map(WebhookMonitor::snapshot),
+                cluster: self.api.cluster_monitor.as_ref().map(|monitor| {
+                    let mut stats = monitor.snapshot();
+                    stats.remote_members = self.counters.shards.iter().map(|m| m.remote_members).sum();
+                    ClusterGauges { node_id: monitor.node_id().to_owned(), stats }
+                }),
             },
             tenant,
             now_unix_s: unix_now_s(),

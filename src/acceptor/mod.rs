@@ -138,6 +138,9 @@ pub struct AcceptorParts {
     pub store_monitor: Option<StoreMonitor>,
     /// The webhook thread's figures, for /metrics; `None` with no `[[webhooks]]`.
     pub webhook_monitor: Option<crate::webhooks::WebhookMonitor>,
+    /// The cluster bridge's figures and link state, for /metrics, /api/v1/stats
+    /// and /readyz; `None` without `cluster.redis`.
+    pub cluster_monitor: Option<crate::cluster::ClusterMonitor>,
 }
 
 /// The shards' handles, and which of them to wake at the end of the iteration.
@@ -234,6 +237,7 @@ impl Acceptor {
         let pending = PendingTable::new(limits);
         let mut api = ApiState::new(parts.mint_secret, waker, parts.store, parts.store_monitor, shard_count);
         api.webhook_monitor = parts.webhook_monitor;
+        api.cluster_monitor = parts.cluster_monitor;
         let now = Instant::now();
         Ok(Acceptor {
             poll,

@@ -202,8 +202,6 @@ pub struct ClusterConfig {
     pub node_ttl_ms: u64,
     /// Shard → bridge queue bound.
     pub bridge_queue_max: usize,
-    /// Joins one shard holds while it asks who owns their room.
-    pub pending_joins_max: usize,
 }
 
 impl ClusterConfig {

@@ -15,6 +15,12 @@ pub const API_KEY_BYTES_MIN: usize = 16;
 pub const REGISTRY_MAX_LIMIT: usize = 10_000_000;
 /// Largest `rooms.recovery_messages_max`: a room's recovery ring, bounded.
 pub const RECOVERY_MESSAGES_MAX: u32 = 10_000;
+/// Most shards a cluster node may run: a connection id's shard part is
+/// `node * 256 + local shard` (`ids::NODE_SHARD_BASE`), the local shard one byte.
+pub const CLUSTER_SHARDS_MAX: usize = 255;
+/// Shortest `cluster.heartbeat_ms`: Redis is written once per heartbeat.
+pub const CLUSTER_HEARTBEAT_MS_MIN: u64 = 100;
+
 /// Largest `store.busy_timeout_ms` (ten minutes): the store thread may wait
 /// that long for another process's lock, with chat refused meanwhile.
 pub const STORE_BUSY_TIMEOUT_MS_MAX: u64 = 600_000;
@@ -33,7 +39,53 @@ impl Config {
         self.validate_rooms()?;
         self.validate_store()?;
         self.webhook_limits.validate()?;
+        self.validate_cluster()?;
         self.limits.validate()
+    }
+
+    /// `[cluster]`, checked only when `cluster.redis` makes this a node.
+    /// (The URL itself is checked at start, by `cluster::check_url`.)
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        if !cluster.enabled() {
+            return Ok(());
+        }
+        if self.shards > CLUSTER_SHARDS_MAX {
+            return Err(ConfigError::invalid(
+                "shards",
+                format!(
+                    "{} shards (with shards = 0: one per CPU) is over the maximum of \
+                     {CLUSTER_SHARDS_MAX} for a cluster node (cluster.redis is set)",
+                    self.shards
+                ),
+            ));
+        }
+        if cluster.heartbeat_ms < CLUSTER_HEARTBEAT_MS_MIN {
+            return Err(ConfigError::invalid(
+                "cluster.heartbeat_ms",
+                format!("{} is under the minimum of {CLUSTER_HEARTBEAT_MS_MIN}", cluster.heartbeat_ms),
+            ));
+        }
+        if cluster.node_ttl_ms < cluster.heartbeat_ms.saturating_mul(2) {
+            return Err(ConfigError::invalid(
+                "cluster.node_ttl_ms",
+                format!(
+                    "{} is under twice cluster.heartbeat_ms ({}): a live node would be declared dead \
+                     after one late heartbeat",
+                    cluster.node_ttl_ms, cluster.heartbeat_ms
+                ),
+            ));
+        }
+        if cluster.key_prefix.is_empty() || cluster.key_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "cluster.key_prefix",
+                format!("{:?}: must be non-empty and without spaces", cluster.key_prefix),
+            ));
+        }
+        if cluster.bridge_queue_max == 0 {
+            return Err(ConfigError::invalid("cluster.bridge_queue_max", "must be greater than 0"));
+        }
+        Ok(())
     }
 
     fn validate_api(&self) -> Result<(), ConfigError> {
@@ -287,5 +339,48 @@ mod tests {
             let err = assert_names(load_set("log_level", Value::String(bad.into())), "log_level");
             assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
         }
+    }
+
+    /// A config with `cluster.redis` set, and `extra` overrides.
+    fn clustered(extra: &[(&str, Value)]) -> Result<Config, ConfigError> {
+        let mut overrides = vec![("cluster.redis".to_string(), Value::String("redis://127.0.0.1:6379".into()))];
+        overrides.extend(extra.iter().map(|(key, value)| (key.to_string(), value.clone())));
+        Config::load(Sources { overrides, ..Sources::default() })
+    }
+
+    #[test]
+    fn cluster_section_is_checked_only_in_a_cluster() {
+        let config = clustered(&[("shards", int(4))]).unwrap();
+        assert!(config.cluster.enabled());
+        assert_eq!((config.cluster.heartbeat_ms, config.cluster.node_ttl_ms), (2000, 10_000));
+        // Without cluster.redis nothing of [cluster] matters.
+        let alone = Config::load(Sources {
+            overrides: vec![
+                ("shards".into(), int(300)),
+                ("cluster.heartbeat_ms".into(), int(1)),
+                ("cluster.key_prefix".into(), Value::String(String::new())),
+                ("cluster.bridge_queue_max".into(), int(0)),
+            ],
+            ..Sources::default()
+        });
+        assert!(alone.is_ok(), "{alone:?}");
+
+        assert!(clustered(&[("shards", int(255))]).is_ok());
+        let err = assert_names(clustered(&[("shards", int(256))]), "shards");
+        assert!(err.to_string().contains("255"), "{err}");
+        assert!(clustered(&[("cluster.heartbeat_ms", int(100)), ("cluster.node_ttl_ms", int(200))]).is_ok());
+        assert_names(clustered(&[("cluster.heartbeat_ms", int(99))]), "cluster.heartbeat_ms");
+        let err = assert_names(
+            clustered(&[("cluster.heartbeat_ms", int(1000)), ("cluster.node_ttl_ms", int(1999))]),
+            "cluster.node_ttl_ms",
+        );
+        assert!(err.to_string().contains("cluster.heartbeat_ms"), "{err}");
+        assert!(clustered(&[("cluster.heartbeat_ms", int(1000)), ("cluster.node_ttl_ms", int(3000))]).is_ok());
+        for bad in ["", "room cast", "a\tb"] {
+            assert_names(clustered(&[("cluster.key_prefix", Value::String(bad.into()))]), "cluster.key_prefix");
+        }
+        assert!(clustered(&[("cluster.key_prefix", Value::String("test:1".into()))]).is_ok());
+        assert_names(clustered(&[("cluster.bridge_queue_max", int(0))]), "cluster.bridge_queue_max");
+        assert!(clustered(&[("cluster.bridge_queue_max", int(1))]).is_ok());
     }
 }

@@ -150,6 +150,11 @@ pub fn handle(ctx: &Context<'_>, endpoint: &Endpoint, head: &RequestHead, body: 
     match endpoint {
         Endpoint::Healthz => Ok(json_ok(200, &json!({ "status": "ok" }))),
         Endpoint::Readyz if ctx.gauges.draining => Err(ApiError::new(503, "draining", "the server is draining")),
+        Endpoint::Readyz if ctx.gauges.cluster.as_ref().is_some_and(|c| !c.stats.link_up) => Err(ApiError::new(
+            503,
+            "cluster_degraded",
+            "the link to Redis is down: rooms that span nodes cannot reach the other nodes",
+        )),
         Endpoint::Readyz => Ok(json_ok(200, &json!({ "status": "ready" }))),
         Endpoint::Metrics => {
             let text = metrics::render_prometheus(ctx.shards, ctx.acceptor, &ctx.gauges);

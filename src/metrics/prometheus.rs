@@ -336,6 +336,9 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
     if let Some(webhooks) = &gauges.webhooks {
         webhooks.render(&mut out);
     }
+    if let Some(cluster) = &gauges.cluster {
+        cluster.stats.render(&mut out);
+    }
     ProcessStats::read().render(&mut out);
     out
 }
@@ -344,7 +347,7 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
 mod tests {
     use super::*;
     use crate::metrics::process::{process_open_fds, process_rss_bytes};
-    use crate::metrics::{StoreGauges, WebhookStats};
+    use crate::metrics::{ClusterGauges, ClusterStats, StoreGauges, WebhookStats};
 
     #[test]
     fn latency_histograms_render_as_cumulative_buckets() {
@@ -408,6 +411,7 @@ mod tests {
             inbox_depths: vec![0, 0],
             store: Some(StoreGauges::default()),
             webhooks: Some(WebhookStats::default()),
+            cluster: Some(ClusterGauges::default()),
             ..Gauges::default()
         };
         let text = render_prometheus(&[shard, ShardMetrics::default()], &acceptor, &gauges);
@@ -448,6 +452,9 @@ mod tests {
             "process_start_time_seconds",
             "process_resident_memory_bytes",
             "process_open_fds",
+            "roomcast_cluster_link_up",
+            "roomcast_cluster_dropped_total",
+            "roomcast_cluster_lag_seconds",
         ] {
             assert!(types.contains_key(name), "{name} not rendered:\n{text}");
         }
@@ -498,5 +505,52 @@ mod tests {
         assert!(!text.contains("server_full"), "outcomes that never happened are left out:\n{text}");
         assert!(process_rss_bytes().is_some_and(|rss| rss > 0));
         assert!(process_open_fds().is_some_and(|fds| fds >= 3));
+    }
+
+    #[test]
+    fn cluster_families_render_only_in_a_cluster_with_cumulative_lag_buckets() {
+        let alone = render_prometheus(&[ShardMetrics::default()], &AcceptorMetrics::default(), &Gauges::default());
+        assert!(!alone.contains("roomcast_cluster_"), "no cluster families outside a cluster:\n{alone}");
+
+        let mut lag_buckets = [0; crate::metrics::LAG_BUCKETS_S.len() + 1];
+        (lag_buckets[0], lag_buckets[2], lag_buckets[8], lag_buckets[9]) = (2, 3, 1, 4);
+        let stats = ClusterStats {
+            node: 3,
+            link_up: true,
+            nodes: 2,
+            published: 10,
+            received: 9,
+            dropped_undecodable: 1,
+            dropped_link_down: 5,
+            remote_members: 7,
+            lag_buckets,
+            lag_sum_us: 2_500_000,
+            ..ClusterStats::default()
+        };
+        let gauges = Gauges { cluster: Some(ClusterGauges { node_id: "a".into(), stats }), ..Gauges::default() };
+        let text = render_prometheus(&[ShardMetrics::default()], &AcceptorMetrics::default(), &gauges);
+        for line in [
+            "roomcast_cluster_link_up 1",
+            "roomcast_cluster_nodes 2",
+            "roomcast_cluster_published_total 10",
+            "roomcast_cluster_received_total 9",
+            "roomcast_cluster_reconnects_total 0",
+            "roomcast_cluster_fenced_total 0",
+            "roomcast_cluster_subscriptions 0",
+            "roomcast_cluster_remote_members 7",
+            "roomcast_cluster_dropped_total{reason=\"inbox_full\"} 0",
+            "roomcast_cluster_dropped_total{reason=\"undecodable\"} 1",
+            "roomcast_cluster_dropped_total{reason=\"link_down\"} 5",
+            "roomcast_cluster_lag_seconds_bucket{le=\"0.0002\"} 2",
+            "roomcast_cluster_lag_seconds_bucket{le=\"0.0005\"} 2",
+            "roomcast_cluster_lag_seconds_bucket{le=\"0.001\"} 5",
+            "roomcast_cluster_lag_seconds_bucket{le=\"0.25\"} 5",
+            "roomcast_cluster_lag_seconds_bucket{le=\"1\"} 6",
+            "roomcast_cluster_lag_seconds_bucket{le=\"+Inf\"} 10",
+            "roomcast_cluster_lag_seconds_sum 2.5",
+            "roomcast_cluster_lag_seconds_count 10",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
     }
 }

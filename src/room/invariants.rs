@@ -31,6 +31,18 @@ impl Rooms {
         );
         // `join` refuses to create a room past `rooms_max` (`TooManyRooms`).
         ensure!(self.rooms.len() <= self.limits.rooms_max as usize, "{} rooms over rooms_max", self.rooms.len());
+        // `add_member` and `remove_member` move `remote_members` with each
+        // room's cluster lane.
+        let lanes: u64 = self
+            .rooms
+            .iter()
+            .filter_map(|(_, room)| room.per_shard.as_ref().map(|counts| u64::from(counts[self.shards])))
+            .sum();
+        ensure!(
+            lanes == self.remote_members,
+            "remote_members is {}, the rooms' cluster lanes say {lanes}",
+            self.remote_members
+        );
         let mut incarnations = HashSet::new();
         for (slot, room) in &self.rooms {
             let key = &room.key;

@@ -324,6 +324,9 @@ pub struct Rooms {
     audit: AudienceAudit,
     /// Counters for metrics: see [`RecoveryCounts`].
     recovery: RecoveryCounts,
+    /// Members of these rooms on other cluster nodes (the sum of every
+    /// room's cluster lane, `per_shard[shards]`), for metrics.
+    remote_members: u64,
 }
 
 /// What the recovery rings lost, for metrics (monotonic).
@@ -373,6 +376,7 @@ impl Rooms {
             policies: HashMap::new(),
             audit: AudienceAudit::default(),
             recovery: RecoveryCounts::default(),
+            remote_members: 0,
         }
     }
 
@@ -422,6 +426,12 @@ impl Rooms {
     /// What the recovery rings lost so far.
     pub fn recovery_counts(&self) -> RecoveryCounts {
         self.recovery
+    }
+
+    /// Members of the rooms here that are on other cluster nodes, now
+    /// (`roomcast_cluster_remote_members`; 0 outside a cluster).
+    pub fn remote_members(&self) -> u64 {
+        self.remote_members
     }
 
     /// Sets the boot number epochs start with, and whether chat is
@@ -569,6 +579,9 @@ impl Rooms {
             let lane = lane(peer.conn.shard, self.shards);
             let counts = room.per_shard.get_or_insert_with(|| vec![0; self.shards + 1].into_boxed_slice());
             counts[lane] += 1;
+            if lane == self.shards {
+                self.remote_members += 1;
+            }
         }
         if role == Role::Waiting {
             room.waiting += 1;
@@ -717,6 +730,9 @@ impl Rooms {
             let lane = lane(gone.conn.shard, self.shards);
             if let Some(counts) = self.rooms[slot].per_shard.as_mut() {
                 counts[lane] -= 1;
+                if lane == self.shards {
+                    self.remote_members -= 1;
+                }
             }
         }
         let room = &mut self.rooms[slot];

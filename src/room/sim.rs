@@ -851,7 +851,7 @@ impl Sim {
                     };
                     self.store.push_back((s, key, load, limit));
                 }
-                Output::Persist(_) | Output::Chatted { .. } => {}
+                Output::Persist(_) | Output::Chatted { .. } | Output::Closed { .. } => {}
             }
         }
         Ok(())

@@ -52,6 +52,10 @@ pub(super) fn drain(rooms: &mut Rooms) -> Vec<(Vec<ConnId>, serde_json::Value)> 
                 seen.push((Vec::new(), serde_json::json!({ "chatted": &*id })));
                 continue;
             }
+            Output::Closed { key } => {
+                seen.push((Vec::new(), serde_json::json!({ "closed": key.room() })));
+                continue;
+            }
             Output::Broadcast { room, audience, skip, frame } => {
                 let mut to: Vec<ConnId> = rooms.audience(room, audience).filter(|c| Some(*c) != skip).collect();
                 to.sort();
@@ -320,6 +324,28 @@ fn a_local_member_leaving_a_room_with_remote_members_keeps_the_counts() {
     assert!(rooms.leave(local, conn(1), None));
     rooms.check_invariants();
     assert_eq!(rooms.remote_shards(local.room_slot()).collect::<Vec<_>>(), [1]);
+}
+
+#[test]
+fn members_on_other_nodes_are_counted_for_metrics() {
+    let mut rooms = rooms();
+    let (a, b) = (RoomKey::new("", "a"), RoomKey::new("", "b"));
+    let node2 = |slot| ConnId { shard: crate::ids::NODE_SHARD_BASE * 2, slot, generation: 1 };
+    rooms.join(&Peer::new(conn(1), "l", None), &a, false, None).expect("space");
+    let other_shard = rooms.join(&Peer::new(ConnId { shard: 1, slot: 3, generation: 1 }, "s", None), &a, false, None);
+    let far = rooms.join(&Peer::new(node2(1), "r1", None), &a, false, None).expect("space");
+    rooms.join(&Peer::new(node2(2), "r2", None), &b, false, None).expect("space");
+    assert_eq!(rooms.remote_members(), 2, "members on another node only, not on another local shard");
+    rooms.check_invariants();
+    assert!(rooms.leave(far, node2(1), None));
+    assert!(rooms.leave(other_shard.expect("space"), ConnId { shard: 1, slot: 3, generation: 1 }, None));
+    assert_eq!(rooms.remote_members(), 1);
+    let gone: Vec<_> = rooms.members_of_node(2);
+    for (membership, conn) in gone {
+        assert!(rooms.leave(membership, conn, None));
+    }
+    assert_eq!(rooms.remote_members(), 0, "room b went with its last member");
+    rooms.check_invariants();
 }
 
 /// Every output, in order, without expanding broadcasts.

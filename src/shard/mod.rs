@@ -547,6 +547,7 @@ impl ShardCore {
             self.metrics_sent_at = self.now;
             self.metrics.connections = self.conns.len() as u64;
             self.metrics.rooms = self.rooms.len() as u64;
+            self.metrics.remote_members = self.rooms.remote_members();
             let recovery = self.rooms.recovery_counts();
             (self.metrics.recovery_dropped, self.metrics.recovery_refused) = (recovery.dropped, recovery.refused);
             // A full channel only means the reader is behind; the next snapshot replaces this one.

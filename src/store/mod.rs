@@ -652,8 +652,8 @@ mod tests {
         batch.extend((1..=2).map(|seq| chat(&other, seq, None)));
         store.apply(&mut batch);
         let ids = |key: &RoomKey| store.history(key, 100).unwrap().into_iter().map(|e| e.id).collect::<Vec<_>>();
-        assert_eq!(ids(&plain), ["m3".into(), "m4".into(), "m5".into()], "rooms.history_max");
-        assert_eq!(ids(&registered), ["m5".into()], "the registry's history_max");
+        assert_eq!(ids(&plain), ["m3", "m4", "m5"].map(Box::<str>::from), "rooms.history_max");
+        assert_eq!(ids(&registered), [Box::<str>::from("m5")], "the registry's history_max");
         assert_eq!(ids(&other).len(), 2, "other tenants' rooms are their own");
         assert_eq!(store.stats().rows_pruned[PruneKind::Chat as usize], 6);
     }

@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod cli;
 mod close_behaviour;
+mod cluster_config;
 mod conformance;
 mod cross_shard;
 mod handshake;
