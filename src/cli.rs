@@ -86,6 +86,13 @@ pub struct ServeArgs {
     /// Separate address for the admin API and /metrics, "" = off (admin_listen).
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<String>,
+    /// Join a cluster through this Redis, e.g. redis://127.0.0.1:6379 or
+    /// unix:///run/redis.sock (cluster.redis).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+    /// This node's name in the cluster (cluster.node_id; default generated).
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
     /// Set any key, e.g. --set limits.room_members_max=500; repeatable,
     /// applied after the flags above, later ones win.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
@@ -205,6 +212,12 @@ pub fn serve_overrides(args: &ServeArgs) -> Vec<(String, Value)> {
     }
     if let Some(admin) = &args.admin_listen {
         put("admin_listen", Value::String(admin.clone()));
+    }
+    if let Some(redis) = &args.redis {
+        put("cluster.redis", Value::String(redis.clone()));
+    }
+    if let Some(node_id) = &args.node_id {
+        put("cluster.node_id", Value::String(node_id.clone()));
     }
     overrides.extend(args.set.iter().cloned());
     overrides

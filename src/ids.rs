@@ -7,8 +7,40 @@ use std::sync::Arc;
 pub const PERSONAL_PREFIX: &str = "user:";
 pub const GROUP_PREFIX: &str = "group:";
 
-/// Index of a shard thread, `0..shards`.
+/// Index of a shard thread, `0..shards`. In a cluster a value of
+/// `NODE_SHARD_BASE` or more names a shard of another node:
+/// `node << 8 | shard` (`node` 1..=255), so a room's member list, its
+/// fan-out and its replies can name members anywhere with one type.
 pub type ShardId = u16;
+
+/// The first `ShardId` that names a shard of another node. A node has at
+/// most this many shards when it is in a cluster.
+pub const NODE_SHARD_BASE: ShardId = 256;
+
+/// This process's node number in its cluster (1..=255); 0 outside one.
+/// Set once, before any shard starts (`set_node_number`); it only changes
+/// how connection ids are written and read (cluster-wide unique).
+static NODE_NUMBER: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// Records this process's node number (the cluster bridge does, once, at start).
+pub fn set_node_number(node: u8) {
+    NODE_NUMBER.store(u16::from(node), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// This process's node number; 0 when it is not in a cluster.
+pub fn node_number() -> u8 {
+    NODE_NUMBER.load(std::sync::atomic::Ordering::Relaxed) as u8
+}
+
+/// The node a shard id belongs to: `None` for one of this node's shards.
+pub fn remote_node(shard: ShardId) -> Option<u8> {
+    (shard >= NODE_SHARD_BASE).then_some((shard >> 8) as u8)
+}
+
+/// The id of shard `shard` of node `node` as seen from this node.
+pub fn node_shard(node: u8, shard: u8) -> ShardId {
+    if node == node_number() { ShardId::from(shard) } else { ShardId::from(node) << 8 | ShardId::from(shard) }
+}
 
 /// A connection: its shard, its slot in that shard's slab, and the slot's
 /// generation, so a late timer or message aimed at a reused slot is ignored.
@@ -21,9 +53,30 @@ pub struct ConnId {
 
 /// On the wire a connection id is the string `"{shard}.{slot}.{generation}"`
 /// (a string, because JavaScript numbers cannot hold 64 bits).
+/// In a cluster, a connection of this node is written with this node's
+/// number in the shard part (`node << 8 | shard`), as other nodes name it,
+/// so an id means the same connection everywhere.
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.shard, self.slot, self.generation)
+        let node = ShardId::from(node_number());
+        let shard = if self.shard < NODE_SHARD_BASE && node != 0 { node << 8 | self.shard } else { self.shard };
+        write!(f, "{}.{}.{}", shard, self.slot, self.generation)
+    }
+}
+
+impl ConnId {
+    /// Reads the `Display` form back, mapping this node's own ids to
+    /// their local shard.
+    pub fn parse(text: &str) -> Option<ConnId> {
+        let mut parts = text.split('.');
+        let shard: ShardId = parts.next()?.parse().ok()?;
+        let slot = parts.next()?.parse().ok()?;
+        let generation = parts.next()?.parse().ok()?;
+        let shard = match remote_node(shard) {
+            Some(node) if node == node_number() => shard & 0xff,
+            _ => shard,
+        };
+        parts.next().is_none().then_some(ConnId { shard, slot, generation })
     }
 }
 

@@ -38,6 +38,7 @@ pub mod config;
 // (docs/architecture.md §0), not for users of the library.
 mod acceptor;
 mod auth;
+mod cluster;
 mod http;
 mod http_api;
 mod ids;

@@ -10,6 +10,7 @@
 //! written in `metrics/prometheus.rs`; `/proc/self` is read in
 //! `metrics/process.rs`.
 
+mod cluster;
 mod process;
 mod prometheus;
 mod store;
@@ -17,6 +18,7 @@ mod webhooks;
 
 use std::collections::BTreeMap;
 
+pub use cluster::{ClusterStats, LAG_BUCKETS_S};
 pub use prometheus::render_prometheus;
 pub use store::{PruneKind, RowKind, StoreGauges, StoreStats};
 pub use webhooks::WebhookStats;
@@ -87,10 +89,14 @@ pub enum LimitKind {
     RegistryDeferred,
     /// Ping/Pong frames past `limits.control_frames_per_s`: Close 1008.
     ControlFlood,
+    /// The cluster bridge's queue was full (`cluster.bridge_queue_max`): a
+    /// message for another node waits for the next iteration, or is dropped
+    /// past `limits.shard_outbox_max`.
+    ClusterQueueFull,
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 33] = [
+    pub const ALL: [LimitKind; 34] = [
         LimitKind::MessageTooBig,
         LimitKind::RateLimited,
         LimitKind::RateAbuse,
@@ -124,6 +130,7 @@ impl LimitKind {
         LimitKind::RegistryFull,
         LimitKind::RegistryDeferred,
         LimitKind::ControlFlood,
+        LimitKind::ClusterQueueFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -161,6 +168,7 @@ impl LimitKind {
             LimitKind::RegistryFull => "registry_full",
             LimitKind::RegistryDeferred => "registry_deferred",
             LimitKind::ControlFlood => "control_flood",
+            LimitKind::ClusterQueueFull => "cluster_queue_full",
         }
     }
 

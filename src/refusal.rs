@@ -159,7 +159,74 @@ pub enum Limit {
     ShardFull,
 }
 
+/// The refusals that may cross to another node (`cluster::wire`), each by a
+/// stable number: its index here. Append only; never reorder or remove, or
+/// nodes of two versions misread each other. Absent: the refusals that carry
+/// another module's text (`TokenRefused`, `Request(MissingField | BadField)`),
+/// which are answered where they are made and never travel.
+const WIRE: [Refusal; 48] = [
+    Refusal::Request(RequestError::BadJson),
+    Refusal::Request(RequestError::MissingType),
+    Refusal::Request(RequestError::UnknownType),
+    Refusal::Request(RequestError::Unreadable),
+    Refusal::RoomFull,
+    Refusal::ShardRoomsFull,
+    Refusal::RoomNotRegistered,
+    Refusal::RoomPrivate,
+    Refusal::RoleForbids,
+    Refusal::NotJoined,
+    Refusal::StaleMembership,
+    Refusal::KickSelf,
+    Refusal::ChatEmpty,
+    Refusal::ChatIdInvalid,
+    Refusal::ChatIdTaken,
+    Refusal::ChatTooLong,
+    Refusal::NoSuchChat,
+    Refusal::NotAdmitted,
+    Refusal::NotAskedToShare,
+    Refusal::NotSharing,
+    Refusal::NotWaiting,
+    Refusal::NoSuchMember,
+    Refusal::NoSignalTarget,
+    Refusal::ScreenshareBusy,
+    Refusal::AlreadyJoined,
+    Refusal::ConnectionRoomsFull,
+    Refusal::CannotLeave,
+    Refusal::JoinPending,
+    Refusal::UserOffline,
+    Refusal::Overloaded,
+    Refusal::BadRoom,
+    Refusal::TokenForbidsRoom,
+    Refusal::PermMissing(Perm::Publish),
+    Refusal::PermMissing(Perm::Join),
+    Refusal::PermMissing(Perm::Direct),
+    Refusal::PermMissing(Perm::Chat),
+    Refusal::PermMissing(Perm::Signal),
+    Refusal::RefreshUnsupported,
+    Refusal::RefreshOverloaded,
+    Refusal::RefreshSingleUse,
+    Refusal::RefreshOtherIdentity,
+    Refusal::RefreshRoomClaim,
+    Refusal::RateLimited,
+    Refusal::StoreOverloaded,
+    Refusal::StoreFailed,
+    Refusal::Internal,
+    Refusal::Draining,
+    Refusal::ServerFull,
+];
+
 impl Refusal {
+    /// This refusal's stable number between nodes (`WIRE`); `None` for
+    /// those that never travel.
+    pub fn wire_id(self) -> Option<u8> {
+        WIRE.iter().position(|&refusal| refusal == self).and_then(|at| u8::try_from(at).ok())
+    }
+
+    /// The refusal numbered `id` by `wire_id`, if there is one.
+    pub fn from_wire_id(id: u8) -> Option<Refusal> {
+        WIRE.get(usize::from(id)).copied()
+    }
+
     /// The `error` frame's `code`.
     pub fn code(self) -> &'static str {
         match self {
@@ -460,6 +527,30 @@ mod tests {
             assert!(!refusal.code().is_empty() && !refusal.message().is_empty(), "{refusal:?}");
             assert!(seen.insert((refusal.code(), refusal.message())), "{refusal:?} repeats another's text");
         }
+    }
+
+    #[test]
+    fn every_refusal_that_travels_round_trips_by_its_wire_id() {
+        for refusal in ALL {
+            let id = refusal.wire_id();
+            if matches!(refusal, Refusal::TokenRefused { .. }) {
+                assert_eq!(id, None, "auth's text cannot cross nodes");
+                continue;
+            }
+            let id = id.unwrap_or_else(|| panic!("{refusal:?} has no wire id: append it to WIRE"));
+            assert_eq!(Refusal::from_wire_id(id), Some(refusal));
+        }
+        for error in
+            [RequestError::BadJson, RequestError::MissingType, RequestError::UnknownType, RequestError::Unreadable]
+        {
+            let refusal = Refusal::Request(error);
+            assert_eq!(refusal.wire_id().and_then(Refusal::from_wire_id), Some(refusal));
+        }
+        assert_eq!(Refusal::Request(RequestError::MissingField("data")).wire_id(), None);
+        assert_eq!(Refusal::Request(RequestError::BadField("x")).wire_id(), None);
+        let ids: std::collections::HashSet<u8> = WIRE.iter().filter_map(|r| r.wire_id()).collect();
+        assert_eq!(ids.len(), WIRE.len(), "WIRE holds no refusal twice");
+        assert_eq!(Refusal::from_wire_id(u8::try_from(WIRE.len()).unwrap_or(u8::MAX)), None);
     }
 
     #[test]

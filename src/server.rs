@@ -32,6 +32,7 @@ use crate::revocation::RevokedTokens;
 use crate::shard::extension::{ClientInfo, Context, HandlerError, HookRefusal};
 use crate::shard::{Extensions, RefreshLink, Shard, ShardHandle, ShardSettings};
 use crate::store::{Database, Store, StoreEvent, StoreMonitor, StoreSettings, StoreStats};
+use crate::cluster::{Bridge, BridgeThreads};
 use crate::webhooks::Webhooks;
 
 /// The entry point of roomcast as a library: [`Server::builder`].
@@ -232,6 +233,8 @@ pub struct ServerHandle {
     store_thread: Option<JoinHandle<StoreStats>>,
     /// The webhook thread; `None` with no `[[webhooks]]`.
     webhooks: Option<Webhooks>,
+    /// The cluster bridge; `None` without `cluster.redis`.
+    bridge: Option<BridgeThreads>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -315,6 +318,11 @@ impl ServerHandle {
         let acceptor_poll = AcceptorPoll::new().context("acceptor poll")?;
         let (refresh_tx, refresh_rx) = crossbeam_channel::bounded(acceptor::REFRESH_QUEUE_MAX);
         let (metrics_tx, metrics_rx) = crossbeam_channel::bounded(config.shards * 4);
+        // Before the shards: the node's number in the cluster is part of every connection id.
+        let bridge = match config.cluster.enabled() {
+            true => Some(Bridge::connect(&config.cluster, config.shards)?),
+            false => None,
+        };
         let settings = Arc::new(ShardSettings {
             limits: config.limits.clone(),
             rooms: config.rooms.clone(),
@@ -327,6 +335,7 @@ impl ServerHandle {
             connection_log_lines_per_s: config.log.connection_lines_per_s,
             extensions,
             webhooks: webhooks.as_ref().map(Webhooks::handle),
+            cluster: bridge.as_ref().map(Bridge::queue),
         });
         let (built, shards) = build_shards(&config, &settings, &registered)?;
 
@@ -335,6 +344,8 @@ impl ServerHandle {
         let listeners = bind_listeners(&config)?;
         let (store_thread, store_monitor) = spawn_store(&config, database, store_rx, &shards)?;
         let shard_threads = spawn_shards(&config, built, &shards)?;
+        let cluster_monitor = bridge.as_ref().map(Bridge::monitor);
+        let bridge = bridge.map(|bridge| bridge.start(shards.clone())).transpose()?;
 
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
         let acceptor_waker = acceptor_poll.waker();
@@ -367,6 +378,7 @@ impl ServerHandle {
             acceptor_waker,
             store_thread,
             webhooks,
+            bridge,
         })
     }
 
@@ -421,6 +433,10 @@ impl ServerHandle {
         // writes what is left in its queue and returns.
         if let Some(store) = self.store_thread {
             let _ = store.join();
+        }
+        // The shards held the bridge's queue: it now leaves the cluster and stops.
+        if let Some(bridge) = self.bridge {
+            bridge.join();
         }
         // Likewise for the webhooks: with every source gone, it gives what it
         // holds one last attempt (bounded by the endpoints' timeouts).

@@ -94,7 +94,7 @@ impl Acceptor {
         let Some(unsent) = self.tokens.refresh.unsent.get_mut(shard) else { return };
         let answer = if unsent.is_empty() {
             match self.shards.try_send(shard, ShardMsg::Refreshed(answer)) {
-                Ok(()) | Err(ShardMsg::Handoff(_) | ShardMsg::Remote(..)) => return,
+                Ok(()) | Err(ShardMsg::Handoff(_) | ShardMsg::Remote(..) | ShardMsg::Cluster(_)) => return,
                 Err(ShardMsg::Refreshed(answer)) => {
                     tracing::warn!(shard, "shard inbox full: refresh answers wait on the acceptor");
                     answer
@@ -121,7 +121,7 @@ impl Acceptor {
                         unsent.push_front(answer);
                         break;
                     }
-                    Err(ShardMsg::Handoff(_) | ShardMsg::Remote(..)) => queue.unsent_len -= 1,
+                    Err(ShardMsg::Handoff(_) | ShardMsg::Remote(..) | ShardMsg::Cluster(_)) => queue.unsent_len -= 1,
                 }
             }
         }

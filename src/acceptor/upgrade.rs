@@ -141,7 +141,7 @@ impl Acceptor {
                 self.counters.acceptor.last_upgrade_unix_s = unix_now_s();
             }
             Err(ShardMsg::Handoff(handoff)) => self.refuse_handoff(handoff.stream, listener, peer, shard),
-            Err(ShardMsg::Remote(..) | ShardMsg::Refreshed(_)) => {}
+            Err(ShardMsg::Remote(..) | ShardMsg::Refreshed(_) | ShardMsg::Cluster(_)) => {}
         }
     }
 

@@ -1,7 +1,7 @@
 //! The text layers: `ROOMCAST_*` environment variables and `--set KEY=VALUE`,
 //! each value typed by its key's default in the schema.
 
-use super::raw::{ENV_ALIAS_JWT_SECRET, Layer, Merged, Schema};
+use super::raw::{ENV_ALIAS_JWT_SECRET, ENV_ALIAS_REDIS, Layer, Merged, Schema};
 use super::{ConfigError, ENV_PREFIX};
 
 /// Parses `text` by the type of `key`'s default, as for an env variable
@@ -12,21 +12,31 @@ pub fn parse_key_value(key: &str, text: &str) -> Result<toml::Value, ConfigError
 }
 
 /// Applies `ROOMCAST_*` variables. `ROOMCAST_JWT_SECRET` is an alias of
-/// `ROOMCAST_AUTH_JWT_SECRET` (which wins when both are set);
+/// `ROOMCAST_AUTH_JWT_SECRET` and `ROOMCAST_REDIS` of
+/// `ROOMCAST_CLUSTER_REDIS` (the full name wins when both are set);
 /// any other `ROOMCAST_*` name that is not a key is an error.
 pub(super) fn apply_env(schema: &Schema, merged: &mut Merged, env: &[(String, String)]) -> Result<(), ConfigError> {
     let ours = env.iter().filter(|(name, _)| name.starts_with(ENV_PREFIX));
-    let (aliases, names): (Vec<_>, Vec<_>) = ours.partition(|(name, _)| name == ENV_ALIAS_JWT_SECRET);
+    let (aliases, names): (Vec<_>, Vec<_>) = ours.partition(|(name, _)| alias_key(name).is_some());
     for (name, value) in aliases.into_iter().chain(names) {
-        let key = match name.as_str() {
-            ENV_ALIAS_JWT_SECRET => "auth.jwt_secret",
-            _ => schema.key_for_env(name).ok_or_else(|| ConfigError::UnknownEnv { name: name.clone() })?,
+        let key = match alias_key(name) {
+            Some(key) => key,
+            None => schema.key_for_env(name).ok_or_else(|| ConfigError::UnknownEnv { name: name.clone() })?,
         };
         let layer = Layer::Env(name.clone());
         let value = schema.parse_text(&layer, key, value)?;
         merged.set(schema, &layer, key, value)?;
     }
     Ok(())
+}
+
+/// The key a short env alias stands for.
+fn alias_key(name: &str) -> Option<&'static str> {
+    match name {
+        ENV_ALIAS_JWT_SECRET => Some("auth.jwt_secret"),
+        ENV_ALIAS_REDIS => Some("cluster.redis"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub use error::ConfigError;
 pub use limits::{HANDSHAKE_HEAD_BYTES_MIN, Limits, OUTBOUND_GRACE_MS_MAX};
 use raw::{Layer, Merged, RawConfig, Schema};
 pub use sections::{
-    ApiConfig, AuthConfig, AuthMode, HttpConfig, LogConfig, LogFormat, NetConfig, RoomsConfig, ShutdownConfig,
+    ApiConfig, AuthConfig, AuthMode, ClusterConfig, HttpConfig, LogConfig, LogFormat, NetConfig, RoomsConfig, ShutdownConfig,
     StoreConfig, Synchronous, TenantConfig,
 };
 pub use validate::{
@@ -98,6 +98,7 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub store: StoreConfig,
     pub shutdown: ShutdownConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
     /// `[[webhooks]]`: HTTP endpoints that get room events (empty = no webhook thread).
     pub webhooks: Vec<WebhookConfig>,
@@ -218,6 +219,7 @@ impl Config {
             rooms: raw.rooms,
             store: raw.store,
             shutdown: raw.shutdown,
+            cluster: raw.cluster,
             log: raw.log,
             webhooks,
             webhook_limits: raw.webhook_limits,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use super::{
-    ApiConfig, ConfigError, ENV_PREFIX, HttpConfig, Limits, LogConfig, LogFormat, NetConfig, RoomsConfig,
+    ApiConfig, ClusterConfig, ConfigError, ENV_PREFIX, HttpConfig, Limits, LogConfig, LogFormat, NetConfig, RoomsConfig,
     ShutdownConfig, StoreConfig, TenantConfig,
 };
 
@@ -24,6 +24,8 @@ pub(super) const UNSET_STRING_KEYS: &[&str] = &["auth.jwt_secret"];
 
 /// Env alias for `auth.jwt_secret`, the one setting people pass most.
 pub(super) const ENV_ALIAS_JWT_SECRET: &str = "ROOMCAST_JWT_SECRET";
+/// Env alias for `cluster.redis` (the issue and the README spell it so).
+pub(super) const ENV_ALIAS_REDIS: &str = "ROOMCAST_REDIS";
 
 /// The merged table deserializes into this; strings stay strings here
 /// (empty = unset) and become `Option`s in `Config::from_raw`.
@@ -48,6 +50,7 @@ pub(super) struct RawConfig {
     pub rooms: RoomsConfig,
     pub store: StoreConfig,
     pub shutdown: ShutdownConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
     pub webhooks: Vec<super::webhooks::RawWebhook>,
     pub webhook_limits: super::WebhookLimits,

@@ -183,3 +183,36 @@ pub struct ShutdownConfig {
     /// Longest wait for connections to close before exiting.
     pub drain_timeout_ms: u64,
 }
+
+/// `[cluster]`: membership of a cluster over Redis (`cluster.redis` set).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Redis URL; `None`: a single node.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub redis: Option<String>,
+    /// This node's name; `None`: generated at start.
+    #[serde(deserialize_with = "empty_is_none")]
+    pub node_id: Option<String>,
+    /// Prefix of every Redis key and channel.
+    pub key_prefix: String,
+    /// Liveness refresh and dead-node scan period, ms.
+    pub heartbeat_ms: u64,
+    /// Liveness key lifetime, ms.
+    pub node_ttl_ms: u64,
+    /// Shard → bridge queue bound.
+    pub bridge_queue_max: usize,
+    /// Joins one shard holds while it asks who owns their room.
+    pub pending_joins_max: usize,
+}
+
+impl ClusterConfig {
+    pub fn enabled(&self) -> bool {
+        self.redis.is_some()
+    }
+}
+
+fn empty_is_none<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Ok((!text.trim().is_empty()).then_some(text))
+}

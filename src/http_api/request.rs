@@ -99,13 +99,7 @@ pub(super) fn limit_param(head: &RequestHead) -> Result<usize, ApiError> {
 
 /// `"{shard}.{slot}.{generation}"`, as `welcome` and the listings give it.
 pub(super) fn parse_conn_id(text: &str) -> Option<ConnId> {
-    let mut parts = text.split('.');
-    let id = ConnId {
-        shard: parts.next()?.parse().ok()?,
-        slot: parts.next()?.parse().ok()?,
-        generation: parts.next()?.parse().ok()?,
-    };
-    parts.next().is_none().then_some(id)
+    ConnId::parse(text)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! - [`admin`]: answers to admin HTTP API requests (from shards and the store).
 
 pub mod admin;
+pub mod cluster;
 pub mod remote;
 pub mod store;
 
@@ -17,6 +18,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use mio::Waker;
 
 pub use admin::{AdminAnswer, AdminReply, ConnInfo};
+pub use cluster::{ClusterIn, ClusterOut};
 pub use remote::RemoteMsg;
 pub use store::{
     CLOSE_ABNORMAL, DayUsage, QueryRequest, REPLY_CHANNEL_MAX, SessionOpen, StoreAnswer, StoreEvent, StoreQuery,

@@ -501,3 +501,14 @@ mod tests {
         assert_eq!(value["message"], "slow \"down\"");
     }
 }
+
+/// `{"type":"cluster","state":"degraded"}` when the node lost its link to
+/// the cluster, `{"type":"cluster","state":"restored","recovered":false}`
+/// when it is back (messages of the outage may be missing).
+pub fn encode_cluster_state(out: &mut Vec<u8>, up: bool) {
+    out.extend_from_slice(if up {
+        b"{\"type\":\"cluster\",\"state\":\"restored\",\"recovered\":false}".as_slice()
+    } else {
+        b"{\"type\":\"cluster\",\"state\":\"degraded\"}".as_slice()
+    });
+}

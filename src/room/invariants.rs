@@ -75,7 +75,7 @@ impl Rooms {
     /// The members of one room against its counters and roles.
     fn verify_members(&self, room: &super::Room) -> Result<(), String> {
         let key = &room.key;
-        let mut per_shard = vec![0u32; self.shards];
+        let mut per_shard = vec![0u32; self.shards + 1];
         let (mut waiting, mut hosts) = (0u32, 0usize);
         let mut arrivals = HashSet::new();
         for (_, member) in &room.members {
@@ -106,7 +106,7 @@ impl Rooms {
                 member.conn
             );
             if member.conn.shard != self.shard {
-                let Some(count) = per_shard.get_mut(member.conn.shard as usize % self.shards) else {
+                let Some(count) = per_shard.get_mut(super::lane(member.conn.shard, self.shards)) else {
                     return Err(format!("member {} of {key:?} on shard out of range", member.conn));
                 };
                 *count += 1;

@@ -175,6 +175,17 @@ impl Membership {
     pub fn room_slot(self) -> usize {
         self.room as usize
     }
+
+    /// The three numbers, for the wire between nodes (`cluster::wire`).
+    pub fn to_wire(self) -> [u32; 3] {
+        [self.room, self.member, self.incarnation]
+    }
+
+    /// Back from `to_wire`. The owner checks it like any membership it is
+    /// given (a stale or forged one names no live member: `StaleMembership`).
+    pub fn from_wire([room, member, incarnation]: [u32; 3]) -> Membership {
+        Membership { room, member, incarnation }
+    }
 }
 
 /// Who receives a broadcast.
@@ -230,6 +241,9 @@ pub enum Output {
     /// A chat message the room accepted, for the webhooks; only made when
     /// `Rooms::reporting_chats` turned it on.
     Chatted { key: RoomKey, sender: ConnId, id: Box<str>, author: Box<str>, text: Box<str> },
+    /// The room `key` lost its last member and is gone; only made when
+    /// `Rooms::reporting_closed` turned it on.
+    Closed { key: RoomKey },
 }
 
 #[derive(Debug)]
@@ -274,6 +288,13 @@ struct Member {
     arrival: u64,
 }
 
+/// Where a member on shard `shard` is counted in `Room::per_shard` (of
+/// `shards + 1` entries): its shard of this node, or the last entry for
+/// every other node of a cluster.
+fn lane(shard: ShardId, shards: usize) -> usize {
+    if crate::ids::remote_node(shard).is_some() { shards } else { shard as usize % shards }
+}
+
 /// Every room a shard owns.
 #[derive(Debug)]
 pub struct Rooms {
@@ -294,6 +315,8 @@ pub struct Rooms {
     durable: bool,
     /// Accepted chat messages are reported as `Output::Chatted` (webhooks want them).
     report_chats: bool,
+    /// Rooms that go away are reported as `Output::Closed` (a cluster node wants them).
+    report_closed: bool,
     /// Registry settings of the rooms this shard owns, live or not (at most
     /// `rooms.registry_max` over all shards; `registry::Registry` checks).
     policies: HashMap<RoomKey, RoomPolicy>,
@@ -346,6 +369,7 @@ impl Rooms {
             incarnations: 0,
             durable: false,
             report_chats: false,
+            report_closed: false,
             policies: HashMap::new(),
             audit: AudienceAudit::default(),
             recovery: RecoveryCounts::default(),
@@ -542,8 +566,9 @@ impl Rooms {
         let arrival = room.arrivals;
         let member = room.members.insert(Member { conn: peer.conn, peer: Arc::clone(peer), quiet, role, arrival });
         if peer.conn.shard != self.shard {
-            let counts = room.per_shard.get_or_insert_with(|| vec![0; self.shards].into_boxed_slice());
-            counts[peer.conn.shard as usize % self.shards] += 1;
+            let lane = lane(peer.conn.shard, self.shards);
+            let counts = room.per_shard.get_or_insert_with(|| vec![0; self.shards + 1].into_boxed_slice());
+            counts[lane] += 1;
         }
         if role == Role::Waiting {
             room.waiting += 1;
@@ -688,14 +713,19 @@ impl Rooms {
     fn remove_member(&mut self, slot: usize, member: usize) {
         let room = &mut self.rooms[slot];
         let gone = room.members.remove(member);
-        if gone.conn.shard != self.shard
-            && let Some(counts) = room.per_shard.as_mut()
-        {
-            counts[gone.conn.shard as usize % self.shards] -= 1;
+        if gone.conn.shard != self.shard {
+            let lane = lane(gone.conn.shard, self.shards);
+            if let Some(counts) = self.rooms[slot].per_shard.as_mut() {
+                counts[lane] -= 1;
+            }
         }
+        let room = &mut self.rooms[slot];
         if room.members.is_empty() {
             let room = self.rooms.remove(slot);
             self.index.remove(&room.key);
+            if self.report_closed {
+                self.outputs.push_back(Output::Closed { key: room.key });
+            }
             return;
         }
         if gone.role == Role::Waiting {
@@ -895,17 +925,56 @@ impl Rooms {
         })
     }
 
-    /// The other shards with members in the room in slot `room`.
+    /// The other shards of this node with members in the room in slot `room`.
     pub fn remote_shards(&self, room: usize) -> impl Iterator<Item = ShardId> + '_ {
-        let shard = self.shard;
+        let (shard, shards) = (self.shard, self.shards);
         self.rooms.get(room).into_iter().flat_map(move |room| {
             room.per_shard
                 .iter()
                 .flat_map(|counts| counts.iter())
                 .enumerate()
-                .filter(move |&(s, &n)| n > 0 && s != shard as usize)
+                .filter(move |&(s, &n)| n > 0 && s != shard as usize && s < shards)
                 .map(|(s, _)| s as ShardId)
         })
+    }
+
+    /// Members of the room in slot `room` on other nodes of the cluster.
+    pub fn cluster_members(&self, room: usize) -> u32 {
+        let lane = self.shards;
+        self.rooms.get(room).and_then(|room| room.per_shard.as_ref()).map_or(0, |counts| counts[lane])
+    }
+
+    /// Every membership of a connection of cluster node `node` (0: of any
+    /// other node) in the rooms here (that node died, or this one was cut
+    /// off: they are removed with `leave`).
+    pub fn members_of_node(&self, node: u8) -> Vec<(Membership, ConnId)> {
+        let mut found = Vec::new();
+        for (slot, room) in &self.rooms {
+            if room.per_shard.as_ref().is_none_or(|counts| counts[self.shards] == 0) {
+                continue;
+            }
+            for (member, entry) in &room.members {
+                let of = crate::ids::remote_node(entry.conn.shard);
+                if of.is_some() && (node == 0 || of == Some(node)) {
+                    let membership =
+                        Membership { room: slot as u32, member: member as u32, incarnation: room.incarnation as u32 };
+                    found.push((membership, entry.conn));
+                }
+            }
+        }
+        found
+    }
+
+    /// Whether a room `key` lives here now.
+    pub fn contains(&self, key: &RoomKey) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// Emit `Output::Closed` when a room goes away (a cluster node then
+    /// gives up its claim on it).
+    pub fn reporting_closed(mut self, on: bool) -> Rooms {
+        self.report_closed = on;
+        self
     }
 
     /// Every member of room `key` with its role (admin listings).

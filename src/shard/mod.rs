@@ -28,6 +28,7 @@
 mod admin;
 mod admit;
 mod closing;
+mod cluster_link;
 pub mod conn;
 mod conn_log;
 pub mod extension;
@@ -86,6 +87,8 @@ pub enum ShardMsg {
     Remote(ShardId, Vec<RemoteMsg>),
     /// The acceptor's verdict on a connection's `refresh` (`refresh.rs`).
     Refreshed(Box<RefreshAnswer>),
+    /// From the cluster bridge (`cluster_link.rs`).
+    Cluster(crate::msg::ClusterIn),
 }
 
 #[derive(Debug)]
@@ -125,6 +128,21 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
+    /// Queues `msg`, waiting up to `patience` for room in the inbox, and
+    /// wakes the shard; for the cluster bridge, which must not drop what
+    /// Redis gave it while a shard is only briefly busy.
+    pub fn send_within(&self, msg: ShardMsg, patience: Duration) -> Result<(), ShardMsg> {
+        let sent = self.inbox.send_timeout(msg, patience).map_err(|e| match e {
+            crossbeam_channel::SendTimeoutError::Timeout(msg) | crossbeam_channel::SendTimeoutError::Disconnected(msg) => {
+                msg
+            }
+        });
+        if sent.is_ok() {
+            self.wake();
+        }
+        sent
+    }
+
     /// Queues `msg` without blocking; the caller wakes the shard once per batch.
     pub fn try_send(&self, msg: ShardMsg) -> Result<(), ShardMsg> {
         self.inbox.try_send(msg).map_err(|e| match e {
@@ -188,6 +206,8 @@ pub struct ShardSettings {
     pub extensions: Extensions,
     /// Where webhook events go (`[[webhooks]]`); `None`: nowhere.
     pub webhooks: Option<crate::webhooks::WebhookHandle>,
+    /// The cluster bridge's queue; `None` outside a cluster.
+    pub cluster: Option<Sender<crate::msg::ClusterOut>>,
 }
 
 pub struct Shard {
@@ -272,7 +292,8 @@ impl Shard {
             },
         )
         .with_store(settings.boot, settings.store.is_some())
-        .reporting_chats(settings.webhooks.as_ref().is_some_and(|w| w.wants(WebhookEventKind::Chat)));
+        .reporting_chats(settings.webhooks.as_ref().is_some_and(|w| w.wants(WebhookEventKind::Chat)))
+        .reporting_closed(settings.cluster.is_some());
         let core = ShardCore {
             id,
             conns: Slab::with_capacity(connections_max.min(1 << 16)),
@@ -313,6 +334,7 @@ impl Shard {
     /// reach the owners of rooms its connections join. Call before `run`.
     pub fn connect_peers(&mut self, peers: Vec<ShardHandle>) {
         self.core.remote.peers = peers;
+        self.core.remote.own = self.id;
     }
 
     /// The registry settings of the rooms this shard owns, before `run`.
@@ -390,6 +412,7 @@ impl Shard {
                     }
                 }
                 Ok(ShardMsg::Refreshed(answer)) => self.core.on_refreshed(*answer),
+                Ok(ShardMsg::Cluster(msg)) => self.core.on_cluster(msg),
                 Err(_) => break,
             }
         }

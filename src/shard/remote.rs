@@ -69,6 +69,11 @@ pub struct RemoteState {
     mirrors: HashMap<RoomKey, Vec<Mirrored>>,
     /// The shards one broadcast goes to, reused so a fan-out allocates nothing.
     shards_scratch: Vec<ShardId>,
+    /// For the cluster bridge, in order, until the end of the iteration
+    /// (`cluster_link.rs`); always empty outside a cluster.
+    pub cluster_out: Vec<crate::msg::ClusterOut>,
+    /// This shard's own id (the sender of what goes to other nodes).
+    pub own: ShardId,
 }
 
 impl RemoteState {
@@ -78,21 +83,43 @@ impl RemoteState {
             outbox: (0..shards).map(|_| Vec::new()).collect(),
             mirrors: HashMap::new(),
             shards_scratch: Vec::with_capacity(shards),
+            cluster_out: Vec::new(),
+            own: 0,
         }
     }
 
     /// Whether messages wait for a shard whose inbox was full.
     pub fn has_backlog(&self) -> bool {
-        self.outbox.iter().any(|batch| !batch.is_empty())
+        self.outbox.iter().any(|batch| !batch.is_empty()) || !self.cluster_out.is_empty()
     }
 
     /// Queues a message that must not be dropped: replies that keep
     /// membership consistent on both sides. Bounded by the requests that
-    /// caused them, each of which passed `send_bounded`'s check.
+    /// caused them, each of which passed `send_bounded`'s check. A shard
+    /// of another node is reached through the cluster bridge.
     pub fn send_control(&mut self, shard: ShardId, msg: RemoteMsg) {
-        if let Some(batch) = self.outbox.get_mut(shard as usize) {
+        if crate::ids::remote_node(shard).is_some() {
+            let from = self.own_id();
+            self.push_to_node(from, shard, msg);
+        } else if let Some(batch) = self.outbox.get_mut(shard as usize) {
             batch.push(msg);
         }
+    }
+
+    /// Queues `msg` for shard `to` of another node, in the same
+    /// `ToShard` as the message before it when that went there too.
+    pub fn push_to_node(&mut self, from: ShardId, to: ShardId, msg: RemoteMsg) {
+        use crate::msg::ClusterOut;
+        match self.cluster_out.last_mut() {
+            Some(ClusterOut::ToShard { to: last, msgs, .. }) if *last == to => msgs.push(msg),
+            _ => self.cluster_out.push(ClusterOut::ToShard { from, to, msgs: vec![msg] }),
+        }
+    }
+
+    /// This shard's id: the one entry of `outbox` that never fills. Set by
+    /// `connect_peers` (the peers list is indexed by shard).
+    fn own_id(&self) -> ShardId {
+        self.own
     }
 
     /// Stops routing `key`'s broadcasts to `conn` (it closes).
@@ -119,6 +146,9 @@ impl RemoteState {
 impl ShardCore {
     /// Queues `msg` for `shard` unless its outbox is over `shard_outbox_max`.
     pub(super) fn try_send_remote(&mut self, shard: ShardId, msg: RemoteMsg) -> Result<(), Overloaded> {
+        if crate::ids::remote_node(shard).is_some() {
+            return self.send_to_node(shard, msg, true);
+        }
         let max = self.settings.limits.shard_outbox_max;
         match self.remote.outbox.get_mut(shard as usize) {
             Some(batch) if batch.len() < max => {
@@ -154,6 +184,13 @@ impl ShardCore {
             }
         }
         self.remote.shards_scratch = shards;
+        // Once for every other node, on the room's channel.
+        if self.rooms.cluster_members(room) > 0
+            && let Some(key) = self.rooms.key(room).cloned()
+        {
+            let fanout = RemoteMsg::Fanout { key, audience, skip, frame: Arc::clone(frame) };
+            self.send_cluster(crate::msg::ClusterOut::ToRoom { from: self.id, msg: fanout });
+        }
     }
 
     /// Tells the home shard of `conn` its new role at `membership`. Never
@@ -178,9 +215,10 @@ impl ShardCore {
                     peer.wake();
                 }
                 Err(ShardMsg::Remote(_, unsent)) => *batch = unsent,
-                Err(ShardMsg::Handoff(_) | ShardMsg::Refreshed(_)) => {}
+                Err(ShardMsg::Handoff(_) | ShardMsg::Refreshed(_) | ShardMsg::Cluster(_)) => {}
             }
         }
+        self.flush_cluster();
     }
 
     /// Handles one message from shard `from`.
@@ -230,6 +268,10 @@ impl ShardCore {
                     self.begin_close(conn.slot as usize, code, None);
                 }
             }
+            RemoteMsg::Direct { key, from: sender, reference, data } if self.in_cluster() && !self.rooms.contains(&key) => {
+                let msg = RemoteMsg::Direct { key: key.clone(), from: sender, reference, data };
+                self.send_cluster(crate::msg::ClusterOut::Route { from: self.id, key, msg });
+            }
             RemoteMsg::Direct { key, from: sender, reference, data } => {
                 if !self.rooms.direct(&key, &sender, reference.as_deref(), &data) {
                     self.deliver_error(sender.conn, reference.as_deref(), Refusal::UserOffline);
@@ -252,9 +294,27 @@ impl ShardCore {
         }
     }
 
-    /// A join from a member on shard `peer.conn.shard`: the owner answers
-    /// `Joined` (before the welcome and any broadcast) or `JoinRefused`.
+    /// A join from a member on shard `peer.conn.shard`. In a cluster, a room
+    /// not held here is claimed for this node or passed to its owner first.
     fn on_remote_join(
+        &mut self,
+        peer: Arc<Peer>,
+        key: RoomKey,
+        tag: u32,
+        quiet: bool,
+        reference: Option<Box<[u8]>>,
+        since: Option<Box<Since>>,
+    ) {
+        if self.in_cluster() && !self.rooms.contains(&key) {
+            self.join_through_cluster(peer, key, tag, quiet, reference, since);
+        } else {
+            self.join_here(peer, key, tag, quiet, reference, since);
+        }
+    }
+
+    /// The owner takes a join from a member on shard `peer.conn.shard`: it
+    /// answers `Joined` (before the welcome and any broadcast) or `JoinRefused`.
+    pub(super) fn join_here(
         &mut self,
         peer: Arc<Peer>,
         key: RoomKey,
@@ -282,7 +342,7 @@ impl ShardCore {
 
     /// The owner refused a join: counted, the pending room dropped, and
     /// the error sent (when the connection is still here).
-    fn on_join_refused(&mut self, conn: ConnId, key: &RoomKey, tag: u32, reason: Refusal, reference: Option<&[u8]>) {
+    pub(super) fn on_join_refused(&mut self, conn: ConnId, key: &RoomKey, tag: u32, reason: Refusal, reference: Option<&[u8]>) {
         self.note_refusal(conn, reason);
         if let Some(member) = self.live_member(conn) {
             let pending = |j: &super::conn::JoinedRoom| {

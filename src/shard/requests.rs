@@ -174,7 +174,13 @@ impl ShardCore {
             member.joins = member.joins.wrapping_add(1);
             member.joins
         };
-        let place = if owner == self.id {
+        let place = if owner == self.id && self.in_cluster() && !self.rooms.contains(&key) {
+            // No shard of this node holds the room: claimed here, or joined where it lives.
+            let reference = reference.map(Into::into);
+            let since = since.map(|since| Box::new(since.clone()));
+            self.join_through_cluster(Arc::clone(peer), key.clone(), tag, quiet, reference, since);
+            Place::Remote { owner, membership: None }
+        } else if owner == self.id {
             let now_ms = self.now_unix_ms();
             let joined = self.rooms.join_since(peer, &key, quiet, reference, since, now_ms);
             let membership = joined.inspect_err(|&refusal| self.note_refusal(peer.conn, refusal))?;
@@ -279,7 +285,10 @@ impl ShardCore {
             (Arc::clone(&member.peer), RoomKey::personal(&member.grants.tenant, to))
         };
         let owner = key.shard(shards);
-        if owner == self.id {
+        if owner == self.id && self.in_cluster() && !self.rooms.contains(&key) {
+            let msg = RemoteMsg::Direct { key: key.clone(), from: peer, reference: reference.map(Into::into), data: data.into() };
+            self.send_cluster(crate::msg::ClusterOut::Route { from: self.id, key, msg });
+        } else if owner == self.id {
             if !self.rooms.direct(&key, &peer, reference, data) {
                 return Err(Refusal::UserOffline);
             }

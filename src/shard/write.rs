@@ -91,6 +91,7 @@ impl ShardCore {
                 Output::RoleChanged { conn, membership, role } => self.send_role(conn, membership, role),
                 Output::Persist(event) => self.persist(event),
                 Output::Chatted { key, sender, id, author, text } => self.webhook_chat(&key, sender, id, author, text),
+                Output::Closed { key } => self.release_room(key),
             }
         }
     }

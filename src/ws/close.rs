@@ -25,9 +25,33 @@ impl CloseCode {
     /// connection in (a registry change racing the handshake).
     pub const ROOM_PRIVATE: CloseCode = CloseCode { code: 1008, reason: "room is private" };
     pub const ROOM_NOT_REGISTERED: CloseCode = CloseCode { code: 1008, reason: "room not registered" };
+    pub const OWNER_NODE_LOST: CloseCode = CloseCode { code: 1012, reason: "room owner node lost" };
     pub const TOKEN_EXPIRED: CloseCode = CloseCode { code: 4001, reason: "token expired" };
     pub const KICKED: CloseCode = CloseCode { code: 4003, reason: "kicked by a host" };
     pub const DENIED: CloseCode = CloseCode { code: 4004, reason: "denied entry by a host" };
+
+    /// Every constant above, so that a close can cross to another node and
+    /// come back as the same constant (`cluster::wire`). Add new ones here.
+    pub const KNOWN: &'static [CloseCode] = &[
+        CloseCode::NORMAL,
+        CloseCode::GOING_AWAY,
+        CloseCode::DEAD_PEER,
+        CloseCode::PROTOCOL,
+        CloseCode::BAD_UTF8,
+        CloseCode::RATE_ABUSE,
+        CloseCode::CONTROL_FLOOD,
+        CloseCode::TOO_BIG,
+        CloseCode::INTERNAL,
+        CloseCode::SLOW_CONSUMER,
+        CloseCode::SHARD_FULL,
+        CloseCode::ROOM_FULL,
+        CloseCode::ROOM_PRIVATE,
+        CloseCode::ROOM_NOT_REGISTERED,
+        CloseCode::TOKEN_EXPIRED,
+        CloseCode::KICKED,
+        CloseCode::DENIED,
+        CloseCode::OWNER_NODE_LOST,
+    ];
 
     /// Whether a code received from a peer is one RFC 6455 §7.4 allows on the wire.
     pub fn is_valid_received(code: u16) -> bool {
