@@ -26,6 +26,14 @@ cl_stop_pid() {
   wait "$pid" 2>/dev/null || true
 }
 
+# cl_forget PID — drops a reaped PID from CL_PIDS (so that the cleanup never
+# signals a number the system may have given to another process since).
+cl_forget() {
+  local pid keep=()
+  for pid in "${CL_PIDS[@]}"; do [ "$pid" = "$1" ] || keep+=("$pid"); done
+  CL_PIDS=("${keep[@]}")
+}
+
 # cl_stop_all — every recorded process, newest first.
 cl_stop_all() {
   local i
@@ -43,7 +51,9 @@ cl_cleanup() {
     kill -TERM "$CL_WATCHDOG" 2>/dev/null || true
     wait "$CL_WATCHDOG" 2>/dev/null || true
   fi
-  [ -n "${CL_TMP:-}" ] && rm -rf "$CL_TMP"
+  if [ -n "${CL_TMP:-}" ]; then
+    if [ -n "${CL_KEEP:-}" ]; then echo "$CL_NAME: kept $CL_TMP" >&2; else rm -rf "$CL_TMP"; fi
+  fi
   return 0
 }
 
@@ -109,6 +119,20 @@ cl_start_redis() {
 
 cl_redis() { redis-cli -s "$CL_REDIS_SOCK" "$@"; }
 
+# The key prefix of the nodes (cluster.key_prefix, default).
+CL_PREFIX=roomcast
+
+# cl_owner ROOM — the node id owning ROOM now (its `P:owner:{tenant}/ROOM`
+# key, mapped through `P:nodes`), or nothing.
+cl_owner() {
+  local key n
+  key=$(cl_redis --scan --pattern "$CL_PREFIX:owner:*/$1" 2>/dev/null | head -1)
+  [ -n "$key" ] || return 0
+  n=$(cl_redis GET "$key" 2>/dev/null)
+  [ -n "$n" ] && cl_redis HGET "$CL_PREFIX:nodes" "$n" 2>/dev/null
+  return 0
+}
+
 # cl_cmdline WORDS… — the command as one shell-quoted line (commands.txt).
 cl_cmdline() {
   local line
@@ -147,18 +171,6 @@ cl_start_node() {
   cl_die "node $name: /readyz did not answer 200 within 20 s (last: $code); see $log"
 }
 
-# cl_stop_nodes — the started nodes (not Redis), by PID.
-cl_stop_nodes() {
-  local pid keep=()
-  for pid in "${CL_NODE_PIDS[@]}"; do cl_stop_pid "$pid"; done
-  for pid in "${CL_PIDS[@]}"; do
-    [[ " ${CL_NODE_PIDS[*]} " == *" $pid "* ]] || keep+=("$pid")
-  done
-  CL_PIDS=("${keep[@]}")
-  CL_NODE_PIDS=()
-  CL_NODE_PORTS=()
-}
-
 # cl_metrics PORT — the node's /metrics text ("" if it does not answer).
 cl_metrics() {
   curl -s --max-time 2 "http://127.0.0.1:$1/metrics" 2>/dev/null || true
@@ -192,11 +204,22 @@ cl_wait_cluster() {
   done
 }
 
-# cl_conns — the nodes' roomcast_connections, space-separated, in start order.
+# cl_conns — the nodes' roomcast_connections, space-separated, in start
+# order ("x" for a node that did not answer).
 cl_conns() {
-  local port out=()
-  for port in "${CL_NODE_PORTS[@]}"; do out+=("$(cl_metric "$port" roomcast_connections)"); done
+  local port v out=()
+  for port in "${CL_NODE_PORTS[@]}"; do
+    v=$(cl_metric "$port" roomcast_connections)
+    out+=("${v:-x}")
+  done
   echo "${out[*]}"
+}
+
+# cl_conns_sum — their sum (nodes that did not answer count 0).
+cl_conns_sum() {
+  local c sum=0
+  for c in $(cl_conns); do [[ $c =~ ^[0-9]+$ ]] && sum=$((sum + c)); done
+  echo "$sum"
 }
 
 # cl_wait_conns_zero SECONDS — until every node holds no connection (the
@@ -206,7 +229,7 @@ cl_wait_conns_zero() {
   local limit=$1 c
   for _ in $(seq 1 $((limit * 10))); do
     c=$(cl_conns)
-    if [ -z "$(echo "$c" | tr -d ' 0')" ]; then sleep 1; return 0; fi
+    if [ -z "$(echo "$c" | tr -d ' 0x')" ]; then sleep 1; return 0; fi
     sleep 0.1
   done
   echo "$CL_NAME: warning: nodes still hold connections after ${limit} s: $c" >&2
