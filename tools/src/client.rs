@@ -64,12 +64,22 @@ pub enum Auth {
     Jwt(jsonwebtoken::EncodingKey),
 }
 
+/// One server address of the run (`--url`, which may name several).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// The `Host` header: `HOST:PORT` as the URL gave it.
+    pub host: String,
+}
+
 /// Everything a worker needs to know; shared read-only.
 pub struct RunCfg {
     pub scenario: Scenario,
     pub proto: Proto,
-    pub addr: SocketAddr,
-    pub host: String,
+    /// The server addresses; a room's connections are spread round-robin
+    /// over them (connection `slot` of room `r` → target `(r + slot) mod N`,
+    /// [`target_of`]), e.g. over the nodes of a cluster. At least one.
+    pub targets: Vec<Target>,
     pub auth: Auth,
     /// Room names this process drives.
     pub rooms: Vec<String>,
@@ -88,6 +98,10 @@ pub struct RunCfg {
     pub rtt_kind: RttKind,
     pub threads: usize,
     pub proc_index: u32,
+    /// Processes of the run (`--procs`): this one has the rooms
+    /// `r ≡ proc_index (mod procs)`, its room `i` being room
+    /// `i·procs + proc_index` of the run.
+    pub procs: u32,
     /// Global id offset for publishers of this process.
     pub user_prefix: String,
     /// `fanout --cross-shard N`: the server's shard count; every connection
@@ -136,6 +150,38 @@ impl Shared {
             interval_p99: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             unsent: AtomicU64::new(0),
         }
+    }
+}
+
+/// What one target (server address) of a run with several saw: its share
+/// of the connections and of the deliveries, and their latency.
+#[derive(Debug, Clone)]
+pub struct TargetStats {
+    /// Planned connections (not churn) that became ready / failed.
+    pub connected: u64,
+    pub failed: u64,
+    /// Distinct deliveries to receivers connected to this target.
+    pub distinct: u64,
+    /// Their latency (µs), as `Stats::lat`.
+    pub lat: Histogram<u64>,
+}
+
+impl TargetStats {
+    pub fn new() -> Self {
+        TargetStats { connected: 0, failed: 0, distinct: 0, lat: new_hist() }
+    }
+
+    pub fn merge(&mut self, o: &TargetStats) {
+        self.connected += o.connected;
+        self.failed += o.failed;
+        self.distinct += o.distinct;
+        let _ = self.lat.add(&o.lat);
+    }
+}
+
+impl Default for TargetStats {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -191,6 +237,9 @@ pub struct Stats {
     pub room_shards: BTreeMap<u16, u64>,
     /// Welcomes whose `shard` differs from the tool's FNV-1a prediction.
     pub shard_mismatches: u64,
+    /// Per target, in `--url` order, when the run has several (empty with
+    /// one: the single-target path does no per-target work).
+    pub by_target: Vec<TargetStats>,
 }
 
 impl Stats {
@@ -225,6 +274,7 @@ impl Stats {
             publisher_home_shards: BTreeMap::new(),
             room_shards: BTreeMap::new(),
             shard_mismatches: 0,
+            by_target: Vec::new(),
         }
     }
 
@@ -270,6 +320,12 @@ impl Stats {
             }
         }
         self.shard_mismatches += o.shard_mismatches;
+        if self.by_target.len() < o.by_target.len() {
+            self.by_target.resize_with(o.by_target.len(), TargetStats::new);
+        }
+        for (mine, theirs) in self.by_target.iter_mut().zip(&o.by_target) {
+            mine.merge(theirs);
+        }
     }
 }
 
@@ -303,6 +359,20 @@ pub struct Spec {
     /// Index of its send-schedule slot in its worker (publishers, rtt
     /// connections), or `NO_SCHED`.
     pub sched: u32,
+    /// Index of the server address it connects to (`RunCfg::targets`),
+    /// [`target_of`]: each room's connections are spread round-robin.
+    pub target: u32,
+}
+
+/// The target of connection `slot` of this process's room `room`: `(r +
+/// slot) mod N` with `r` the room's number in the whole run. Round-robin
+/// within each room; the room number shifts where each room starts, so
+/// that rooms of fewer members than a multiple of N (10 over 3 nodes: 4, 3,
+/// 3) still load the targets evenly.
+pub fn target_of(cfg: &RunCfg, room: u32, slot: u32) -> u32 {
+    let n = cfg.targets.len().max(1) as u64;
+    let global = u64::from(room) * u64::from(cfg.procs.max(1)) + u64::from(cfg.proc_index);
+    ((global + u64::from(slot)) % n) as u32
 }
 
 /// `Spec::sched` of connections that send nothing on the schedule.
@@ -360,7 +430,7 @@ pub fn plan_specs(cfg: &RunCfg, worker: usize) -> (Vec<Spec>, Vec<Spec>) {
             if idx as usize % t == worker {
                 // rtt connections are the schedule's slots, in this order.
                 let sched = if role == Role::Rtt { others.len() as u32 } else { NO_SCHED };
-                others.push(Spec { room: r, role, id: idx, slot, sched });
+                others.push(Spec { room: r, role, id: idx, slot, sched, target: target_of(cfg, r, slot) });
             }
             idx += 1;
         }
@@ -368,14 +438,23 @@ pub fn plan_specs(cfg: &RunCfg, worker: usize) -> (Vec<Spec>, Vec<Spec>) {
             for p in 0..cfg.publishers {
                 if r as usize % t == worker {
                     let sched = pubs.len() as u32;
-                    pubs.push(Spec { room: r, role: Role::Publisher, id: idx, slot: cfg.members + p, sched });
+                    let slot = cfg.members + p;
+                    let target = target_of(cfg, r, slot);
+                    pubs.push(Spec { room: r, role: Role::Publisher, id: idx, slot, sched, target });
                 }
                 idx += 1;
             }
             for k in 0..cfg.stalled {
                 if idx as usize % t == worker {
                     let slot = cfg.members + cfg.publishers + k;
-                    others.push(Spec { room: r, role: Role::Stalled, id: idx, slot, sched: NO_SCHED });
+                    others.push(Spec {
+                        room: r,
+                        role: Role::Stalled,
+                        id: idx,
+                        slot,
+                        sched: NO_SCHED,
+                        target: target_of(cfg, r, slot),
+                    });
                 }
                 idx += 1;
             }
@@ -393,6 +472,22 @@ pub fn planned_conns(cfg: &RunCfg) -> u64 {
             0
         };
     per_room * cfg.rooms.len() as u64
+}
+
+/// Planned connections (excluding churn) of this process to target `i`
+/// ([`target_of`]).
+pub fn planned_conns_to(cfg: &RunCfg, i: usize) -> u64 {
+    let n = cfg.targets.len().max(1) as u64;
+    let per_room = planned_conns(cfg) / (cfg.rooms.len().max(1) as u64);
+    (0..cfg.rooms.len() as u32)
+        .map(|r| {
+            // The room's slot 0 goes to target t0; target i gets the slots
+            // s ≡ i − t0 (mod N) in 0..per_room.
+            let t0 = u64::from(target_of(cfg, r, 0));
+            let first = (i as u64 + n - t0) % n;
+            if first < per_room { (per_room - 1 - first) / n + 1 } else { 0 }
+        })
+        .sum()
 }
 
 fn cause_of(e: &io::Error) -> &'static str {
@@ -481,6 +576,10 @@ impl Worker {
         let timer = TimerFd::new()?;
         poll.registry().register(&mut SourceFd(&timer.raw_fd()), TIMER, Interest::READABLE)?;
         let nrooms = cfg.rooms.len();
+        let mut stats = Stats::new();
+        if cfg.targets.len() > 1 {
+            stats.by_target = vec![TargetStats::new(); cfg.targets.len()];
+        }
         Ok(Worker {
             conns: Slab::with_capacity(to_open.len() + 16),
             cfg,
@@ -490,7 +589,7 @@ impl Worker {
             rbuf: vec![0u8; RBUF],
             pbuf: Vec::with_capacity(64 * 1024),
             masks: MaskGen::new(0x9E37_79B9_7F4A_7C15 ^ ((idx as u64 + 1) * 0x1234_5678_9ABC)),
-            stats: Stats::new(),
+            stats,
             ihist: new_hist(),
             to_open,
             opened: 0,
@@ -557,9 +656,13 @@ impl Worker {
             *w.stats.failures.entry(cause.to_string()).or_default() += 1;
             if spec.role != Role::Churn {
                 w.sh.failed.fetch_add(1, Relaxed);
+                if let Some(t) = w.stats.by_target.get_mut(spec.target as usize) {
+                    t.failed += 1;
+                }
             }
         };
-        let domain = Domain::for_address(self.cfg.addr);
+        let addr = self.cfg.targets[spec.target as usize].addr;
+        let domain = Domain::for_address(addr);
         let sock = match Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP)) {
             Ok(s) => s,
             Err(e) => return fail(self, cause_of(&e)),
@@ -573,7 +676,7 @@ impl Worker {
                 return fail(self, cause_of(&e));
             }
         }
-        match sock.connect(&self.cfg.addr.into()) {
+        match sock.connect(&addr.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return fail(self, cause_of(&e)),
@@ -638,6 +741,9 @@ impl Worker {
             *self.stats.failures.entry(cause.to_string()).or_default() += 1;
             if c.spec.role != Role::Churn {
                 self.sh.failed.fetch_add(1, Relaxed);
+                if let Some(t) = self.stats.by_target.get_mut(c.spec.target as usize) {
+                    t.failed += 1;
+                }
             }
         }
         if let Some(slot) = self.sched.get_mut(c.spec.sched as usize)
@@ -672,6 +778,9 @@ impl Worker {
         if spec.role != Role::Churn {
             self.stats.connected += 1;
             self.sh.ready.fetch_add(1, Relaxed);
+            if let Some(t) = self.stats.by_target.get_mut(spec.target as usize) {
+                t.connected += 1;
+            }
         }
     }
 
@@ -731,7 +840,7 @@ impl Worker {
             let c = &mut self.conns[key];
             let req = format!(
                 "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                self.cfg.host
+                self.cfg.targets[c.spec.target as usize].host
             );
             c.out.extend_from_slice(req.as_bytes());
             c.st = St::Handshake;
@@ -976,11 +1085,17 @@ impl Worker {
         if self.cfg.progress {
             record(&mut self.ihist, lat);
         }
-        let obs = self.conns[key].tracker.observe(seq);
+        let c = &mut self.conns[key];
+        let obs = c.tracker.observe(seq);
         if obs != Obs::Duplicate && now <= self.window_end {
             self.stats.window_distinct += 1;
         }
         self.stats.tally.record(obs);
+        if let Some(t) = self.stats.by_target.get_mut(c.spec.target as usize) {
+            // Several targets: each one's share, for the per-node figures.
+            record(&mut t.lat, lat);
+            t.distinct += u64::from(obs != Obs::Duplicate);
+        }
         true
     }
 
@@ -1343,7 +1458,9 @@ impl Worker {
                 self.churn_k += 1;
                 self.churn_room = (self.churn_room + cfg.threads as u32) % cfg.rooms.len() as u32;
                 let id = 1_000_000_000 + self.churn_k * cfg.threads as u64 + self.idx as u64;
-                let spec = Spec { room: self.churn_room, role: Role::Churn, id, slot: 0, sched: NO_SCHED };
+                // Arrivals cycle over the targets too.
+                let target = (self.churn_k % cfg.targets.len().max(1) as u64) as u32;
+                let spec = Spec { room: self.churn_room, role: Role::Churn, id, slot: 0, sched: NO_SCHED, target };
                 self.open(spec, now);
             }
         }

@@ -28,8 +28,11 @@ enum Cmd {
     Churn(LoadArgs),
     /// A trivial broadcast/sink server (minimal roomcast contract, or raw).
     Sink {
-        #[arg(long, default_value = "127.0.0.1:9100")]
-        listen: SocketAddr,
+        /// Address to listen on. Several (repeat the flag, or separate
+        /// them with commas) share one loop and its rooms: a stand-in for
+        /// the nodes of a cluster, for `--url A,B,C` runs.
+        #[arg(long, default_value = "127.0.0.1:9100", value_delimiter = ',')]
+        listen: Vec<SocketAddr>,
         #[arg(long, value_enum, default_value_t = SinkMode::Roomcast)]
         mode: SinkMode,
         /// Seconds to run before exiting by itself.

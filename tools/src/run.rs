@@ -2,7 +2,7 @@
 //! child processes in multi-process mode), prints progress, and produces
 //! the summary (human, JSON, `.hgrm`, SVG).
 
-use crate::client::{self, Auth, Proto, RttKind, RunCfg, Scenario, Shared, Stats, Worker};
+use crate::client::{self, Auth, Proto, RttKind, RunCfg, Scenario, Shared, Stats, Target, TargetStats, Worker};
 use crate::clock::{mono_ns, process_cpu_split_ns, rss_bytes};
 use crate::report::{self, Pcts, Series, hist_from_b64, hist_to_b64};
 use anyhow::{Context, anyhow, bail};
@@ -17,9 +17,13 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// Server base URL; the tool adds `/ws/{room}`.
-    #[arg(long, default_value = "ws://127.0.0.1:8080")]
-    pub url: String,
+    /// Server base URL; the tool adds `/ws/{room}`. Several (repeat the
+    /// flag, or separate them with commas), e.g. the nodes of a cluster:
+    /// each room's connections are spread round-robin over them
+    /// (connection i of a room, members first, then publishers, goes to
+    /// URL i mod N), and the summary adds each URL's share (`targets`).
+    #[arg(long, default_value = "ws://127.0.0.1:8080", value_delimiter = ',')]
+    pub url: Vec<String>,
     /// Protocol: roomcast (welcome, seq, tokens) or raw (any broadcast server:
     /// every text frame received is a delivery).
     #[arg(long, value_enum, default_value_t = Proto::Roomcast)]
@@ -179,12 +183,42 @@ pub struct ProcResult {
     pub room_shards: BTreeMap<u16, u64>,
     #[serde(default)]
     pub shard_mismatches: u64,
+    /// Per target when the run has several `--url`s (else empty).
+    #[serde(default)]
+    pub targets: Vec<TargetResult>,
+}
+
+/// One target's share of a process's run (several `--url`s).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct TargetResult {
+    pub planned: u64,
+    pub connected: u64,
+    pub failed: u64,
+    pub distinct: u64,
+    /// The latency histogram of its receivers' deliveries (base64).
+    pub lat: String,
+}
+
+/// One target's figures in the summary (several `--url`s).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetSummary {
+    pub url: String,
+    /// Planned connections to it (each room's connections round-robin).
+    pub connections: u64,
+    pub connected: u64,
+    pub failed: u64,
+    /// Distinct deliveries to the receivers connected to it (whole run,
+    /// drain included).
+    pub delivered: u64,
+    /// Their latency, from the intended send time.
+    pub latency_us: Pcts,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Summary {
     pub scenario: Scenario,
     pub proto: Proto,
+    /// The `--url`, or with several, all of them joined by commas.
     pub url: String,
     pub procs: u32,
     pub threads: usize,
@@ -269,6 +303,10 @@ pub struct Summary {
     pub pass: bool,
     pub hgrm: Option<String>,
     pub svg: Option<String>,
+    /// Each `--url`'s share, in `--url` order, when there are several
+    /// (absent with one, so a single-target summary is unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetSummary>,
 }
 
 fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
@@ -292,11 +330,13 @@ fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     Ok((addr, hostport.to_string()))
 }
 
-fn parse_src_ips(spec: &str, target: &SocketAddr, proc_index: u32) -> anyhow::Result<Vec<IpAddr>> {
+/// The source addresses of process `proc_index`; `auto` gives some only
+/// when every target is an IPv4 loopback address.
+fn parse_src_ips(spec: &str, targets: &[SocketAddr], proc_index: u32) -> anyhow::Result<Vec<IpAddr>> {
     match spec {
         "none" => Ok(Vec::new()),
         "auto" => {
-            if !target.ip().is_loopback() || !target.is_ipv4() {
+            if targets.iter().any(|t| !t.ip().is_loopback() || !t.is_ipv4()) {
                 return Ok(Vec::new());
             }
             let base = 10 + 4 * proc_index;
@@ -352,6 +392,9 @@ fn validate(a: &LoadArgs, scenario: Scenario) -> anyhow::Result<()> {
     if a.procs > a.rooms {
         bail!("--procs ({}) must not exceed --rooms ({}): processes split the rooms", a.procs, a.rooms);
     }
+    if a.url.len() > MAX_TARGETS {
+        bail!("--url: at most {MAX_TARGETS} server addresses (got {})", a.url.len());
+    }
     validate_modes(a, scenario, sends)?;
     validate_pacing(a)
 }
@@ -364,6 +407,9 @@ fn validate_modes(a: &LoadArgs, scenario: Scenario, sends: bool) -> anyhow::Resu
     if a.cross_shard > 0 {
         if scenario != Scenario::Fanout {
             bail!("--cross-shard is for fanout only");
+        }
+        if a.url.len() > 1 {
+            bail!("--cross-shard takes one --url (its shard prediction is one server's)");
         }
         if a.proto != Proto::Roomcast {
             bail!("--cross-shard needs --proto roomcast (join and publish with \"room\")");
@@ -432,12 +478,25 @@ fn jwt_secret(a: &LoadArgs) -> anyhow::Result<Option<String>> {
     }
 }
 
+/// Most `--url`s one run may spread its connections over.
+const MAX_TARGETS: usize = 256;
+
+/// The run's `--url`s as one string: the URL, or several joined by commas.
+fn url_label(a: &LoadArgs) -> String {
+    a.url.join(",")
+}
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 fn build_cfg(a: &LoadArgs, scenario: Scenario, proc_index: u32) -> anyhow::Result<RunCfg> {
-    let (addr, host) = parse_url(&a.url)?;
+    let mut targets = Vec::with_capacity(a.url.len());
+    for url in &a.url {
+        let (addr, host) = parse_url(url)?;
+        targets.push(Target { addr, host });
+    }
+    let addrs: Vec<SocketAddr> = targets.iter().map(|t| t.addr).collect();
     let threads = a.threads.unwrap_or_else(default_threads);
     let rooms: Vec<String> =
         (0..a.rooms).filter(|r| r % a.procs == proc_index).map(|r| format!("{}-{r}", a.room_prefix)).collect();
@@ -452,8 +511,7 @@ fn build_cfg(a: &LoadArgs, scenario: Scenario, proc_index: u32) -> anyhow::Resul
     Ok(RunCfg {
         scenario,
         proto: a.proto,
-        addr,
-        host,
+        targets,
         auth,
         rooms,
         members: a.members,
@@ -464,12 +522,13 @@ fn build_cfg(a: &LoadArgs, scenario: Scenario, proc_index: u32) -> anyhow::Resul
         connect_rate: a.connect_rate / a.procs as f64,
         connect_timeout_ns: (a.connect_timeout * 1e9) as u64,
         inflight_max: a.inflight.max(1),
-        src_ips: parse_src_ips(&a.source_ips, &addr, proc_index)?,
+        src_ips: parse_src_ips(&a.source_ips, &addrs, proc_index)?,
         churn_rate: a.churn_rate / a.procs as f64,
         churn_life_ns: a.churn_life_ms * 1_000_000,
         rtt_kind: a.rtt_kind,
         threads,
         proc_index,
+        procs: a.procs,
         user_prefix: format!("{}{proc_index}u", a.room_prefix),
         cross_shard: a.cross_shard,
         seq_window: seq_window(a, rate / rooms_here.max(1) as f64, receivers),
@@ -673,7 +732,7 @@ fn run_proc(a: &LoadArgs, scenario: Scenario, proc_index: u32, child: bool) -> a
         sh.stop.store(true, Relaxed);
         let st = join_workers(handles)?;
         out.end_line();
-        bail!(no_connection_error(&a.url, sh.failed.load(Relaxed), planned, &st));
+        bail!(no_connection_error(&url_label(a), sh.failed.load(Relaxed), planned, &st));
     }
     let connect_ns = mono_ns() - t0;
     let rss_growth = match (rss0, a.server_pid.and_then(rss_bytes)) {
@@ -826,7 +885,23 @@ fn proc_result(st: Stats, cfg: &RunCfg, planned: u64, times: ProcTimes) -> ProcR
         publisher_home_shards: st.publisher_home_shards,
         room_shards: st.room_shards,
         shard_mismatches: st.shard_mismatches,
+        targets: target_results(&st.by_target, cfg),
     }
+}
+
+/// Each target's share of this process's run (empty with one target).
+fn target_results(by_target: &[TargetStats], cfg: &RunCfg) -> Vec<TargetResult> {
+    by_target
+        .iter()
+        .enumerate()
+        .map(|(i, t)| TargetResult {
+            planned: client::planned_conns_to(cfg, i),
+            connected: t.connected,
+            failed: t.failed,
+            distinct: t.distinct,
+            lat: hist_to_b64(&t.lat),
+        })
+        .collect()
 }
 
 /// Why a run made no connection at all, worded by what went wrong: a
@@ -1090,7 +1165,7 @@ impl Summary {
         Summary {
             scenario,
             proto: a.proto,
-            url: a.url.clone(),
+            url: url_label(a),
             procs: a.procs,
             threads: 0,
             rooms: a.rooms,
@@ -1142,6 +1217,7 @@ impl Summary {
             pass: false,
             hgrm: None,
             svg: None,
+            targets: Vec::new(),
         }
     }
 
@@ -1215,12 +1291,9 @@ impl Summary {
 }
 
 /// The run's summary from its processes' results, and its latency,
-/// handshake and churn-handshake histograms.
-fn summarize(
-    a: &LoadArgs,
-    scenario: Scenario,
-    rs: &[ProcResult],
-) -> anyhow::Result<(Summary, [hdrhistogram::Histogram<u64>; 3])> {
+/// handshake and churn-handshake histograms, and (several `--url`s) each
+/// target's latency histogram.
+fn summarize(a: &LoadArgs, scenario: Scenario, rs: &[ProcResult]) -> anyhow::Result<(Summary, Histograms)> {
     let mut s = Summary::blank(a, scenario);
     let mut h = Hists::new();
     let mut t = ToolTotals::default();
@@ -1229,6 +1302,8 @@ fn summarize(
         s.add_counts(r);
         t.add(r);
     }
+    let by_target = summarize_targets(a, rs)?;
+    s.targets = by_target.iter().map(|(t, _)| t.clone()).collect();
     s.lost = s.expected.saturating_sub(s.delivered - s.duplicates);
     // Distinct deliveries that arrived inside [start, start + duration],
     // over that window (the drain's late arrivals count for loss, not rate).
@@ -1246,7 +1321,50 @@ fn summarize(
         s.server_rss_per_conn_bytes = Some(rss / s.connected);
     }
     s.set_verdict(scenario);
-    Ok((s, [h.lat, h.handshake, h.churn_handshake]))
+    let targets = by_target.into_iter().map(|(_, h)| h).collect();
+    Ok((s, Histograms { lat: h.lat, handshake: h.handshake, churn_handshake: h.churn_handshake, targets }))
+}
+
+/// What [`summarize`] hands on for the `--out` files.
+struct Histograms {
+    lat: hdrhistogram::Histogram<u64>,
+    handshake: hdrhistogram::Histogram<u64>,
+    churn_handshake: hdrhistogram::Histogram<u64>,
+    /// Each target's latency, in `--url` order (empty with one target).
+    targets: Vec<hdrhistogram::Histogram<u64>>,
+}
+
+/// Each `--url`'s share over the processes, with its latency histogram
+/// (empty with one `--url`).
+fn summarize_targets(
+    a: &LoadArgs,
+    rs: &[ProcResult],
+) -> anyhow::Result<Vec<(TargetSummary, hdrhistogram::Histogram<u64>)>> {
+    if a.url.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::with_capacity(a.url.len());
+    for (i, url) in a.url.iter().enumerate() {
+        let mut lat = report::new_hist();
+        let mut t = TargetSummary {
+            url: url.clone(),
+            connections: 0,
+            connected: 0,
+            failed: 0,
+            delivered: 0,
+            latency_us: Pcts::default(),
+        };
+        for r in rs.iter().filter_map(|r| r.targets.get(i)) {
+            t.connections += r.planned;
+            t.connected += r.connected;
+            t.failed += r.failed;
+            t.delivered += r.distinct;
+            lat.add(hist_from_b64(&r.lat)?)?;
+        }
+        t.latency_us = Pcts::of(&lat);
+        out.push((t, lat));
+    }
+    Ok(out)
 }
 
 /// Loop CPU share (thread CPU ÷ wall) at or above which a loop counts as
@@ -1393,6 +1511,18 @@ fn human_extras(o: &mut String, s: &Summary) {
     if let Some(r) = s.server_rss_per_conn_bytes {
         let _ = writeln!(o, "server RSS growth per connection: {r} B");
     }
+    for t in &s.targets {
+        let _ = write!(o, "target {}: connections {}/{}, failed {}", t.url, t.connected, t.connections, t.failed);
+        if s.scenario != Scenario::Connect {
+            let l = &t.latency_us;
+            let _ = write!(
+                o,
+                "; delivered {} (distinct), latency µs p50 {} p99 {} max {}",
+                t.delivered, l.p50, l.p99, l.max
+            );
+        }
+        let _ = writeln!(o);
+    }
 }
 
 /// The tool's own figures and the verdict.
@@ -1438,7 +1568,8 @@ pub fn main(scenario: Scenario, a: LoadArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let results = if a.procs > 1 { run_children(&a)? } else { vec![run_proc(&a, scenario, 0, false)?] };
-    let (mut s, [lat, hs, chs]) = summarize(&a, scenario, &results)?;
+    let (mut s, hists) = summarize(&a, scenario, &results)?;
+    let Histograms { lat, handshake: hs, churn_handshake: chs, targets: target_lats } = hists;
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let name = a.name.clone().unwrap_or_else(|| format!("{scenario:?}").to_lowercase());
@@ -1454,6 +1585,15 @@ pub fn main(scenario: Scenario, a: LoadArgs) -> anyhow::Result<()> {
                 label: "churn arrivals' handshake".into(),
                 points: report::parse_hgrm(&report::hgrm(&chs)),
             });
+        }
+        // Several `--url`s: each one's receivers' latency, NAME-target{i}.hgrm
+        // (i in `--url` order), and its curve in the SVG.
+        if scenario != Scenario::Connect {
+            for (i, (h, t)) in target_lats.iter().zip(&s.targets).enumerate() {
+                let text = report::hgrm(h);
+                std::fs::write(dir.join(format!("{name}-target{i}.hgrm")), &text)?;
+                series.push(Series { label: format!("{} receivers", t.url), points: report::parse_hgrm(&text) });
+            }
         }
         let svg = dir.join(format!("{name}.svg"));
         let title = format!("{name}: {what} by percentile");
@@ -1478,13 +1618,18 @@ mod tests {
         assert_eq!(addr.port(), 9000);
         assert_eq!(host, "127.0.0.1:9000");
         assert!(parse_url("http://x").is_err());
-        let ips = parse_src_ips("auto", &addr, 1).unwrap();
+        let ips = parse_src_ips("auto", &[addr], 1).unwrap();
         assert_eq!(ips.len(), 4);
         assert_eq!(ips[0], IpAddr::V4(Ipv4Addr::new(127, 0, 0, 14)));
-        let ips = parse_src_ips("127.0.0.2-127.0.1.1", &addr, 0).unwrap();
+        let ips = parse_src_ips("127.0.0.2-127.0.1.1", &[addr], 0).unwrap();
         assert_eq!(ips.len(), 256);
-        assert!(parse_src_ips("127.0.0.9-127.0.0.2", &addr, 0).is_err());
-        assert!(parse_src_ips("none", &addr, 0).unwrap().is_empty());
+        assert!(parse_src_ips("127.0.0.9-127.0.0.2", &[addr], 0).is_err());
+        assert!(parse_src_ips("none", &[addr], 0).unwrap().is_empty());
+        // Several targets: `auto` binds only if every one is IPv4 loopback.
+        let other = parse_url("ws://127.0.0.3:9001").unwrap().0;
+        assert_eq!(parse_src_ips("auto", &[addr, other], 0).unwrap().len(), 4);
+        let remote = SocketAddr::from(([192, 0, 2, 1], 80));
+        assert!(parse_src_ips("auto", &[addr, remote], 0).unwrap().is_empty());
     }
 
     #[test]
@@ -1555,6 +1700,47 @@ mod tests {
     fn flags(args: &[&str]) -> Result<LoadArgs, clap::Error> {
         use clap::Parser as _;
         Flags::try_parse_from(std::iter::once("fanout").chain(args.iter().copied())).map(|f| f.load)
+    }
+
+    /// Several `--url`s: every planned connection has a target, each room
+    /// goes round-robin over them from `(r + slot) mod N`, the per-target
+    /// counts match the plan, and rooms of 10 over 3 nodes load them evenly.
+    #[test]
+    fn several_urls_spread_each_room_round_robin() {
+        let urls = "ws://127.0.0.1:9001,ws://127.0.0.1:9002,ws://127.0.0.1:9003";
+        for (scenario, rooms, members, procs) in
+            [(Scenario::Connect, "6", "10", 2), (Scenario::Fanout, "7", "10", 3), (Scenario::Fanout, "1", "1000", 1)]
+        {
+            let p = procs.to_string();
+            let a = flags(&["--dev", "--url", urls, "--rooms", rooms, "--members", members, "--procs", &p]).unwrap();
+            validate(&a, scenario).unwrap();
+            let mut per_target = [0u64; 3];
+            for i in 0..procs {
+                let cfg = build_cfg(&a, scenario, i).unwrap();
+                assert_eq!(cfg.targets.len(), 3);
+                assert_eq!(cfg.targets[2].host, "127.0.0.1:9003");
+                let mut here = [0u64; 3];
+                for w in 0..cfg.threads {
+                    let (others, pubs) = client::plan_specs(&cfg, w);
+                    for s in others.iter().chain(&pubs) {
+                        let global = u64::from(s.room) * u64::from(procs) + u64::from(i);
+                        assert_eq!(u64::from(s.target), (global + u64::from(s.slot)) % 3, "{s:?}");
+                        here[s.target as usize] += 1;
+                    }
+                }
+                for (t, n) in here.iter().enumerate() {
+                    assert_eq!(client::planned_conns_to(&cfg, t), *n, "proc {i} target {t}");
+                    per_target[t] += n;
+                }
+            }
+            match (rooms, members) {
+                // 6 rooms of 10: each target is first in 2 of them (4 + 3 + 3).
+                ("6", "10") => assert_eq!(per_target, [20, 20, 20]),
+                // 1,000 members and 1 publisher (slot 1,000, on target 1).
+                ("1", "1000") => assert_eq!(per_target, [334, 334, 333]),
+                _ => assert_eq!(per_target.iter().sum::<u64>(), 7 * 11),
+            }
+        }
     }
 
     #[test]

@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
-const LISTENER: Token = Token(usize::MAX - 1);
+/// The first listener's token; listener i is `LISTENER - i`.
+const LISTENER: usize = usize::MAX - 1;
 const OUT_MAX: usize = 8 << 20;
 const RBUF: usize = 256 * 1024;
 
@@ -33,7 +34,10 @@ pub enum SinkMode {
 }
 
 pub struct SinkCfg {
-    pub listen: SocketAddr,
+    /// Addresses to listen on (at least one). Several listeners share one
+    /// loop and its rooms: a stand-in for the nodes of a cluster, for
+    /// `--url A,B,C` runs.
+    pub listen: Vec<SocketAddr>,
     pub mode: SinkMode,
     pub duration_s: u64,
     pub ping_interval_s: u64,
@@ -461,9 +465,16 @@ impl Sink {
 
 /// Runs the sink until `duration_s` has passed.
 pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
-    let mut listener = bind(cfg)?;
+    if cfg.listen.is_empty() || cfg.listen.len() > 64 {
+        anyhow::bail!("--listen: give 1 to 64 addresses");
+    }
     let poll = Poll::new()?;
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut listeners = Vec::with_capacity(cfg.listen.len());
+    for (i, addr) in cfg.listen.iter().enumerate() {
+        let mut listener = bind(cfg, *addr)?;
+        poll.registry().register(&mut listener, Token(LISTENER - i), Interest::READABLE)?;
+        listeners.push(listener);
+    }
     let mut s = Sink {
         poll,
         conns: Slab::with_capacity(1024),
@@ -508,8 +519,9 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
             return Err(e.into());
         }
         for ev in events.iter() {
-            if ev.token() == LISTENER {
-                s.accept_all(&listener);
+            let t = ev.token().0;
+            if t > LISTENER - listeners.len() {
+                s.accept_all(&listeners[LISTENER - t]);
             } else {
                 s.on_event(ev, &mut rbuf);
             }
@@ -520,14 +532,14 @@ pub fn run(cfg: &SinkCfg) -> anyhow::Result<SinkStats> {
 
 /// The listening socket (`SO_REUSEPORT` for `--procs`); says where it
 /// listens.
-fn bind(cfg: &SinkCfg) -> anyhow::Result<TcpListener> {
+fn bind(cfg: &SinkCfg, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
-    let sock = Socket::new(Domain::for_address(cfg.listen), Type::STREAM, None)?;
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     sock.set_reuse_address(true)?;
     if cfg.reuseport {
         sock.set_reuse_port(true)?;
     }
-    sock.bind(&cfg.listen.into())?;
+    sock.bind(&addr.into())?;
     sock.listen(4096)?;
     sock.set_nonblocking(true)?;
     let listener = TcpListener::from_std(sock.into());

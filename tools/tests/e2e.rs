@@ -30,8 +30,17 @@ fn start_sink() -> (Reap, String) {
 
 /// `start_sink` with extra sink flags.
 fn start_sink_with(extra: &[&str]) -> (Reap, String) {
+    let (sink, mut addrs) = start_sinks(1, extra);
+    (sink, addrs.remove(0))
+}
+
+/// One sink listening on `n` addresses (127.0.0.1:0 each; one loop, rooms
+/// shared by all its listeners, as a cluster's nodes share them), and the
+/// addresses it bound, from its `n` "listening on ADDR" lines.
+fn start_sinks(n: usize, extra: &[&str]) -> (Reap, Vec<String>) {
+    let listen = vec!["127.0.0.1:0"; n].join(",");
     let mut child = Command::new(BIN)
-        .args(["sink", "--listen", "127.0.0.1:0", "--duration", "60", "--quiet"])
+        .args(["sink", "--listen", &listen, "--duration", "60", "--quiet"])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -43,18 +52,24 @@ fn start_sink_with(extra: &[&str]) -> (Reap, String) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(stderr).lines();
+        let mut told = 0;
         for line in lines.by_ref() {
             let Ok(line) = line else { return };
             if let Some(rest) = line.split(" listening on ").nth(1) {
                 let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_string());
-                break;
+                told += 1;
+                if told == n {
+                    break;
+                }
             }
         }
         // Keep draining so the sink never blocks on a full pipe.
         for _ in lines {}
     });
-    let addr = rx.recv_timeout(Duration::from_secs(10)).expect("the sink did not say where it listens");
-    (sink, addr)
+    let addrs = (0..n)
+        .map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("the sink did not say where it listens"))
+        .collect();
+    (sink, addrs)
 }
 
 /// Runs the tool with `args` and returns the last line of its stdout.
@@ -149,6 +164,77 @@ fn fanout_against_the_sink_accounts_exactly() {
     assert_eq!(num(&v, "out_of_order"), 0, "{v}");
     assert_eq!(v["latency_us"]["count"].as_u64(), Some(sent * 20), "{v}");
     assert_eq!(num(&v, "cross_shard"), 0, "{v}");
+    // One --url: the summary has no per-target part.
+    assert_eq!(v["url"], url.as_str(), "{v}");
+    assert!(v.get("targets").is_none(), "{v}");
+}
+
+/// Several --urls (a comma list and a repeated flag): each room's
+/// connections go round-robin to them, and every receiver on every target
+/// counts in the deliveries and the latency histogram. The three listeners
+/// of one sink share its rooms, as the nodes of a cluster do.
+#[test]
+fn fanout_over_several_urls_spreads_each_room_and_counts_every_member() {
+    let (_sink, addrs) = start_sinks(3, &[]);
+    let urls: Vec<String> = addrs.iter().map(|a| format!("ws://{a}")).collect();
+    let first_two = format!("{},{}", urls[0], urls[1]);
+    let out = std::env::temp_dir().join(format!("roomcast-load-e2e-{}-targets", std::process::id()));
+    let out_dir = out.to_str().expect("a UTF-8 temp dir");
+    let line = run_tool(
+        &[
+            "fanout",
+            "--url",
+            &first_two,
+            "--url",
+            &urls[2],
+            "--dev",
+            "--json",
+            "--procs",
+            "2",
+            "--rooms",
+            "2",
+            "--members",
+            "30",
+            "--rate",
+            "100",
+            "--duration",
+            "1",
+            "--drain",
+            "3",
+            "--threads",
+            "2",
+            "--out",
+            out_dir,
+            "--name",
+            "spread",
+        ],
+        Duration::from_secs(30),
+    );
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["url"], urls.join(",").as_str(), "{v}");
+    assert_eq!(num(&v, "connected"), 62, "{v}");
+    let sent = num(&v, "sent");
+    assert!(sent >= 95, "{v}");
+    // 30 members per room on 3 targets: every one of the 60 receives.
+    assert_eq!(num(&v, "expected"), sent * 30, "{v}");
+    assert_eq!(num(&v, "delivered"), sent * 30, "{v}");
+    assert_eq!(num(&v, "lost") + num(&v, "duplicates") + num(&v, "out_of_order"), 0, "{v}");
+    assert_eq!(v["latency_us"]["count"].as_u64(), Some(sent * 30), "{v}");
+    let targets = v["targets"].as_array().unwrap_or_else(|| panic!("no targets in {v}"));
+    assert_eq!(targets.len(), 3, "{v}");
+    // Room r's slots 0..=30 (the publisher is slot 30) → (r + slot) mod 3:
+    // room 0 puts 11, 10, 10 connections on targets 0, 1, 2, room 1 puts
+    // 10, 11, 10; each room has 10 receivers on each target.
+    for (i, (t, want)) in targets.iter().zip([21, 21, 20]).enumerate() {
+        assert_eq!(t["url"], urls[i].as_str(), "{v}");
+        assert_eq!(num(t, "connections"), want, "{v}");
+        assert_eq!(num(t, "connected"), want, "{v}");
+        assert_eq!(num(t, "failed"), 0, "{v}");
+        assert_eq!(num(t, "delivered"), sent * 10, "{v}");
+        assert_eq!(t["latency_us"]["count"].as_u64(), Some(sent * 10), "{v}");
+        assert!(out.join(format!("spread-target{i}.hgrm")).is_file(), "{v}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
 }
 
 #[test]
@@ -156,6 +242,7 @@ fn bad_cross_shard_use_is_refused_by_name() {
     for args in [
         &["rtt", "--dev", "--cross-shard", "2", "--duration", "1"][..],
         &["fanout", "--proto", "raw", "--cross-shard", "2", "--duration", "1"][..],
+        &["fanout", "--dev", "--cross-shard", "2", "--url", "ws://127.0.0.1:1,ws://127.0.0.1:2"][..],
     ] {
         let out =
             Command::new(BIN).args(args).env_remove("ROOMCAST_JWT_SECRET").output().expect("running roomcast-load");
