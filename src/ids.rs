@@ -37,11 +37,6 @@ pub fn remote_node(shard: ShardId) -> Option<u8> {
     (shard >= NODE_SHARD_BASE).then_some((shard >> 8) as u8)
 }
 
-/// The id of shard `shard` of node `node` as seen from this node.
-pub fn node_shard(node: u8, shard: u8) -> ShardId {
-    if node == node_number() { ShardId::from(shard) } else { ShardId::from(node) << 8 | ShardId::from(shard) }
-}
-
 /// A connection: its shard, its slot in that shard's slab, and the slot's
 /// generation, so a late timer or message aimed at a reused slot is ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -25,6 +25,7 @@ use mio::Waker;
 
 use crate::acceptor::{self, Acceptor, AcceptorMsg, AcceptorParts, AcceptorPoll};
 use crate::auth::{self, AuthSettings, Verifier};
+use crate::cluster::{Bridge, BridgeThreads};
 use crate::config::{AuthMode, Config};
 use crate::ids::{RoomKey, ShardId};
 use crate::registry::{Registry, RoomPolicy};
@@ -32,7 +33,6 @@ use crate::revocation::RevokedTokens;
 use crate::shard::extension::{ClientInfo, Context, HandlerError, HookRefusal};
 use crate::shard::{Extensions, RefreshLink, Shard, ShardHandle, ShardSettings};
 use crate::store::{Database, Store, StoreEvent, StoreMonitor, StoreSettings, StoreStats};
-use crate::cluster::{Bridge, BridgeThreads};
 use crate::webhooks::Webhooks;
 
 /// The entry point of roomcast as a library: [`Server::builder`].
@@ -350,7 +350,7 @@ impl ServerHandle {
         let (store_thread, store_monitor) = spawn_store(&config, database, store_rx, &shards)?;
         let shard_threads = spawn_shards(&config, built, &shards)?;
         let cluster_monitor = bridge.as_ref().map(Bridge::monitor);
-        let bridge = bridge.map(|bridge| bridge.start(shards.clone())).transpose()?;
+        let bridge = bridge.map(|bridge| bridge.start(shards.clone(), None)).transpose()?;
 
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
         let acceptor_waker = acceptor_poll.waker();

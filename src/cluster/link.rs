@@ -109,12 +109,14 @@ impl Link {
     /// Connects to `url` and switches to RESP3 (authenticating and
     /// selecting the database the URL names).
     pub fn connect(url: &str, client_name: &str) -> Result<Link, LinkError> {
-        let info = url.into_connection_info().map_err(|e| LinkError::BadUrl { url: url.into(), reason: e.to_string() })?;
+        let info =
+            url.into_connection_info().map_err(|e| LinkError::BadUrl { url: url.into(), reason: e.to_string() })?;
         let stream = match info.addr() {
             ConnectionAddr::Tcp(host, port) => {
-                let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))?
-                    .next()
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host}:{port} resolves to nothing")))?;
+                let addr =
+                    std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))?.next().ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::NotFound, format!("{host}:{port} resolves to nothing"))
+                    })?;
                 let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
                 tcp.set_nodelay(true)?;
                 Stream::Tcp(tcp)
@@ -130,8 +132,11 @@ impl Link {
             hello.arg("AUTH").arg(settings.username().unwrap_or("default")).arg(password);
         }
         hello.arg("SETNAME").arg(client_name);
-        let mut link =
-            Link { reader: BufReader::with_capacity(1 << 16, stream.try_clone()?), parser: redis::Parser::new(), writer: stream };
+        let mut link = Link {
+            reader: BufReader::with_capacity(1 << 16, stream.try_clone()?),
+            parser: redis::Parser::new(),
+            writer: stream,
+        };
         link.call(&hello)?;
         if settings.db() != 0 {
             link.call(redis::cmd("SELECT").arg(settings.db()))?;

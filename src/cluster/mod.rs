@@ -25,8 +25,8 @@
 mod link;
 mod reader;
 mod scripts;
-mod writer;
 pub mod wire;
+mod writer;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -169,6 +169,8 @@ pub struct Bridge {
     settings: BridgeSettings,
     link: link::Link,
     node: u8,
+    /// `P:epoch` at registration (`scripts::REGISTER`).
+    epoch: String,
     queue_tx: Sender<ClusterOut>,
     queue_rx: Receiver<ClusterOut>,
     monitor: ClusterMonitor,
@@ -204,9 +206,9 @@ impl Bridge {
             shards,
         };
         let started = Instant::now();
-        let (link, node) = loop {
-            match writer::connect_and_register(&settings, 0) {
-                Ok((link, node, _)) => break (link, node),
+        let (link, node, epoch) = loop {
+            match writer::connect_and_register(&settings, 0, "") {
+                Ok((link, node, registered)) => break (link, node, registered.epoch),
                 Err(e) if started.elapsed() < STARTUP_PATIENCE => {
                     tracing::warn!(error = %e, "cluster: Redis not reachable yet, retrying");
                     std::thread::sleep(Duration::from_millis(500));
@@ -222,7 +224,7 @@ impl Bridge {
         let (queue_tx, queue_rx) = crossbeam_channel::bounded(config.bridge_queue_max);
         let monitor = ClusterMonitor { counters, node_id: node_id.into() };
         tracing::info!(node_id = %settings.node_id, node, "cluster link up");
-        Ok(Bridge { settings, link, node, queue_tx, queue_rx, monitor })
+        Ok(Bridge { settings, link, node, epoch, queue_tx, queue_rx, monitor })
     }
 
     /// The queue the shards send through (`ShardSettings::cluster`).
@@ -234,13 +236,19 @@ impl Bridge {
         self.monitor.clone()
     }
 
-    /// Starts the reader and writer threads, once the shards exist. The
-    /// bridge's own sender is dropped here: the writer stops when the
-    /// shards' are gone too.
-    pub fn start(self, shards: Vec<ShardHandle>) -> anyhow::Result<BridgeThreads> {
-        let Bridge { settings, link, node, queue_tx, queue_rx, monitor } = self;
+    /// Starts the reader and writer threads, once the shards exist.
+    /// `announcements` receives other nodes' `ClusterOut::Announce` texts
+    /// (the acceptor: admin requests to run here too). The bridge's own
+    /// sender is dropped here: the writer stops when the shards' and the
+    /// acceptor's are gone too.
+    pub fn start(
+        self,
+        shards: Vec<ShardHandle>,
+        announcements: Option<crate::msg::Reply<Vec<u8>>>,
+    ) -> anyhow::Result<BridgeThreads> {
+        let Bridge { settings, link, node, epoch, queue_tx, queue_rx, monitor } = self;
         drop(queue_tx);
-        let writer = writer::Writer::new(settings, node, queue_rx, shards, monitor.counters);
+        let writer = writer::Writer::new(settings, node, epoch, queue_rx, shards, announcements, monitor.counters);
         let thread = std::thread::Builder::new()
             .name("cluster-writer".into())
             .spawn(move || writer.run(link))

@@ -31,11 +31,21 @@ pub(super) enum Expect {
     /// A claim for `key` sent for shard `from`: this node's own number back
     /// means the join is to be taken in here; `watched`: the local shard
     /// whose membership subscribed the room.
-    Claim { from: ShardId, key: RoomKey, msg: RemoteMsg, watched: Option<ShardId> },
+    Claim {
+        from: ShardId,
+        key: RoomKey,
+        msg: RemoteMsg,
+        watched: Option<ShardId>,
+    },
     /// A routed message: 0 back means nobody owns its room.
-    Route { from: ShardId, msg: RemoteMsg },
+    Route {
+        from: ShardId,
+        msg: RemoteMsg,
+    },
     Heartbeat,
     Janitor,
+    /// A room claimed again after Redis lost its data.
+    Reclaim(RoomKey),
 }
 
 /// What the reader tells the writer.
@@ -66,6 +76,7 @@ pub(super) struct Reader {
     node: u8,
     settings: BridgeSettings,
     shards: Vec<ShardHandle>,
+    announcements: Option<crate::msg::Reply<Vec<u8>>>,
     expects: Receiver<Expect>,
     route_updates: Receiver<RouteUpdate>,
     notes: Sender<Note>,
@@ -84,6 +95,7 @@ impl Reader {
         node: u8,
         settings: BridgeSettings,
         shards: Vec<ShardHandle>,
+        announcements: Option<crate::msg::Reply<Vec<u8>>>,
         expects: Receiver<Expect>,
         route_updates: Receiver<RouteUpdate>,
         notes: Sender<Note>,
@@ -98,6 +110,7 @@ impl Reader {
             node,
             settings,
             shards,
+            announcements,
             expects,
             route_updates,
             notes,
@@ -159,7 +172,19 @@ impl Reader {
     }
 
     /// `dead {n}`: every shard forgets node `n`'s members and rooms.
+    /// `admin {n} {text}`: node `n`'s admin request, for the acceptor here.
     fn on_announcement(&mut self, payload: &[u8]) {
+        if let Some(rest) = payload.strip_prefix(b"admin ") {
+            let Some(space) = rest.iter().position(|&b| b == b' ') else { return };
+            let from: Option<u8> = std::str::from_utf8(&rest[..space]).ok().and_then(|n| n.parse().ok());
+            if from.is_some_and(|n| n != self.node)
+                && let Some(announcements) = &self.announcements
+                && announcements.send(rest[space + 1..].to_vec()).is_err()
+            {
+                Counters::add(&self.counters.dropped_inbox_full, 1);
+            }
+            return;
+        }
         let text = String::from_utf8_lossy(payload);
         let Some(node) = text.strip_prefix("dead ").and_then(|n| n.trim().parse::<u8>().ok()) else { return };
         if node == self.node {
@@ -279,6 +304,18 @@ impl Reader {
             Expect::Heartbeat => {
                 if matches!(reply, Value::Int(0)) {
                     let _ = self.notes.send(Note::Fenced);
+                }
+            }
+            Expect::Reclaim(key) => {
+                if let Value::Int(owner) = reply
+                    && owner != i64::from(self.node)
+                {
+                    tracing::warn!(
+                        room = key.room(),
+                        tenant = key.tenant(),
+                        owner,
+                        "cluster: a room held here was claimed by another node while Redis was empty; both serve it until one empties"
+                    );
                 }
             }
             Expect::Janitor => {

@@ -13,28 +13,35 @@
 //! Redis (or Sentinel), not Redis Cluster; `docs/design/cluster.md` says why.
 
 /// Registers a node: number `ARGV[4]` again if it is free or still this
-/// node's, else the lowest free one. Returns `{number, was_cleaned}`;
-/// `was_cleaned` = 1 when the wanted number had been cleaned up (the other
-/// nodes took this node for dead). Number 0: all 255 are taken.
-/// ARGV: prefix, node id, ttl ms, wanted number (0: any).
+/// node's, else the lowest free one. `P:epoch` names this Redis's data
+/// (set from `ARGV[6]` when missing: a new or emptied Redis). Returns
+/// `{number, was_cleaned, epoch}`; `was_cleaned` = 1 when the wanted
+/// number had been cleaned up in the same epoch (`ARGV[5]`): the other
+/// nodes took this node for dead. Number 0: all 255 are taken.
+/// ARGV: prefix, node id, ttl ms, wanted number (0: any), known epoch, fresh epoch.
 pub const REGISTER: &str = r#"
 local p, id, ttl, want = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local epoch = redis.call('GET', p..':epoch')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('SET', p..':epoch', epoch)
+end
 if want > 0 then
   local cur = redis.call('HGET', p..':nodes', want)
   if cur == false or cur == id then
     redis.call('HSET', p..':nodes', want, id)
     redis.call('SET', p..':node:'..want, id, 'PX', ttl)
-    if cur == false then return {want, 1} end
-    return {want, 0}
+    if cur == false and epoch == ARGV[5] then return {want, 1, epoch} end
+    return {want, 0, epoch}
   end
 end
 for n = 1, 255 do
   if redis.call('HSETNX', p..':nodes', n, id) == 1 then
     redis.call('SET', p..':node:'..n, id, 'PX', ttl)
-    return {n, 0}
+    return {n, 0, epoch}
   end
 end
-return {0, 0}
+return {0, 0, epoch}
 "#;
 
 /// Refreshes node `ARGV[2]`'s liveness key; 0 when the node was cleaned up
@@ -109,6 +116,20 @@ end
 return 0
 "#;
 
+/// Takes a room this node holds back after Redis lost its data: its own
+/// number back, or the live node that claimed it meanwhile (a conflict,
+/// logged). ARGV: prefix, this node's number.
+pub const RECLAIM: &str = r#"
+local p, me = ARGV[1], ARGV[2]
+local o = redis.call('GET', KEYS[1])
+if o and o ~= me and redis.call('EXISTS', p..':node:'..o) == 1 then
+  return tonumber(o)
+end
+redis.call('SET', KEYS[1], me)
+redis.call('SADD', p..':owned:'..me, KEYS[1])
+return tonumber(me)
+"#;
+
 /// Every script with its SHA-1, loaded at each connect (a restarted Redis
 /// has none), then run by `EVALSHA`.
 #[derive(Debug, Clone)]
@@ -119,6 +140,7 @@ pub struct Scripts {
     pub claim: redis::Script,
     pub route: redis::Script,
     pub release: redis::Script,
+    pub reclaim: redis::Script,
 }
 
 impl Scripts {
@@ -130,12 +152,13 @@ impl Scripts {
             claim: redis::Script::new(CLAIM),
             route: redis::Script::new(ROUTE),
             release: redis::Script::new(RELEASE),
+            reclaim: redis::Script::new(RECLAIM),
         }
     }
 
     /// `SCRIPT LOAD` of each, to send before any `EVALSHA`.
     pub fn load_commands() -> Vec<redis::Cmd> {
-        [REGISTER, HEARTBEAT, JANITOR, CLAIM, ROUTE, RELEASE]
+        [REGISTER, HEARTBEAT, JANITOR, CLAIM, ROUTE, RELEASE, RECLAIM]
             .into_iter()
             .map(|code| {
                 let mut cmd = redis::cmd("SCRIPT");

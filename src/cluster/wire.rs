@@ -23,7 +23,6 @@
 
 // Until the bridge (the lead's `cluster` module) calls it.
 
-
 use std::fmt;
 use std::sync::Arc;
 
@@ -37,8 +36,6 @@ use crate::ws::frame::Frame;
 
 /// The format this module writes; `decode` refuses any other.
 pub const VERSION: u8 = 1;
-/// `to_shard` for "the shard that owns the message's room (by hash) on the receiver".
-pub use crate::msg::cluster::GATEWAY;
 /// Most messages in one envelope.
 pub const MSGS_MAX: usize = 4096;
 /// Longest payload (a frame, `data`, a chat text, a reference), in bytes.
@@ -671,6 +668,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::msg::cluster::GATEWAY;
     use crate::refusal::RequestError;
 
     /// Connection ids through `shard`, so one builder gives a message as

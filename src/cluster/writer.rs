@@ -41,9 +41,12 @@ const SHARD_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Connects, loads the scripts, registers the node (number `want`, or any
 /// free one with 0) and subscribes to its own channel and `P:all`.
-/// Returns the link, the number, and whether the number had been cleaned
-/// up by the others (this node was taken for dead).
-pub(super) fn connect_and_register(settings: &BridgeSettings, want: u8) -> anyhow::Result<(Link, u8, bool)> {
+/// Returns the link, the number and what the registration found.
+pub(super) fn connect_and_register(
+    settings: &BridgeSettings,
+    want: u8,
+    known_epoch: &str,
+) -> anyhow::Result<(Link, u8, Registered)> {
     let mut link = Link::connect(&settings.url, &format!("roomcast-{}", settings.node_id))?;
     for cmd in Scripts::load_commands() {
         link.call(&cmd).context("SCRIPT LOAD")?;
@@ -52,10 +55,24 @@ pub(super) fn connect_and_register(settings: &BridgeSettings, want: u8) -> anyho
     let ttl = settings.node_ttl_ms.to_string();
     let want_text = want.to_string();
     let prefix = settings.names.prefix.as_bytes();
-    let register = evalsha(&scripts.register, &[], &[prefix, settings.node_id.as_bytes(), ttl.as_bytes(), want_text.as_bytes()]);
-    let (node, cleaned) = match link.call(&register)? {
+    let fresh_epoch = format!("{}-{}", super::unix_now_us(), std::process::id());
+    let register = evalsha(
+        &scripts.register,
+        &[],
+        &[
+            prefix,
+            settings.node_id.as_bytes(),
+            ttl.as_bytes(),
+            want_text.as_bytes(),
+            known_epoch.as_bytes(),
+            fresh_epoch.as_bytes(),
+        ],
+    );
+    let (node, cleaned, epoch) = match link.call(&register)? {
         Value::Array(parts) => match parts.as_slice() {
-            [Value::Int(node), Value::Int(cleaned)] => (*node, *cleaned == 1),
+            [Value::Int(node), Value::Int(cleaned), Value::BulkString(epoch)] => {
+                (*node, *cleaned == 1, String::from_utf8_lossy(epoch).into_owned())
+            }
             _ => bail!("unexpected REGISTER reply {parts:?}"),
         },
         other => bail!("unexpected REGISTER reply {other:?}"),
@@ -71,7 +88,20 @@ pub(super) fn connect_and_register(settings: &BridgeSettings, want: u8) -> anyho
     subscribe.arg(settings.names.node_channel(node)).arg(settings.names.all_channel());
     link.writer.write_all(&subscribe.get_packed_command())?;
     link.ready()?;
-    Ok((link, node, cleaned))
+    let data_lost = !known_epoch.is_empty() && epoch != known_epoch;
+    Ok((link, node, Registered { cleaned, data_lost, epoch }))
+}
+
+/// What a registration found besides the number.
+#[derive(Debug)]
+pub(super) struct Registered {
+    /// The others had taken this node for dead and cleaned it up.
+    pub cleaned: bool,
+    /// Redis is not the one (or no longer holds the data) it was: the
+    /// rooms this node holds are claimed again.
+    pub data_lost: bool,
+    /// `P:epoch`, to compare at the next registration.
+    pub epoch: String,
 }
 
 /// A room this node is subscribed to, with its local memberships per shard.
@@ -94,8 +124,12 @@ struct Session {
 pub(super) struct Writer {
     settings: BridgeSettings,
     node: u8,
+    /// `P:epoch` as of the last registration.
+    epoch: String,
     queue: Receiver<ClusterOut>,
     shards: Vec<ShardHandle>,
+    /// Where other nodes' announcements go (the acceptor).
+    announcements: Option<crate::msg::Reply<Vec<u8>>>,
     counters: Arc<Counters>,
     scripts: Scripts,
     watches: HashMap<RoomKey, Watch>,
@@ -111,15 +145,19 @@ impl Writer {
     pub(super) fn new(
         settings: BridgeSettings,
         node: u8,
+        epoch: String,
         queue: Receiver<ClusterOut>,
         shards: Vec<ShardHandle>,
+        announcements: Option<crate::msg::Reply<Vec<u8>>>,
         counters: Arc<Counters>,
     ) -> Writer {
         Writer {
             settings,
             node,
+            epoch,
             queue,
             shards,
+            announcements,
             counters,
             scripts: Scripts::new(),
             watches: HashMap::new(),
@@ -210,6 +248,7 @@ impl Writer {
             self.node,
             self.settings.clone(),
             self.shards.clone(),
+            self.announcements.clone(),
             expects_rx,
             routes_rx,
             notes_tx,
@@ -237,13 +276,25 @@ impl Writer {
     }
 
     fn reconnect(&mut self) -> anyhow::Result<Link> {
-        let (link, _, cleaned) = connect_and_register(&self.settings, self.node)?;
+        let (link, _, registered) = connect_and_register(&self.settings, self.node, &self.epoch)?;
         Counters::add(&self.counters.reconnects, 1);
-        if cleaned {
+        self.epoch = registered.epoch;
+        if registered.data_lost {
+            // Every claim is gone with the data: the shards claim their rooms again.
+            tracing::warn!(
+                node = self.node,
+                "cluster: Redis lost its data (restarted empty); claiming this node's rooms again"
+            );
+            self.tell_shards(|| ClusterIn::Reclaim);
+        }
+        if registered.cleaned {
             // The others took this node for dead and dropped its members
             // from their rooms; ours in their rooms are closed here.
             Counters::add(&self.counters.fenced, 1);
-            tracing::error!(node = self.node, "cluster: this node had been declared dead; closing its connections in rooms other nodes own");
+            tracing::error!(
+                node = self.node,
+                "cluster: this node had been declared dead; closing its connections in rooms other nodes own"
+            );
             self.tell_shards(|| ClusterIn::NodeDown(0));
         }
         Ok(link)
@@ -267,7 +318,9 @@ impl Writer {
                 ClusterOut::ToShard { .. } | ClusterOut::ToRoom { .. } => {
                     Counters::add(&self.counters.dropped_link_down, 1);
                 }
-                ClusterOut::Release { .. } => {}
+                ClusterOut::Release { .. } | ClusterOut::Reclaim(_) | ClusterOut::Announce(_) => {
+                    Counters::add(&self.counters.dropped_link_down, 1);
+                }
             }
         }
     }
@@ -352,6 +405,22 @@ impl Writer {
                     .write_packed_command(&mut self.out);
                 Counters::add(&self.counters.published, 1);
                 self.pending.push(Expect::Route { from, msg });
+            }
+            ClusterOut::Reclaim(keys) => {
+                let node = self.node.to_string();
+                let prefix = self.settings.names.prefix.clone();
+                for key in keys {
+                    let owner = self.settings.names.owner(&key);
+                    evalsha(&self.scripts.reclaim, &[&owner], &[prefix.as_bytes(), node.as_bytes()])
+                        .write_packed_command(&mut self.out);
+                    self.pending.push(Expect::Reclaim(key));
+                }
+            }
+            ClusterOut::Announce(text) => {
+                let mut payload = format!("admin {} ", self.node).into_bytes();
+                payload.extend_from_slice(&text);
+                let channel = self.settings.names.all_channel();
+                self.publish(&channel, &payload);
             }
             ClusterOut::Release { key } => {
                 let owner = self.settings.names.owner(&key);

@@ -30,8 +30,8 @@ pub use error::ConfigError;
 pub use limits::{HANDSHAKE_HEAD_BYTES_MIN, Limits, OUTBOUND_GRACE_MS_MAX};
 use raw::{Layer, Merged, RawConfig, Schema};
 pub use sections::{
-    ApiConfig, AuthConfig, AuthMode, ClusterConfig, HttpConfig, LogConfig, LogFormat, NetConfig, RoomsConfig, ShutdownConfig,
-    StoreConfig, Synchronous, TenantConfig,
+    ApiConfig, AuthConfig, AuthMode, ClusterConfig, HttpConfig, LogConfig, LogFormat, NetConfig, RoomsConfig,
+    ShutdownConfig, StoreConfig, Synchronous, TenantConfig,
 };
 pub use validate::{
     API_KEY_BYTES_MIN, JWT_SECRET_BYTES_MIN, LOG_LEVELS, PUBLIC_KEY_ALGS, RECOVERY_MESSAGES_MAX, REGISTRY_MAX_LIMIT,

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use super::{
-    ApiConfig, ClusterConfig, ConfigError, ENV_PREFIX, HttpConfig, Limits, LogConfig, LogFormat, NetConfig, RoomsConfig,
-    ShutdownConfig, StoreConfig, TenantConfig,
+    ApiConfig, ClusterConfig, ConfigError, ENV_PREFIX, HttpConfig, Limits, LogConfig, LogFormat, NetConfig,
+    RoomsConfig, ShutdownConfig, StoreConfig, TenantConfig,
 };
 
 /// String keys with no default: written commented out in `default.toml`

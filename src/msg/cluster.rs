@@ -31,6 +31,11 @@ pub enum ClusterOut {
     Route { from: ShardId, key: RoomKey, msg: RemoteMsg },
     /// This node's room `key` closed: its claim is given up.
     Release { key: RoomKey },
+    /// Rooms this node holds, claimed again (Redis lost its data).
+    Reclaim(Vec<RoomKey>),
+    /// A text every other node's acceptor gets (an admin request that acts
+    /// wherever its target lives: `ClusterIn` never carries it).
+    Announce(Vec<u8>),
 }
 
 /// From the bridge to a shard.
@@ -46,4 +51,6 @@ pub enum ClusterIn {
     NodeDown(u8),
     /// The link to Redis went down (`false`) or came back (`true`).
     Link(bool),
+    /// Redis came back empty: claim every room held here again (`ClusterOut::Reclaim`).
+    Reclaim,
 }

@@ -472,6 +472,17 @@ fn push_raw_list<'m>(out: &mut Vec<u8>, items: impl Iterator<Item = &'m [u8]>) {
     out.push(b']');
 }
 
+/// `{"type":"cluster","state":"degraded"}` when the node lost its link to
+/// the cluster, `{"type":"cluster","state":"restored","recovered":false}`
+/// when it is back (messages of the outage may be missing).
+pub fn encode_cluster_state(out: &mut Vec<u8>, up: bool) {
+    out.extend_from_slice(if up {
+        b"{\"type\":\"cluster\",\"state\":\"restored\",\"recovered\":false}".as_slice()
+    } else {
+        b"{\"type\":\"cluster\",\"state\":\"degraded\"}".as_slice()
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,15 +511,4 @@ mod tests {
         assert_eq!(value["ref"], "r1");
         assert_eq!(value["message"], "slow \"down\"");
     }
-}
-
-/// `{"type":"cluster","state":"degraded"}` when the node lost its link to
-/// the cluster, `{"type":"cluster","state":"restored","recovered":false}`
-/// when it is back (messages of the outage may be missing).
-pub fn encode_cluster_state(out: &mut Vec<u8>, up: bool) {
-    out.extend_from_slice(if up {
-        b"{\"type\":\"cluster\",\"state\":\"restored\",\"recovered\":false}".as_slice()
-    } else {
-        b"{\"type\":\"cluster\",\"state\":\"degraded\"}".as_slice()
-    });
 }

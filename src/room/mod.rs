@@ -981,6 +981,11 @@ impl Rooms {
         found
     }
 
+    /// The keys of every room here now.
+    pub fn keys(&self) -> Vec<RoomKey> {
+        self.index.keys().cloned().collect()
+    }
+
     /// Whether a room `key` lives here now.
     pub fn contains(&self, key: &RoomKey) -> bool {
         self.index.contains_key(key)

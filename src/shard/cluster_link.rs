@@ -114,6 +114,12 @@ impl ShardCore {
             }
             ClusterIn::NodeDown(node) => self.on_node_down(node),
             ClusterIn::Link(up) => self.on_link(up),
+            ClusterIn::Reclaim => {
+                let keys = self.rooms.keys();
+                if !keys.is_empty() {
+                    self.send_cluster(ClusterOut::Reclaim(keys));
+                }
+            }
         }
     }
 
@@ -182,7 +188,12 @@ impl ShardCore {
             })
             .collect();
         if !orphaned.is_empty() {
-            tracing::warn!(shard = self.id, node, closed = orphaned.len(), "cluster node lost: closing its rooms' members here");
+            tracing::warn!(
+                shard = self.id,
+                node,
+                closed = orphaned.len(),
+                "cluster node lost: closing its rooms' members here"
+            );
         }
         for slot in orphaned {
             self.begin_close(slot, CloseCode::OWNER_NODE_LOST, None);

@@ -133,9 +133,8 @@ impl ShardHandle {
     /// Redis gave it while a shard is only briefly busy.
     pub fn send_within(&self, msg: ShardMsg, patience: Duration) -> Result<(), ShardMsg> {
         let sent = self.inbox.send_timeout(msg, patience).map_err(|e| match e {
-            crossbeam_channel::SendTimeoutError::Timeout(msg) | crossbeam_channel::SendTimeoutError::Disconnected(msg) => {
-                msg
-            }
+            crossbeam_channel::SendTimeoutError::Timeout(msg)
+            | crossbeam_channel::SendTimeoutError::Disconnected(msg) => msg,
         });
         if sent.is_ok() {
             self.wake();

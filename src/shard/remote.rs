@@ -268,7 +268,9 @@ impl ShardCore {
                     self.begin_close(conn.slot as usize, code, None);
                 }
             }
-            RemoteMsg::Direct { key, from: sender, reference, data } if self.in_cluster() && !self.rooms.contains(&key) => {
+            RemoteMsg::Direct { key, from: sender, reference, data }
+                if self.in_cluster() && !self.rooms.contains(&key) =>
+            {
                 let msg = RemoteMsg::Direct { key: key.clone(), from: sender, reference, data };
                 self.send_cluster(crate::msg::ClusterOut::Route { from: self.id, key, msg });
             }
@@ -342,7 +344,14 @@ impl ShardCore {
 
     /// The owner refused a join: counted, the pending room dropped, and
     /// the error sent (when the connection is still here).
-    pub(super) fn on_join_refused(&mut self, conn: ConnId, key: &RoomKey, tag: u32, reason: Refusal, reference: Option<&[u8]>) {
+    pub(super) fn on_join_refused(
+        &mut self,
+        conn: ConnId,
+        key: &RoomKey,
+        tag: u32,
+        reason: Refusal,
+        reference: Option<&[u8]>,
+    ) {
         self.note_refusal(conn, reason);
         if let Some(member) = self.live_member(conn) {
             let pending = |j: &super::conn::JoinedRoom| {

@@ -286,7 +286,12 @@ impl ShardCore {
         };
         let owner = key.shard(shards);
         if owner == self.id && self.in_cluster() && !self.rooms.contains(&key) {
-            let msg = RemoteMsg::Direct { key: key.clone(), from: peer, reference: reference.map(Into::into), data: data.into() };
+            let msg = RemoteMsg::Direct {
+                key: key.clone(),
+                from: peer,
+                reference: reference.map(Into::into),
+                data: data.into(),
+            };
             self.send_cluster(crate::msg::ClusterOut::Route { from: self.id, key, msg });
         } else if owner == self.id {
             if !self.rooms.direct(&key, &peer, reference, data) {
