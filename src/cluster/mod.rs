@@ -161,6 +161,8 @@ struct BridgeSettings {
     node_ttl_ms: u64,
     /// Local shards (the receiving node's hash of a room key).
     shards: usize,
+    /// Items held while the link is down, at most (`cluster.bridge_queue_max`).
+    held_max: usize,
 }
 
 /// A node's bridge, connected and registered, its threads not yet started.
@@ -204,6 +206,7 @@ impl Bridge {
             heartbeat: Duration::from_millis(config.heartbeat_ms),
             node_ttl_ms: config.node_ttl_ms,
             shards,
+            held_max: config.bridge_queue_max,
         };
         let started = Instant::now();
         let (link, node, epoch) = loop {

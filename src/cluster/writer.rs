@@ -139,6 +139,8 @@ pub(super) struct Writer {
     pending: Vec<Expect>,
     /// Route changes of the batch, handed to the reader before the write.
     route_changes: Vec<RouteUpdate>,
+    /// What the shards sent while the link was down (`wait_offline`).
+    held: Vec<ClusterOut>,
 }
 
 impl Writer {
@@ -164,6 +166,7 @@ impl Writer {
             out: Vec::with_capacity(1 << 16),
             pending: Vec::new(),
             route_changes: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -179,6 +182,9 @@ impl Writer {
                     Ok(link) => {
                         backoff = BACKOFF_MIN;
                         session = Some(self.begin(link));
+                        for item in std::mem::take(&mut self.held) {
+                            self.encode(item);
+                        }
                         self.set_link(true);
                         next_beat = Instant::now();
                     }
@@ -302,8 +308,11 @@ impl Writer {
 
     /// While the link is down: waits up to `backoff`, answering what can be
     /// answered here. Joins claim their room locally (local delivery goes
-    /// on), routed messages find nobody, the rest is dropped and counted.
-    /// Returns false when the shards are gone.
+    /// on), routed messages find nobody; the rest is held, in order, and
+    /// written first when the link is back (every node holds its own while
+    /// Redis is down, so leaves, publishes and broadcasts of the outage
+    /// still arrive, late). Past `cluster.bridge_queue_max` held items the
+    /// newest are dropped and counted. Returns false when the shards are gone.
     fn wait_offline(&mut self, backoff: Duration) -> bool {
         let deadline = Instant::now() + backoff;
         loop {
@@ -315,12 +324,8 @@ impl Writer {
             match item {
                 ClusterOut::Join { from, msg, .. } => self.answer(from, ClusterIn::Claimed(vec![msg])),
                 ClusterOut::Route { from, msg, .. } => self.answer(from, ClusterIn::Unrouted(msg)),
-                ClusterOut::ToShard { .. } | ClusterOut::ToRoom { .. } => {
-                    Counters::add(&self.counters.dropped_link_down, 1);
-                }
-                ClusterOut::Release { .. } | ClusterOut::Reclaim(_) | ClusterOut::Announce(_) => {
-                    Counters::add(&self.counters.dropped_link_down, 1);
-                }
+                item if self.held.len() < self.settings.held_max => self.held.push(item),
+                _ => Counters::add(&self.counters.dropped_link_down, 1),
             }
         }
     }
