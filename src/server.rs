@@ -350,7 +350,11 @@ impl ServerHandle {
         let (store_thread, store_monitor) = spawn_store(&config, database, store_rx, &shards)?;
         let shard_threads = spawn_shards(&config, built, &shards)?;
         let cluster_monitor = bridge.as_ref().map(Bridge::monitor);
-        let bridge = bridge.map(|bridge| bridge.start(shards.clone(), None)).transpose()?;
+        // Other nodes' admin requests reach the acceptor (`acceptor::announce`).
+        let (announce_tx, announce_rx) = crossbeam_channel::bounded(acceptor::ANNOUNCEMENTS_MAX);
+        let cluster_queue = bridge.as_ref().map(Bridge::queue);
+        let announcements = crate::msg::Reply::new(announce_tx, acceptor_poll.waker());
+        let bridge = bridge.map(|bridge| bridge.start(shards.clone(), Some(announcements))).transpose()?;
 
         let (control_tx, control_rx) = crossbeam_channel::bounded(4);
         let acceptor_waker = acceptor_poll.waker();
@@ -369,6 +373,8 @@ impl ServerHandle {
             store_monitor,
             webhook_monitor: webhooks.as_ref().map(Webhooks::monitor),
             cluster_monitor,
+            announcements: cluster_queue.is_some().then_some(announce_rx),
+            cluster: cluster_queue,
             revoked,
             registry,
         };
@@ -440,7 +446,8 @@ impl ServerHandle {
         if let Some(store) = self.store_thread {
             let _ = store.join();
         }
-        // The shards held the bridge's queue: it now leaves the cluster and stops.
+        // The shards and the acceptor held the bridge's queue: it now leaves
+        // the cluster and stops.
         if let Some(bridge) = self.bridge {
             bridge.join();
         }

@@ -12,12 +12,14 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
 use super::accept::Listener;
+use super::announce::{self, ANNOUNCEMENTS_PER_TURN, Announcement};
 use super::pending::PendingState;
 use super::{Acceptor, unix_now_s};
 use crate::cluster::ClusterMonitor;
 use crate::http::RequestHead;
 use crate::http_api::{self, Access, ApiError, Endpoint, Gather, Outcome, Targets};
 use crate::metrics::{ClusterGauges, Gauges, LimitKind};
+use crate::msg::ClusterOut;
 use crate::revocation::Reason;
 use crate::shard::{AdminQuery, AdminReply, AdminRequest, ShardHandle};
 use crate::store::{QueryRequest, StoreEvent, StoreGauges, StoreMonitor, StoreQuery};
@@ -25,6 +27,10 @@ use crate::webhooks::WebhookMonitor;
 
 /// HTTP API requests waiting for shard replies at once; more get 503 `busy`.
 const API_AWAITING_MAX: usize = 64;
+
+/// The ticket of requests another node announced: no HTTP request waits
+/// for their answers (pending generations count up from 0 and never get here).
+const ANNOUNCED: u64 = u64::MAX - 1;
 
 /// The HTTP API's own state.
 pub(super) struct ApiState {
@@ -46,6 +52,10 @@ pub(super) struct ApiState {
     pub(super) webhook_monitor: Option<WebhookMonitor>,
     /// The cluster bridge's figures and link state; `None` without `cluster.redis`.
     pub(super) cluster_monitor: Option<ClusterMonitor>,
+    /// The bridge's queue: admin requests every node runs (`announce`).
+    pub(super) cluster: Option<Sender<ClusterOut>>,
+    /// Other nodes' such requests, for this node to run.
+    pub(super) announcements: Option<Receiver<Vec<u8>>>,
 }
 
 impl ApiState {
@@ -69,6 +79,8 @@ impl ApiState {
             store_monitor,
             webhook_monitor: None,
             cluster_monitor: None,
+            cluster: None,
+            announcements: None,
         }
     }
 
@@ -201,13 +213,47 @@ impl Acceptor {
     fn carry_out(&mut self, slot: usize, outcome: Outcome) {
         match outcome {
             Outcome::Respond(status, response) => self.respond(slot, status, "ok", response),
-            Outcome::Scatter { query, targets, gather } => self.scatter(slot, query, targets, gather),
+            Outcome::Scatter { query, targets, mut gather } => {
+                let announced = match announce::encode_query(&query) {
+                    Some(text) if self.api.cluster.is_some() => match self.announce(slot, text) {
+                        true => true,
+                        false => return,
+                    },
+                    _ => false,
+                };
+                match targets {
+                    Targets::Node(node) if announced => {
+                        let value = serde_json::json!({ "forwarded": true, "node": node });
+                        let body = value.to_string();
+                        self.respond(
+                            slot,
+                            202,
+                            "ok",
+                            crate::http::response(202, "application/json", "", body.as_bytes()),
+                        )
+                    }
+                    Targets::Node(_) => {
+                        let gone = ApiError::new(404, "not_found", "no open connection with that id");
+                        self.respond_api_error(slot, &gone)
+                    }
+                    _ => {
+                        if let Gather::Closed { announced: closed_elsewhere } = &mut gather {
+                            *closed_elsewhere = announced;
+                        }
+                        self.scatter(slot, query, targets, gather)
+                    }
+                }
+            }
             Outcome::Store { request, gather } => self.store_query(slot, request, gather),
             Outcome::Revoke { jti, expires_s, response } => {
                 let now_ms = unix_now_s().saturating_mul(1000);
                 match self.tokens.revoked.add(&jti, expires_s, Reason::Revoked, now_ms) {
                     Ok(()) => {
                         tracing::info!(jti, expires_s, "token revoked through the HTTP API");
+                        if self.api.cluster.is_some() && !self.announce(slot, announce::encode_revoke(&jti, expires_s))
+                        {
+                            return;
+                        }
                         self.respond(slot, 200, "ok", response);
                     }
                     Err(full) => self.respond_api_error(slot, &full.api_error()),
@@ -219,6 +265,53 @@ impl Acceptor {
                 }
                 self.draining = true;
                 self.scatter(slot, AdminQuery::Drain, Targets::All, Gather::Drained);
+            }
+        }
+    }
+
+    /// Queues `text` for the other nodes of the cluster; when the bridge's
+    /// queue is full, answers 503 `busy` (nothing was done anywhere) and
+    /// says false.
+    fn announce(&mut self, slot: usize, text: Vec<u8>) -> bool {
+        let Some(cluster) = &self.api.cluster else { return true };
+        if cluster.try_send(ClusterOut::Announce(text)).is_ok() {
+            return true;
+        }
+        self.counters.hit(LimitKind::ClusterQueueFull);
+        let busy = ApiError::new(503, "busy", "the queue to the other nodes of the cluster is full; try again");
+        self.respond_busy(slot, &busy);
+        false
+    }
+
+    /// Runs what other nodes announced (`announce`) on this node's shards,
+    /// at most `ANNOUNCEMENTS_PER_TURN` an iteration; nobody waits for the
+    /// shards' answers. A full admin inbox drops that shard's part, counted
+    /// as `api_busy`.
+    pub(super) fn run_announcements(&mut self) {
+        let Some(announcements) = &self.api.announcements else { return };
+        let taken: Vec<Vec<u8>> = announcements.try_iter().take(ANNOUNCEMENTS_PER_TURN).collect();
+        if taken.len() == ANNOUNCEMENTS_PER_TURN {
+            // More may wait: come back soon even if nothing else happens.
+            let _ = self.api.waker.wake();
+        }
+        for text in taken {
+            let (query, shards) = match announce::decode(&text) {
+                Some(Announcement::Query(query)) => (query, (0..self.shards.len()).collect()),
+                Some(Announcement::QueryOne(query, shard)) => (query, vec![usize::from(shard)]),
+                Some(Announcement::Revoke { jti, expires_s }) => {
+                    let now_ms = unix_now_s().saturating_mul(1000);
+                    // A full set counts and logs the refusal itself.
+                    let _ = self.tokens.revoked.add(&jti, expires_s, Reason::Revoked, now_ms);
+                    continue;
+                }
+                None => continue,
+            };
+            let query = Arc::new(query);
+            for shard in shards {
+                let request = self.api.admin_request(ANNOUNCED, &query);
+                if self.shards.try_admin(shard, request).is_err() {
+                    self.counters.hit(LimitKind::ApiBusy);
+                }
             }
         }
     }
@@ -235,6 +328,7 @@ impl Acceptor {
         let shards: Vec<usize> = match targets {
             Targets::All => (0..self.shards.len()).collect(),
             Targets::One(shard) => vec![shard as usize],
+            Targets::Node(_) => Vec::new(),
         };
         let mut sent = 0;
         let mut incomplete = false;

@@ -26,6 +26,7 @@
 //! the thread's state and its loop.
 
 mod accept;
+mod announce;
 mod api;
 mod guard;
 mod pending;
@@ -34,6 +35,7 @@ mod registry_backlog;
 mod upgrade;
 
 pub use accept::bind;
+pub use announce::ANNOUNCEMENTS_MAX;
 pub use refresh::REFRESH_QUEUE_MAX;
 
 use std::io;
@@ -141,6 +143,11 @@ pub struct AcceptorParts {
     /// The cluster bridge's figures and link state, for /metrics, /api/v1/stats
     /// and /readyz; `None` without `cluster.redis`.
     pub cluster_monitor: Option<crate::cluster::ClusterMonitor>,
+    /// The bridge's queue, for admin requests the other nodes run too, and
+    /// the other nodes' such requests (`ANNOUNCEMENTS_MAX`); `None` without
+    /// `cluster.redis`.
+    pub cluster: Option<Sender<crate::msg::ClusterOut>>,
+    pub announcements: Option<Receiver<Vec<u8>>>,
 }
 
 /// The shards' handles, and which of them to wake at the end of the iteration.
@@ -238,6 +245,8 @@ impl Acceptor {
         let mut api = ApiState::new(parts.mint_secret, waker, parts.store, parts.store_monitor, shard_count);
         api.webhook_monitor = parts.webhook_monitor;
         api.cluster_monitor = parts.cluster_monitor;
+        api.cluster = parts.cluster;
+        api.announcements = parts.announcements;
         let now = Instant::now();
         Ok(Acceptor {
             poll,
@@ -277,6 +286,7 @@ impl Acceptor {
                 return Ok(());
             }
             self.on_events(&events);
+            self.run_announcements();
             self.take_api_replies();
             self.retry_registry_backlog();
             self.answer_refreshes();

@@ -25,7 +25,11 @@ pub enum Gather {
         connection: bool,
     },
     Kicked,
-    Closed,
+    /// `announced`: other nodes of the cluster close their members too, so
+    /// none here is no 404.
+    Closed {
+        announced: bool,
+    },
     Drained,
     Usage {
         tenant: String,
@@ -96,10 +100,10 @@ pub fn finish(gather: &Gather, answers: Vec<AdminAnswer>) -> (u16, Vec<u8>) {
         }
         Gather::Sent { .. } => (200, json!({ "delivered": count() })),
         Gather::Kicked => (200, json!({ "kicked": count() })),
-        Gather::Closed if count() == 0 => {
+        Gather::Closed { announced: false } if count() == 0 => {
             return (404, http::error_response(404, "not_found", "no connection is in that room", ""));
         }
-        Gather::Closed => (200, json!({ "closed": count() })),
+        Gather::Closed { .. } => (200, json!({ "closed": count() })),
         Gather::Drained => (202, json!({ "draining": true, "closing": count() })),
         Gather::RegistryApplied { status, response } => return (*status, response.clone()),
         Gather::Registry(op) => {

@@ -114,6 +114,9 @@ pub struct Context<'a> {
 pub enum Targets {
     All,
     One(ShardId),
+    /// None of this node's shards: another node of the cluster (a
+    /// connection id naming that node).
+    Node(u8),
 }
 
 /// What to do with a request.
@@ -205,7 +208,11 @@ pub fn handle(ctx: &Context<'_>, endpoint: &Endpoint, head: &RequestHead, body: 
             let tenant = tenant_param(head)?;
             if let Endpoint::CloseRoom(_) = endpoint {
                 let query = AdminQuery::CloseRoom { key: RoomKey::new(&tenant, room) };
-                return Ok(Outcome::Scatter { query, targets: Targets::All, gather: Gather::Closed });
+                return Ok(Outcome::Scatter {
+                    query,
+                    targets: Targets::All,
+                    gather: Gather::Closed { announced: false },
+                });
             }
             let query = AdminQuery::Connections { tenant, room: Some(room.clone()), user: None, limit: usize::MAX };
             Ok(Outcome::Scatter { query, targets: Targets::All, gather: Gather::Room { room: room.clone() } })

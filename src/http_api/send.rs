@@ -37,10 +37,15 @@ pub(super) fn send(head: &RequestHead, body: &[u8], shards: usize) -> Result<Out
             let text = required_str(&doc, "connection")?;
             let id = parse_conn_id(&text)
                 .ok_or_else(|| ApiError::bad_field("connection", "a connection id \"shard.slot.generation\""))?;
-            if id.shard as usize >= shards {
-                return Err(ApiError::new(404, "not_found", "no open connection with that id"));
-            }
-            (SendTarget::Connection(id), Targets::One(id.shard), "connection", None)
+            // Another node's connection: that node delivers it (in a cluster).
+            let targets = match crate::ids::remote_node(id.shard) {
+                Some(node) => Targets::Node(node),
+                None if id.shard as usize >= shards => {
+                    return Err(ApiError::new(404, "not_found", "no open connection with that id"));
+                }
+                None => Targets::One(id.shard),
+            };
+            (SendTarget::Connection(id), targets, "connection", None)
         }
         _ => {
             if doc.get("all") != Some(&Value::Bool(true)) {

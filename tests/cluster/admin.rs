@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::frames::{next_of, wait_for, wait_for_close};
+use crate::harness::{Client, Refused, SECRET, unix_now};
 use crate::nodes::{Cluster, Settings, poll_until};
+use roomcast::token::{MintRequest, mint_hs256};
 
 #[test]
 fn admin_sends_and_kicks_on_one_node_reach_members_on_the_others() {
@@ -32,7 +34,11 @@ fn admin_sends_and_kicks_on_one_node_reach_members_on_the_others() {
     // d's first broadcast: it was not in the room of the first send.
     assert_eq!(next_of(&mut d, "d", "broadcast"), json!({"type": "broadcast", "to": "user", "data": "u"}));
 
-    send(json!({"connection": welcome_b["conn"], "data": 3}));
+    // b's connection is n2's: n1 hands the send on and says so.
+    let (status, answer) = n1.post("/api/v1/send", &json!({"connection": welcome_b["conn"], "data": 3}));
+    let conn = welcome_b["conn"].as_str().unwrap_or_default();
+    let node_of_b = conn.split('.').next().and_then(|shard| shard.parse::<u64>().ok()).map(|shard| shard >> 8);
+    assert_eq!((status, &answer["forwarded"], answer["node"].as_u64()), (202, &json!(true), node_of_b), "{answer}");
     assert_eq!(next_of(&mut b, "b", "broadcast"), json!({"type": "broadcast", "to": "connection", "data": 3}));
 
     send(json!({"all": true, "data": "4"}));
@@ -44,6 +50,34 @@ fn admin_sends_and_kicks_on_one_node_reach_members_on_the_others() {
     assert_eq!(status, 200, "kick: {answer}");
     assert_eq!(wait_for_close(&mut c, "c"), (4003, "kicked by an administrator".to_string()));
     wait_for(&mut b, "b", "member_left c", |f| f["type"] == "member_left" && f["member"]["user"] == "c");
+
+    // Closing the live room on n1, where none of its members is.
+    let (status, answer) = n1.delete("/api/v1/live/rooms/adm");
+    assert_eq!((status, &answer["closed"]), (200, &json!(0)), "close: {answer}");
+    assert_eq!(wait_for_close(&mut b, "b"), (4004, "room closed by an administrator".to_string()));
+}
+
+#[test]
+fn a_token_revoked_on_one_node_is_refused_on_the_others() {
+    let cluster = Cluster::start(2, Settings::default());
+    let [n1, n2] = [&cluster.nodes[0], &cluster.nodes[1]];
+    let jti = "jti-across";
+    let request = MintRequest { sub: "r", ttl_s: 600, jti: Some(jti), ..MintRequest::default() };
+    let token = mint_hs256(SECRET.as_bytes(), &request, unix_now()).expect("mint");
+    let url = n2.url("rev", &format!("token={token}"));
+    let mut before = Client::connect(&url).unwrap_or_else(|e| panic!("n2 refused the fresh token: {e:?}"));
+    assert_eq!(before.next_of_type("welcome")["type"], "welcome");
+
+    let (status, answer) = n1.delete(&format!("/api/v1/tokens/{jti}"));
+    assert_eq!((status, &answer["revoked"]), (200, &json!(true)), "{answer}");
+    // The revocation reaches n2 through Redis, with no event a client sees:
+    // try the handshake until n2 refuses it.
+    let body = poll_until("n2 refuses the revoked token", || match Client::connect(&url) {
+        Err(Refused::Status(401, body)) => Ok(body),
+        Ok(_) => Err("accepted".into()),
+        Err(other) => Err(format!("{other:?}")),
+    });
+    assert!(body.contains("token_revoked"), "{body}");
 }
 
 #[test]

@@ -204,6 +204,13 @@ impl Node {
         (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
     }
 
+    /// `DELETE path` with the admin key: the status and the body as JSON.
+    pub fn delete(&self, path: &str) -> (u16, Value) {
+        let request = format!("DELETE {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n");
+        let (status, body) = raw_http(self.addr, request.as_bytes());
+        (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    }
+
     /// The `/metrics` page.
     pub fn metrics(&self) -> String {
         let (status, body) = raw_http(self.addr, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
