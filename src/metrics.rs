@@ -285,6 +285,9 @@ pub struct ShardMetrics {
     /// however many members it serves).
     pub remote_sent: u64,
     pub remote_received: u64,
+    /// Connections to a big room this shard owns, handed on to another
+    /// shard (`rooms.spread_from_members`).
+    pub connections_spread: u64,
     /// Busy time of one loop iteration (poll return to end of iteration), µs.
     pub loop_us: LatencyHistogram,
     /// From the start of an iteration that published to the end of its

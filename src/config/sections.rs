@@ -130,6 +130,10 @@ pub struct RoomsConfig {
     pub require_registration: bool,
     /// Registered rooms held in memory at most.
     pub registry_max: usize,
+    /// A room with this many members or more spreads: its shard hands new
+    /// connections to every shard in turn, so its fan-out runs on all of
+    /// them (0: never).
+    pub spread_from_members: u32,
 }
 
 /// `[store]`: the embedded SQLite store (`<data_dir>/roomcast.db`).

@@ -149,7 +149,7 @@ fn per_shard(out: &mut String, shards: &[ShardMetrics], (name, kind, help, get):
 /// Renders the latest snapshots in Prometheus text format.
 pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let per_shard_series: [Series; 21] = [
+    let per_shard_series: [Series; 22] = [
         (
             "roomcast_connections",
             Kind::Gauge,
@@ -204,6 +204,12 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
         ("roomcast_cross_shard_received_total", Kind::Counter, "Messages received from other shards.", |m| {
             m.remote_received
         }),
+        (
+            "roomcast_connections_spread_total",
+            Kind::Counter,
+            "Connections to a room of rooms.spread_from_members members or more, handed by the room's shard to another.",
+            |m| m.connections_spread,
+        ),
         (
             "roomcast_recovery_dropped_total",
             Kind::Counter,

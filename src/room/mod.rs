@@ -986,6 +986,11 @@ impl Rooms {
         self.index.keys().cloned().collect()
     }
 
+    /// Members of room `key` on every shard and node (0 when it is not here).
+    pub fn member_count(&self, key: &RoomKey) -> usize {
+        self.index.get(key).map_or(0, |&slot| self.rooms[slot].members.len())
+    }
+
     /// Whether a room `key` lives here now.
     pub fn contains(&self, key: &RoomKey) -> bool {
         self.index.contains_key(key)

@@ -9,8 +9,8 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::conn::{ConnState, Connection, Grants, Member, OutboundQueue, RateBucket, Role};
-use super::{Handoff, HandoffKind, Shard};
-use crate::ids::{ConnId, RoomKey};
+use super::{Handoff, HandoffKind, Shard, ShardCore, ShardMsg};
+use crate::ids::{ConnId, RoomKey, ShardId};
 use crate::metrics::LimitKind;
 use crate::protocol::Since;
 use crate::refusal::Refusal;
@@ -28,6 +28,33 @@ impl Shard {
             refuse_handoff(&mut stream, Refusal::Draining);
             return;
         }
+        if let HandoffKind::Room { key, .. } = &kind
+            && let Some(shard) = core.spread_target(key)
+        {
+            let handoff = Handoff { stream, response, leftover, kind, peer: peer_addr };
+            match core
+                .remote
+                .peers
+                .get(usize::from(shard))
+                .map(|peer| (peer, peer.try_send(ShardMsg::Handoff(Box::new(handoff)))))
+            {
+                Some((peer, Ok(()))) => {
+                    peer.wake();
+                    core.metrics.connections_spread += 1;
+                    return;
+                }
+                // That shard's inbox is full: this one takes the connection.
+                Some((_, Err(ShardMsg::Handoff(handoff)))) => return self.admit_here(*handoff),
+                _ => return,
+            }
+        }
+        self.admit_here(Handoff { stream, response, leftover, kind, peer: peer_addr })
+    }
+
+    /// Registers a connection on this shard (see `admit`).
+    fn admit_here(&mut self, handoff: Handoff) {
+        let Handoff { mut stream, response, leftover, kind, peer: peer_addr } = handoff;
+        let core = &mut self.core;
         if core.conns.len() >= core.settings.limits.connections_per_shard_max as usize {
             core.note_shard_limit(LimitKind::ShardFull);
             refuse_handoff(&mut stream, Refusal::ServerFull);
@@ -92,6 +119,24 @@ impl Shard {
             let mut bytes = leftover;
             core.consume_bytes(slot, &mut bytes);
         }
+    }
+}
+
+impl ShardCore {
+    /// The shard a new connection to room `key` goes to, when `key` is a
+    /// room of this shard with `rooms.spread_from_members` members or more:
+    /// every shard in turn, this one included. `None` (stay here) for a
+    /// smaller room, one owned elsewhere (a connection handed on is never
+    /// handed on again) or a single shard.
+    fn spread_target(&mut self, key: &RoomKey) -> Option<ShardId> {
+        let from = self.settings.rooms.spread_from_members as usize;
+        let shards = self.settings.shards;
+        if from == 0 || shards < 2 || key.shard(shards) != self.id || self.rooms.member_count(key) < from {
+            return None;
+        }
+        self.spread_turn = (self.spread_turn + 1) % shards;
+        let shard = self.spread_turn as ShardId;
+        (shard != self.id).then_some(shard)
     }
 }
 

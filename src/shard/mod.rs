@@ -258,6 +258,9 @@ struct ShardCore {
     metrics: ShardMetrics,
     metrics_sent_at: Instant,
     conn_log: conn_log::ConnLog,
+    /// Which shard the next connection to a big room of this shard's goes
+    /// to (`admit.rs`, `rooms.spread_from_members`), round robin.
+    spread_turn: usize,
 }
 
 impl Shard {
@@ -320,6 +323,7 @@ impl Shard {
             metrics: ShardMetrics::default(),
             metrics_sent_at: now,
             conn_log: conn_log::ConnLog::new(settings.connection_log_lines_per_s),
+            spread_turn: 0,
             settings,
         };
         let read_buf = vec![0; core.settings.limits.read_bytes_per_event_max.clamp(4096, 1 << 20)];

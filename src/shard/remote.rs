@@ -357,8 +357,14 @@ impl ShardCore {
             let pending = |j: &super::conn::JoinedRoom| {
                 j.key == *key && j.tag == tag && matches!(j.place, Place::Remote { membership: None, .. })
             };
+            // The URL room (a spread big room's, or another node's) closes
+            // the connection as a local one would.
+            let home = member.rooms.first().is_some_and(pending);
             member.rooms.retain(|joined| !pending(joined));
             self.send_error(conn.slot as usize, reference, reason);
+            if home {
+                self.begin_close(conn.slot as usize, super::requests::home_close(reason), None);
+            }
         }
     }
 

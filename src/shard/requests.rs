@@ -347,7 +347,7 @@ impl ShardCore {
 
 /// The Close of a connection whose URL room refused it (`Refusal::close`;
 /// 1013 `server full` for any other refusal).
-fn home_close(refusal: Refusal) -> CloseCode {
+pub(super) fn home_close(refusal: Refusal) -> CloseCode {
     refusal.close().unwrap_or(CloseCode::SHARD_FULL)
 }
 

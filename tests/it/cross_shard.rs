@@ -563,3 +563,92 @@ fn a_rejoin_sent_while_the_first_join_is_in_flight_still_receives_broadcasts() {
     let message = rejoiner.next_of_type("message");
     assert_eq!((message["room"].as_str(), message["data"].as_str()), (Some(room.as_str()), Some("after the undo")));
 }
+
+/// Connects `user` to `room` and returns it with its `welcome`, wherever
+/// the connection is placed.
+fn connect_anywhere(server: &Server, room: &str, user: &str) -> (Client, Value) {
+    let token = token(&Claims { sub: user, ..Claims::default() });
+    let mut client = Client::connect(&server.url(room, &format!("token={token}"))).expect("connect");
+    let welcome = client.next_of_type("welcome");
+    (client, welcome)
+}
+
+/// The shard part of a connection id `"shard.slot.generation"`.
+fn conn_shard(welcome: &Value) -> u64 {
+    let conn = welcome["conn"].as_str().unwrap_or_default();
+    conn.split('.').next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("conn id in {welcome}"))
+}
+
+#[test]
+fn a_big_room_spreads_new_members_over_every_shard_and_keeps_one_order_and_presence() {
+    let server = Server::start(&["--shards", "4", "--set", "rooms.spread_from_members=3"]);
+    let room = room_on("big", 1);
+    let mut members = Vec::new();
+    for i in 0..11 {
+        let user = format!("m{i}");
+        let (client, welcome) = connect_anywhere(&server, &room, &user);
+        assert_eq!(welcome["shard"], 1, "the room's owner welcomes {user}: {welcome}");
+        assert_eq!(welcome["member_count"], i + 1, "{welcome}");
+        members.push((user, client, conn_shard(&welcome)));
+    }
+    // The first three fill the room on its owner; from then on each new
+    // member goes to the next shard in turn, the owner's own turn included.
+    let placed: Vec<u64> = members.iter().map(|(_, _, shard)| *shard).collect();
+    assert_eq!(placed, [1, 1, 1, 1, 2, 3, 0, 1, 2, 3, 0], "shards of m0..m10");
+    // Metrics come from the shards' periodic snapshots: read until it shows.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while metric_sum(&server, "roomcast_connections_spread_total") != 6.0 {
+        assert!(std::time::Instant::now() < deadline, "roomcast_connections_spread_total never reached 6");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // Presence reaches members on every shard: each saw m10 arrive.
+    for (user, client, _) in members.iter_mut().take(10) {
+        let joined = client.next_of_type("member_joined");
+        let mut last = joined;
+        while last["member"]["user"] != "m10" {
+            last = client.next_of_type("member_joined");
+        }
+        assert_eq!(last["member"]["user"], "m10", "{user}");
+    }
+    // Two publishers on different shards: every member gets every message
+    // of the other once, in one `seq` order.
+    for i in 0..20 {
+        members[0].1.send(json!({"type": "publish", "data": {"by": "m0", "i": i}}));
+        members[4].1.send(json!({"type": "publish", "data": {"by": "m4", "i": i}}));
+    }
+    let mut by_seq: BTreeMap<u64, Value> = BTreeMap::new();
+    for (user, client, _) in &mut members {
+        let expected = if user == "m0" || user == "m4" { 20 } else { 40 };
+        let mut last = 0;
+        for _ in 0..expected {
+            let message = client.next_of_type("message");
+            let seq = message["seq"].as_u64().expect("seq");
+            assert!(seq > last, "{user}: seq {seq} after {last}");
+            last = seq;
+            assert_ne!(message["data"]["by"], user.as_str(), "{user} got its own message");
+            let data = by_seq.entry(seq).or_insert_with(|| message["data"].clone());
+            assert_eq!(*data, message["data"], "seq {seq} differs for {user}");
+        }
+    }
+    assert_eq!(by_seq.len(), 40);
+
+    // A spread member leaves: the owner's members and the others hear it.
+    let (gone, client, shard) = members.remove(6);
+    assert_eq!(shard, 0);
+    drop(client);
+    for (user, client, _) in &mut members {
+        let left = client.next_of_type("member_left");
+        assert_eq!(left["member"]["user"], gone.as_str(), "{user}");
+    }
+}
+
+/// The sum of a counter's series on `/metrics`.
+fn metric_sum(server: &Server, family: &str) -> f64 {
+    let (status, page) = super::harness::raw_http(server.addr, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert_eq!(status, 200);
+    page.lines()
+        .filter(|line| line.starts_with(family) && !line.starts_with('#'))
+        .filter_map(|line| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}

@@ -214,6 +214,25 @@ fn a_full_room_refuses_with_an_error_and_1013() {
 }
 
 #[test]
+fn a_full_spread_room_refuses_a_member_placed_on_another_shard_as_a_local_one() {
+    // From 1 member on, the room's shard hands every other new connection
+    // to the second shard: b and d are placed there, and the owner refuses
+    // d's join.
+    let args = ["--shards", "2", "--set", "limits.room_members_max=3", "--set", "rooms.spread_from_members=1"];
+    let server = Server::start(&args);
+    let (room, _) = rooms_on_both_shards();
+    let shard =
+        |welcome: &serde_json::Value| welcome["conn"].as_str().and_then(|c| c.split('.').next()).map(str::to_owned);
+    let members: Vec<_> = ["a", "b", "c"].iter().map(|user| server.join(&room, user)).collect();
+    let placed: Vec<Option<String>> = members.iter().map(|(_, welcome)| shard(welcome)).collect();
+    assert_eq!(placed, [Some("0".into()), Some("1".into()), Some("0".into())], "a, b, c: owner, spread, owner");
+    let token = super::harness::token(&super::harness::Claims { sub: "d", ..Default::default() });
+    let mut d = Client::connect(&server.url(&room, &format!("token={token}"))).expect("handshake");
+    assert_eq!(d.next_of_type("error")["code"], "room_full");
+    assert_eq!(d.expect_close(), (1013, "room full".into()));
+}
+
+#[test]
 fn the_echo_listener_echoes_text_and_binary() {
     let server = Server::start(&["--echo-listen", "127.0.0.1:0"]);
     let addr = server.echo_addr.expect("echo listener");
