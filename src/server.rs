@@ -589,7 +589,11 @@ fn spawn_store(
     };
     let store = Store::new(db, queue, shards.iter().map(ShardHandle::store_reply).collect(), &settings);
     let monitor = store.monitor();
-    let thread = std::thread::Builder::new().name("store".into()).spawn(move || store.run())?;
+    let nice = config.store.thread_nice;
+    let thread = std::thread::Builder::new().name("store".into()).spawn(move || {
+        lower_current_thread_priority("store", nice);
+        store.run()
+    })?;
     Ok((Some(thread), Some(monitor)))
 }
 
@@ -645,6 +649,27 @@ fn allowed_cores() -> Vec<usize> {
         }
     };
     if cores.is_empty() { vec![0] } else { cores }
+}
+
+/// Lowers the calling thread's priority by `steps` nice steps (the thread's
+/// own niceness: Linux keeps one per thread), logging the outcome either way.
+fn lower_current_thread_priority(thread: &str, steps: i32) {
+    if steps == 0 {
+        return;
+    }
+    // SAFETY: `__errno_location` points at this thread's errno; `nice`
+    // changes only the calling thread's niceness on Linux. errno is cleared
+    // first because -1 is also a valid niceness.
+    let (niceness, errno) = unsafe {
+        *libc::__errno_location() = 0;
+        let niceness = libc::nice(steps);
+        (niceness, *libc::__errno_location())
+    };
+    if niceness == -1 && errno != 0 {
+        tracing::warn!(thread, steps, error = %std::io::Error::from_raw_os_error(errno), "thread priority not lowered");
+    } else {
+        tracing::info!(thread, niceness, "thread priority lowered");
+    }
 }
 
 /// Pins the calling thread to `core`, logging the outcome either way.

@@ -157,6 +157,8 @@ pub struct StoreConfig {
     pub cache_kib: u32,
     /// How long a batch of session audit events alone waits for more, in ms.
     pub audit_linger_ms: u64,
+    /// The store thread's niceness above the rest of the server's (0-19).
+    pub thread_nice: i32,
     /// Replies held per shard while that shard's store-reply channel is
     /// full; past it acks are dropped (counted). At least `batch_max`.
     pub outbox_max: usize,

@@ -140,6 +140,9 @@ impl Config {
         if store.audit_linger_ms > 1000 {
             return Err(ConfigError::invalid("store.audit_linger_ms", "at most 1000"));
         }
+        if !(0..=19).contains(&store.thread_nice) {
+            return Err(ConfigError::invalid("store.thread_nice", "from 0 to 19"));
+        }
         if !(64..=1_048_576).contains(&store.cache_kib) {
             return Err(ConfigError::invalid("store.cache_kib", "from 64 to 1048576 (KiB)"));
         }

@@ -81,6 +81,11 @@ impl Server {
     }
 
     /// Blocks until a log line containing `needle` appears, and returns it.
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn wait_for_log(&mut self, needle: &str) -> String {
         loop {
             match self.log.recv_timeout(PATIENCE) {
