@@ -991,12 +991,6 @@ impl Rooms {
         self.index.get(key).map_or(0, |&slot| self.rooms[slot].members.len())
     }
 
-    /// Whether room `key` lives here and waits for its chat history from the
-    /// store (its joins are answered once it comes).
-    pub fn is_loading(&self, key: &RoomKey) -> bool {
-        self.index.get(key).is_some_and(|&slot| self.rooms[slot].loading)
-    }
-
     /// Whether a room `key` lives here now.
     pub fn contains(&self, key: &RoomKey) -> bool {
         self.index.contains_key(key)

@@ -109,21 +109,11 @@ impl Shard {
         let home_key = home.as_ref().map(|(key, _)| key);
         core.audit_open(slot, home_key, peer_addr);
         core.log_connection(slot, peer_addr, None);
+        core.mark_dirty(slot);
         let first_check = core.next_heartbeat(core.now, expires_at_s);
         core.schedule(id, first_check, TimerKind::Heartbeat);
-        let mut welcome_waits_for_store = false;
         if let Some((key, since)) = home {
-            core.join_initial_rooms(slot, key.clone(), since.as_deref());
-            welcome_waits_for_store = core.rooms.is_loading(&key);
-        }
-        // The 101 goes out with the welcome in one write (a loopback write
-        // costs as much for one frame as for several) when the welcome waits
-        // for the room's history from the store, which answers after one
-        // read (at worst `store.busy_timeout_ms` behind a lock), or refuses
-        // at once when its queue is full; otherwise now. Anything queued
-        // meanwhile (an error, a Close) marks the connection dirty anyway.
-        if !welcome_waits_for_store {
-            core.mark_dirty(slot);
+            core.join_initial_rooms(slot, key, since.as_deref());
         }
         if !leftover.is_empty() {
             let mut bytes = leftover;
