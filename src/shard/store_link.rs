@@ -96,6 +96,7 @@ impl ShardCore {
 
     /// Carries out a batch of the store's answers.
     pub(super) fn on_store_replies(&mut self, batch: Vec<StoreReply>) {
+        let mut loaded = Vec::new();
         for reply in batch {
             match reply {
                 StoreReply::Committed { to, reference, seq } => {
@@ -111,9 +112,15 @@ impl ShardCore {
                         self.send_error(to.slot as usize, reference.as_deref(), Refusal::StoreFailed);
                     }
                 }
-                StoreReply::History { key, load, entries } => self.rooms.history_loaded(&key, load, entries),
+                StoreReply::History { key, load, entries } => {
+                    self.rooms.history_loaded(&key, load, entries);
+                    loaded.push(key);
+                }
             }
         }
         self.apply_room_outputs();
+        for key in loaded {
+            self.release_held(&key);
+        }
     }
 }
