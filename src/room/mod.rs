@@ -991,18 +991,6 @@ impl Rooms {
         self.index.get(key).map_or(0, |&slot| self.rooms[slot].members.len())
     }
 
-    /// Whether room `key` lives here and waits for its chat history from the
-    /// store.
-    pub fn is_loading(&self, key: &RoomKey) -> bool {
-        self.index.get(key).is_some_and(|&slot| self.rooms[slot].loading)
-    }
-
-    /// This shard's connections in room `key` (none when it is not here).
-    pub fn local_members(&self, key: &RoomKey) -> Vec<ConnId> {
-        let Some(&slot) = self.index.get(key) else { return Vec::new() };
-        self.local_audience(slot, Audience::All).collect()
-    }
-
     /// Whether a room `key` lives here now.
     pub fn contains(&self, key: &RoomKey) -> bool {
         self.index.contains_key(key)

@@ -102,7 +102,6 @@ impl Shard {
             limits_logged: 0,
             dirty: false,
             doomed: false,
-            held: false,
             close_code: None,
             over_soft_since_ms: 0,
         });
@@ -114,19 +113,7 @@ impl Shard {
         let first_check = core.next_heartbeat(core.now, expires_at_s);
         core.schedule(id, first_check, TimerKind::Heartbeat);
         if let Some((key, since)) = home {
-            core.join_initial_rooms(slot, key.clone(), since.as_deref());
-            // The room reads its history from the store: the welcome says
-            // so, and a `chat_history` follows when it comes. A loopback
-            // write costs as much for one frame as for three, so nothing is
-            // written before that (the store answers after one read, or
-            // refuses at once when its queue is full).
-            if core.rooms.is_loading(&key)
-                && let Some(conn) = core.conns.get_mut(slot)
-                && conn.state == ConnState::Open
-                && !conn.doomed
-            {
-                conn.held = true;
-            }
+            core.join_initial_rooms(slot, key, since.as_deref());
         }
         if !leftover.is_empty() {
             let mut bytes = leftover;

@@ -75,7 +75,6 @@ impl ShardCore {
         }
         conn.close_code.get_or_insert(code.code);
         conn.outbound.push_unbounded(frame::close_frame(code));
-        conn.held = false;
         let id = conn.id;
         if let Some(limit) = limit {
             self.note_limit(slot, limit);
@@ -93,7 +92,6 @@ impl ShardCore {
         conn.close_code.get_or_insert(code.code);
         conn.outbound.discard_unstarted();
         conn.outbound.push_unbounded(frame::close_frame(code));
-        conn.held = false;
         let id = conn.id;
         self.mark_dirty(slot);
         self.leave_all_rooms(slot);

@@ -177,10 +177,6 @@ pub struct Connection {
     pub dirty: bool,
     /// On the shard's reap list: nothing more is done with it.
     pub doomed: bool,
-    /// Not written yet: a new connection whose URL room waits for its stored
-    /// history keeps its 101 and welcome until the `chat_history` joins them,
-    /// so all three go in one write (`ShardCore::release_held`).
-    pub held: bool,
     /// The first Close code sent: the server's (when it closed first) or
     /// the peer's echoed; `None` until then (the audit row then says 1006).
     pub close_code: Option<u16>,

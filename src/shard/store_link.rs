@@ -96,7 +96,6 @@ impl ShardCore {
 
     /// Carries out a batch of the store's answers.
     pub(super) fn on_store_replies(&mut self, batch: Vec<StoreReply>) {
-        let mut loaded = Vec::new();
         for reply in batch {
             match reply {
                 StoreReply::Committed { to, reference, seq } => {
@@ -112,15 +111,9 @@ impl ShardCore {
                         self.send_error(to.slot as usize, reference.as_deref(), Refusal::StoreFailed);
                     }
                 }
-                StoreReply::History { key, load, entries } => {
-                    self.rooms.history_loaded(&key, load, entries);
-                    loaded.push(key);
-                }
+                StoreReply::History { key, load, entries } => self.rooms.history_loaded(&key, load, entries),
             }
         }
         self.apply_room_outputs();
-        for key in loaded {
-            self.release_held(&key);
-        }
     }
 }

@@ -64,12 +64,6 @@ impl ShardCore {
                 if conn.state != ConnState::Open {
                     return;
                 }
-                // A history that has not come by the first heartbeat no
-                // longer holds the connection's first write back.
-                if conn.held {
-                    self.release(slot);
-                }
-                let Some(conn) = self.conns.get(slot) else { return };
                 let limits = &self.settings.limits;
                 let expires_at_s = conn.expires_at_s;
                 let last_rx = self.origin + Duration::from_millis(conn.last_rx_ms);

@@ -9,7 +9,7 @@ use slab::Slab;
 
 use super::conn::{ConnState, Connection, FlushOutcome, QueueBounds, Role, SlowConsumer};
 use super::{RemoteMsg, ShardCore};
-use crate::ids::{ConnId, RoomKey};
+use crate::ids::ConnId;
 use crate::metrics::{LimitKind, ShardMetrics};
 use crate::room::Output;
 use crate::ws::CloseCode;
@@ -41,23 +41,6 @@ pub(super) fn enqueue(
 }
 
 impl ShardCore {
-    /// Writes what held connections of room `key` (`Connection::held`) keep,
-    /// now that its history came.
-    pub(super) fn release_held(&mut self, key: &RoomKey) {
-        for id in self.rooms.local_members(key) {
-            self.release(id.slot as usize);
-        }
-    }
-
-    /// Lets connection `slot` be written again (`Connection::held`).
-    pub(super) fn release(&mut self, slot: usize) {
-        if let Some(conn) = self.conns.get_mut(slot)
-            && std::mem::take(&mut conn.held)
-        {
-            self.mark_dirty(slot);
-        }
-    }
-
     pub(super) fn mark_dirty(&mut self, slot: usize) {
         if let Some(conn) = self.conns.get_mut(slot)
             && !conn.dirty
@@ -163,7 +146,7 @@ impl ShardCore {
         for &slot in &dirty {
             let Some(conn) = self.conns.get_mut(slot) else { continue };
             conn.dirty = false;
-            if conn.doomed || conn.held {
+            if conn.doomed {
                 continue;
             }
             let (outcome, written) = conn.outbound.flush(&mut conn.stream);

@@ -467,24 +467,3 @@ fn the_store_thread_runs_store_thread_nice_steps_below_the_shards() {
         }
     }
 }
-
-#[test]
-fn a_connection_held_for_its_room_s_history_is_written_by_its_first_heartbeat_when_the_store_is_stuck() {
-    // A new room reads its history from the store, and a connection to it
-    // gets its 101, welcome and chat_history in one write when the history
-    // comes. A store stuck behind a lock (for up to busy_timeout_ms, here
-    // far past PATIENCE) must not hold the handshake longer than the first
-    // heartbeat (ping_interval_ms).
-    let args = ["--set", "store.busy_timeout_ms=600000", "--set", "limits.ping_interval_ms=500"];
-    let server = Server::start(&args);
-    let (mut first, _) = server.join("warm", "w");
-    settle_store(&mut first);
-    let lock = lock_database(&server);
-    let token = super::harness::token(&super::harness::Claims { sub: "late", ..Default::default() });
-    let mut late = Client::connect(&server.url("fresh", &format!("token={token}"))).expect("handshake while stuck");
-    let welcome = late.next_of_type("welcome");
-    assert_eq!(welcome["history_loading"], true, "{welcome}");
-    drop(lock);
-    let history = late.next_of_type("chat_history");
-    assert_eq!(history["messages"], json!([]), "{history}");
-}
