@@ -288,6 +288,9 @@ pub struct ShardMetrics {
     /// Connections to a big room this shard owns, handed on to another
     /// shard (`rooms.spread_from_members`).
     pub connections_spread: u64,
+    /// Durable rooms created without reading their history: the store holds
+    /// no chat of them (`rooms.history_filter_kib`).
+    pub history_loads_skipped: u64,
     /// Busy time of one loop iteration (poll return to end of iteration), µs.
     pub loop_us: LatencyHistogram,
     /// From the start of an iteration that published to the end of its

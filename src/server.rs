@@ -315,6 +315,10 @@ impl ServerHandle {
         let acceptor_store = database.is_some().then(|| store_tx.clone());
         let revoked = load_revoked_tokens(&config, database.as_ref(), acceptor_store.clone())?;
         let (registered, registry) = load_registry(&config, database.as_ref())?;
+        let stored_chat = match &database {
+            Some(db) => db.chat_rooms().context("rooms with stored chat")?,
+            None => Vec::new(),
+        };
         // Before the shards, which will hold its handles (events leave the
         // process from this thread only, never from a shard's loop).
         let webhooks = start_webhooks(&config)?;
@@ -342,7 +346,7 @@ impl ServerHandle {
             webhooks: webhooks.as_ref().map(Webhooks::handle),
             cluster: bridge.as_ref().map(Bridge::queue),
         });
-        let (built, shards) = build_shards(&config, &settings, &registered)?;
+        let (built, shards) = build_shards(&config, &settings, &registered, &stored_chat)?;
 
         // Everything that can take time or fail slowly is done: bind now, so
         // a connection the kernel accepts is served at once.
@@ -525,13 +529,16 @@ fn build_shards(
     config: &Config,
     settings: &Arc<ShardSettings>,
     registered: &[(RoomKey, RoomPolicy)],
+    stored_chat: &[(String, String)],
 ) -> anyhow::Result<(Vec<Shard>, Vec<ShardHandle>)> {
     let mut built = Vec::with_capacity(config.shards);
     let mut shards = Vec::with_capacity(config.shards);
+    let chat_keys: Vec<RoomKey> = stored_chat.iter().map(|(tenant, room)| RoomKey::new(tenant, room)).collect();
     for id in 0..config.shards {
         let (mut shard, handle) = Shard::new(id as ShardId, Arc::clone(settings)).context("create shard")?;
         let owned = registered.iter().filter(|(key, _)| key.shard(config.shards) as usize == id);
         shard.load_registry(owned.cloned().collect());
+        shard.load_stored_chat(chat_keys.iter().filter(|key| key.shard(config.shards) as usize == id));
         built.push(shard);
         shards.push(handle);
     }

@@ -134,6 +134,9 @@ pub struct RoomsConfig {
     /// connections to every shard in turn, so its fan-out runs on all of
     /// them (0: never).
     pub spread_from_members: u32,
+    /// KiB per shard of the filter of rooms that may have stored chat
+    /// (others skip the history read when created; 0: every room reads it).
+    pub history_filter_kib: u32,
 }
 
 /// `[store]`: the embedded SQLite store (`<data_dir>/roomcast.db`).

@@ -13,6 +13,8 @@ pub const JWT_SECRET_BYTES_MIN: usize = 32;
 pub const API_KEY_BYTES_MIN: usize = 16;
 /// Largest `rooms.registry_max`: registered rooms held in memory.
 pub const REGISTRY_MAX_LIMIT: usize = 10_000_000;
+/// Largest `rooms.history_filter_kib`: 64 MiB per shard.
+pub const HISTORY_FILTER_KIB_MAX: u32 = 65_536;
 /// Largest `rooms.recovery_messages_max`: a room's recovery ring, bounded.
 pub const RECOVERY_MESSAGES_MAX: u32 = 10_000;
 /// Most shards a cluster node may run: a connection id's shard part is
@@ -139,6 +141,9 @@ impl Config {
         }
         if store.audit_linger_ms > 1000 {
             return Err(ConfigError::invalid("store.audit_linger_ms", "at most 1000"));
+        }
+        if self.rooms.history_filter_kib > HISTORY_FILTER_KIB_MAX {
+            return Err(ConfigError::invalid("rooms.history_filter_kib", format!("at most {HISTORY_FILTER_KIB_MAX}")));
         }
         if !(0..=19).contains(&store.thread_nice) {
             return Err(ConfigError::invalid("store.thread_nice", "from 0 to 19"));

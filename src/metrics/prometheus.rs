@@ -149,7 +149,7 @@ fn per_shard(out: &mut String, shards: &[ShardMetrics], (name, kind, help, get):
 /// Renders the latest snapshots in Prometheus text format.
 pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let per_shard_series: [Series; 22] = [
+    let per_shard_series: [Series; 23] = [
         (
             "roomcast_connections",
             Kind::Gauge,
@@ -209,6 +209,12 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
             Kind::Counter,
             "Connections to a room of rooms.spread_from_members members or more, handed by the room's shard to another.",
             |m| m.connections_spread,
+        ),
+        (
+            "roomcast_history_loads_skipped_total",
+            Kind::Counter,
+            "Rooms created without reading their history from the store, which holds no chat of them.",
+            |m| m.history_loads_skipped,
         ),
         (
             "roomcast_recovery_dropped_total",

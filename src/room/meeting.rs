@@ -345,7 +345,12 @@ impl Rooms {
         }
         self.broadcast(slot, Audience::Admitted, frame);
         match record {
-            Some(record) => self.outputs.push_back(Output::Persist(Persist::Chat(Box::new(record)))),
+            Some(record) => {
+                if let Some(filter) = &mut self.chat_filter {
+                    filter.insert(&record.key);
+                }
+                self.outputs.push_back(Output::Persist(Persist::Chat(Box::new(record))))
+            }
             None => self.ack(peer.conn, reference, Some(seq)),
         }
         self.debug_check_invariants();

@@ -24,6 +24,9 @@ use crate::refusal::Refusal;
 use crate::registry::{self, Admission, RoomPolicy};
 use crate::ws::frame::{Frame, FrameBuilder, Opcode};
 
+use chat_filter::ChatFilter;
+
+mod chat_filter;
 mod extension;
 mod invariants;
 mod meeting;
@@ -327,6 +330,11 @@ pub struct Rooms {
     /// Members of these rooms on other cluster nodes (the sum of every
     /// room's cluster lane, `per_shard[shards]`), for metrics.
     remote_members: u64,
+    /// Rooms that may have stored chat (`chat_filter.rs`); `None` reads the
+    /// history of every durable room.
+    chat_filter: Option<ChatFilter>,
+    /// Durable rooms created without reading the store (`chat_filter`), for metrics.
+    history_loads_skipped: u64,
 }
 
 /// What the recovery rings lost, for metrics (monotonic).
@@ -377,7 +385,29 @@ impl Rooms {
             audit: AudienceAudit::default(),
             recovery: RecoveryCounts::default(),
             remote_members: 0,
+            chat_filter: None,
+            history_loads_skipped: 0,
         }
+    }
+
+    /// Durable rooms that never had stored chat skip the history read: a
+    /// `kib` KiB filter of the rooms that may have some (0: every durable
+    /// room reads it). Call after `with_store`, then `remember_stored_chat`.
+    pub fn with_chat_filter(mut self, kib: u32) -> Rooms {
+        self.chat_filter = (self.durable && kib > 0).then(|| ChatFilter::with_kib(kib));
+        self
+    }
+
+    /// The rooms of this shard the store holds chat of, at start.
+    pub fn remember_stored_chat<'a>(&mut self, keys: impl IntoIterator<Item = &'a RoomKey>) {
+        if let Some(filter) = &mut self.chat_filter {
+            keys.into_iter().for_each(|key| filter.insert(key));
+        }
+    }
+
+    /// Durable rooms created without reading the store, so far.
+    pub fn history_loads_skipped(&self) -> u64 {
+        self.history_loads_skipped
     }
 
     /// The registry settings of the rooms this shard owns, at start.
@@ -530,8 +560,13 @@ impl Rooms {
         self.incarnations += 1;
         let incarnation = self.incarnations;
         // Rooms made by quiet joins (personal and group rooms at
-        // admit, one per connection) do not read the disk.
-        let loading = self.durable && !quiet;
+        // admit, one per connection) do not read the disk, nor do rooms
+        // that never had chat stored.
+        let read_history = self.durable && !quiet;
+        let loading = read_history && self.chat_filter.as_ref().is_none_or(|filter| filter.may_contain(key));
+        if read_history && !loading {
+            self.history_loads_skipped += 1;
+        }
         let slot = self.rooms.insert(Room {
             key: key.clone(),
             // Most rooms (every personal room) hold one member.

@@ -368,6 +368,43 @@ fn send_chat(rooms: &mut Rooms, membership: Membership, from: ConnId, text: &str
 }
 
 #[test]
+fn a_room_reads_its_history_only_when_the_store_may_hold_chat_of_it() {
+    let mut rooms = Rooms::new(0, 2, limits(3, 10, 100)).with_store(7, true).with_chat_filter(1);
+    let loads =
+        |out: &[Output]| out.iter().filter(|o| matches!(o, Output::Persist(Persist::LoadHistory { .. }))).count();
+    let stored = RoomKey::new("", "had-chat");
+    rooms.remember_stored_chat([&stored]);
+
+    // Never had chat: no read, a complete welcome.
+    let fresh = RoomKey::new("", "fresh");
+    let alice = rooms.join(&Peer::new(conn(1), "alice", None), &fresh, false, None).expect("space");
+    let out = outputs(&mut rooms);
+    assert_eq!(loads(&out), 0, "{out:?}");
+    let welcome =
+        out.iter().find_map(|o| if let Output::Deliver { frame, .. } = o { Some(frame_json(frame)) } else { None });
+    assert_eq!(welcome.expect("a welcome").get("history_loading"), None);
+    assert_eq!(rooms.history_loads_skipped(), 1);
+
+    // Known to the store at start: read.
+    rooms.join(&Peer::new(conn(2), "bob", None), &stored, false, None).expect("space");
+    assert_eq!(loads(&outputs(&mut rooms)), 1);
+
+    // Chat persisted in `fresh` makes the room read it when it is made again.
+    send_chat(&mut rooms, alice, conn(1), "hi", b"1");
+    outputs(&mut rooms);
+    rooms.leave(alice, conn(1), None);
+    outputs(&mut rooms);
+    rooms.join(&Peer::new(conn(3), "carol", None), &fresh, false, None).expect("space");
+    assert_eq!(loads(&outputs(&mut rooms)), 1, "its chat is in the store now");
+    assert_eq!(rooms.history_loads_skipped(), 1);
+
+    // Without a store nothing is read, and nothing counts as skipped.
+    let mut memory = Rooms::new(0, 2, limits(3, 10, 100)).with_store(7, false).with_chat_filter(1);
+    memory.join(&Peer::new(conn(1), "alice", None), &fresh, false, None).expect("space");
+    assert_eq!((loads(&outputs(&mut memory)), memory.history_loads_skipped()), (0, 0));
+}
+
+#[test]
 fn issue_7_durable_chat_acks_through_the_store_and_history_loads_once() {
     let mut rooms = Rooms::new(0, 2, limits(3, 10, 100)).with_store(7, true);
     let key = RoomKey::new("", "durable");

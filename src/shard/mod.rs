@@ -294,6 +294,7 @@ impl Shard {
             },
         )
         .with_store(settings.boot, settings.store.is_some())
+        .with_chat_filter(settings.rooms.history_filter_kib)
         .reporting_chats(settings.webhooks.as_ref().is_some_and(|w| w.wants(WebhookEventKind::Chat)))
         .reporting_closed(settings.cluster.is_some());
         let core = ShardCore {
@@ -343,6 +344,11 @@ impl Shard {
     /// The registry settings of the rooms this shard owns, before `run`.
     pub fn load_registry(&mut self, policies: Vec<(RoomKey, RoomPolicy)>) {
         self.core.rooms.load_policies(policies);
+    }
+
+    /// The rooms of this shard the store holds chat of, before `run`.
+    pub fn load_stored_chat<'a>(&mut self, keys: impl IntoIterator<Item = &'a RoomKey>) {
+        self.core.rooms.remember_stored_chat(keys);
     }
 
     /// Runs until a drain completes.
@@ -553,6 +559,7 @@ impl ShardCore {
             self.metrics.remote_members = self.rooms.remote_members();
             let recovery = self.rooms.recovery_counts();
             (self.metrics.recovery_dropped, self.metrics.recovery_refused) = (recovery.dropped, recovery.refused);
+            self.metrics.history_loads_skipped = self.rooms.history_loads_skipped();
             // A full channel only means the reader is behind; the next snapshot replaces this one.
             let _ = self.settings.metrics_out.try_send((self.id, self.metrics.clone()));
             self.episodes.end_interval();

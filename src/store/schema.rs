@@ -144,6 +144,14 @@ impl Database {
         rows.collect()
     }
 
+    /// Every room the store holds chat of, as `(tenant, room)`: rooms not
+    /// among them skip the history read when created (`room::ChatFilter`).
+    pub fn chat_rooms(&self) -> rusqlite::Result<Vec<(String, String)>> {
+        let mut select = self.conn.prepare("SELECT DISTINCT tenant, room FROM chat")?;
+        let rows = select.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))?;
+        rows.collect()
+    }
+
     /// Every registered room (all tenants), as the live server applies it.
     pub fn registry(&self) -> rusqlite::Result<Vec<RoomRecord>> {
         let mut select = self.conn.prepare(&format!("SELECT {ROOM_COLUMNS} FROM rooms"))?;

@@ -467,3 +467,32 @@ fn the_store_thread_runs_store_thread_nice_steps_below_the_shards() {
         }
     }
 }
+
+#[test]
+fn only_rooms_with_stored_chat_read_their_history_when_created() {
+    let server = Server::start(&[]);
+    let (_quiet, welcome) = server.join("quiet", "q");
+    assert_eq!(welcome.get("history_loading"), None, "a new room has no stored chat: {welcome}");
+    let (mut chatty, welcome) = server.join("chatty", "c");
+    assert_eq!(welcome.get("history_loading"), None, "{welcome}");
+    let id = settle_store(&mut chatty);
+    let data_dir = server.kill();
+
+    // After the restart the filter comes from the store: the room with chat
+    // reads it, the other is created complete.
+    let server = Server::start_in(data_dir, &[]);
+    let (mut back, welcome) = server.join("chatty", "c2");
+    assert_eq!(welcome["history_loading"], true, "{welcome}");
+    assert_eq!(history_after_join(&mut back, &welcome), [id]);
+    let (_again, welcome) = server.join("quiet", "q2");
+    assert_eq!(welcome.get("history_loading"), None, "{welcome}");
+    assert_eq!(welcome["history"], json!([]));
+    let shard = roomcast::__private::RoomKey::new("", "quiet").shard(2);
+    await_metric(&server, &format!("roomcast_history_loads_skipped_total{{shard=\"{shard}\"}}"), 1.0);
+
+    // With the filter off every room reads its history, as before it existed.
+    let data_dir = server.kill();
+    let server = Server::start_in(data_dir, &["--set", "rooms.history_filter_kib=0"]);
+    let (_, welcome) = server.join("quiet", "q3");
+    assert_eq!(welcome["history_loading"], true, "{welcome}");
+}
