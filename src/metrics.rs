@@ -66,6 +66,9 @@ pub enum LimitKind {
     ScreenshareBusy,
     /// A connection used its `limits.read_bytes_per_event_max` and yielded.
     ReadBudget,
+    /// A loop turn wrote `limits.flush_writes_per_turn` connections and left
+    /// the rest for the next turns.
+    FlushBudget,
     /// A poll returned `limits.poll_events_max` events (the rest wait for the next poll).
     PollEventsFull,
     /// A request not read (or its response not written) within `limits.handshake_timeout_ms`.
@@ -96,7 +99,7 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 34] = [
+    pub const ALL: [LimitKind; 35] = [
         LimitKind::MessageTooBig,
         LimitKind::RateLimited,
         LimitKind::RateAbuse,
@@ -119,6 +122,7 @@ impl LimitKind {
         LimitKind::ChatTooLong,
         LimitKind::ScreenshareBusy,
         LimitKind::ReadBudget,
+        LimitKind::FlushBudget,
         LimitKind::PollEventsFull,
         LimitKind::HandshakeTimeout,
         LimitKind::HeadTooBig,
@@ -157,6 +161,7 @@ impl LimitKind {
             LimitKind::ChatTooLong => "chat_too_long",
             LimitKind::ScreenshareBusy => "screenshare_busy",
             LimitKind::ReadBudget => "read_budget",
+            LimitKind::FlushBudget => "flush_budget",
             LimitKind::PollEventsFull => "poll_events_full",
             LimitKind::HandshakeTimeout => "handshake_timeout",
             LimitKind::HeadTooBig => "head_too_big",

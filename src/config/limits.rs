@@ -67,6 +67,9 @@ pub struct Limits {
     pub poll_events_max: usize,
     /// Bytes read from one connection per readable event (the scratch read buffer).
     pub read_bytes_per_event_max: usize,
+    /// Connections written per loop turn; the rest are written in the next
+    /// turns, in order, after the loop has taken what arrived meanwhile.
+    pub flush_writes_per_turn: usize,
     /// Largest message on the echo listener (Autobahn sends up to 16 MiB).
     pub echo_message_bytes_max: usize,
     /// Rooms one connection is in at once (home, personal, groups and joins).
@@ -135,7 +138,7 @@ impl Limits {
     }
 
     /// Every limit with its key name, for the "greater than 0" rule.
-    pub(super) fn sizes(&self) -> [(&'static str, u64); 29] {
+    pub(super) fn sizes(&self) -> [(&'static str, u64); 30] {
         let l = self;
         [
             ("connections_per_shard_max", l.connections_per_shard_max.into()),
@@ -162,6 +165,7 @@ impl Limits {
             ("shard_inbox_max", l.shard_inbox_max as u64),
             ("poll_events_max", l.poll_events_max as u64),
             ("read_bytes_per_event_max", l.read_bytes_per_event_max as u64),
+            ("flush_writes_per_turn", l.flush_writes_per_turn as u64),
             ("echo_message_bytes_max", l.echo_message_bytes_max as u64),
             ("rooms_per_connection_max", l.rooms_per_connection_max.into()),
             ("rooms_per_shard_max", l.rooms_per_shard_max.into()),

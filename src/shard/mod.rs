@@ -390,7 +390,7 @@ impl Shard {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.core.read_again.is_empty() {
+        if !self.core.read_again.is_empty() || !self.core.dirty.is_empty() {
             return Some(Duration::ZERO);
         }
         if self.core.remote.has_backlog() {

@@ -138,14 +138,26 @@ impl ShardCore {
         self.begin_close(slot, CloseCode::SLOW_CONSUMER, Some(LimitKind::SlowConsumer));
     }
 
-    /// One vectored write per connection with something queued.
+    /// One vectored write per connection with something queued, for at
+    /// most `limits.flush_writes_per_turn` of them, oldest first; the rest
+    /// stay on the list, in order, for the next turns (the loop does not
+    /// wait while it is not empty). Frames queued meanwhile for a
+    /// connection still on the list go out in its one write.
     pub(super) fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let turn = dirty.len().min(self.settings.limits.flush_writes_per_turn.max(1));
+        if turn < dirty.len() {
+            self.metrics.hit(LimitKind::FlushBudget);
+        }
         let bounds = self.member_queue_bounds();
         let mut slow = Vec::new();
-        for &slot in &dirty {
+        for &slot in &dirty[..turn] {
             let Some(conn) = self.conns.get_mut(slot) else { continue };
-            conn.dirty = false;
+            // An entry left from an earlier turn whose slot was freed and
+            // taken again is stale once the new connection's is written.
+            if !std::mem::take(&mut conn.dirty) {
+                continue;
+            }
             if conn.doomed {
                 continue;
             }
@@ -175,13 +187,13 @@ impl ShardCore {
                 FlushOutcome::Failed(_) => self.drop_conn(slot),
             }
         }
+        // What this turn did not reach keeps its place ahead of what was
+        // marked during it (closes of slow consumers, below).
+        dirty.drain(..turn);
         for slot in slow {
             self.close_slow_consumer(slot);
         }
-        let mut dirty = dirty;
-        dirty.clear();
-        if self.dirty.is_empty() {
-            self.dirty = dirty; // keep the allocation
-        }
+        dirty.append(&mut self.dirty);
+        self.dirty = dirty; // keeps the allocation
     }
 }

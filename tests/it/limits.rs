@@ -484,3 +484,31 @@ fn a_ping_flood_is_closed_with_1008_and_its_neighbours_still_get_messages() {
     assert_eq!(neighbour.next_of_type("message")["data"], "after the flood", "the neighbour is served");
     wait_for_count(server.addr, &limit_hits("control_flood"), 1.0);
 }
+
+#[test]
+fn a_fanout_written_a_few_sockets_per_turn_reaches_every_member_once_in_order() {
+    // Two writes per turn: the fan-out of each message to 12 members takes
+    // six turns, and messages published meanwhile join writes still to come.
+    let server = Server::start(&["--shards", "1", "--set", "limits.flush_writes_per_turn=2"]);
+    let mut members: Vec<(String, Client)> = (0..12)
+        .map(|i| {
+            let user = format!("m{i}");
+            let (client, _) = server.join("turns", &user);
+            (user, client)
+        })
+        .collect();
+    for (_, client) in members.iter_mut().take(11) {
+        // Every member has seen the last one arrive: presence is written too.
+        while client.next_of_type("member_joined")["member"]["user"] != "m11" {}
+    }
+    let (mut publisher, _) = server.join("turns", "publisher");
+    for i in 0..30 {
+        publisher.send(json!({"type": "publish", "data": i}));
+    }
+    for (user, client) in &mut members {
+        let got: Vec<Value> = (0..30).map(|_| client.next_of_type("message")["data"].clone()).collect();
+        assert_eq!(got, (0..30).map(|i| json!(i)).collect::<Vec<_>>(), "{user}");
+    }
+    // The shards' counters reach /metrics in snapshots: read until it shows.
+    super::http_api::wait_for_series(server.addr, &limit_hits("flush_budget"), |hits| hits >= 1.0);
+}
