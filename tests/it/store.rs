@@ -433,19 +433,22 @@ fn issue_7_a_failing_store_is_reported_live_traffic_goes_on_and_it_recovers() {
     assert!(failures[0].contains("ERROR") && failures[0].contains("DatabaseBusy"), "{}", failures[0]);
 }
 
-/// The niceness of the server's thread named `name` (`/proc/PID/task/*/stat`, field 19).
-fn thread_niceness(pid: u32, name: &str) -> i64 {
+/// The niceness of the server's thread named `name` (`/proc/PID/task/*/stat`,
+/// field 19); `None` until the thread exists.
+fn thread_niceness(pid: u32, name: &str) -> Option<i64> {
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's tasks") {
-        let dir = task.expect("a task").path();
+        let Ok(task) = task else { continue };
+        let dir = task.path();
         if std::fs::read_to_string(dir.join("comm")).unwrap_or_default().trim() != name {
             continue;
         }
-        let stat = std::fs::read_to_string(dir.join("stat")).expect("stat");
+        // A thread that ended between the listing and this read is no answer.
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
         // After the `(comm)` field: state is field 3, so niceness (19) is the 17th.
-        let fields: Vec<&str> = stat.rsplit_once(')').expect("(comm)").1.split_whitespace().collect();
-        return fields[16].parse().expect("niceness");
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        return fields.get(16)?.parse().ok();
     }
-    panic!("no thread {name} in process {pid}");
+    None
 }
 
 #[test]
@@ -454,15 +457,18 @@ fn the_store_thread_runs_store_thread_nice_steps_below_the_shards() {
         [(&[][..], 10), (&["--set", "store.thread_nice=3"][..], 3), (&["--set", "store.thread_nice=0"][..], 0)]
     {
         let server = Server::start(args);
-        // The store thread lowers itself as it starts, which may be just
-        // after the server says it listens: read until it has.
+        // The threads start, and the store thread lowers itself, around the
+        // time the server says it listens: read until both are there and
+        // the store's niceness is set.
         let deadline = Instant::now() + PATIENCE;
         loop {
             let (store, shard) = (thread_niceness(server.pid(), "store"), thread_niceness(server.pid(), "shard-0"));
-            if store == (shard + steps).min(19) {
+            if let (Some(store), Some(shard)) = (store, shard)
+                && store == (shard + steps).min(19)
+            {
                 break;
             }
-            assert!(Instant::now() < deadline, "store.thread_nice={steps}: store {store}, shard-0 {shard}");
+            assert!(Instant::now() < deadline, "store.thread_nice={steps}: store {store:?}, shard-0 {shard:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
