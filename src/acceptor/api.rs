@@ -213,37 +213,7 @@ impl Acceptor {
     fn carry_out(&mut self, slot: usize, outcome: Outcome) {
         match outcome {
             Outcome::Respond(status, response) => self.respond(slot, status, "ok", response),
-            Outcome::Scatter { query, targets, mut gather } => {
-                let announced = match announce::encode_query(&query) {
-                    Some(text) if self.api.cluster.is_some() => match self.announce(slot, text) {
-                        true => true,
-                        false => return,
-                    },
-                    _ => false,
-                };
-                match targets {
-                    Targets::Node(node) if announced => {
-                        let value = serde_json::json!({ "forwarded": true, "node": node });
-                        let body = value.to_string();
-                        self.respond(
-                            slot,
-                            202,
-                            "ok",
-                            crate::http::response(202, "application/json", "", body.as_bytes()),
-                        )
-                    }
-                    Targets::Node(_) => {
-                        let gone = ApiError::new(404, "not_found", "no open connection with that id");
-                        self.respond_api_error(slot, &gone)
-                    }
-                    _ => {
-                        if let Gather::Closed { announced: closed_elsewhere } = &mut gather {
-                            *closed_elsewhere = announced;
-                        }
-                        self.scatter(slot, query, targets, gather)
-                    }
-                }
-            }
+            Outcome::Scatter { query, targets, gather } => self.scatter_everywhere(slot, query, targets, gather),
             Outcome::Store { request, gather } => self.store_query(slot, request, gather),
             Outcome::Revoke { jti, expires_s, response } => {
                 let now_ms = unix_now_s().saturating_mul(1000);
@@ -265,6 +235,35 @@ impl Acceptor {
                 }
                 self.draining = true;
                 self.scatter(slot, AdminQuery::Drain, Targets::All, Gather::Drained);
+            }
+        }
+    }
+
+    /// In a cluster, announces what every node runs too (`announce`) before
+    /// scattering it to this node's shards; a connection of another node is
+    /// left to that node (202).
+    fn scatter_everywhere(&mut self, slot: usize, query: AdminQuery, targets: Targets, mut gather: Gather) {
+        let text = self.api.cluster.as_ref().and_then(|_| announce::encode_query(&query));
+        let announced = text.is_some();
+        if let Some(text) = text
+            && !self.announce(slot, text)
+        {
+            return;
+        }
+        match targets {
+            Targets::Node(node) if announced => {
+                let body = serde_json::json!({ "forwarded": true, "node": node }).to_string();
+                self.respond(slot, 202, "ok", crate::http::response(202, "application/json", "", body.as_bytes()))
+            }
+            Targets::Node(_) => {
+                let gone = ApiError::new(404, "not_found", "no open connection with that id");
+                self.respond_api_error(slot, &gone)
+            }
+            _ => {
+                if let Gather::Closed { announced: closed_elsewhere } = &mut gather {
+                    *closed_elsewhere = announced;
+                }
+                self.scatter(slot, query, targets, gather)
             }
         }
     }

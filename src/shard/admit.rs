@@ -20,35 +20,30 @@ use crate::timer::TimerKind;
 impl Shard {
     /// Takes a connection in from the acceptor: registers it, queues the 101
     /// response, joins its room and processes bytes that came with the request.
-    pub(super) fn admit(&mut self, handoff: Handoff) {
-        let Handoff { mut stream, response, leftover, kind, peer: peer_addr } = handoff;
+    pub(super) fn admit(&mut self, mut handoff: Handoff) {
         let core = &mut self.core;
         if core.draining.is_some() {
             core.note_shard_limit(LimitKind::Draining);
-            refuse_handoff(&mut stream, Refusal::Draining);
+            refuse_handoff(&mut handoff.stream, Refusal::Draining);
             return;
         }
-        if let HandoffKind::Room { key, .. } = &kind
+        if let HandoffKind::Room { key, .. } = &handoff.kind
             && let Some(shard) = core.spread_target(key)
+            && let Some(peer) = core.remote.peers.get(usize::from(shard))
         {
-            let handoff = Handoff { stream, response, leftover, kind, peer: peer_addr };
-            match core
-                .remote
-                .peers
-                .get(usize::from(shard))
-                .map(|peer| (peer, peer.try_send(ShardMsg::Handoff(Box::new(handoff)))))
-            {
-                Some((peer, Ok(()))) => {
+            match peer.try_send(ShardMsg::Handoff(Box::new(handoff))) {
+                Ok(()) => {
                     peer.wake();
                     core.metrics.connections_spread += 1;
                     return;
                 }
-                // That shard's inbox is full: this one takes the connection.
-                Some((_, Err(ShardMsg::Handoff(handoff)))) => return self.admit_here(*handoff),
-                _ => return,
+                // That shard's inbox is full: this one takes the connection
+                // (`try_send` gives back what it was given).
+                Err(ShardMsg::Handoff(returned)) => handoff = *returned,
+                Err(_) => return,
             }
         }
-        self.admit_here(Handoff { stream, response, leftover, kind, peer: peer_addr })
+        self.admit_here(handoff)
     }
 
     /// Registers a connection on this shard (see `admit`).
