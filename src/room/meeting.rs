@@ -628,10 +628,16 @@ impl Rooms {
 
     /// After an admitted member left: if it was the user's last connection,
     /// its hand, share and share request go; a room without a host gets one.
-    pub(super) fn after_departure(&mut self, slot: usize, user: &str) {
+    /// Each check walks the members only when it can matter (the user has
+    /// a hand, share or request; the one who left was a host), so a big
+    /// room emptying costs a walk per host, not per departure.
+    pub(super) fn after_departure(&mut self, slot: usize, user: &str, was_host: bool) {
         let room = &mut self.rooms[slot];
-        let still_here = room.members.iter().any(|(_, m)| *m.peer.user() == *user && m.role != Role::Waiting);
-        if !still_here {
+        let meeting = &room.meeting;
+        let has_meeting_state = meeting.share_requests.iter().any(|u| **u == *user)
+            || meeting.hands.iter().any(|h| **h == *user)
+            || meeting.sharers.iter().any(|u| **u == *user);
+        if has_meeting_state && !room.members.iter().any(|(_, m)| *m.peer.user() == *user && m.role != Role::Waiting) {
             if room.meeting.share_requests.iter().any(|u| **u == *user) {
                 room.meeting.share_requests.retain(|u| **u != *user);
             }
@@ -642,7 +648,10 @@ impl Rooms {
                 let _ = self.screenshare_stop(slot, user);
             }
         }
-        self.hand_over_host(slot);
+        // Hosts are never demoted: a room loses its last host only when one leaves.
+        if was_host {
+            self.hand_over_host(slot);
+        }
     }
 
     /// When no host is left, the longest-present admitted member becomes
@@ -671,9 +680,19 @@ impl Rooms {
         if member.quiet {
             return; // personal and group rooms: roles exist, but nobody is told
         }
-        let user: Box<str> = member.peer.user().into();
-        let frame = encode_user_event(&mut self.frames, &self.rooms[slot], "role", &user, Role::Host.as_str());
-        self.broadcast(slot, Audience::Admitted, frame);
+        let (user, heir_conn): (Box<str>, ConnId) = (member.peer.user().into(), member.conn);
+        let room = &self.rooms[slot];
+        let admitted = room.members.len() - room.waiting as usize;
+        let frame = encode_user_event(&mut self.frames, room, "role", &user, Role::Host.as_str());
+        if admitted > self.limits.presence_members_max as usize {
+            // A big room tells only the heir, as it sends no presence: when
+            // its members leave in arrival order (a client fleet shutting
+            // down), each departure makes a new host, and telling everyone
+            // would queue n²/2 frames, most for connections already closing.
+            self.outputs.push_back(Output::Deliver { to: heir_conn, frame });
+        } else {
+            self.broadcast(slot, Audience::Admitted, frame);
+        }
         self.tell_lobby_to(slot, heir);
     }
 

@@ -790,7 +790,7 @@ impl Rooms {
             let left = encode_presence(&mut self.frames, "member_left", room, &gone.peer);
             self.push_broadcast(slot, Audience::Admitted, None, left);
         }
-        self.after_departure(slot, gone.peer.user());
+        self.after_departure(slot, gone.peer.user(), gone.role == Role::Host);
     }
 
     /// Publishes `data` (the publisher's JSON, byte for byte) to every other

@@ -158,6 +158,29 @@ fn leave_tells_the_rest_and_the_last_leave_frees_the_room() {
 }
 
 #[test]
+fn in_a_room_past_the_presence_bound_only_the_new_host_hears_of_its_hand_over() {
+    // A fleet leaving in arrival order makes a new host at each departure:
+    // telling every member each time would be n²/2 frames.
+    let mut rooms = Rooms::new(0, 2, limits(10, 10, 2));
+    let key = RoomKey::new("", "big");
+    let members: Vec<Membership> = (1..=4)
+        .map(|slot| rooms.join(&Peer::new(conn(slot), &format!("u{slot}"), None), &key, false, None).expect("space"))
+        .collect();
+    drain(&mut rooms);
+    assert!(rooms.leave(members[0], conn(1), None));
+    // Three admitted members are left, past the bound of 2: u2 alone is told.
+    assert_eq!(
+        drain(&mut rooms),
+        [(vec![conn(2)], serde_json::json!({"type":"role","room":"big","user":"u2","role":"host"}))]
+    );
+    assert!(rooms.leave(members[1], conn(2), None));
+    // Two are left, within the bound: both hear of the new host (no
+    // `member_left`: the room was past the bound before u2 left).
+    let role = serde_json::json!({"type":"role","room":"big","user":"u3","role":"host"});
+    assert_eq!(drain(&mut rooms), [(vec![conn(3), conn(4)], role)]);
+}
+
+#[test]
 fn a_new_room_after_a_freed_one_starts_at_seq_zero() {
     let mut rooms = rooms();
     let key = RoomKey::new("", "demo");
