@@ -169,7 +169,7 @@ mod tests {
                 tenant: "acme".to_owned(),
                 host: true,
                 groups: vec!["eng".to_owned(), "ops".to_owned()],
-                room_scope: Some(RoomScope::Exact("demo".to_owned())),
+                room_scope: Some(RoomScope::Exact("demo".into())),
                 perms: Some(vec!["publish".to_owned()]),
                 expires_at_s: exp,
                 jti: Some("abc".to_owned()),

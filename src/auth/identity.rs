@@ -9,9 +9,10 @@ pub const MAX_ROOM_ID_BYTES: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RoomScope {
     /// `"room": "demo"`: only that room.
-    Exact(String),
+    Exact(Box<str>),
     /// `"room": "team-*"`: rooms starting with `team-` (`"*"` alone: any room).
-    Prefix(String),
+    /// (`Box<str>`, not `String`: every connection keeps its scope.)
+    Prefix(Box<str>),
 }
 
 impl RoomScope {
@@ -20,11 +21,11 @@ impl RoomScope {
     pub fn parse(claim: &str) -> Option<RoomScope> {
         match claim.strip_suffix('*') {
             Some(prefix) if prefix.len() < MAX_ROOM_ID_BYTES && is_room_chars(prefix) => {
-                Some(RoomScope::Prefix(prefix.to_owned()))
+                Some(RoomScope::Prefix(prefix.into()))
             }
             Some(_) => None,
             None if !claim.is_empty() && claim.len() <= MAX_ROOM_ID_BYTES && is_room_chars(claim) => {
-                Some(RoomScope::Exact(claim.to_owned()))
+                Some(RoomScope::Exact(claim.into()))
             }
             None => None,
         }
@@ -33,8 +34,8 @@ impl RoomScope {
     /// Whether `room` is within this scope.
     pub fn allows(&self, room: &str) -> bool {
         match self {
-            RoomScope::Exact(id) => id == room,
-            RoomScope::Prefix(prefix) => room.starts_with(prefix.as_str()),
+            RoomScope::Exact(id) => **id == *room,
+            RoomScope::Prefix(prefix) => room.starts_with(&**prefix),
         }
     }
 }
@@ -128,12 +129,12 @@ mod tests {
     fn room_scope_exact_and_prefix() {
         let v = hs_verifier();
         let exact = v.verify(&hs(&with(base_claims(), "room", json!("demo")))).expect("valid");
-        assert_eq!(exact.room_scope, Some(RoomScope::Exact("demo".to_owned())));
+        assert_eq!(exact.room_scope, Some(RoomScope::Exact("demo".into())));
         assert!(exact.may_enter("demo"));
         assert!(!exact.may_enter("demo2") && !exact.may_enter("dem"));
 
         let prefix = v.verify(&hs(&with(base_claims(), "room", json!("team-*")))).expect("valid");
-        assert_eq!(prefix.room_scope, Some(RoomScope::Prefix("team-".to_owned())));
+        assert_eq!(prefix.room_scope, Some(RoomScope::Prefix("team-".into())));
         assert!(prefix.may_enter("team-a") && prefix.may_enter("team-"));
         assert!(!prefix.may_enter("team") && !prefix.may_enter("other"));
 

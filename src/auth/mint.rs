@@ -167,7 +167,7 @@ mod tests {
                 tenant: "acme".to_owned(),
                 host: true,
                 groups,
-                room_scope: Some(RoomScope::Prefix("team-".to_owned())),
+                room_scope: Some(RoomScope::Prefix("team-".into())),
                 perms: Some(perms),
                 expires_at_s: now + 300,
                 jti: Some("j-1".to_owned()),

@@ -36,7 +36,7 @@ impl Rooms {
         let lanes: u64 = self
             .rooms
             .iter()
-            .filter_map(|(_, room)| room.per_shard.as_ref().map(|counts| u64::from(counts[self.shards])))
+            .filter_map(|(_, room)| room.per_shard().map(|counts| u64::from(counts[self.shards])))
             .sum();
         ensure!(
             lanes == self.remote_members,
@@ -66,7 +66,7 @@ impl Rooms {
             self.verify_meeting(room)?;
             // `publish` keeps at most `recovery_messages_max`, in `seq` order,
             // each newer than the last one dropped and none past the room's seq.
-            if let Some(recent) = &room.recent {
+            if let Some(recent) = room.recent() {
                 let max = self.limits.recovery_messages_max as usize;
                 ensure!(recent.held.len() <= max, "recovery ring of {key:?} holds {}, over {max}", recent.held.len());
                 ensure!(
@@ -129,12 +129,12 @@ impl Rooms {
         // `join` and `remove_member` count remote members per home shard (a
         // broadcast goes once to each shard with any, `remote_shards`); this
         // shard's own entry stays 0.
-        match &room.per_shard {
+        match room.per_shard() {
             None => {
                 ensure!(per_shard.iter().all(|&n| n == 0), "room {key:?} has remote members but no per-shard counts")
             }
             Some(counts) => {
-                ensure!(**counts == *per_shard, "per-shard counts of {key:?} are {counts:?}, members say {per_shard:?}")
+                ensure!(*counts == *per_shard, "per-shard counts of {key:?} are {counts:?}, members say {per_shard:?}")
             }
         }
         // `join`, `admit_members`, `hand_over_host` and `remove_member` keep the lobby count.

@@ -304,7 +304,7 @@ impl Rooms {
         let chat = Chat {
             room: room.key.room(),
             id: &id,
-            from_json: &peer.user_json,
+            from_json: peer.user_json(),
             name: peer.name.as_deref(),
             text,
             ts_ms: now_unix_ms,
@@ -382,7 +382,7 @@ impl Rooms {
         if self.durable {
             self.outputs.push_back(Output::Persist(Persist::ChatDelete { key: room.key.clone(), id: id.into() }));
         }
-        protocol::encode_chat_deleted(self.frames.begin(), room.key.room(), id, &peer.user_json);
+        protocol::encode_chat_deleted(self.frames.begin(), room.key.room(), id, peer.user_json());
         let frame = self.frames.finish(Opcode::Text);
         self.broadcast(slot, Audience::Admitted, frame);
     }
@@ -618,7 +618,7 @@ impl Rooms {
         if targets.is_empty() {
             return Err(Refusal::NoSignalTarget);
         }
-        protocol::encode_signal(self.frames.begin(), room.key.room(), &from.user_json, data);
+        protocol::encode_signal(self.frames.begin(), room.key.room(), from.user_json(), data);
         let frame = self.frames.finish(Opcode::Text);
         for to in targets {
             self.outputs.push_back(Output::Deliver { to, frame: Arc::clone(&frame) });
@@ -737,7 +737,7 @@ pub(super) fn encode_lobby_event(frames: &mut FrameBuilder, room: &Room, event: 
 
 /// The head every welcome of `peer` in `room` starts with.
 fn welcome_head<'a>(room: &'a Room, peer: &'a Peer, shard: ShardId, role: Role) -> WelcomeHead<'a> {
-    WelcomeHead { conn: peer.conn, room: room.key.room(), shard, user_json: &peer.user_json, role: role.as_str() }
+    WelcomeHead { conn: peer.conn, room: room.key.room(), shard, user_json: peer.user_json(), role: role.as_str() }
 }
 
 /// The welcome of a lobby member: its own admission state and nothing else.

@@ -32,6 +32,7 @@ mod invariants;
 mod meeting;
 #[cfg(test)]
 mod meeting_tests;
+mod members;
 mod persist;
 #[cfg(test)]
 mod registry_tests;
@@ -51,10 +52,11 @@ pub struct Peer {
     /// The token says `role: host`: host on arrival, past any lobby.
     pub host: bool,
     /// The user id as a JSON literal, encoded once at arrival (it goes in
-    /// every message); also the user id itself when it needed no escaping.
-    user_json: Box<str>,
-    /// The user id when its JSON form is not just it in quotes.
-    user_escaped: Option<Box<str>>,
+    /// every message), then the user id itself when its JSON form is not
+    /// just it in quotes: one allocation (and no second `Box`) either way.
+    user_text: Box<str>,
+    /// Where the JSON literal ends in `user_text`.
+    user_json_len: u32,
     /// The token's `room` claim names one room exactly. Such a token may
     /// be in no other room (personal and group rooms aside, which are never
     /// private), and every join was checked against the claim before it
@@ -78,9 +80,15 @@ impl Peer {
     /// `prefix*`, not absent).
     pub fn with_claims(conn: ConnId, user: &str, name: Option<&str>, host: bool, exact_room_claim: bool) -> Arc<Peer> {
         let user_json = protocol::json_str(user);
-        // Most ids need no escaping: then one allocation holds both forms.
-        let user_escaped = (user_json.len() != user.len() + 2).then(|| user.into());
-        Arc::new(Peer { conn, name: name.map(Into::into), host, user_json, user_escaped, exact_room_claim })
+        let user_json_len = user_json.len() as u32;
+        // Most ids need no escaping: then the JSON literal holds both forms.
+        let user_text = if user_json.len() == user.len() + 2 { user_json } else { format!("{user_json}{user}").into() };
+        Arc::new(Peer { conn, name: name.map(Into::into), host, user_text, user_json_len, exact_room_claim })
+    }
+
+    /// The user id as a JSON string literal.
+    pub fn user_json(&self) -> &str {
+        &self.user_text[..self.user_json_len as usize]
     }
 
     /// Whether the token's `room` claim names the room this peer is joining
@@ -91,15 +99,13 @@ impl Peer {
 
     /// The user id (the token's `sub`).
     pub fn user(&self) -> &str {
-        match &self.user_escaped {
-            Some(user) => user,
-            None => &self.user_json[1..self.user_json.len() - 1],
-        }
+        let json_len = self.user_json_len as usize;
+        if self.user_text.len() > json_len { &self.user_text[json_len..] } else { &self.user_text[1..json_len - 1] }
     }
 
     /// The peer as presence frames show it.
     fn json(&self) -> PeerJson<'_> {
-        PeerJson { conn: self.conn, user_json: &self.user_json, name: self.name.as_deref() }
+        PeerJson { conn: self.conn, user_json: self.user_json(), name: self.name.as_deref() }
     }
 }
 
@@ -255,10 +261,7 @@ struct Room {
     /// Members with their `ConnId` inline, so a broadcast walk reads one
     /// contiguous array instead of chasing a pointer per member. Members on
     /// other shards are here too (their `ConnId.shard` says so).
-    members: Slab<Member>,
-    /// Members per other shard (a broadcast goes once to each with any);
-    /// `None` while every member is local, as in most rooms.
-    per_shard: Option<Box<[u32]>>,
+    members: members::Members,
     /// Members in the lobby.
     waiting: u32,
     /// Messages and chat messages so far; the next one gets `seq + 1`.
@@ -274,10 +277,42 @@ struct Room {
     /// Non-hosts arrive in the lobby.
     lobby: bool,
     meeting: meeting::LazyMeeting,
+    /// What few rooms need, boxed on first need so that every other room
+    /// (every personal room) pays one pointer for all of it.
+    extra: Option<Box<RoomExtra>>,
+}
+
+#[derive(Debug, Default)]
+struct RoomExtra {
+    /// Members per other shard (a broadcast goes once to each with any);
+    /// `None` while every member is local, as in most rooms.
+    per_shard: Option<Box<[u32]>>,
     /// Recent `publish` messages (recovery); `None` until the first publish.
-    recent: Option<Box<Recent>>,
+    recent: Option<Recent>,
     /// Custom handlers' state (`room_state`); `None` until one asks.
-    extensions: Option<Box<extension::Extensions>>,
+    extensions: Option<extension::Extensions>,
+}
+
+impl Room {
+    fn per_shard(&self) -> Option<&[u32]> {
+        self.extra.as_ref()?.per_shard.as_deref()
+    }
+
+    fn per_shard_mut(&mut self) -> Option<&mut [u32]> {
+        self.extra.as_mut()?.per_shard.as_deref_mut()
+    }
+
+    fn recent(&self) -> Option<&Recent> {
+        self.extra.as_ref()?.recent.as_ref()
+    }
+
+    fn recent_mut(&mut self) -> Option<&mut Recent> {
+        self.extra.as_mut()?.recent.as_mut()
+    }
+
+    fn extra(&mut self) -> &mut RoomExtra {
+        self.extra.get_or_insert_default()
+    }
 }
 
 #[derive(Debug)]
@@ -569,9 +604,8 @@ impl Rooms {
         }
         let slot = self.rooms.insert(Room {
             key: key.clone(),
-            // Most rooms (every personal room) hold one member.
-            members: Slab::with_capacity(1),
-            per_shard: None,
+            // Most rooms (every personal room) hold one member: inline.
+            members: members::Members::default(),
             waiting: 0,
             seq: 0,
             incarnation,
@@ -579,8 +613,7 @@ impl Rooms {
             arrivals: 0,
             lobby: self.policy(key).and_then(|p| p.lobby).unwrap_or(self.limits.lobby_default),
             meeting: meeting::LazyMeeting::default(),
-            recent: None,
-            extensions: None,
+            extra: None,
         });
         self.index.insert(key.clone(), slot);
         if loading {
@@ -612,7 +645,8 @@ impl Rooms {
         let member = room.members.insert(Member { conn: peer.conn, peer: Arc::clone(peer), quiet, role, arrival });
         if peer.conn.shard != self.shard {
             let lane = lane(peer.conn.shard, self.shards);
-            let counts = room.per_shard.get_or_insert_with(|| vec![0; self.shards + 1].into_boxed_slice());
+            let shards = self.shards;
+            let counts = room.extra().per_shard.get_or_insert_with(|| vec![0; shards + 1].into_boxed_slice());
             counts[lane] += 1;
             if lane == self.shards {
                 self.remote_members += 1;
@@ -645,15 +679,15 @@ impl Rooms {
         let age_ms = self.limits.recovery_age_ms;
         let epoch = self.epoch(slot);
         let room = &mut self.rooms[slot];
-        if let Some(recent) = room.recent.as_mut() {
+        if let Some(recent) = room.recent_mut() {
             self.recovery.dropped += recent.expire(now_ms, age_ms);
         }
-        let dropped = room.recent.as_ref().map_or(0, |recent| recent.dropped);
+        let dropped = room.recent().map_or(0, |recent| recent.dropped);
         let recovered = since.epoch.as_deref() == Some(epoch.as_str()) && since.seq <= room.seq && since.seq >= dropped;
         if !recovered {
             self.recovery.refused += 1;
         }
-        let replay: Vec<Frame> = match (&room.recent, recovered) {
+        let replay: Vec<Frame> = match (room.recent(), recovered) {
             (Some(recent), true) => {
                 recent.held.iter().filter(|(seq, ..)| *seq > since.seq).map(|(.., frame)| Arc::clone(frame)).collect()
             }
@@ -760,10 +794,10 @@ impl Rooms {
     /// Takes a member out of room `slot` and tells whoever should know.
     fn remove_member(&mut self, slot: usize, member: usize) {
         let room = &mut self.rooms[slot];
-        let gone = room.members.remove(member);
+        let Some(gone) = room.members.try_remove(member) else { return };
         if gone.conn.shard != self.shard {
             let lane = lane(gone.conn.shard, self.shards);
-            if let Some(counts) = self.rooms[slot].per_shard.as_mut() {
+            if let Some(counts) = self.rooms[slot].per_shard_mut() {
                 counts[lane] -= 1;
                 if lane == self.shards {
                     self.remote_members -= 1;
@@ -815,11 +849,11 @@ impl Rooms {
         room.seq += 1;
         let seq = room.seq;
         let out = self.frames.begin();
-        protocol::encode_message(out, room.key.room(), &publisher.user_json, seq, data);
+        protocol::encode_message(out, room.key.room(), publisher.user_json(), seq, data);
         let frame = self.frames.finish(Opcode::Text);
         // Kept for recovery: the same shared bytes, no second encoding.
         // With recovery_messages_max = 0 the message is dropped at once.
-        let recent = room.recent.get_or_insert_default();
+        let recent = room.extra().recent.get_or_insert_default();
         self.recovery.dropped += recent.expire(now_ms, self.limits.recovery_age_ms);
         recent.held.push_back((seq, now_ms, Arc::clone(&frame)));
         while recent.held.len() > self.limits.recovery_messages_max as usize
@@ -850,7 +884,7 @@ impl Rooms {
     ) -> Option<&mut T> {
         self.member_of(membership, conn)?;
         let room = self.rooms.get_mut(membership.room as usize)?;
-        Some(room.extensions.get_or_insert_default().slot::<T>(owner))
+        Some(room.extra().extensions.get_or_insert_default().slot::<T>(owner))
     }
 
     /// Sends `data` from `from` to every member of `key` (a personal room):
@@ -859,7 +893,7 @@ impl Rooms {
     pub fn direct(&mut self, key: &RoomKey, from: &Peer, reference: Option<&[u8]>, data: &[u8]) -> bool {
         self.begin_call();
         let Some(&slot) = self.index.get(key) else { return false };
-        protocol::encode_direct(self.frames.begin(), &from.user_json, data);
+        protocol::encode_direct(self.frames.begin(), from.user_json(), data);
         let frame = self.frames.finish(Opcode::Text);
         self.push_broadcast(slot, Audience::All, None, frame);
         if reference.is_some() {
@@ -980,8 +1014,8 @@ impl Rooms {
     pub fn remote_shards(&self, room: usize) -> impl Iterator<Item = ShardId> + '_ {
         let (shard, shards) = (self.shard, self.shards);
         self.rooms.get(room).into_iter().flat_map(move |room| {
-            room.per_shard
-                .iter()
+            room.per_shard()
+                .into_iter()
                 .flat_map(|counts| counts.iter())
                 .enumerate()
                 .filter(move |&(s, &n)| n > 0 && s != shard as usize && s < shards)
@@ -992,7 +1026,7 @@ impl Rooms {
     /// Members of the room in slot `room` on other nodes of the cluster.
     pub fn cluster_members(&self, room: usize) -> u32 {
         let lane = self.shards;
-        self.rooms.get(room).and_then(|room| room.per_shard.as_ref()).map_or(0, |counts| counts[lane])
+        self.rooms.get(room).and_then(Room::per_shard).map_or(0, |counts| counts[lane])
     }
 
     /// Every membership of a connection of cluster node `node` (0: of any
@@ -1001,7 +1035,7 @@ impl Rooms {
     pub fn members_of_node(&self, node: u8) -> Vec<(Membership, ConnId)> {
         let mut found = Vec::new();
         for (slot, room) in &self.rooms {
-            if room.per_shard.as_ref().is_none_or(|counts| counts[self.shards] == 0) {
+            if room.per_shard().is_none_or(|counts| counts[self.shards] == 0) {
                 continue;
             }
             for (member, entry) in &room.members {

@@ -89,7 +89,7 @@ impl ShardCore {
             AdminQuery::Send { target, frame } => AdminAnswer::Count(self.admin_send(target, frame)),
             AdminQuery::Kick { tenant, user, room } => {
                 let slots = self.admin_select(|member, rooms| {
-                    *member.grants.tenant == **tenant
+                    *member.tenant() == **tenant
                         && *member.peer.user() == **user
                         && room.as_deref().is_none_or(|room| rooms.iter().any(|key| key.room() == room))
                 });
@@ -162,7 +162,7 @@ impl ShardCore {
             let Role::Member(member) = &conn.role else { continue };
             let rooms: Vec<&RoomKey> =
                 member.rooms.iter().filter(|j| is_established(j.place)).map(|j| &j.key).collect();
-            if *member.grants.tenant != *tenant
+            if *member.tenant() != *tenant
                 || user.is_some_and(|user| *member.peer.user() != *user)
                 || room.is_some_and(|room| !rooms.iter().any(|key| key.room() == room))
             {
@@ -172,7 +172,7 @@ impl ShardCore {
                 conn: conn.id.to_string(),
                 user: member.peer.user().to_string(),
                 name: member.peer.name.as_deref().map(str::to_string),
-                tenant: member.grants.tenant.to_string(),
+                tenant: member.tenant().to_string(),
                 role: if member.peer.host { "host" } else { "member" },
                 home: member.rooms.first().map(|j| j.key.room().to_string()).unwrap_or_default(),
                 rooms: rooms.iter().map(|key| key.room().to_string()).collect(),
@@ -191,7 +191,7 @@ impl ShardCore {
             }
             SendTarget::Room(key) => self.admin_select(|_, rooms| rooms.contains(&key)),
             SendTarget::User { tenant, user } => {
-                self.admin_select(|member, _| *member.grants.tenant == **tenant && *member.peer.user() == **user)
+                self.admin_select(|member, _| *member.tenant() == **tenant && *member.peer.user() == **user)
             }
             SendTarget::All => self.admin_select(|_, _| true),
         };

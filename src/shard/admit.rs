@@ -76,7 +76,7 @@ impl Shard {
         let Arrival { mut role, home, expires_at_s } = arrival(id, kind, core.now_ms());
         let home = home.map(|(key, since)| (core.rooms.shared_key(key), since));
         if let (Role::Member(member), Some((key, _))) = (&mut role, &home) {
-            member.home = Some(key.clone());
+            member.home = key.clone();
         }
         let mut outbound = OutboundQueue::default();
         outbound.push_unbounded(Arc::from(response));
@@ -159,8 +159,8 @@ fn arrival(id: ConnId, kind: HandoffKind, now_ms: u64) -> Arrival {
                 joins: 0,
                 // Wrapping, as `over_soft_since_ms`: 4 bytes, not 8.
                 opened_ms: now_ms as u32,
-                // Set once the room table has shared the key.
-                home: None,
+                // The room table's shared key replaces it on admission.
+                home: key.clone(),
             };
             Arrival { role: Role::Member(Box::new(member)), home: Some((key, since)), expires_at_s }
         }

@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 
 use super::conn::{ConnState, Connection, Role};
-use crate::ids::{RoomKey, ShardId};
+use crate::ids::ShardId;
 
 pub(super) struct ConnLog {
     lines_per_s: u32,
@@ -37,8 +37,8 @@ impl ConnLog {
             tracing::info!(
                 conn = %conn.id,
                 user = member.peer.user(),
-                tenant = &*member.grants.tenant,
-                room = member.home.as_ref().map(RoomKey::room),
+                tenant = member.tenant(),
+                room = Some(member.home.room()),
                 peer = peer.map(tracing::field::display),
                 "connection opened"
             );
@@ -63,8 +63,8 @@ impl ConnLog {
         tracing::info!(
             conn = %conn.id,
             user = member.peer.user(),
-            tenant = &*member.grants.tenant,
-            room = member.home.as_ref().map(RoomKey::room),
+            tenant = member.tenant(),
+            room = Some(member.home.room()),
             close_code,
             reason = close_reason(close_code),
             by,

@@ -310,7 +310,7 @@ fn conn_info(conn: &Connection) -> Option<ClientInfo<'_>> {
         conn: ConnRef(conn.id),
         user: member.peer.user(),
         name: member.peer.name.as_deref(),
-        tenant: &member.grants.tenant,
+        tenant: member.tenant(),
         host: member.peer.host,
     })
 }
@@ -463,7 +463,7 @@ impl ShardCore {
         };
         let Role::Member(member) = &conn.role else { return };
         let Some(info) = conn_info(conn) else { return };
-        let home = member.home.as_ref();
+        let home = Some(&member.home);
         self.webhook(kind, || WebhookEvent {
             ts_ms: self.now_unix_ms(),
             conn: conn.id.to_string(),

@@ -138,7 +138,7 @@ impl ShardCore {
             if member.room(room).is_some() {
                 return Err(Refusal::AlreadyJoined);
             }
-            let key = RoomKey::new(&member.grants.tenant, room);
+            let key = RoomKey::new(member.tenant(), room);
             (conn, Arc::clone(&member.peer), key, member.rooms.len() >= rooms_max)
         };
         if full {
@@ -208,10 +208,10 @@ impl ShardCore {
         let rooms_max = self.settings.limits.rooms_per_connection_max as usize;
         let Ok((_, member)) = self.member(slot) else { return };
         let peer = Arc::clone(&member.peer);
-        let grants = &member.grants;
+        let tenant = member.tenant();
         // A URL room that is itself the personal or a group room is not joined twice.
-        let mut implicit: Vec<RoomKey> = std::iter::once(RoomKey::personal(&grants.tenant, peer.user()))
-            .chain(grants.groups.iter().map(|group| RoomKey::group(&grants.tenant, group)))
+        let mut implicit: Vec<RoomKey> = std::iter::once(RoomKey::personal(tenant, peer.user()))
+            .chain(member.grants.groups.iter().map(|group| RoomKey::group(tenant, group)))
             .filter(|key| *key != home)
             .collect();
         // Group rooms past rooms_per_connection_max are not joined.
@@ -282,7 +282,7 @@ impl ShardCore {
         let (peer, key) = {
             let (_, member) = self.member(slot)?;
             member.grants.require(Perm::Direct)?;
-            (Arc::clone(&member.peer), RoomKey::personal(&member.grants.tenant, to))
+            (Arc::clone(&member.peer), RoomKey::personal(member.tenant(), to))
         };
         let owner = key.shard(shards);
         if owner == self.id && self.in_cluster() && !self.rooms.contains(&key) {
@@ -316,7 +316,7 @@ impl ShardCore {
                 token: token.into(),
                 reference: reference.map(Into::into),
                 user: member.peer.user().into(),
-                tenant: member.grants.tenant.clone(),
+                tenant: member.tenant().into(),
                 home: member.rooms.first().map(|joined| joined.key.room().into()),
             }
         };
