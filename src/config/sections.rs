@@ -130,6 +130,9 @@ pub struct RoomsConfig {
     pub require_registration: bool,
     /// Registered rooms held in memory at most.
     pub registry_max: usize,
+    /// Every connection enters its personal room at connect (`false`: only
+    /// by joining it).
+    pub personal_rooms: bool,
     /// A room with this many members or more spreads: its shard hands new
     /// connections to every shard in turn, so its fan-out runs on all of
     /// them (0: never).

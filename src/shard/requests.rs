@@ -206,11 +206,14 @@ impl ShardCore {
     pub(super) fn join_initial_rooms(&mut self, slot: usize, home: RoomKey, since: Option<&Since>) {
         let shards = self.settings.shards;
         let rooms_max = self.settings.limits.rooms_per_connection_max as usize;
+        let personal_rooms = self.settings.rooms.personal_rooms;
         let Ok((_, member)) = self.member(slot) else { return };
         let peer = Arc::clone(&member.peer);
         let tenant = member.tenant();
+        let personal = personal_rooms.then(|| RoomKey::personal(tenant, peer.user()));
         // A URL room that is itself the personal or a group room is not joined twice.
-        let mut implicit: Vec<RoomKey> = std::iter::once(RoomKey::personal(tenant, peer.user()))
+        let mut implicit: Vec<RoomKey> = personal
+            .into_iter()
             .chain(member.grants.groups.iter().map(|group| RoomKey::group(tenant, group)))
             .filter(|key| *key != home)
             .collect();

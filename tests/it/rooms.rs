@@ -225,3 +225,31 @@ fn echo_and_status_answer_the_sender() {
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert!(status["uptime_s"].is_u64());
 }
+
+/// `rooms.personal_rooms = false`: no personal room at connect, so a
+/// `direct` finds nobody until the user joins its own personal room
+/// (docs/protocol.md §13).
+#[test]
+fn without_personal_rooms_a_direct_reaches_only_a_user_who_joined_its_own() {
+    let server = Server::start(&["--set", "rooms.personal_rooms=false"]);
+    let (mut alice, _) = server.join("demo", "alice");
+    let (mut bob, _) = server.join("other", "bob");
+    bob.send(json!({"type": "status", "ref": 1}));
+    assert_eq!(bob.next_of_type("status")["rooms"], json!(["other"]));
+
+    alice.send(json!({"type": "direct", "to": "bob", "data": 1, "ref": 2}));
+    let refused = alice.next_of_type("error");
+    assert_eq!((refused["code"].as_str(), refused["ref"].as_i64()), (Some("not_found"), Some(2)));
+
+    bob.send(json!({"type": "join", "room": "user:bob", "ref": 3}));
+    assert_eq!(bob.next_of_type("welcome")["room"], "user:bob");
+    alice.send(json!({"type": "direct", "to": "bob", "data": {"x": 1}, "ref": 4}));
+    assert_eq!(alice.next_of_type("ack")["ref"], 4);
+    assert_eq!(bob.next_of_type("direct"), json!({"type": "direct", "from": "alice", "data": {"x": 1}}));
+
+    // Joined, not entered at connect: it can be left like any joined room.
+    bob.send(json!({"type": "leave", "room": "user:bob", "ref": 5}));
+    assert_eq!(bob.next_of_type("ack")["ref"], 5);
+    alice.send(json!({"type": "direct", "to": "bob", "data": 2, "ref": 6}));
+    assert_eq!(alice.next_of_type("error")["code"], "not_found");
+}
