@@ -241,5 +241,5 @@ fn open_member_rooms(conn: &super::conn::Connection) -> Option<impl Iterator<Ite
 }
 
 fn is_established(place: Place) -> bool {
-    !matches!(place, Place::Remote { membership: None, .. })
+    !matches!(place, Place::Pending { .. })
 }

@@ -153,7 +153,7 @@ fn arrival(id: ConnId, kind: HandoffKind, now_ms: u64) -> Arrival {
             let peer = Peer::with_claims(id, &identity.user, identity.name.as_deref(), identity.host, exact);
             let expires_at_s = identity.expires_at_s;
             let member = Member {
-                rooms: Vec::with_capacity(2 + identity.groups.len()),
+                rooms: smallvec::SmallVec::with_capacity(2 + identity.groups.len()),
                 grants: Grants::from_identity(*identity),
                 peer,
                 joins: 0,

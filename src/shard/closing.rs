@@ -26,13 +26,13 @@ impl ShardCore {
                 Place::Local(membership) => {
                     self.rooms.leave(membership, id, None);
                 }
-                Place::Remote { owner, membership: Some(membership) } => {
+                Place::Remote { owner, membership } => {
                     self.remote.forget_member(&joined.key, id);
                     let leave =
                         RemoteMsg::Leave { key: joined.key, membership, conn: id, reference: None, requested: false };
                     self.remote.send_control(owner, leave);
                 }
-                Place::Remote { membership: None, .. } => {}
+                Place::Pending { .. } => {}
             }
         }
         self.apply_room_outputs();

@@ -143,7 +143,7 @@ impl ShardCore {
         let waiting = self
             .live_member(conn)
             .and_then(|member| member.room_mut(&key))
-            .is_some_and(|joined| joined.tag == tag && matches!(joined.place, Place::Remote { membership: None, .. }));
+            .is_some_and(|joined| joined.has_tag(tag) && matches!(joined.place, Place::Pending { .. }));
         if !waiting {
             return;
         }
@@ -179,11 +179,9 @@ impl ShardCore {
             .iter()
             .filter(|(_, conn)| !conn.doomed)
             .filter_map(|(slot, conn)| match &conn.role {
-                super::conn::Role::Member(member) => member
-                    .rooms
-                    .iter()
-                    .any(|joined| matches!(joined.place, Place::Remote { owner, .. } if lost(owner)))
-                    .then_some(slot),
+                super::conn::Role::Member(member) => {
+                    member.rooms.iter().any(|joined| joined.place.owner().is_some_and(lost)).then_some(slot)
+                }
                 super::conn::Role::Echo => None,
             })
             .collect();
@@ -226,7 +224,7 @@ impl ShardCore {
     /// shard can tell: owned by another node, or owned here with members there.
     fn spans_nodes(&self, place: Place) -> bool {
         match place {
-            Place::Remote { owner, .. } => remote_node(owner).is_some(),
+            Place::Pending { owner } | Place::Remote { owner, .. } => remote_node(owner).is_some(),
             Place::Local(membership) => self.rooms.cluster_members(membership.room_slot()) > 0,
         }
     }

@@ -10,6 +10,7 @@ use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
 use mio::net::TcpStream;
+use smallvec::SmallVec;
 
 use crate::auth::{Identity, RoomScope};
 use crate::ids::{ConnId, RoomKey, ShardId};
@@ -62,7 +63,9 @@ pub struct Member {
     /// Every room the connection is in: the home room first, then its
     /// personal and group rooms, then rooms it joined. Emptied when the
     /// connection starts closing. At most `rooms_per_connection_max`.
-    pub rooms: Vec<JoinedRoom>,
+    /// The first two (home and personal: all an idle connection has) are
+    /// inline, so the member is one allocation, not two.
+    pub rooms: SmallVec<[JoinedRoom; 2]>,
     /// Joins made so far; the next join's tag.
     pub joins: u32,
     /// When the connection was admitted, in ms since the shard started
@@ -137,16 +140,43 @@ fn perm_bits(claim: Option<&[String]>) -> u8 {
         .fold(0, |bits, &perm| bits | perm_bit(perm))
 }
 
-/// One room a connection is in, and where that room lives.
+/// One room a connection is in, and where that room lives. 40 bytes: a
+/// member keeps two inline (`Member::rooms`).
 #[derive(Debug)]
 pub struct JoinedRoom {
     pub key: RoomKey,
     pub place: Place,
+    /// The join's tag (low 31 bits) and whether the room was joined
+    /// implicitly (top bit), in one word: see `tag` and `implicit`.
+    tag_and_implicit: u32,
+}
+
+const IMPLICIT_BIT: u32 = 1 << 31;
+
+impl JoinedRoom {
+    /// `tag` names this join in the owner's reply (its low 31 bits are
+    /// kept, like the member's wrapping count of joins); `implicit`: a
+    /// personal or group room entered at connect, which cannot be left.
+    pub fn new(key: RoomKey, place: Place, tag: u32, implicit: bool) -> JoinedRoom {
+        let implicit = if implicit { IMPLICIT_BIT } else { 0 };
+        JoinedRoom { key, place, tag_and_implicit: (tag & !IMPLICIT_BIT) | implicit }
+    }
+
     /// Names this join in the owner's reply, so a reply to an earlier join of
     /// the same room (left while in flight) is not taken for this one.
-    pub tag: u32,
+    pub fn tag(&self) -> u32 {
+        self.tag_and_implicit & !IMPLICIT_BIT
+    }
+
     /// Joined implicitly (personal and group rooms); such rooms cannot be left.
-    pub implicit: bool,
+    pub fn implicit(&self) -> bool {
+        self.tag_and_implicit & IMPLICIT_BIT != 0
+    }
+
+    /// Whether `tag` (as carried by an owner's reply) names this join.
+    pub fn has_tag(&self, tag: u32) -> bool {
+        self.tag() == tag & !IMPLICIT_BIT
+    }
 }
 
 /// Where a joined room's state is kept.
@@ -154,8 +184,20 @@ pub struct JoinedRoom {
 pub enum Place {
     /// On this shard.
     Local(Membership),
-    /// On shard `owner`; `membership` is `None` while the join is in flight.
-    Remote { owner: ShardId, membership: Option<Membership> },
+    /// On shard `owner`, the join in flight (the owner has not answered).
+    Pending { owner: ShardId },
+    /// On shard `owner`, at `membership`.
+    Remote { owner: ShardId, membership: Membership },
+}
+
+impl Place {
+    /// The shard that owns the room, when it is another.
+    pub fn owner(self) -> Option<ShardId> {
+        match self {
+            Place::Local(_) => None,
+            Place::Pending { owner } | Place::Remote { owner, .. } => Some(owner),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -492,6 +534,25 @@ mod tests {
 }
 
 #[cfg(test)]
+mod joined_room_tests {
+    use super::{JoinedRoom, Place};
+    use crate::ids::RoomKey;
+
+    #[test]
+    fn a_joined_room_keeps_its_tag_and_whether_it_was_implicit_in_one_word() {
+        let pending = Place::Pending { owner: 1 };
+        let quiet = JoinedRoom::new(RoomKey::new("", "user:a"), pending, 7, true);
+        assert_eq!((quiet.tag(), quiet.implicit(), quiet.place.owner()), (7, true, Some(1)));
+        let joined = JoinedRoom::new(RoomKey::new("", "r"), pending, 7, false);
+        assert_eq!((joined.tag(), joined.implicit()), (7, false));
+        // Tags wrap with the member's join count: the top bit is not part of one.
+        let late = JoinedRoom::new(RoomKey::new("", "r"), pending, u32::MAX, false);
+        assert!(!late.implicit() && late.has_tag(u32::MAX) && late.has_tag(u32::MAX >> 1));
+        assert!(!late.has_tag(7));
+    }
+}
+
+#[cfg(test)]
 mod size_tests {
     /// Idle connections are the memory budget (≤ 1 KiB each, userspace);
     /// these bound the structs every connection carries.
@@ -508,9 +569,11 @@ mod size_tests {
             size_of::<crate::room::Peer>()
         );
         assert!(size_of::<super::Connection>() <= 192);
-        // A `Box<Member>` of at most 104 bytes is a 112-byte glibc chunk
-        // (request + 8, rounded up to 16); 105 would cost 16 more.
-        assert!(size_of::<super::Member>() <= 104);
+        // A `Box<Member>`, its first two rooms inline, of at most 168 bytes
+        // is a 176-byte glibc chunk (request + 8, rounded up to 16): one
+        // allocation where a member and its room list were 112 + 112.
+        assert!(size_of::<super::JoinedRoom>() <= 40);
+        assert!(size_of::<super::Member>() <= 168);
         // An `Arc<Peer>` is the peer and two counts: 72 bytes, an 80-byte chunk.
         assert!(size_of::<crate::room::Peer>() <= 56);
     }

@@ -367,7 +367,7 @@ impl ShardCore {
         let (conn, place) = self.place_of(slot, room)?;
         let membership = match place {
             Place::Local(membership) => membership,
-            Place::Remote { membership: None, .. } => return Err(Refusal::JoinPending),
+            Place::Pending { .. } => return Err(Refusal::JoinPending),
             Place::Remote { .. } => {
                 self.send_code(
                     slot,

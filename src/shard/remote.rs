@@ -355,7 +355,7 @@ impl ShardCore {
         self.note_refusal(conn, reason);
         if let Some(member) = self.live_member(conn) {
             let pending = |j: &super::conn::JoinedRoom| {
-                j.key == *key && j.tag == tag && matches!(j.place, Place::Remote { membership: None, .. })
+                j.key == *key && j.has_tag(tag) && matches!(j.place, Place::Pending { .. })
             };
             // The URL room (a spread big room's, or another node's) closes
             // the connection as a local one would.
@@ -374,10 +374,10 @@ impl ShardCore {
         let pending = self
             .live_member(conn)
             .and_then(|member| member.room_mut(&key))
-            .filter(|joined| joined.tag == tag && matches!(joined.place, Place::Remote { membership: None, .. }));
+            .filter(|joined| joined.has_tag(tag) && matches!(joined.place, Place::Pending { .. }));
         match pending {
             Some(joined) => {
-                joined.place = Place::Remote { owner, membership: Some(membership) };
+                joined.place = Place::Remote { owner, membership };
                 self.remote.mirrors.entry(key).or_default().push(Mirrored { conn, membership, role });
             }
             None => {

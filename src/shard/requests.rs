@@ -64,12 +64,12 @@ impl ShardCore {
                 self.metrics.messages_published += 1;
                 self.apply_room_outputs();
             }
-            Place::Remote { owner, membership: Some(membership) } => {
+            Place::Remote { owner, membership } => {
                 let msg =
                     RemoteMsg::Publish { membership, conn, reference: reference.map(Into::into), data: data.into() };
                 self.try_send_remote(owner, msg).map_err(|_| Refusal::Overloaded)?;
             }
-            Place::Remote { membership: None, .. } => return Err(Refusal::JoinPending),
+            Place::Pending { .. } => return Err(Refusal::JoinPending),
         }
         Ok(())
     }
@@ -101,12 +101,12 @@ impl ShardCore {
                 }
                 self.apply_room_outputs();
             }
-            Place::Remote { owner, membership: Some(membership) } => {
+            Place::Remote { owner, membership } => {
                 let msg =
                     RemoteMsg::Meeting { membership, conn, reference: reference.map(Into::into), request, now_unix_ms };
                 self.try_send_remote(owner, msg).map_err(|_| Refusal::Overloaded)?;
             }
-            Place::Remote { membership: None, .. } => return Err(Refusal::JoinPending),
+            Place::Pending { .. } => return Err(Refusal::JoinPending),
         }
         Ok(())
     }
@@ -179,7 +179,7 @@ impl ShardCore {
             let reference = reference.map(Into::into);
             let since = since.map(|since| Box::new(since.clone()));
             self.join_through_cluster(Arc::clone(peer), key.clone(), tag, quiet, reference, since);
-            Place::Remote { owner, membership: None }
+            Place::Pending { owner }
         } else if owner == self.id {
             let now_ms = self.now_unix_ms();
             let joined = self.rooms.join_since(peer, &key, quiet, reference, since, now_ms);
@@ -192,10 +192,10 @@ impl ShardCore {
             let since = since.map(|since| Box::new(since.clone()));
             let msg = RemoteMsg::Join { peer: Arc::clone(peer), key: key.clone(), tag, quiet, reference, since };
             self.try_send_remote(owner, msg).map_err(|_| Refusal::Overloaded)?;
-            Place::Remote { owner, membership: None }
+            Place::Pending { owner }
         };
         if let Ok((_, member)) = self.member(slot) {
-            member.rooms.push(JoinedRoom { key, place, tag, implicit: quiet });
+            member.rooms.push(JoinedRoom::new(key, place, tag, quiet));
         }
         self.apply_room_outputs();
         Ok(())
@@ -241,7 +241,7 @@ impl ShardCore {
         let (conn, joined) = {
             let (conn, member) = self.member(slot)?;
             let index = member.rooms.iter().position(|joined| joined.key.room() == room).ok_or(Refusal::NotJoined)?;
-            if index == 0 || member.rooms[index].implicit {
+            if index == 0 || member.rooms[index].implicit() {
                 return Err(Refusal::CannotLeave);
             }
             (conn, member.rooms.remove(index))
@@ -253,13 +253,13 @@ impl ShardCore {
                 self.rooms.leave_requested(membership, conn, reference);
                 self.apply_room_outputs();
             }
-            Place::Remote { owner, membership: Some(membership) } => {
+            Place::Remote { owner, membership } => {
                 let reference = reference.map(Into::into);
                 let msg = RemoteMsg::Leave { key: joined.key, membership, conn, reference, requested: true };
                 // Kept whatever the outbox holds: a lost leave would leave a ghost member.
                 self.remote.send_control(owner, msg);
             }
-            Place::Remote { membership: None, .. } => {
+            Place::Pending { .. } => {
                 // The join is undone when its reply arrives (see `on_joined`).
                 // No `seq`: the owner has not placed the connection yet.
                 match reference {
