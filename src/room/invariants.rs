@@ -46,7 +46,7 @@ impl Rooms {
         let mut incarnations = HashSet::new();
         for (slot, room) in &self.rooms {
             let key = &room.key;
-            ensure!(self.index.get(key) == Some(&slot), "room {key:?} not indexed at its slot {slot}");
+            ensure!(self.index.get(key, &self.rooms) == Some(slot), "room {key:?} not indexed at its slot {slot}");
             // Each creation takes the next number, so live rooms never share one.
             ensure!(
                 room.incarnation <= self.incarnations && incarnations.insert(room.incarnation),

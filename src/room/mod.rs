@@ -28,6 +28,7 @@ use chat_filter::ChatFilter;
 
 mod chat_filter;
 mod extension;
+mod index;
 mod invariants;
 mod meeting;
 #[cfg(test)]
@@ -340,7 +341,7 @@ pub struct Rooms {
     shards: usize,
     limits: RoomLimits,
     rooms: Slab<Room>,
-    index: HashMap<RoomKey, usize>,
+    index: index::RoomIndex,
     outputs: VecDeque<Output>,
     frames: FrameBuilder,
     /// Boot number of the process (the store's, or the start time in ms
@@ -408,7 +409,7 @@ impl Rooms {
             shards: shards.max(1),
             limits,
             rooms: Slab::new(),
-            index: HashMap::new(),
+            index: index::RoomIndex::new(),
             outputs: VecDeque::new(),
             frames: FrameBuilder::default(),
             boot: 0,
@@ -463,7 +464,7 @@ impl Rooms {
             Some(policy) => self.policies.insert(key.clone(), policy),
             None => self.policies.remove(key),
         };
-        let Some(&slot) = self.index.get(key) else { return };
+        let Some(slot) = self.index.get(key, &self.rooms) else { return };
         let lobby = |p: Option<RoomPolicy>| p.and_then(|p| p.lobby).unwrap_or(self.limits.lobby_default);
         if lobby(old) != lobby(policy) {
             self.lobby_set(slot, lobby(policy));
@@ -547,8 +548,8 @@ impl Rooms {
     ) -> Result<Membership, Refusal> {
         self.begin_call();
         self.check_admission(peer, key)?;
-        let slot = match self.index.get(key) {
-            Some(&slot) => slot,
+        let slot = match self.index.get(key, &self.rooms) {
+            Some(slot) => slot,
             None => self.create_room(key, quiet)?,
         };
         if self.rooms[slot].members.len() >= self.capacity(key) {
@@ -615,7 +616,7 @@ impl Rooms {
             meeting: meeting::LazyMeeting::default(),
             extra: None,
         });
-        self.index.insert(key.clone(), slot);
+        self.index.insert(slot, &self.rooms);
         if loading {
             self.outputs.push_back(Output::Persist(Persist::LoadHistory {
                 key: key.clone(),
@@ -807,7 +808,7 @@ impl Rooms {
         let room = &mut self.rooms[slot];
         if room.members.is_empty() {
             let room = self.rooms.remove(slot);
-            self.index.remove(&room.key);
+            self.index.remove(&room.key, slot);
             if self.report_closed {
                 self.outputs.push_back(Output::Closed { key: room.key });
             }
@@ -892,7 +893,7 @@ impl Rooms {
     /// the room has no members (the user has no connection).
     pub fn direct(&mut self, key: &RoomKey, from: &Peer, reference: Option<&[u8]>, data: &[u8]) -> bool {
         self.begin_call();
-        let Some(&slot) = self.index.get(key) else { return false };
+        let Some(slot) = self.index.get(key, &self.rooms) else { return false };
         protocol::encode_direct(self.frames.begin(), from.user_json(), data);
         let frame = self.frames.finish(Opcode::Text);
         self.push_broadcast(slot, Audience::All, None, frame);
@@ -924,7 +925,7 @@ impl Rooms {
     /// `history_loading`. An answer for a room since freed is ignored.
     pub fn history_loaded(&mut self, key: &RoomKey, load: u64, stored: Vec<StoredChat>) {
         self.begin_call();
-        let Some(&slot) = self.index.get(key) else { return };
+        let Some(slot) = self.index.get(key, &self.rooms) else { return };
         let room = &mut self.rooms[slot];
         if room.incarnation != load || !room.loading {
             return;
@@ -1052,17 +1053,17 @@ impl Rooms {
 
     /// The keys of every room here now.
     pub fn keys(&self) -> Vec<RoomKey> {
-        self.index.keys().cloned().collect()
+        self.rooms.iter().map(|(_, room)| room.key.clone()).collect()
     }
 
     /// Members of room `key` on every shard and node (0 when it is not here).
     pub fn member_count(&self, key: &RoomKey) -> usize {
-        self.index.get(key).map_or(0, |&slot| self.rooms[slot].members.len())
+        self.index.get(key, &self.rooms).map_or(0, |slot| self.rooms[slot].members.len())
     }
 
     /// Whether a room `key` lives here now.
     pub fn contains(&self, key: &RoomKey) -> bool {
-        self.index.contains_key(key)
+        self.index.get(key, &self.rooms).is_some()
     }
 
     /// Emit `Output::Closed` when a room goes away (a cluster node then
@@ -1074,7 +1075,7 @@ impl Rooms {
 
     /// Every member of room `key` with its role (admin listings).
     pub fn roles(&self, key: &RoomKey) -> Vec<(ConnId, Role)> {
-        let Some(&slot) = self.index.get(key) else { return Vec::new() };
+        let Some(slot) = self.index.get(key, &self.rooms) else { return Vec::new() };
         self.rooms[slot].members.iter().map(|(_, m)| (m.conn, m.role)).collect()
     }
 
@@ -1103,8 +1104,8 @@ impl Rooms {
     /// instead of the copy its handshake made, ~40 bytes per connection of
     /// a room many share.
     pub fn shared_key(&self, key: RoomKey) -> RoomKey {
-        match self.index.get_key_value(&key) {
-            Some((shared, _)) => shared.clone(),
+        match self.index.get(&key, &self.rooms) {
+            Some(slot) => self.rooms[slot].key.clone(),
             None => key,
         }
     }

@@ -600,7 +600,7 @@ fn a_room_without_publishes_holds_no_ring_and_a_plain_join_has_no_recovered_fiel
     let key = RoomKey::new("", "idle");
     rooms.join(&Peer::new(conn(1), "a", None), &key, false, None).expect("space");
     assert!(drain(&mut rooms)[0].1.get("recovered").is_none());
-    let slot = rooms.index[&key];
+    let slot = rooms.index.get(&key, &rooms.rooms).expect("indexed");
     assert!(rooms.rooms[slot].extra.is_none(), "no allocation for an idle room");
     let epoch = rooms.epoch(slot);
     rooms.join_since(&Peer::new(conn(2), "b", None), &key, false, None, Some(&since(0, &epoch)), 0).expect("space");
