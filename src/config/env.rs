@@ -106,11 +106,12 @@ mod tests {
         assert_eq!(config.auth.allow_origins, vec!["https://a.example", "https://b.example"]);
         let path = file("list-cleared", "[auth]\nallow_origins = [\"https://a.example\"]\n");
         let config = Config::load(Sources {
-            file: Some(path),
+            file: Some(path.clone()),
             env: env(&[("ROOMCAST_AUTH_ALLOW_ORIGINS", "")]),
             overrides: vec![],
         })
         .unwrap();
+        let _ = std::fs::remove_file(path);
         assert!(config.auth.allow_origins.is_empty());
     }
 

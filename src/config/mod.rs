@@ -301,11 +301,12 @@ mod tests {
     fn env_overrides_file() {
         let path = file("env-overrides", "shards = 3\n[limits]\nrate_burst = 7\n");
         let config = Config::load(Sources {
-            file: Some(path),
+            file: Some(path.clone()),
             env: env(&[("ROOMCAST_SHARDS", "5"), ("PATH", "/bin"), ("OTHER_SHARDS", "9")]),
             overrides: vec![],
         })
         .unwrap();
+        let _ = std::fs::remove_file(path);
         assert_eq!(config.shards, 5);
         assert_eq!(config.limits.rate_burst, 7);
     }

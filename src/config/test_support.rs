@@ -27,7 +27,10 @@ pub(super) fn load_set(key: &str, value: Value) -> Result<Config, ConfigError> {
 }
 
 pub(super) fn load_file(name: &str, text: &str) -> Result<Config, ConfigError> {
-    Config::load(Sources { file: Some(file(name, text)), ..Sources::default() })
+    let path = file(name, text);
+    let loaded = Config::load(Sources { file: Some(path.clone()), ..Sources::default() });
+    let _ = std::fs::remove_file(path);
+    loaded
 }
 
 /// Asserts an error that names `key` in both its key and its message.

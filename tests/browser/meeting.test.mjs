@@ -68,7 +68,7 @@ before(async () => {
 after(async () => {
   for (const page of Object.values(pages)) await page.context().close().catch(() => {});
   await browser?.close();
-  await server?.stop();
+  await server?.close();
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
@@ -259,10 +259,10 @@ test("jwt mode: the page joins with a pasted token", { skip, timeout: 60000 }, a
     try {
       assert.equal((await fetch(`${off.http}/`)).status, 404);
     } finally {
-      await off.stop();
+      await off.close();
     }
   } finally {
     await context.close();
-    await jwt.stop();
+    await jwt.close();
   }
 });

@@ -4,7 +4,7 @@
 // tests/browser.
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { existsSync, mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,6 +25,8 @@ export class Server {
   static async start({ listen = "127.0.0.1:0", dataDir, extra = [], jwtSecret } = {}) {
     const server = new Server();
     server.dataDir = dataDir ?? mkdtempSync(join(tmpdir(), "roomcast-js-"));
+    // A data dir made here goes with `close`; one given is the caller's.
+    server.ownsDataDir = dataDir === undefined;
     server.extra = extra;
     server.auth = jwtSecret ? ["--jwt-secret", jwtSecret] : ["--auth-mode", "none"];
     await server.spawn(listen);
@@ -70,6 +72,15 @@ export class Server {
     if (!this.child || this.child.exitCode !== null) return;
     this.child.kill("SIGTERM");
     await this.exited;
+  }
+
+  /** `stop`, then removes the data dir if `start` made it: a test's last call. */
+  async close() {
+    await this.stop();
+    if (this.ownsDataDir) {
+      rmSync(this.dataDir, { recursive: true, force: true });
+      this.ownsDataDir = false;
+    }
   }
 
   /** Stops the server and starts it again on the same address and data dir. */

@@ -16,7 +16,7 @@ before(async () => {
   if (!skip) server = await Server.start();
 });
 after(async () => {
-  await server?.stop();
+  await server?.close();
 });
 
 function client(user, room = "js") {
