@@ -69,6 +69,9 @@ pub enum LimitKind {
     /// A loop turn wrote `limits.flush_writes_per_turn` connections and left
     /// the rest for the next turns.
     FlushBudget,
+    /// A frame for a connection whose last write left bytes behind met a shard
+    /// holding `limits.shard_queued_frames_max` frames: closed with 1013.
+    ShardQueueFull,
     /// A poll returned `limits.poll_events_max` events (the rest wait for the next poll).
     PollEventsFull,
     /// A request not read (or its response not written) within `limits.handshake_timeout_ms`.
@@ -99,7 +102,7 @@ pub enum LimitKind {
 }
 
 impl LimitKind {
-    pub const ALL: [LimitKind; 35] = [
+    pub const ALL: [LimitKind; 36] = [
         LimitKind::MessageTooBig,
         LimitKind::RateLimited,
         LimitKind::RateAbuse,
@@ -123,6 +126,7 @@ impl LimitKind {
         LimitKind::ScreenshareBusy,
         LimitKind::ReadBudget,
         LimitKind::FlushBudget,
+        LimitKind::ShardQueueFull,
         LimitKind::PollEventsFull,
         LimitKind::HandshakeTimeout,
         LimitKind::HeadTooBig,
@@ -162,6 +166,7 @@ impl LimitKind {
             LimitKind::ScreenshareBusy => "screenshare_busy",
             LimitKind::ReadBudget => "read_budget",
             LimitKind::FlushBudget => "flush_budget",
+            LimitKind::ShardQueueFull => "shard_queue_full",
             LimitKind::PollEventsFull => "poll_events_full",
             LimitKind::HandshakeTimeout => "handshake_timeout",
             LimitKind::HeadTooBig => "head_too_big",
@@ -284,6 +289,10 @@ pub struct ShardMetrics {
     pub broadcasts: u64,
     /// Frames queued to connections (one per recipient).
     pub deliveries: u64,
+    /// Gauge, kept live: frames in this shard's outbound queues now (each
+    /// an entry of a connection's queue; a broadcast frame's bytes are
+    /// shared). Bounded by `limits.shard_queued_frames_max`.
+    pub queued_frames: u64,
     pub limit_hits: LimitHits,
     pub loop_iterations: u64,
     /// Messages sent to and received from other shards (each counts once,

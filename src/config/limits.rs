@@ -70,6 +70,9 @@ pub struct Limits {
     /// Connections written per loop turn; the rest are written in the next
     /// turns, in order, after the loop has taken what arrived meanwhile.
     pub flush_writes_per_turn: usize,
+    /// Frames in all of a shard's outbound queues at once; past it a
+    /// connection whose last write left bytes behind is a slow consumer.
+    pub shard_queued_frames_max: usize,
     /// Largest message on the echo listener (Autobahn sends up to 16 MiB).
     pub echo_message_bytes_max: usize,
     /// Rooms one connection is in at once (home, personal, groups and joins).
@@ -138,7 +141,7 @@ impl Limits {
     }
 
     /// Every limit with its key name, for the "greater than 0" rule.
-    pub(super) fn sizes(&self) -> [(&'static str, u64); 30] {
+    pub(super) fn sizes(&self) -> [(&'static str, u64); 31] {
         let l = self;
         [
             ("connections_per_shard_max", l.connections_per_shard_max.into()),
@@ -166,6 +169,7 @@ impl Limits {
             ("poll_events_max", l.poll_events_max as u64),
             ("read_bytes_per_event_max", l.read_bytes_per_event_max as u64),
             ("flush_writes_per_turn", l.flush_writes_per_turn as u64),
+            ("shard_queued_frames_max", l.shard_queued_frames_max as u64),
             ("echo_message_bytes_max", l.echo_message_bytes_max as u64),
             ("rooms_per_connection_max", l.rooms_per_connection_max.into()),
             ("rooms_per_shard_max", l.rooms_per_shard_max.into()),

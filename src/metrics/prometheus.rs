@@ -149,7 +149,7 @@ fn per_shard(out: &mut String, shards: &[ShardMetrics], (name, kind, help, get):
 /// Renders the latest snapshots in Prometheus text format.
 pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, gauges: &Gauges) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let per_shard_series: [Series; 23] = [
+    let per_shard_series: [Series; 24] = [
         (
             "roomcast_connections",
             Kind::Gauge,
@@ -194,6 +194,12 @@ pub fn render_prometheus(shards: &[ShardMetrics], acceptor: &AcceptorMetrics, ga
         ("roomcast_deliveries_total", Kind::Counter, "Frames queued to connections, one per recipient.", |m| {
             m.deliveries
         }),
+        (
+            "roomcast_outbound_queued_frames",
+            Kind::Gauge,
+            "Frames in the shard's outbound queues (limits.shard_queued_frames_max).",
+            |m| m.queued_frames,
+        ),
         ("roomcast_loop_iterations_total", Kind::Counter, "Shard loop iterations.", |m| m.loop_iterations),
         (
             "roomcast_cross_shard_sent_total",

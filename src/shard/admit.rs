@@ -101,6 +101,7 @@ impl Shard {
             over_soft_since_ms: 0,
         });
         core.metrics.connections_opened += 1;
+        core.metrics.queued_frames += 1; // the 101
         let home_key = home.as_ref().map(|(key, _)| key);
         core.audit_open(slot, home_key, peer_addr);
         core.log_connection(slot, peer_addr, None);

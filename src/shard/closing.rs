@@ -75,6 +75,7 @@ impl ShardCore {
         }
         conn.close_code.get_or_insert(code.code);
         conn.outbound.push_unbounded(frame::close_frame(code));
+        self.metrics.queued_frames += 1;
         let id = conn.id;
         if let Some(limit) = limit {
             self.note_limit(slot, limit);
@@ -90,8 +91,9 @@ impl ShardCore {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         conn.state = ConnState::Closing { peer_closed: true };
         conn.close_code.get_or_insert(code.code);
-        conn.outbound.discard_unstarted();
+        let discarded = conn.outbound.discard_unstarted();
         conn.outbound.push_unbounded(frame::close_frame(code));
+        self.metrics.queued_frames = self.metrics.queued_frames.saturating_sub(discarded as u64) + 1;
         let id = conn.id;
         self.mark_dirty(slot);
         self.leave_all_rooms(slot);
@@ -115,6 +117,7 @@ impl ShardCore {
         let mut doomed = std::mem::take(&mut self.doomed);
         for slot in doomed.drain(..) {
             if let Some(mut conn) = self.conns.try_remove(slot) {
+                self.metrics.queued_frames = self.metrics.queued_frames.saturating_sub(conn.outbound.len() as u64);
                 let _ = registry.deregister(&mut conn.stream);
                 self.metrics.connections_closed += 1;
                 // No Close frame was exchanged: 1006, as in the session audit.

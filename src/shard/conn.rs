@@ -244,6 +244,10 @@ pub struct QueueBounds {
     pub grace_ms: u32,
     /// Now, in ms since the shard started (wrapping).
     pub now_ms: u32,
+    /// Frames queued on the whole shard at most
+    /// (`limits.shard_queued_frames_max`): past it, a connection whose
+    /// last write left bytes behind is a slow consumer (`ShardMetrics::queued_frames`).
+    pub shard_frames: u64,
 }
 
 /// The connection cannot keep up: close it with 1013.
@@ -256,6 +260,14 @@ impl Connection {
     pub fn push_bounded(&mut self, frame: Frame, bounds: QueueBounds) -> Result<(), SlowConsumer> {
         self.outbound.push(frame, bounds.hard).map_err(|QueueFull| SlowConsumer)?;
         self.check_backlog(bounds)
+    }
+
+    /// Its last write left bytes queued and no writable event came since:
+    /// the peer is not reading as fast as it is sent to. (A connection with
+    /// frames queued this turn, or left by the flush budget, is on the
+    /// dirty list and not blocked.)
+    pub fn write_blocked(&self) -> bool {
+        !self.dirty && !self.outbound.is_empty()
     }
 
     /// Tracks how long the queue has been over `bounds.soft`: called when
@@ -335,22 +347,29 @@ impl OutboundQueue {
         self.frames.push_back(frame);
     }
 
+    /// Frames queued (the head one too while partly written).
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
     /// Drops every frame not yet started, keeping a partly written head frame
     /// so the stream stays well-formed for the Close frame that follows.
-    pub fn discard_unstarted(&mut self) {
+    /// Returns how many went.
+    pub fn discard_unstarted(&mut self) -> usize {
         let keep = usize::from(self.head_written > 0);
+        let before = self.frames.len();
         while self.frames.len() > keep {
             if let Some(frame) = self.frames.pop_back() {
                 self.bytes -= frame.len() as u32;
             }
         }
+        before - self.frames.len()
     }
 
     pub fn bytes(&self) -> usize {
         self.bytes as usize
     }
 
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
@@ -509,7 +528,7 @@ mod tests {
 
     #[test]
     fn a_queue_may_stay_over_its_soft_bound_for_the_grace_only() {
-        let at = |now_ms| QueueBounds { soft: 100, hard: 1000, grace_ms: 50, now_ms };
+        let at = |now_ms| QueueBounds { soft: 100, hard: 1000, grace_ms: 50, now_ms, shard_frames: u64::MAX };
         assert_eq!(backlog(100, 0, at(7)), (0, Ok(())), "at the bound is not over it");
         assert_eq!(backlog(101, 0, at(7)), (7, Ok(())), "over: the clock starts");
         assert_eq!(backlog(500, 7, at(57)), (7, Ok(())), "within the grace");

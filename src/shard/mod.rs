@@ -552,6 +552,7 @@ impl ShardCore {
 
     fn end_iteration(&mut self) {
         self.metrics.loop_iterations += 1;
+        self.check_queued_frames();
         if self.now.saturating_duration_since(self.metrics_sent_at) >= METRICS_INTERVAL {
             self.metrics_sent_at = self.now;
             self.metrics.connections = self.conns.len() as u64;

@@ -17,7 +17,10 @@ use crate::ws::frame::Frame;
 
 /// Queues a broadcast frame for one member: the hot loop of every fanout.
 /// `Err(slot)` names a slow consumer for the caller to close once its walk
-/// is over. Connections that are gone or closing are skipped.
+/// is over: its own queue is past its bounds, or the shard holds
+/// `limits.shard_queued_frames_max` frames and this one's last write left
+/// bytes behind (`Connection::write_blocked`).
+/// Connections that are gone or closing are skipped.
 pub(super) fn enqueue(
     conns: &mut Slab<Connection>,
     dirty: &mut Vec<usize>,
@@ -31,7 +34,15 @@ pub(super) fn enqueue(
     if conn.id != member || conn.doomed || conn.state != ConnState::Open {
         return Ok(());
     }
-    conn.push_bounded(Arc::clone(frame), bounds).map_err(|SlowConsumer| slot)?;
+    if metrics.queued_frames >= bounds.shard_frames && conn.write_blocked() {
+        metrics.hit(LimitKind::ShardQueueFull);
+        return Err(slot);
+    }
+    let before = conn.outbound.len();
+    let pushed = conn.push_bounded(Arc::clone(frame), bounds);
+    // Counted whether or not the soft bound's grace ran out: the frame is queued.
+    metrics.queued_frames += (conn.outbound.len() - before) as u64;
+    pushed.map_err(|SlowConsumer| slot)?;
     metrics.deliveries += 1;
     if !conn.dirty {
         conn.dirty = true;
@@ -107,12 +118,20 @@ impl ShardCore {
                 // Echo (conformance runs) queues whole large messages: one fixed bound.
                 let cap = (self.settings.limits.echo_message_bytes_max * 2)
                     .max(self.settings.limits.outbound_queue_hard_bytes_max as usize);
-                QueueBounds { soft: cap, hard: cap, grace_ms: 0, now_ms: 0 }
+                QueueBounds { soft: cap, hard: cap, grace_ms: 0, now_ms: 0, shard_frames: self.shard_frames_max() }
             }
             Role::Member(_) => self.member_queue_bounds(),
         };
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        if conn.push_bounded(frame, bounds).is_err() {
+        if self.metrics.queued_frames >= bounds.shard_frames && conn.write_blocked() {
+            self.metrics.hit(LimitKind::ShardQueueFull);
+            self.close_slow_consumer(slot);
+            return;
+        }
+        let before = conn.outbound.len();
+        let pushed = conn.push_bounded(frame, bounds);
+        self.metrics.queued_frames += (conn.outbound.len() - before) as u64;
+        if pushed.is_err() {
             self.close_slow_consumer(slot);
             return;
         }
@@ -128,12 +147,26 @@ impl ShardCore {
             hard: limits.outbound_queue_hard_bytes_max as usize,
             grace_ms: limits.outbound_queue_grace_ms,
             now_ms: self.now_ms() as u32,
+            shard_frames: self.shard_frames_max(),
+        }
+    }
+
+    fn shard_frames_max(&self) -> u64 {
+        self.settings.limits.shard_queued_frames_max as u64
+    }
+
+    /// Debug builds: the running count of queued frames is every queue's.
+    pub(super) fn check_queued_frames(&self) {
+        if cfg!(debug_assertions) {
+            let queued: usize = self.conns.iter().map(|(_, conn)| conn.outbound.len()).sum();
+            assert_eq!(self.metrics.queued_frames, queued as u64, "queued_frames drifted from the queues");
         }
     }
 
     pub(super) fn close_slow_consumer(&mut self, slot: usize) {
         if let Some(conn) = self.conns.get_mut(slot) {
-            conn.outbound.discard_unstarted();
+            let discarded = conn.outbound.discard_unstarted();
+            self.metrics.queued_frames = self.metrics.queued_frames.saturating_sub(discarded as u64);
         }
         self.begin_close(slot, CloseCode::SLOW_CONSUMER, Some(LimitKind::SlowConsumer));
     }
@@ -163,6 +196,7 @@ impl ShardCore {
             }
             let (outcome, written) = conn.outbound.flush(&mut conn.stream);
             self.metrics.frames_out += written.frames as u64;
+            self.metrics.queued_frames = self.metrics.queued_frames.saturating_sub(written.frames as u64);
             self.metrics.bytes_out += written.bytes as u64;
             self.metrics.writes += 1;
             match outcome {

@@ -66,11 +66,13 @@ fn a_flood_gets_rate_limited_errors_then_close_1008() {
     wait_for_count(server.addr, &limit_hits("rate_limited"), 10.0);
 }
 
-#[test]
-fn a_slow_reader_is_closed_with_1013_while_others_get_everything() {
-    let server = Server::start(&[
-        "--set",
-        "limits.outbound_queue_bytes_max=65536",
+/// A room with a publisher, a reader that keeps up and a raw client that
+/// completes its handshake and never reads, on a server started with
+/// `limits`: 2,000 messages of 16 KiB (32 MiB, far past the slow socket's
+/// kernel buffers) reach the fast reader in order, and the slow socket's
+/// data ends with a Close 1013. Returns the server, for its metrics.
+fn slow_reader_is_closed_with_1013(limits: &[&str]) -> Server {
+    let mut args = vec![
         // The Close frame waits behind the unread bytes; give the test time to read them.
         "--set",
         "limits.close_timeout_ms=60000",
@@ -78,18 +80,17 @@ fn a_slow_reader_is_closed_with_1013_while_others_get_everything() {
         "limits.rate_messages_per_s=100000",
         "--set",
         "limits.rate_burst=100000",
-    ]);
+    ];
+    args.extend_from_slice(limits);
+    let server = Server::start(&args);
     let (mut publisher, _) = server.join("slow", "pub");
     let (mut fast, _) = server.join("slow", "fast");
     let slow_token = super::harness::token(&super::harness::Claims { sub: "slow", ..Default::default() });
-    // A raw client that completes the handshake and then never reads.
     let mut slow = TcpStream::connect(server.addr).expect("connect");
     slow.write_all(&upgrade_request(&format!("/ws/slow?token={slow_token}"), "")).expect("handshake");
     publisher.next_of_type("member_joined");
     publisher.next_of_type("member_joined");
 
-    // 2,000 messages of 16 KiB: 32 MiB, far past the slow socket's kernel
-    // buffers plus its 64 KiB queue.
     const COUNT: u64 = 2000;
     let payload = "x".repeat(16 * 1024);
     // The fast reader reports each message it got; the publisher keeps at most
@@ -148,6 +149,29 @@ fn a_slow_reader_is_closed_with_1013_while_others_get_everything() {
             + series(server.addr, "roomcast_slow_consumers_closed_total{shard=\"1\"}"),
         1.0
     );
+    server
+}
+
+#[test]
+fn a_slow_reader_is_closed_with_1013_while_others_get_everything() {
+    let server = slow_reader_is_closed_with_1013(&["--set", "limits.outbound_queue_bytes_max=65536"]);
+    assert_eq!(series(server.addr, &limit_hits("shard_queue_full")), 0.0, "its own queue's bound closed it");
+}
+
+/// The per-connection bounds are out of reach here (1 GiB); the shard's
+/// bound on queued frames (64) closes the reader whose socket is full, and
+/// only it.
+#[test]
+fn a_shard_at_its_queued_frames_bound_closes_the_reader_whose_socket_is_full() {
+    let server = slow_reader_is_closed_with_1013(&[
+        "--set",
+        "limits.outbound_queue_bytes_max=1073741824",
+        "--set",
+        "limits.outbound_queue_hard_bytes_max=2147483648",
+        "--set",
+        "limits.shard_queued_frames_max=64",
+    ]);
+    wait_for_count(server.addr, &limit_hits("shard_queue_full"), 1.0);
 }
 
 #[test]
