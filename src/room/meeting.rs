@@ -634,17 +634,19 @@ impl Rooms {
     pub(super) fn after_departure(&mut self, slot: usize, user: &str, was_host: bool) {
         let room = &mut self.rooms[slot];
         let meeting = &room.meeting;
-        let has_meeting_state = meeting.share_requests.iter().any(|u| **u == *user)
-            || meeting.hands.iter().any(|h| **h == *user)
-            || meeting.sharers.iter().any(|u| **u == *user);
-        if has_meeting_state && !room.members.iter().any(|(_, m)| *m.peer.user() == *user && m.role != Role::Waiting) {
-            if room.meeting.share_requests.iter().any(|u| **u == *user) {
+        let requested = meeting.share_requests.iter().any(|u| **u == *user);
+        let raised = meeting.hands.iter().any(|h| **h == *user);
+        let sharing = meeting.sharers.iter().any(|u| **u == *user);
+        if (requested || raised || sharing)
+            && !room.members.iter().any(|(_, m)| *m.peer.user() == *user && m.role != Role::Waiting)
+        {
+            if requested {
                 room.meeting.share_requests.retain(|u| **u != *user);
             }
-            if room.meeting.hands.iter().any(|h| **h == *user) {
+            if raised {
                 self.set_hand(slot, user, false);
             }
-            if self.rooms[slot].meeting.sharers.iter().any(|u| **u == *user) {
+            if sharing {
                 let _ = self.screenshare_stop(slot, user);
             }
         }

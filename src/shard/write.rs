@@ -34,21 +34,34 @@ pub(super) fn enqueue(
     if conn.id != member || conn.doomed || conn.state != ConnState::Open {
         return Ok(());
     }
-    if metrics.queued_frames >= bounds.shard_frames && conn.write_blocked() {
-        metrics.hit(LimitKind::ShardQueueFull);
-        return Err(slot);
-    }
-    let before = conn.outbound.len();
-    let pushed = conn.push_bounded(Arc::clone(frame), bounds);
-    // Counted whether or not the soft bound's grace ran out: the frame is queued.
-    metrics.queued_frames += (conn.outbound.len() - before) as u64;
-    pushed.map_err(|SlowConsumer| slot)?;
+    push_counted(conn, Arc::clone(frame), bounds, metrics).map_err(|SlowConsumer| slot)?;
     metrics.deliveries += 1;
     if !conn.dirty {
         conn.dirty = true;
         dirty.push(slot);
     }
     Ok(())
+}
+
+/// Queues `frame` for `conn` within `bounds`, keeping the shard's count of
+/// queued frames: every frame queued to a connection goes through here.
+/// At `bounds.shard_frames` a connection whose last write left bytes
+/// behind is refused (`shard_queue_full`).
+fn push_counted(
+    conn: &mut Connection,
+    frame: Frame,
+    bounds: QueueBounds,
+    metrics: &mut ShardMetrics,
+) -> Result<(), SlowConsumer> {
+    if metrics.queued_frames >= bounds.shard_frames && conn.write_blocked() {
+        metrics.hit(LimitKind::ShardQueueFull);
+        return Err(SlowConsumer);
+    }
+    let before = conn.outbound.len();
+    let pushed = conn.push_bounded(frame, bounds);
+    // Counted whether or not the soft bound's grace ran out: the frame is queued.
+    metrics.queued_frames += (conn.outbound.len() - before) as u64;
+    pushed
 }
 
 impl ShardCore {
@@ -123,15 +136,7 @@ impl ShardCore {
             Role::Member(_) => self.member_queue_bounds(),
         };
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        if self.metrics.queued_frames >= bounds.shard_frames && conn.write_blocked() {
-            self.metrics.hit(LimitKind::ShardQueueFull);
-            self.close_slow_consumer(slot);
-            return;
-        }
-        let before = conn.outbound.len();
-        let pushed = conn.push_bounded(frame, bounds);
-        self.metrics.queued_frames += (conn.outbound.len() - before) as u64;
-        if pushed.is_err() {
+        if push_counted(conn, frame, bounds, &mut self.metrics).is_err() {
             self.close_slow_consumer(slot);
             return;
         }
