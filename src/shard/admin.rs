@@ -161,7 +161,7 @@ impl ShardCore {
             }
             let Role::Member(member) = &conn.role else { continue };
             let rooms: Vec<&RoomKey> =
-                member.rooms.iter().filter(|j| is_established(j.place)).map(|j| &j.key).collect();
+                member.rooms.iter().filter(|j| is_established(j.place())).map(|j| &j.key).collect();
             if *member.tenant() != *tenant
                 || user.is_some_and(|user| *member.peer.user() != *user)
                 || room.is_some_and(|room| !rooms.iter().any(|key| key.room() == room))
@@ -237,7 +237,7 @@ fn open_member_rooms(conn: &super::conn::Connection) -> Option<impl Iterator<Ite
         return None;
     }
     let Role::Member(member) = &conn.role else { return None };
-    Some(member.rooms.iter().filter(|j| is_established(j.place)).map(|j| &j.key))
+    Some(member.rooms.iter().filter(|j| is_established(j.place())).map(|j| &j.key))
 }
 
 fn is_established(place: Place) -> bool {

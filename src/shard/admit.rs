@@ -87,8 +87,8 @@ impl Shard {
             id,
             state: ConnState::Open,
             role,
-            expires_at_s,
-            last_rx_ms: core.now_ms(),
+            expires_at_s: super::conn::expires_at_u32(expires_at_s),
+            last_rx_ms: core.now_ms() as u32,
             inbound: None,
             outbound,
             rate,
@@ -163,7 +163,7 @@ fn arrival(id: ConnId, kind: HandoffKind, now_ms: u64) -> Arrival {
                 // The room table's shared key replaces it on admission.
                 home: key.clone(),
             };
-            Arrival { role: Role::Member(Box::new(member)), home: Some((key, since)), expires_at_s }
+            Arrival { role: Role::Member(member), home: Some((key, since)), expires_at_s }
         }
         HandoffKind::Echo => Arrival { role: Role::Echo, home: None, expires_at_s: u64::MAX },
     }

@@ -22,7 +22,7 @@ impl ShardCore {
         let Role::Member(member) = &mut conn.role else { return };
         let rooms = std::mem::take(&mut member.rooms);
         for joined in rooms {
-            match joined.place {
+            match joined.place() {
                 Place::Local(membership) => {
                     self.rooms.leave(membership, id, None);
                 }

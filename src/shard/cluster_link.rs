@@ -140,10 +140,8 @@ impl ShardCore {
         }
         // The connection is on this shard: it becomes a local member, if it
         // still waits for this join (it may have closed or left meanwhile).
-        let waiting = self
-            .live_member(conn)
-            .and_then(|member| member.room_mut(&key))
-            .is_some_and(|joined| joined.has_tag(tag) && matches!(joined.place, Place::Pending { .. }));
+        let waiting =
+            self.live_member(conn).and_then(|member| member.room_mut(&key)).is_some_and(|joined| joined.awaits(tag));
         if !waiting {
             return;
         }
@@ -152,7 +150,7 @@ impl ShardCore {
             Ok(membership) => {
                 let shared = self.rooms.key(membership.room_slot()).cloned();
                 if let Some(joined) = self.live_member(conn).and_then(|member| member.room_mut(&key)) {
-                    joined.place = Place::Local(membership);
+                    joined.set_place(Place::Local(membership));
                     if let Some(shared) = shared {
                         joined.key = shared;
                     }
@@ -180,7 +178,7 @@ impl ShardCore {
             .filter(|(_, conn)| !conn.doomed)
             .filter_map(|(slot, conn)| match &conn.role {
                 super::conn::Role::Member(member) => {
-                    member.rooms.iter().any(|joined| joined.place.owner().is_some_and(lost)).then_some(slot)
+                    member.rooms.iter().any(|joined| joined.place().owner().is_some_and(lost)).then_some(slot)
                 }
                 super::conn::Role::Echo => None,
             })
@@ -210,7 +208,7 @@ impl ShardCore {
             .filter(|(_, conn)| !conn.doomed)
             .filter_map(|(slot, conn)| match &conn.role {
                 super::conn::Role::Member(member) => {
-                    member.rooms.iter().any(|joined| self.spans_nodes(joined.place)).then_some(slot)
+                    member.rooms.iter().any(|joined| self.spans_nodes(joined.place())).then_some(slot)
                 }
                 super::conn::Role::Echo => None,
             })
@@ -224,7 +222,7 @@ impl ShardCore {
     /// shard can tell: owned by another node, or owned here with members there.
     fn spans_nodes(&self, place: Place) -> bool {
         match place {
-            Place::Pending { owner } | Place::Remote { owner, .. } => remote_node(owner).is_some(),
+            Place::Pending { owner, .. } | Place::Remote { owner, .. } => remote_node(owner).is_some(),
             Place::Local(membership) => self.rooms.cluster_members(membership.room_slot()) > 0,
         }
     }

@@ -48,8 +48,10 @@ impl ConnState {
 /// What the connection is for.
 #[derive(Debug)]
 pub enum Role {
-    /// A member of a room, authenticated.
-    Member(Box<Member>),
+    /// A member of a room, authenticated. Inline, not boxed: nearly every
+    /// connection is one, and a box would cost a pointer and a heap chunk's
+    /// header each.
+    Member(Member),
     /// A connection of the echo listener (conformance runs).
     Echo,
 }
@@ -140,42 +142,72 @@ fn perm_bits(claim: Option<&[String]>) -> u8 {
         .fold(0, |bits, &perm| bits | perm_bit(perm))
 }
 
-/// One room a connection is in, and where that room lives. 40 bytes: a
-/// member keeps two inline (`Member::rooms`).
+/// One room a connection is in, and where that room lives. 32 bytes, as a
+/// member keeps two inline (`Member::rooms`): the place and whether the
+/// room was joined implicitly are packed into 16 (`place`, `set_place`).
 #[derive(Debug)]
 pub struct JoinedRoom {
     pub key: RoomKey,
-    pub place: Place,
-    /// The join's tag (low 31 bits) and whether the room was joined
-    /// implicitly (top bit), in one word: see `tag` and `implicit`.
-    tag_and_implicit: u32,
+    packed: PackedPlace,
 }
 
-const IMPLICIT_BIT: u32 = 1 << 31;
+/// A `Place` and the implicit bit in 16 bytes (the enum and a `bool` beside
+/// it would take 24).
+#[derive(Debug, Clone, Copy)]
+struct PackedPlace {
+    kind: PlaceKind,
+    implicit: bool,
+    /// The owning shard (`Pending`, `Remote`).
+    owner: ShardId,
+    /// The membership (`Membership::to_wire`), or the join's tag while pending.
+    words: [u32; 3],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlaceKind {
+    Local,
+    Pending,
+    Remote,
+}
 
 impl JoinedRoom {
-    /// `tag` names this join in the owner's reply (its low 31 bits are
-    /// kept, like the member's wrapping count of joins); `implicit`: a
-    /// personal or group room entered at connect, which cannot be left.
-    pub fn new(key: RoomKey, place: Place, tag: u32, implicit: bool) -> JoinedRoom {
-        let implicit = if implicit { IMPLICIT_BIT } else { 0 };
-        JoinedRoom { key, place, tag_and_implicit: (tag & !IMPLICIT_BIT) | implicit }
+    /// `implicit`: a personal or group room entered at connect, which
+    /// cannot be left.
+    pub fn new(key: RoomKey, place: Place, implicit: bool) -> JoinedRoom {
+        let mut joined =
+            JoinedRoom { key, packed: PackedPlace { kind: PlaceKind::Local, implicit, owner: 0, words: [0; 3] } };
+        joined.set_place(place);
+        joined
     }
 
-    /// Names this join in the owner's reply, so a reply to an earlier join of
-    /// the same room (left while in flight) is not taken for this one.
-    pub fn tag(&self) -> u32 {
-        self.tag_and_implicit & !IMPLICIT_BIT
+    pub fn place(&self) -> Place {
+        let PackedPlace { kind, owner, words, .. } = self.packed;
+        match kind {
+            PlaceKind::Local => Place::Local(Membership::from_wire(words)),
+            PlaceKind::Pending => Place::Pending { owner, tag: words[0] },
+            PlaceKind::Remote => Place::Remote { owner, membership: Membership::from_wire(words) },
+        }
+    }
+
+    pub fn set_place(&mut self, place: Place) {
+        let (kind, owner, words) = match place {
+            Place::Local(membership) => (PlaceKind::Local, 0, membership.to_wire()),
+            Place::Pending { owner, tag } => (PlaceKind::Pending, owner, [tag, 0, 0]),
+            Place::Remote { owner, membership } => (PlaceKind::Remote, owner, membership.to_wire()),
+        };
+        self.packed = PackedPlace { kind, owner, words, ..self.packed };
     }
 
     /// Joined implicitly (personal and group rooms); such rooms cannot be left.
     pub fn implicit(&self) -> bool {
-        self.tag_and_implicit & IMPLICIT_BIT != 0
+        self.packed.implicit
     }
 
-    /// Whether `tag` (as carried by an owner's reply) names this join.
-    pub fn has_tag(&self, tag: u32) -> bool {
-        self.tag() == tag & !IMPLICIT_BIT
+    /// Whether this is the join named `tag` (as carried by an owner's
+    /// reply), still waiting for that reply: a reply to an earlier join of
+    /// the same room, left while in flight, is not taken for this one.
+    pub fn awaits(&self, tag: u32) -> bool {
+        self.packed.kind == PlaceKind::Pending && self.packed.words[0] == tag
     }
 }
 
@@ -184,8 +216,10 @@ impl JoinedRoom {
 pub enum Place {
     /// On this shard.
     Local(Membership),
-    /// On shard `owner`, the join in flight (the owner has not answered).
-    Pending { owner: ShardId },
+    /// On shard `owner`, the join in flight (the owner has not answered);
+    /// `tag` names the join in the owner's reply (the member's count of
+    /// joins, wrapping).
+    Pending { owner: ShardId, tag: u32 },
     /// On shard `owner`, at `membership`.
     Remote { owner: ShardId, membership: Membership },
 }
@@ -195,7 +229,7 @@ impl Place {
     pub fn owner(self) -> Option<ShardId> {
         match self {
             Place::Local(_) => None,
-            Place::Pending { owner } | Place::Remote { owner, .. } => Some(owner),
+            Place::Pending { owner, .. } | Place::Remote { owner, .. } => Some(owner),
         }
     }
 }
@@ -206,10 +240,13 @@ pub struct Connection {
     pub id: ConnId,
     pub state: ConnState,
     pub role: Role,
-    /// Unix seconds at which the token runs out (`u64::MAX` without a token).
-    pub expires_at_s: u64,
-    /// When the peer last sent anything, in ms since the shard started.
-    pub last_rx_ms: u64,
+    /// Unix seconds at which the token runs out (`u32::MAX` without a
+    /// token, or past 2106): see `expires_at_s`.
+    pub(super) expires_at_s: u32,
+    /// When the peer last sent anything, in ms since the shard started,
+    /// wrapping (49 days): only ever compared with now, over far less than
+    /// the idle timeout.
+    pub last_rx_ms: u32,
     /// Inbound bytes kept between reads; `None` (one pointer) while idle.
     pub inbound: Option<Box<Inbound>>,
     pub outbound: OutboundQueue,
@@ -255,6 +292,17 @@ pub struct QueueBounds {
 pub struct SlowConsumer;
 
 impl Connection {
+    /// Unix seconds at which the token runs out (`u32::MAX`: never).
+    pub fn expires_at_s(&self) -> u64 {
+        u64::from(self.expires_at_s)
+    }
+
+    /// Records the token's `exp` (a refreshed one); an `exp` past what 32
+    /// bits hold, or none (`u64::MAX`), is kept as never.
+    pub fn set_expires_at_s(&mut self, expires_at_s: u64) {
+        self.expires_at_s = expires_at_u32(expires_at_s);
+    }
+
     /// Queues `frame` within `bounds` (`outbound_queue_hard_bytes_max`, then
     /// the soft bound's grace).
     pub fn push_bounded(&mut self, frame: Frame, bounds: QueueBounds) -> Result<(), SlowConsumer> {
@@ -432,22 +480,28 @@ pub struct Written {
 }
 
 /// A token bucket in thousandths of a message, refilled from the shard's
-/// clock (milliseconds since the shard started).
+/// clock (milliseconds since the shard started, wrapping). Eight bytes, as
+/// every connection has two: it holds at most `u32::MAX` thousandths, so a
+/// burst above 4,294,967 messages acts as that many.
 #[derive(Debug, Clone, Copy)]
 pub struct RateBucket {
-    tokens_milli: u64,
-    refilled_at_ms: u64,
+    tokens_milli: u32,
+    refilled_at_ms: u32,
 }
 
 impl RateBucket {
     pub fn full(burst: u32, now_ms: u64) -> RateBucket {
-        RateBucket { tokens_milli: u64::from(burst) * 1000, refilled_at_ms: now_ms }
+        RateBucket { tokens_milli: capacity_milli(burst), refilled_at_ms: now_ms as u32 }
     }
 
     /// Takes one message's token; `false` when the bucket is empty.
     pub fn try_take(&mut self, now_ms: u64, per_s: u32, burst: u32) -> bool {
-        let elapsed = now_ms.saturating_sub(self.refilled_at_ms);
-        self.tokens_milli = (self.tokens_milli + elapsed * u64::from(per_s)).min(u64::from(burst) * 1000);
+        // Wrapping: a bucket untouched for 49 days refills less than it
+        // could, and no connection stays idle that long (heartbeats).
+        let now_ms = now_ms as u32;
+        let elapsed = u64::from(now_ms.wrapping_sub(self.refilled_at_ms));
+        let refilled = u64::from(self.tokens_milli) + elapsed * u64::from(per_s);
+        self.tokens_milli = refilled.min(u64::from(capacity_milli(burst))) as u32;
         self.refilled_at_ms = now_ms;
         if self.tokens_milli >= 1000 {
             self.tokens_milli -= 1000;
@@ -456,6 +510,16 @@ impl RateBucket {
             false
         }
     }
+}
+
+/// A token's `exp` as a connection keeps it: past 2106 (or none) is never.
+pub(super) fn expires_at_u32(expires_at_s: u64) -> u32 {
+    u32::try_from(expires_at_s).unwrap_or(u32::MAX)
+}
+
+/// A bucket's capacity for `burst` messages, in thousandths.
+fn capacity_milli(burst: u32) -> u32 {
+    burst.saturating_mul(1000)
 }
 
 #[cfg(test)]
@@ -556,18 +620,27 @@ mod tests {
 mod joined_room_tests {
     use super::{JoinedRoom, Place};
     use crate::ids::RoomKey;
+    use crate::room::Membership;
 
     #[test]
-    fn a_joined_room_keeps_its_tag_and_whether_it_was_implicit_in_one_word() {
-        let pending = Place::Pending { owner: 1 };
-        let quiet = JoinedRoom::new(RoomKey::new("", "user:a"), pending, 7, true);
-        assert_eq!((quiet.tag(), quiet.implicit(), quiet.place.owner()), (7, true, Some(1)));
-        let joined = JoinedRoom::new(RoomKey::new("", "r"), pending, 7, false);
-        assert_eq!((joined.tag(), joined.implicit()), (7, false));
-        // Tags wrap with the member's join count: the top bit is not part of one.
-        let late = JoinedRoom::new(RoomKey::new("", "r"), pending, u32::MAX, false);
-        assert!(!late.implicit() && late.has_tag(u32::MAX) && late.has_tag(u32::MAX >> 1));
-        assert!(!late.has_tag(7));
+    fn a_joined_room_gives_back_the_place_and_implicit_bit_it_was_given() {
+        let membership = Membership::from_wire([3, 4, 5]);
+        let places = [
+            Place::Local(membership),
+            Place::Pending { owner: 1, tag: u32::MAX },
+            Place::Remote { owner: 300, membership },
+        ];
+        for place in places {
+            for implicit in [true, false] {
+                let joined = JoinedRoom::new(RoomKey::new("", "user:a"), place, implicit);
+                assert_eq!((joined.place(), joined.implicit()), (place, implicit));
+            }
+        }
+        let mut joined = JoinedRoom::new(RoomKey::new("", "r"), Place::Pending { owner: 1, tag: 7 }, true);
+        assert!(joined.awaits(7) && !joined.awaits(8));
+        joined.set_place(Place::Remote { owner: 1, membership });
+        assert!(!joined.awaits(7), "an answered join awaits nothing");
+        assert_eq!((joined.place(), joined.implicit()), (Place::Remote { owner: 1, membership }, true));
     }
 }
 
@@ -587,10 +660,11 @@ mod size_tests {
             size_of::<super::OutboundQueue>(),
             size_of::<crate::room::Peer>()
         );
-        assert!(size_of::<super::Connection>() <= 192);
-        // A `Box<Member>`, its first two rooms inline, of at most 168 bytes
-        // is a 176-byte glibc chunk (request + 8, rounded up to 16): one
-        // allocation where a member and its room list were 112 + 112.
+        // The member inline (168 B, its first two rooms inline too): one
+        // slab slot per connection, no heap chunk. 280 B in a release build;
+        // mio's stream carries 16 B more with debug assertions.
+        let debug_stream = if cfg!(debug_assertions) { 16 } else { 0 };
+        assert!(size_of::<super::Connection>() <= 280 + debug_stream);
         assert!(size_of::<super::JoinedRoom>() <= 40);
         assert!(size_of::<super::Member>() <= 168);
         // An `Arc<Peer>` is the peer and two counts: 72 bytes, an 80-byte chunk.

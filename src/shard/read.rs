@@ -30,7 +30,7 @@ impl Shard {
                     return;
                 }
                 Ok(n) => {
-                    conn.last_rx_ms = now_ms;
+                    conn.last_rx_ms = now_ms as u32;
                     self.core.metrics.bytes_in += n as u64;
                     taken += n;
                     self.core.consume_bytes(slot, &mut self.read_buf[..n]);
@@ -168,7 +168,7 @@ impl ShardCore {
             return;
         }
         self.metrics.client_messages += 1;
-        let home = member.rooms.first().map(|home| home.place);
+        let home = member.rooms.first().map(|home| home.place());
         if opcode == Opcode::Binary {
             if let Some(Place::Local(membership)) = home {
                 let from = conn.id;

@@ -68,7 +68,7 @@ impl ShardCore {
         match answer.outcome {
             Ok(expires_at_s) => {
                 if let Some(conn) = self.conns.get_mut(slot) {
-                    conn.expires_at_s = expires_at_s;
+                    conn.set_expires_at_s(expires_at_s);
                 }
                 protocol::encode_ack(self.frames.begin(), reference, None);
                 let frame = self.frames.finish(Opcode::Text);

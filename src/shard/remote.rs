@@ -354,9 +354,7 @@ impl ShardCore {
     ) {
         self.note_refusal(conn, reason);
         if let Some(member) = self.live_member(conn) {
-            let pending = |j: &super::conn::JoinedRoom| {
-                j.key == *key && j.has_tag(tag) && matches!(j.place, Place::Pending { .. })
-            };
+            let pending = |j: &super::conn::JoinedRoom| j.key == *key && j.awaits(tag);
             // The URL room (a spread big room's, or another node's) closes
             // the connection as a local one would.
             let home = member.rooms.first().is_some_and(pending);
@@ -371,13 +369,11 @@ impl ShardCore {
     /// The owner accepted a join: record the membership, or undo the join if
     /// the connection closed or left while it was in flight.
     fn on_joined(&mut self, owner: ShardId, conn: ConnId, key: RoomKey, tag: u32, membership: Membership, role: Role) {
-        let pending = self
-            .live_member(conn)
-            .and_then(|member| member.room_mut(&key))
-            .filter(|joined| joined.has_tag(tag) && matches!(joined.place, Place::Pending { .. }));
+        let pending =
+            self.live_member(conn).and_then(|member| member.room_mut(&key)).filter(|joined| joined.awaits(tag));
         match pending {
             Some(joined) => {
-                joined.place = Place::Remote { owner, membership };
+                joined.set_place(Place::Remote { owner, membership });
                 self.remote.mirrors.entry(key).or_default().push(Mirrored { conn, membership, role });
             }
             None => {

@@ -123,7 +123,7 @@ impl ShardCore {
             None => member.rooms.first(),
             Some(room) => member.room(room),
         };
-        Ok((conn, joined.ok_or(Refusal::NotJoined)?.place))
+        Ok((conn, joined.ok_or(Refusal::NotJoined)?.place()))
     }
 
     /// `join`: the same checks as the URL room (room claim, tenant), plus
@@ -179,7 +179,7 @@ impl ShardCore {
             let reference = reference.map(Into::into);
             let since = since.map(|since| Box::new(since.clone()));
             self.join_through_cluster(Arc::clone(peer), key.clone(), tag, quiet, reference, since);
-            Place::Pending { owner }
+            Place::Pending { owner, tag }
         } else if owner == self.id {
             let now_ms = self.now_unix_ms();
             let joined = self.rooms.join_since(peer, &key, quiet, reference, since, now_ms);
@@ -192,10 +192,10 @@ impl ShardCore {
             let since = since.map(|since| Box::new(since.clone()));
             let msg = RemoteMsg::Join { peer: Arc::clone(peer), key: key.clone(), tag, quiet, reference, since };
             self.try_send_remote(owner, msg).map_err(|_| Refusal::Overloaded)?;
-            Place::Pending { owner }
+            Place::Pending { owner, tag }
         };
         if let Ok((_, member)) = self.member(slot) {
-            member.rooms.push(JoinedRoom::new(key, place, tag, quiet));
+            member.rooms.push(JoinedRoom::new(key, place, quiet));
         }
         self.apply_room_outputs();
         Ok(())
@@ -248,7 +248,7 @@ impl ShardCore {
         };
         self.hook_leave(slot, room);
         self.webhook_room(slot, room, WebhookDetail::Leave);
-        match joined.place {
+        match joined.place() {
             Place::Local(membership) => {
                 self.rooms.leave_requested(membership, conn, reference);
                 self.apply_room_outputs();

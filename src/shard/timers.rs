@@ -65,9 +65,10 @@ impl ShardCore {
                     return;
                 }
                 let limits = &self.settings.limits;
-                let expires_at_s = conn.expires_at_s;
-                let last_rx = self.origin + Duration::from_millis(conn.last_rx_ms);
-                let silent = self.now.saturating_duration_since(last_rx);
+                let expires_at_s = conn.expires_at_s();
+                let silent_ms = (self.now_ms() as u32).wrapping_sub(conn.last_rx_ms);
+                let silent = Duration::from_millis(u64::from(silent_ms));
+                let last_rx = self.now.checked_sub(silent).unwrap_or(self.origin);
                 if expires_at_s.saturating_add(self.settings.token_leeway_s) <= self.now_unix_s {
                     self.begin_close(slot, CloseCode::TOKEN_EXPIRED, Some(LimitKind::TokenExpired));
                     return;
