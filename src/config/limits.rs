@@ -42,7 +42,8 @@ pub struct Limits {
     pub outbound_queue_grace_ms: u32,
     /// Per-connection token bucket: sustained messages per second.
     pub rate_messages_per_s: u32,
-    /// Per-connection token bucket: burst size (at least 1).
+    /// Per-connection token bucket: burst size (at least 1; above 4,294,967
+    /// it acts as that many, `shard::conn::RateBucket`).
     pub rate_burst: u32,
     /// Messages refused for rate before the connection is closed with 1008.
     pub rate_strikes_max: u32,
