@@ -110,12 +110,24 @@ impl Identity {
 /// The rule of [`Identity::may_join`], for callers that keep only the
 /// identity's grants.
 pub fn may_join(user: &str, groups: &[impl AsRef<str>], scope: Option<&RoomScope>, room: &str) -> bool {
+    may_join_where(user, groups, room, |room| scope.is_none_or(|scope| scope.allows(room)))
+}
+
+/// [`may_join`] for callers that keep the `room` claim in their own form:
+/// `scope_allows` answers for rooms the claim governs (all but personal
+/// and group rooms).
+pub fn may_join_where(
+    user: &str,
+    groups: &[impl AsRef<str>],
+    room: &str,
+    scope_allows: impl FnOnce(&str) -> bool,
+) -> bool {
     if let Some(personal) = room.strip_prefix(crate::ids::PERSONAL_PREFIX) {
         personal == user
     } else if let Some(group) = room.strip_prefix(crate::ids::GROUP_PREFIX) {
         groups.iter().any(|g| g.as_ref() == group)
     } else {
-        scope.is_none_or(|scope| scope.allows(room))
+        scope_allows(room)
     }
 }
 

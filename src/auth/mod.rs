@@ -75,7 +75,7 @@ mod test_support;
 mod verify;
 
 pub use extract::extract_token;
-pub use identity::{Identity, RoomScope, may_join};
+pub use identity::{Identity, RoomScope, may_join_where};
 pub use mint::{MintError, MintRequest, mint_hs256, random_jti};
 pub use secret::{bad_signature_message, load_or_create_secret, read_secret, secret_path};
 pub use verify::Verifier;

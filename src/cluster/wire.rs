@@ -232,7 +232,7 @@ impl Writer<'_> {
     fn peer(&mut self, peer: &Peer) {
         self.conn(peer.conn);
         self.bytes(peer.user().as_bytes());
-        self.opt_str(peer.name.as_deref());
+        self.opt_str(peer.name());
         self.u8(u8::from(peer.host) | u8::from(peer.names_room()) << 1);
     }
 

@@ -113,7 +113,7 @@ impl Rooms {
             // A sharing member's user is in `sharers`: `screenshare_grant` sets
             // both, `screenshare_stop` clears both (`set_role_of_user`).
             ensure!(
-                member.role != Role::Screenshare || room.meeting.sharers.iter().any(|u| **u == *member.peer.user()),
+                member.role != Role::Screenshare || room.meeting().sharers.iter().any(|u| **u == *member.peer.user()),
                 "member {} of {key:?} has role screenshare but its user is not sharing",
                 member.conn
             );
@@ -150,7 +150,7 @@ impl Rooms {
     /// Hands, screen sharing and chat history of one room against its members.
     fn verify_meeting(&self, room: &super::Room) -> Result<(), String> {
         let key = &room.key;
-        let meeting = &*room.meeting;
+        let meeting = room.meeting();
         let admitted =
             |user: &str| room.members.iter().any(|(_, m)| *m.peer.user() == *user && m.role != Role::Waiting);
         let unique = |users: &[Box<str>]| users.iter().collect::<HashSet<_>>().len() == users.len();

@@ -167,6 +167,13 @@ pub(super) struct MeetingState {
     pub(super) history: VecDeque<ChatEntry>,
 }
 
+impl MeetingState {
+    /// What a room without meeting state reads as.
+    pub(super) fn none() -> &'static MeetingState {
+        &NO_MEETING
+    }
+}
+
 impl LazyMeeting {
     /// Drops the oldest chat beyond `history_max` (a registry change);
     /// a room without meeting state stays without.
@@ -241,7 +248,7 @@ impl Rooms {
             MeetingRequest::ChatSend { .. } => K::ChatSend,
             MeetingRequest::ChatDelete { id } => {
                 let room = &self.rooms[slot];
-                let entry = room.meeting.history.iter().find(|e| e.id == *id);
+                let entry = room.meeting().history.iter().find(|e| e.id == *id);
                 match entry {
                     Some(entry) if *entry.author == *user => K::ChatDeleteOwn,
                     Some(_) => K::ChatDeleteOther,
@@ -305,7 +312,7 @@ impl Rooms {
             room: room.key.room(),
             id: &id,
             from_json: peer.user_json(),
-            name: peer.name.as_deref(),
+            name: peer.name(),
             text,
             ts_ms: now_unix_ms,
             seq,
@@ -338,7 +345,7 @@ impl Rooms {
             self.outputs.push_back(report);
         }
         let room = &mut self.rooms[slot];
-        let history = &mut room.meeting.history;
+        let history = &mut room.meeting_mut().history;
         history.push_back(ChatEntry { id, author, json });
         while history.len() > history_max as usize {
             history.pop_front();
@@ -369,7 +376,7 @@ impl Rooms {
             if id.is_empty() || id.len() > 64 || id.starts_with(GENERATED_ID_PREFIX) {
                 return Err(Refusal::ChatIdInvalid);
             }
-            if self.rooms[slot].meeting.history.iter().any(|e| *e.id == *id) {
+            if self.rooms[slot].meeting().history.iter().any(|e| *e.id == *id) {
                 return Err(Refusal::ChatIdTaken);
             }
         }
@@ -378,7 +385,7 @@ impl Rooms {
 
     fn chat_delete(&mut self, slot: usize, peer: &Peer, id: &str) {
         let room = &mut self.rooms[slot];
-        room.meeting.history.retain(|e| *e.id != *id);
+        room.meeting_mut().history.retain(|e| *e.id != *id);
         if self.durable {
             self.outputs.push_back(Output::Persist(Persist::ChatDelete { key: room.key.clone(), id: id.into() }));
         }
@@ -397,7 +404,7 @@ impl Rooms {
     /// (sent since it was created), keeping the newest `history_max`.
     pub(super) fn merge_history(&mut self, slot: usize, stored: Vec<StoredChat>) {
         let history_max = self.history_max(&self.rooms[slot].key);
-        let history = &mut self.rooms[slot].meeting.history;
+        let history = &mut self.rooms[slot].meeting_mut().history;
         let sent_since = std::mem::take(history);
         for entry in stored {
             if !sent_since.iter().any(|e| e.id == entry.id) {
@@ -412,7 +419,7 @@ impl Rooms {
 
     /// Raises or lowers `user`'s hand; admitted members get the new queue.
     fn set_hand(&mut self, slot: usize, user: &str, raised: bool) {
-        let hands = &mut self.rooms[slot].meeting.hands;
+        let hands = &mut self.rooms[slot].meeting_mut().hands;
         let at = hands.iter().position(|h| **h == *user);
         let changed = match (raised, at) {
             (true, None) => {
@@ -432,17 +439,17 @@ impl Rooms {
 
     fn send_hands(&mut self, slot: usize) {
         let room = &self.rooms[slot];
-        protocol::encode_hands(self.frames.begin(), room.key.room(), &room.meeting.hands);
+        protocol::encode_hands(self.frames.begin(), room.key.room(), &room.meeting().hands);
         let frame = self.frames.finish(Opcode::Text);
         self.broadcast(slot, Audience::Admitted, frame);
     }
 
     fn screenshare_request(&mut self, slot: usize, peer: &Peer) {
         let room = &mut self.rooms[slot];
-        if room.meeting.share_requests.iter().any(|u| **u == *peer.user()) {
+        if room.meeting().share_requests.iter().any(|u| **u == *peer.user()) {
             return;
         }
-        room.meeting.share_requests.push(Box::<str>::from(peer.user()));
+        room.meeting_mut().share_requests.push(Box::<str>::from(peer.user()));
         let frame = encode_user_event(&mut self.frames, room, "screenshare", peer.user(), "requested");
         self.broadcast(slot, Audience::Hosts, frame);
     }
@@ -453,14 +460,14 @@ impl Rooms {
         if !room.members.iter().any(|(_, m)| *m.peer.user() == *user && m.role != Role::Waiting) {
             return Err(Refusal::NotAdmitted);
         }
-        if room.meeting.sharers.iter().any(|u| **u == *user) {
+        if room.meeting().sharers.iter().any(|u| **u == *user) {
             return Ok(());
         }
-        if room.meeting.sharers.len() >= screenshare_max {
+        if room.meeting().sharers.len() >= screenshare_max {
             return Err(Refusal::ScreenshareBusy);
         }
-        room.meeting.sharers.push(user.into());
-        room.meeting.share_requests.retain(|u| **u != *user);
+        room.meeting_mut().sharers.push(user.into());
+        room.meeting_mut().share_requests.retain(|u| **u != *user);
         let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "started");
         self.broadcast(slot, Audience::Admitted, frame);
         self.set_role_of_user(slot, user, Role::Participant, Role::Screenshare);
@@ -469,7 +476,7 @@ impl Rooms {
 
     fn screenshare_deny(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
         let room = &mut self.rooms[slot];
-        if !take_user(&mut room.meeting.share_requests, user) {
+        if !take_user(&mut room.meeting_mut().share_requests, user) {
             return Err(Refusal::NotAskedToShare);
         }
         let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "denied");
@@ -487,7 +494,7 @@ impl Rooms {
 
     fn screenshare_stop(&mut self, slot: usize, user: &str) -> Result<(), Refusal> {
         let room = &mut self.rooms[slot];
-        if !take_user(&mut room.meeting.sharers, user) {
+        if !take_user(&mut room.meeting_mut().sharers, user) {
             return Err(Refusal::NotSharing);
         }
         let frame = encode_user_event(&mut self.frames, room, "screenshare", user, "stopped");
@@ -633,7 +640,7 @@ impl Rooms {
     /// room emptying costs a walk per host, not per departure.
     pub(super) fn after_departure(&mut self, slot: usize, user: &str, was_host: bool) {
         let room = &mut self.rooms[slot];
-        let meeting = &room.meeting;
+        let meeting = room.meeting();
         let requested = meeting.share_requests.iter().any(|u| **u == *user);
         let raised = meeting.hands.iter().any(|h| **h == *user);
         let sharing = meeting.sharers.iter().any(|u| **u == *user);
@@ -641,7 +648,7 @@ impl Rooms {
             && !room.members.iter().any(|(_, m)| *m.peer.user() == *user && m.role != Role::Waiting)
         {
             if requested {
-                room.meeting.share_requests.retain(|u| **u != *user);
+                room.meeting_mut().share_requests.retain(|u| **u != *user);
             }
             if raised {
                 self.set_hand(slot, user, false);
@@ -771,8 +778,8 @@ pub(super) fn encode_welcome(
         epoch,
         member_count: (room.members.len() - room.waiting as usize) as u64,
         lobby: room.lobby,
-        hands: &room.meeting.hands,
-        sharers: &room.meeting.sharers,
+        hands: &room.meeting().hands,
+        sharers: &room.meeting().sharers,
         history_loading: room.loading,
         recovered,
     };
@@ -784,7 +791,7 @@ pub(super) fn encode_welcome(
         .map(|(_, m)| (m.peer.json(), m.role.as_str()));
     let waiting = (member.role == Role::Host)
         .then(|| room.members.iter().filter(|(_, m)| m.role == Role::Waiting).take(shown).map(|(_, m)| m.peer.json()));
-    let history = recent_chat(&room.meeting.history, limits.welcome_history_max as usize);
+    let history = recent_chat(&room.meeting().history, limits.welcome_history_max as usize);
     let head = welcome_head(room, peer, shard, member.role);
     protocol::encode_welcome(frames.begin(), &head, &welcome, others, history, waiting);
     frames.finish(Opcode::Text)
@@ -793,7 +800,7 @@ pub(super) fn encode_welcome(
 /// A `chat_history` with the last `limit` messages, plus `"loading":true`
 /// while the stored history is on its way.
 pub(super) fn encode_history(frames: &mut FrameBuilder, room: &Room, limit: usize) -> Frame {
-    let messages = recent_chat(&room.meeting.history, limit);
+    let messages = recent_chat(&room.meeting().history, limit);
     protocol::encode_history(frames.begin(), room.key.room(), messages, room.loading);
     frames.finish(Opcode::Text)
 }

@@ -100,7 +100,7 @@ impl Meeting {
     }
 
     fn history_ids(&self) -> Vec<String> {
-        self.state().meeting.history.iter().map(|e| e.id.to_string()).collect()
+        self.state().meeting().history.iter().map(|e| e.id.to_string()).collect()
     }
 
     /// Who received events of `kind`.
@@ -233,15 +233,15 @@ fn allowed_case(kind: RequestKind, actor: &'static str) -> (Vec<MeetingRequest>,
 fn assert_effect(meeting: &Meeting, kind: RequestKind, actor: &str, seq_before: u64) {
     use RequestKind as K;
     let room = meeting.state();
-    let hands: Vec<&str> = room.meeting.hands.iter().map(|h| &**h).collect();
-    let sharers: Vec<&str> = room.meeting.sharers.iter().map(|h| &**h).collect();
-    let requests: Vec<&str> = room.meeting.share_requests.iter().map(|h| &**h).collect();
+    let hands: Vec<&str> = room.meeting().hands.iter().map(|h| &**h).collect();
+    let sharers: Vec<&str> = room.meeting().sharers.iter().map(|h| &**h).collect();
+    let requests: Vec<&str> = room.meeting().share_requests.iter().map(|h| &**h).collect();
     let history = meeting.history_ids();
     match kind {
         K::Publish => assert_eq!(room.seq, seq_before + 1),
         K::ChatSend => {
             assert_eq!(room.seq, seq_before + 1);
-            let last = room.meeting.history.back().expect("kept");
+            let last = room.meeting().history.back().expect("kept");
             assert_eq!(&*last.author, actor);
         }
         K::ChatDeleteOwn => assert!(!history.contains(&format!("own-{actor}")), "{history:?}"),

@@ -49,15 +49,19 @@ pub use persist::{ChatRecord, Persist, StoredChat};
 #[derive(Debug)]
 pub struct Peer {
     pub conn: ConnId,
-    pub name: Option<Box<str>>,
     /// The token says `role: host`: host on arrival, past any lobby.
     pub host: bool,
+    /// The token has a `name` (the rest of `text`, past `user_end`).
+    has_name: bool,
     /// The user id as a JSON literal, encoded once at arrival (it goes in
-    /// every message), then the user id itself when its JSON form is not
-    /// just it in quotes: one allocation (and no second `Box`) either way.
-    user_text: Box<str>,
-    /// Where the JSON literal ends in `user_text`.
+    /// every message); then the user id itself when its JSON form is not
+    /// just it in quotes; then the name, if any: one allocation for all
+    /// three (every connection has a peer).
+    text: Box<str>,
+    /// Where the JSON literal ends in `text`.
     user_json_len: u32,
+    /// Where the user id (or, when it needs no copy, the JSON literal) ends.
+    user_end: u32,
     /// The token's `room` claim names one room exactly. Such a token may
     /// be in no other room (personal and group rooms aside, which are never
     /// private), and every join was checked against the claim before it
@@ -81,15 +85,27 @@ impl Peer {
     /// `prefix*`, not absent).
     pub fn with_claims(conn: ConnId, user: &str, name: Option<&str>, host: bool, exact_room_claim: bool) -> Arc<Peer> {
         let user_json = protocol::json_str(user);
-        let user_json_len = user_json.len() as u32;
+        let mut text = String::with_capacity(user_json.len() + user.len() + name.map_or(0, str::len));
+        text.push_str(&user_json);
         // Most ids need no escaping: then the JSON literal holds both forms.
-        let user_text = if user_json.len() == user.len() + 2 { user_json } else { format!("{user_json}{user}").into() };
-        Arc::new(Peer { conn, name: name.map(Into::into), host, user_text, user_json_len, exact_room_claim })
+        if user_json.len() != user.len() + 2 {
+            text.push_str(user);
+        }
+        let user_end = text.len() as u32;
+        text.push_str(name.unwrap_or(""));
+        let user_json_len = user_json.len() as u32;
+        let text = text.into_boxed_str();
+        Arc::new(Peer { conn, host, has_name: name.is_some(), text, user_json_len, user_end, exact_room_claim })
     }
 
     /// The user id as a JSON string literal.
     pub fn user_json(&self) -> &str {
-        &self.user_text[..self.user_json_len as usize]
+        &self.text[..self.user_json_len as usize]
+    }
+
+    /// The token's `name`.
+    pub fn name(&self) -> Option<&str> {
+        self.has_name.then(|| &self.text[self.user_end as usize..])
     }
 
     /// Whether the token's `room` claim names the room this peer is joining
@@ -100,13 +116,13 @@ impl Peer {
 
     /// The user id (the token's `sub`).
     pub fn user(&self) -> &str {
-        let json_len = self.user_json_len as usize;
-        if self.user_text.len() > json_len { &self.user_text[json_len..] } else { &self.user_text[1..json_len - 1] }
+        let (json_len, user_end) = (self.user_json_len as usize, self.user_end as usize);
+        if user_end > json_len { &self.text[json_len..user_end] } else { &self.text[1..json_len - 1] }
     }
 
     /// The peer as presence frames show it.
     fn json(&self) -> PeerJson<'_> {
-        PeerJson { conn: self.conn, user_json: self.user_json(), name: self.name.as_deref() }
+        PeerJson { conn: self.conn, user_json: self.user_json(), name: self.name() }
     }
 }
 
@@ -277,7 +293,6 @@ struct Room {
     arrivals: u64,
     /// Non-hosts arrive in the lobby.
     lobby: bool,
-    meeting: meeting::LazyMeeting,
     /// What few rooms need, boxed on first need so that every other room
     /// (every personal room) pays one pointer for all of it.
     extra: Option<Box<RoomExtra>>,
@@ -285,6 +300,8 @@ struct Room {
 
 #[derive(Debug, Default)]
 struct RoomExtra {
+    /// Hands, screen sharers and requests, chat history (`Room::meeting`).
+    meeting: meeting::LazyMeeting,
     /// Members per other shard (a broadcast goes once to each with any);
     /// `None` while every member is local, as in most rooms.
     per_shard: Option<Box<[u32]>>,
@@ -313,6 +330,16 @@ impl Room {
 
     fn extra(&mut self) -> &mut RoomExtra {
         self.extra.get_or_insert_default()
+    }
+
+    /// The meeting state; a room that never had any reads as empty.
+    fn meeting(&self) -> &meeting::MeetingState {
+        self.extra.as_ref().map_or(meeting::MeetingState::none(), |extra| &extra.meeting)
+    }
+
+    /// The meeting state, made on first need.
+    fn meeting_mut(&mut self) -> &mut meeting::MeetingState {
+        &mut self.extra().meeting
     }
 }
 
@@ -470,7 +497,9 @@ impl Rooms {
             self.lobby_set(slot, lobby(policy));
         }
         let history_max = self.history_max(key);
-        self.rooms[slot].meeting.trim_history(history_max);
+        if let Some(extra) = self.rooms[slot].extra.as_mut() {
+            extra.meeting.trim_history(history_max);
+        }
         self.debug_check_invariants();
     }
 
@@ -613,7 +642,6 @@ impl Rooms {
             loading,
             arrivals: 0,
             lobby: self.policy(key).and_then(|p| p.lobby).unwrap_or(self.limits.lobby_default),
-            meeting: meeting::LazyMeeting::default(),
             extra: None,
         });
         self.index.insert(slot, &self.rooms);

@@ -332,8 +332,9 @@ fn per_room_structs_stay_small() {
         size_of::<meeting::MeetingState>()
     );
     // Every connection has a personal room: rooms must be cheap (what few
-    // rooms need is in `RoomExtra`, and a lone member is inline).
-    assert!(size_of::<Room>() <= 104);
+    // rooms need, meeting state included, is in `RoomExtra`, and a lone
+    // member is inline).
+    assert!(size_of::<Room>() <= 96);
     assert!(size_of::<Member>() <= 48);
 }
 
@@ -609,11 +610,17 @@ fn a_room_without_publishes_holds_no_ring_and_a_plain_join_has_no_recovered_fiel
 }
 
 #[test]
-fn a_peer_keeps_its_user_id_and_its_json_form_in_one_string() {
+fn a_peer_keeps_its_user_id_its_json_form_and_its_name_in_one_string() {
     let plain = Peer::new(conn(1), "alice", None);
-    assert_eq!((plain.user(), plain.user_json()), ("alice", "\"alice\""));
+    assert_eq!((plain.user(), plain.user_json(), plain.name()), ("alice", "\"alice\"", None));
     let quoted = Peer::new(conn(2), "a\"b\\c", None);
     assert_eq!((quoted.user(), quoted.user_json()), ("a\"b\\c", "\"a\\\"b\\\\c\""));
     let empty = Peer::new(conn(3), "", None);
     assert_eq!((empty.user(), empty.user_json()), ("", "\"\""));
+    let named = Peer::new(conn(4), "bob", Some("Bob B."));
+    assert_eq!((named.user(), named.user_json(), named.name()), ("bob", "\"bob\"", Some("Bob B.")));
+    let quoted_named = Peer::new(conn(5), "a\"b", Some("Q"));
+    assert_eq!((quoted_named.user(), quoted_named.user_json(), quoted_named.name()), ("a\"b", "\"a\\\"b\"", Some("Q")));
+    let empty_name = Peer::new(conn(6), "e", Some(""));
+    assert_eq!(empty_name.name(), Some(""), "an empty name is a name");
 }

@@ -171,7 +171,7 @@ impl ShardCore {
             out.push(ConnInfo {
                 conn: conn.id.to_string(),
                 user: member.peer.user().to_string(),
-                name: member.peer.name.as_deref().map(str::to_string),
+                name: member.peer.name().map(str::to_string),
                 tenant: member.tenant().to_string(),
                 role: if member.peer.host { "host" } else { "member" },
                 home: member.rooms.first().map(|j| j.key.room().to_string()).unwrap_or_default(),

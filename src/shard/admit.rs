@@ -155,7 +155,7 @@ fn arrival(id: ConnId, kind: HandoffKind, now_ms: u64) -> Arrival {
             let expires_at_s = identity.expires_at_s;
             let member = Member {
                 rooms: smallvec::SmallVec::with_capacity(2 + identity.groups.len()),
-                grants: Grants::from_identity(*identity),
+                grants: Grants::from_identity(*identity, key.room()),
                 peer,
                 joins: 0,
                 // Wrapping, as `over_soft_since_ms`: 4 bytes, not 8.

@@ -101,16 +101,37 @@ impl Member {
 pub struct Grants {
     /// The tenant is not here: it is the home room's (`Member::tenant`).
     pub groups: Box<[Box<str>]>,
-    pub room_scope: Option<RoomScope>,
+    room_scope: ScopeKept,
     /// The token's `perms`, one bit per `Perm`; all set when it had none.
     perms: u8,
 }
 
+/// The token's `room` claim as a connection keeps it. Most tokens that
+/// have one name exactly the room of the URL, which the member holds
+/// already (`Member::home`): that case keeps no copy of the id (a heap
+/// chunk per connection).
+#[derive(Debug)]
+enum ScopeKept {
+    /// No claim: any room of the tenant.
+    Any,
+    /// Exactly the room of the URL.
+    HomeRoom,
+    /// Another exact room (the URL named the personal or a group room,
+    /// which the claim does not govern), or a `prefix*`.
+    Other(RoomScope),
+}
+
 impl Grants {
-    pub fn from_identity(identity: Identity) -> Grants {
+    /// `home_room`: the room id of the URL.
+    pub fn from_identity(identity: Identity, home_room: &str) -> Grants {
+        let room_scope = match identity.room_scope {
+            None => ScopeKept::Any,
+            Some(RoomScope::Exact(room)) if *room == *home_room => ScopeKept::HomeRoom,
+            Some(scope) => ScopeKept::Other(scope),
+        };
         Grants {
             groups: identity.groups.into_iter().map(Into::into).collect(),
-            room_scope: identity.room_scope,
+            room_scope,
             perms: perm_bits(identity.perms.as_deref()),
         }
     }
@@ -121,9 +142,14 @@ impl Grants {
         if self.perms & perm_bit(perm) != 0 { Ok(()) } else { Err(Refusal::PermMissing(perm)) }
     }
 
-    /// Whether `user` with these grants may be in `room` (see `Identity::may_join`).
-    pub fn may_join(&self, user: &str, room: &str) -> bool {
-        crate::auth::may_join(user, &self.groups, self.room_scope.as_ref(), room)
+    /// Whether `user` with these grants, connected to `home_room`, may be
+    /// in `room` (see `Identity::may_join`).
+    pub fn may_join(&self, user: &str, home_room: &str, room: &str) -> bool {
+        crate::auth::may_join_where(user, &self.groups, room, |room| match &self.room_scope {
+            ScopeKept::Any => true,
+            ScopeKept::HomeRoom => room == home_room,
+            ScopeKept::Other(scope) => scope.allows(room),
+        })
     }
 }
 
@@ -617,6 +643,41 @@ mod tests {
 }
 
 #[cfg(test)]
+mod grants_tests {
+    use super::Grants;
+    use crate::auth::{Identity, RoomScope};
+
+    fn grants(scope: Option<RoomScope>, home_room: &str) -> Grants {
+        Grants::from_identity(Identity { room_scope: scope, ..Identity::dev("u") }, home_room)
+    }
+
+    #[test]
+    fn an_exact_room_claim_kept_as_the_url_room_allows_that_room_only() {
+        let at_demo = grants(Some(RoomScope::Exact("demo".into())), "demo");
+        assert!(at_demo.may_join("u", "demo", "demo"));
+        assert!(!at_demo.may_join("u", "demo", "demo2") && !at_demo.may_join("u", "demo", "dem"));
+        assert!(at_demo.may_join("u", "demo", "user:u"), "the claim does not govern the personal room");
+    }
+
+    #[test]
+    fn an_exact_room_claim_on_a_connection_to_its_personal_room_still_names_its_room() {
+        // The URL named the personal room, which the claim does not govern:
+        // the claim's room is kept, not taken from the URL.
+        let at_personal = grants(Some(RoomScope::Exact("demo".into())), "user:u");
+        assert!(at_personal.may_join("u", "user:u", "demo"));
+        assert!(!at_personal.may_join("u", "user:u", "other"));
+    }
+
+    #[test]
+    fn prefix_and_absent_claims_are_unchanged() {
+        let team = grants(Some(RoomScope::Prefix("team-".into())), "team-a");
+        assert!(team.may_join("u", "team-a", "team-b") && !team.may_join("u", "team-a", "other"));
+        let any = grants(None, "r");
+        assert!(any.may_join("u", "r", "anything") && !any.may_join("u", "r", "user:someone-else"));
+    }
+}
+
+#[cfg(test)]
 mod joined_room_tests {
     use super::{JoinedRoom, Place};
     use crate::ids::RoomKey;
@@ -667,7 +728,8 @@ mod size_tests {
         assert!(size_of::<super::Connection>() <= 280 + debug_stream);
         assert!(size_of::<super::JoinedRoom>() <= 40);
         assert!(size_of::<super::Member>() <= 168);
-        // An `Arc<Peer>` is the peer and two counts: 72 bytes, an 80-byte chunk.
-        assert!(size_of::<crate::room::Peer>() <= 56);
+        // An `Arc<Peer>` is the peer and two counts: 56 bytes, a 64-byte
+        // chunk, its user id, JSON form and name in one more.
+        assert!(size_of::<crate::room::Peer>() <= 40);
     }
 }

@@ -309,7 +309,7 @@ fn conn_info(conn: &Connection) -> Option<ClientInfo<'_>> {
     Some(ClientInfo {
         conn: ConnRef(conn.id),
         user: member.peer.user(),
-        name: member.peer.name.as_deref(),
+        name: member.peer.name(),
         tenant: member.tenant(),
         host: member.peer.host,
     })

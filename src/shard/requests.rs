@@ -359,7 +359,11 @@ fn may_join(member: &Member, room: &str) -> Result<(), Refusal> {
     if !ids::is_valid_room_id(room) {
         return Err(Refusal::BadRoom);
     }
-    if member.grants.may_join(member.peer.user(), room) { Ok(()) } else { Err(Refusal::TokenForbidsRoom) }
+    if member.grants.may_join(member.peer.user(), member.home.room(), room) {
+        Ok(())
+    } else {
+        Err(Refusal::TokenForbidsRoom)
+    }
 }
 
 #[cfg(test)]
