@@ -45,7 +45,16 @@ impl Members {
                 *self = Members::Spilled(slab);
                 index
             }
-            Members::Spilled(slab) => slab.insert(member),
+            Members::Spilled(slab) => {
+                if slab.len() == slab.capacity() {
+                    // Grow by half, not double: rooms are mostly small and
+                    // stay at the size they reached, so the slack a
+                    // doubling leaves (a quarter on average) is kept for
+                    // the room's life. 4 → 6 → 9 → 13: a room of 10 holds 13.
+                    slab.reserve_exact((slab.capacity() / 2).max(1));
+                }
+                slab.insert(member)
+            }
         }
     }
 
@@ -178,6 +187,22 @@ mod tests {
         assert_eq!(members.try_remove(0).map(|m| m.conn.slot), Some(1));
         assert!(members.is_empty() && members.iter().next().is_none());
         assert_eq!(members.insert(member(4)), 0);
+    }
+
+    #[test]
+    fn a_spilled_room_grows_by_half_its_capacity() {
+        let mut members = Members::default();
+        let mut capacities = Vec::new();
+        for slot in 0..14 {
+            members.insert(member(slot));
+            if let Members::Spilled(slab) = &members
+                && capacities.last() != Some(&slab.capacity())
+            {
+                capacities.push(slab.capacity());
+            }
+        }
+        assert_eq!(capacities, [4, 6, 9, 13, 19]);
+        assert_eq!(slots(&members).len(), 14);
     }
 
     #[test]

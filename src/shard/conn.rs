@@ -101,7 +101,10 @@ impl Member {
 pub struct Grants {
     /// The tenant is not here: it is the home room's (`Member::tenant`).
     pub groups: Box<[Box<str>]>,
-    room_scope: ScopeKept,
+    /// The `room` claim's id or prefix, for `ScopeKind::Exact` and `Prefix`
+    /// (beside the kind rather than in an enum with it: 16 bytes, not 24).
+    scope_text: Option<Box<str>>,
+    scope: ScopeKind,
     /// The token's `perms`, one bit per `Perm`; all set when it had none.
     perms: u8,
 }
@@ -110,28 +113,32 @@ pub struct Grants {
 /// have one name exactly the room of the URL, which the member holds
 /// already (`Member::home`): that case keeps no copy of the id (a heap
 /// chunk per connection).
-#[derive(Debug)]
-enum ScopeKept {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScopeKind {
     /// No claim: any room of the tenant.
     Any,
     /// Exactly the room of the URL.
     HomeRoom,
-    /// Another exact room (the URL named the personal or a group room,
-    /// which the claim does not govern), or a `prefix*`.
-    Other(RoomScope),
+    /// Exactly `scope_text` (the URL named the personal or a group room,
+    /// which the claim does not govern).
+    Exact,
+    /// Rooms starting with `scope_text`.
+    Prefix,
 }
 
 impl Grants {
     /// `home_room`: the room id of the URL.
     pub fn from_identity(identity: Identity, home_room: &str) -> Grants {
-        let room_scope = match identity.room_scope {
-            None => ScopeKept::Any,
-            Some(RoomScope::Exact(room)) if *room == *home_room => ScopeKept::HomeRoom,
-            Some(scope) => ScopeKept::Other(scope),
+        let (scope, scope_text) = match identity.room_scope {
+            None => (ScopeKind::Any, None),
+            Some(RoomScope::Exact(room)) if *room == *home_room => (ScopeKind::HomeRoom, None),
+            Some(RoomScope::Exact(room)) => (ScopeKind::Exact, Some(room)),
+            Some(RoomScope::Prefix(prefix)) => (ScopeKind::Prefix, Some(prefix)),
         };
         Grants {
             groups: identity.groups.into_iter().map(Into::into).collect(),
-            room_scope,
+            scope_text,
+            scope,
             perms: perm_bits(identity.perms.as_deref()),
         }
     }
@@ -145,10 +152,12 @@ impl Grants {
     /// Whether `user` with these grants, connected to `home_room`, may be
     /// in `room` (see `Identity::may_join`).
     pub fn may_join(&self, user: &str, home_room: &str, room: &str) -> bool {
-        crate::auth::may_join_where(user, &self.groups, room, |room| match &self.room_scope {
-            ScopeKept::Any => true,
-            ScopeKept::HomeRoom => room == home_room,
-            ScopeKept::Other(scope) => scope.allows(room),
+        let text = self.scope_text.as_deref().unwrap_or("");
+        crate::auth::may_join_where(user, &self.groups, room, |room| match self.scope {
+            ScopeKind::Any => true,
+            ScopeKind::HomeRoom => room == home_room,
+            ScopeKind::Exact => room == text,
+            ScopeKind::Prefix => room.starts_with(text),
         })
     }
 }
@@ -721,13 +730,14 @@ mod size_tests {
             size_of::<super::OutboundQueue>(),
             size_of::<crate::room::Peer>()
         );
-        // The member inline (168 B, its first two rooms inline too): one
-        // slab slot per connection, no heap chunk. 280 B in a release build;
-        // mio's stream carries 16 B more with debug assertions.
+        // The member inline (its first two rooms inline too): one slab slot
+        // per connection, no heap chunk. 256 B in a release build; mio's
+        // stream carries 16 B more with debug assertions.
         let debug_stream = if cfg!(debug_assertions) { 16 } else { 0 };
-        assert!(size_of::<super::Connection>() <= 280 + debug_stream);
-        assert!(size_of::<super::JoinedRoom>() <= 40);
-        assert!(size_of::<super::Member>() <= 168);
+        assert!(size_of::<super::Connection>() <= 256 + debug_stream);
+        assert!(size_of::<super::JoinedRoom>() <= 32);
+        assert!(size_of::<super::Grants>() <= 40);
+        assert!(size_of::<super::Member>() <= 144);
         // An `Arc<Peer>` is the peer and two counts: 56 bytes, a 64-byte
         // chunk, its user id, JSON form and name in one more.
         assert!(size_of::<crate::room::Peer>() <= 40);
