@@ -334,7 +334,7 @@ fn per_room_structs_stay_small() {
     // Every connection has a personal room: rooms must be cheap (what few
     // rooms need, meeting state included, is in `RoomExtra`, and a lone
     // member is inline).
-    assert!(size_of::<Room>() <= 96);
+    assert!(size_of::<Room>() <= 88);
     assert!(size_of::<Member>() <= 48);
 }
 
