@@ -99,14 +99,20 @@ impl Member {
 /// an idle connection's memory is the server's memory budget.
 #[derive(Debug)]
 pub struct Grants {
-    /// The tenant is not here: it is the home room's (`Member::tenant`).
-    pub groups: Box<[Box<str>]>,
-    /// The `room` claim's id or prefix, for `ScopeKind::Exact` and `Prefix`
-    /// (beside the kind rather than in an enum with it: 16 bytes, not 24).
-    scope_text: Option<Box<str>>,
+    /// What most tokens do not have, boxed: 16 bytes a connection, not 40.
+    /// The tenant is not here at all: it is the home room's (`Member::tenant`).
+    rare: Option<Box<RareGrants>>,
     scope: ScopeKind,
     /// The token's `perms`, one bit per `Perm`; all set when it had none.
     perms: u8,
+}
+
+/// The `groups` claim and a `room` claim that is not the URL room.
+#[derive(Debug, Default)]
+struct RareGrants {
+    groups: Box<[Box<str>]>,
+    /// The `room` claim's id or prefix, for `ScopeKind::Exact` and `Prefix`.
+    scope_text: Box<str>,
 }
 
 /// The token's `room` claim as a connection keeps it. Most tokens that
@@ -135,12 +141,18 @@ impl Grants {
             Some(RoomScope::Exact(room)) => (ScopeKind::Exact, Some(room)),
             Some(RoomScope::Prefix(prefix)) => (ScopeKind::Prefix, Some(prefix)),
         };
-        Grants {
-            groups: identity.groups.into_iter().map(Into::into).collect(),
-            scope_text,
-            scope,
-            perms: perm_bits(identity.perms.as_deref()),
-        }
+        let rare = (scope_text.is_some() || !identity.groups.is_empty()).then(|| {
+            Box::new(RareGrants {
+                groups: identity.groups.into_iter().map(Into::into).collect(),
+                scope_text: scope_text.unwrap_or_default(),
+            })
+        });
+        Grants { rare, scope, perms: perm_bits(identity.perms.as_deref()) }
+    }
+
+    /// The token's `groups` (empty when it had none).
+    pub fn groups(&self) -> &[Box<str>] {
+        self.rare.as_ref().map_or(&[], |rare| &rare.groups)
     }
 
     /// `Ok` when the token allows requests gated by `perm`, else the
@@ -152,8 +164,8 @@ impl Grants {
     /// Whether `user` with these grants, connected to `home_room`, may be
     /// in `room` (see `Identity::may_join`).
     pub fn may_join(&self, user: &str, home_room: &str, room: &str) -> bool {
-        let text = self.scope_text.as_deref().unwrap_or("");
-        crate::auth::may_join_where(user, &self.groups, room, |room| match self.scope {
+        let text = self.rare.as_ref().map_or("", |rare| &rare.scope_text);
+        crate::auth::may_join_where(user, self.groups(), room, |room| match self.scope {
             ScopeKind::Any => true,
             ScopeKind::HomeRoom => room == home_room,
             ScopeKind::Exact => room == text,
@@ -678,6 +690,19 @@ mod grants_tests {
     }
 
     #[test]
+    fn groups_are_kept_with_or_without_a_room_claim() {
+        let identity = Identity { groups: vec!["ops".into(), "dev".into()], ..Identity::dev("u") };
+        let plain = Grants::from_identity(identity.clone(), "r");
+        assert_eq!(plain.groups().iter().map(|g| &**g).collect::<Vec<_>>(), ["ops", "dev"]);
+        assert!(plain.may_join("u", "r", "group:ops") && !plain.may_join("u", "r", "group:hr"));
+        let scoped =
+            Grants::from_identity(Identity { room_scope: Some(RoomScope::Exact("r".into())), ..identity }, "r");
+        assert_eq!(scoped.groups().len(), 2);
+        assert!(scoped.may_join("u", "r", "group:dev") && !scoped.may_join("u", "r", "other"));
+        assert!(grants(None, "r").groups().is_empty());
+    }
+
+    #[test]
     fn prefix_and_absent_claims_are_unchanged() {
         let team = grants(Some(RoomScope::Prefix("team-".into())), "team-a");
         assert!(team.may_join("u", "team-a", "team-b") && !team.may_join("u", "team-a", "other"));
@@ -731,13 +756,13 @@ mod size_tests {
             size_of::<crate::room::Peer>()
         );
         // The member inline (its first two rooms inline too): one slab slot
-        // per connection, no heap chunk. 256 B in a release build; mio's
+        // per connection, no heap chunk. 232 B in a release build; mio's
         // stream carries 16 B more with debug assertions.
         let debug_stream = if cfg!(debug_assertions) { 16 } else { 0 };
-        assert!(size_of::<super::Connection>() <= 256 + debug_stream);
+        assert!(size_of::<super::Connection>() <= 232 + debug_stream);
         assert!(size_of::<super::JoinedRoom>() <= 32);
-        assert!(size_of::<super::Grants>() <= 40);
-        assert!(size_of::<super::Member>() <= 144);
+        assert!(size_of::<super::Grants>() <= 16);
+        assert!(size_of::<super::Member>() <= 120);
         // An `Arc<Peer>` is the peer and two counts: 56 bytes, a 64-byte
         // chunk, its user id, JSON form and name in one more.
         assert!(size_of::<crate::room::Peer>() <= 40);

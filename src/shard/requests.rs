@@ -214,7 +214,7 @@ impl ShardCore {
         // A URL room that is itself the personal or a group room is not joined twice.
         let mut implicit: Vec<RoomKey> = personal
             .into_iter()
-            .chain(member.grants.groups.iter().map(|group| RoomKey::group(tenant, group)))
+            .chain(member.grants.groups().iter().map(|group| RoomKey::group(tenant, group)))
             .filter(|key| *key != home)
             .collect();
         // Group rooms past rooms_per_connection_max are not joined.
