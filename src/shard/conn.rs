@@ -66,7 +66,7 @@ pub struct Member {
     /// personal and group rooms, then rooms it joined. Emptied when the
     /// connection starts closing. At most `rooms_per_connection_max`.
     /// The first two (home and personal: all an idle connection has) are
-    /// inline, so the member is one allocation, not two.
+    /// inline, so an idle connection's rooms need no allocation of their own.
     pub rooms: SmallVec<[JoinedRoom; 2]>,
     /// Joins made so far; the next join's tag.
     pub joins: u32,
