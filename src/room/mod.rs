@@ -85,12 +85,12 @@ impl Peer {
     /// `prefix*`, not absent).
     pub fn with_claims(conn: ConnId, user: &str, name: Option<&str>, host: bool, exact_room_claim: bool) -> Arc<Peer> {
         let user_json = protocol::json_str(user);
-        let mut text = String::with_capacity(user_json.len() + user.len() + name.map_or(0, str::len));
-        text.push_str(&user_json);
         // Most ids need no escaping: then the JSON literal holds both forms.
-        if user_json.len() != user.len() + 2 {
-            text.push_str(user);
-        }
+        let user_copy = if user_json.len() == user.len() + 2 { "" } else { user };
+        // Exactly the length, so the box needs no shrinking realloc.
+        let mut text = String::with_capacity(user_json.len() + user_copy.len() + name.map_or(0, str::len));
+        text.push_str(&user_json);
+        text.push_str(user_copy);
         let user_end = text.len() as u32;
         text.push_str(name.unwrap_or(""));
         let user_json_len = user_json.len() as u32;
