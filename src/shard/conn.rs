@@ -102,52 +102,32 @@ pub struct Grants {
     /// What most tokens do not have, boxed: 16 bytes a connection, not 40.
     /// The tenant is not here at all: it is the home room's (`Member::tenant`).
     rare: Option<Box<RareGrants>>,
-    scope: ScopeKind,
+    /// The `room` claim names exactly the room of the URL. Most tokens
+    /// with a claim do, and the member holds that id already
+    /// (`Member::home`): such a claim keeps no copy of it.
+    scope_is_url_room: bool,
     /// The token's `perms`, one bit per `Perm`; all set when it had none.
     perms: u8,
 }
 
-/// The `groups` claim and a `room` claim that is not the URL room.
-#[derive(Debug, Default)]
+/// The `groups` claim, and a `room` claim other than the URL room (a
+/// `prefix*`, or a room while the URL named the personal or a group room,
+/// which the claim does not govern).
+#[derive(Debug)]
 struct RareGrants {
     groups: Box<[Box<str>]>,
-    /// The `room` claim's id or prefix, for `ScopeKind::Exact` and `Prefix`.
-    scope_text: Box<str>,
-}
-
-/// The token's `room` claim as a connection keeps it. Most tokens that
-/// have one name exactly the room of the URL, which the member holds
-/// already (`Member::home`): that case keeps no copy of the id (a heap
-/// chunk per connection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ScopeKind {
-    /// No claim: any room of the tenant.
-    Any,
-    /// Exactly the room of the URL.
-    HomeRoom,
-    /// Exactly `scope_text` (the URL named the personal or a group room,
-    /// which the claim does not govern).
-    Exact,
-    /// Rooms starting with `scope_text`.
-    Prefix,
+    room_scope: Option<RoomScope>,
 }
 
 impl Grants {
     /// `home_room`: the room id of the URL.
     pub fn from_identity(identity: Identity, home_room: &str) -> Grants {
-        let (scope, scope_text) = match identity.room_scope {
-            None => (ScopeKind::Any, None),
-            Some(RoomScope::Exact(room)) if *room == *home_room => (ScopeKind::HomeRoom, None),
-            Some(RoomScope::Exact(room)) => (ScopeKind::Exact, Some(room)),
-            Some(RoomScope::Prefix(prefix)) => (ScopeKind::Prefix, Some(prefix)),
-        };
-        let rare = (scope_text.is_some() || !identity.groups.is_empty()).then(|| {
-            Box::new(RareGrants {
-                groups: identity.groups.into_iter().map(Into::into).collect(),
-                scope_text: scope_text.unwrap_or_default(),
-            })
+        let scope_is_url_room = matches!(&identity.room_scope, Some(RoomScope::Exact(room)) if **room == *home_room);
+        let room_scope = identity.room_scope.filter(|_| !scope_is_url_room);
+        let rare = (room_scope.is_some() || !identity.groups.is_empty()).then(|| {
+            Box::new(RareGrants { groups: identity.groups.into_iter().map(Into::into).collect(), room_scope })
         });
-        Grants { rare, scope, perms: perm_bits(identity.perms.as_deref()) }
+        Grants { rare, scope_is_url_room, perms: perm_bits(identity.perms.as_deref()) }
     }
 
     /// The token's `groups` (empty when it had none).
@@ -164,12 +144,9 @@ impl Grants {
     /// Whether `user` with these grants, connected to `home_room`, may be
     /// in `room` (see `Identity::may_join`).
     pub fn may_join(&self, user: &str, home_room: &str, room: &str) -> bool {
-        let text = self.rare.as_ref().map_or("", |rare| &rare.scope_text);
-        crate::auth::may_join_where(user, self.groups(), room, |room| match self.scope {
-            ScopeKind::Any => true,
-            ScopeKind::HomeRoom => room == home_room,
-            ScopeKind::Exact => room == text,
-            ScopeKind::Prefix => room.starts_with(text),
+        let scope = self.rare.as_ref().and_then(|rare| rare.room_scope.as_ref());
+        crate::auth::may_join_where(user, self.groups(), room, |room| {
+            if self.scope_is_url_room { room == home_room } else { scope.is_none_or(|scope| scope.allows(room)) }
         })
     }
 }
@@ -210,6 +187,17 @@ struct PackedPlace {
     words: [u32; 3],
 }
 
+impl PackedPlace {
+    fn new(place: Place, implicit: bool) -> PackedPlace {
+        let (kind, owner, words) = match place {
+            Place::Local(membership) => (PlaceKind::Local, 0, membership.to_wire()),
+            Place::Pending { owner, tag } => (PlaceKind::Pending, owner, [tag, 0, 0]),
+            Place::Remote { owner, membership } => (PlaceKind::Remote, owner, membership.to_wire()),
+        };
+        PackedPlace { kind, implicit, owner, words }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PlaceKind {
     Local,
@@ -221,10 +209,7 @@ impl JoinedRoom {
     /// `implicit`: a personal or group room entered at connect, which
     /// cannot be left.
     pub fn new(key: RoomKey, place: Place, implicit: bool) -> JoinedRoom {
-        let mut joined =
-            JoinedRoom { key, packed: PackedPlace { kind: PlaceKind::Local, implicit, owner: 0, words: [0; 3] } };
-        joined.set_place(place);
-        joined
+        JoinedRoom { key, packed: PackedPlace::new(place, implicit) }
     }
 
     pub fn place(&self) -> Place {
@@ -237,12 +222,7 @@ impl JoinedRoom {
     }
 
     pub fn set_place(&mut self, place: Place) {
-        let (kind, owner, words) = match place {
-            Place::Local(membership) => (PlaceKind::Local, 0, membership.to_wire()),
-            Place::Pending { owner, tag } => (PlaceKind::Pending, owner, [tag, 0, 0]),
-            Place::Remote { owner, membership } => (PlaceKind::Remote, owner, membership.to_wire()),
-        };
-        self.packed = PackedPlace { kind, owner, words, ..self.packed };
+        self.packed = PackedPlace::new(place, self.packed.implicit);
     }
 
     /// Joined implicitly (personal and group rooms); such rooms cannot be left.
